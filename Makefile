@@ -1,0 +1,60 @@
+# The manual: `make run` imports the samples end to end, `make test` runs every test.
+# Both create the virtualenv first. No Postgres configured? An embedded one starts under .data/.
+
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed-stamp
+export CONFIG_PATH ?= $(CURDIR)/config.json
+export CONFIG_ENV  ?= default
+
+.PHONY: help run test test-fast bench lint format protos requirements stop-db clean
+
+help:
+	@echo "make run           set up, then import every file in sample/ through the real pipeline"
+	@echo "make test          set up, then run the whole test suite (unit, integration, e2e)"
+	@echo "make lint          ruff + mypy"
+	@echo "make protos        regenerate gRPC code from protos/"
+	@echo "make requirements  recompile requirements.txt from requirements.in"
+	@echo "make bench         throughput benchmark (see README)"
+	@echo "make stop-db       stop the embedded Postgres under .data/"
+
+$(STAMP): requirements.txt pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is required")'
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
+	touch $(STAMP)
+
+run: $(STAMP)
+	$(PY) -m service.demo
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+test-fast: $(STAMP)
+	$(PY) -m pytest -q -m "not slow"
+
+bench: $(STAMP)
+	@echo "make bench is not built yet (issue: 'Fast and flat')"; exit 1
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check service actors tests
+	$(VENV)/bin/ruff format --check service actors tests
+	$(VENV)/bin/mypy service actors
+
+format: $(STAMP)
+	$(VENV)/bin/ruff check --fix service actors tests
+	$(VENV)/bin/ruff format service actors tests
+
+protos: $(STAMP)
+	@ls protos/*.proto >/dev/null 2>&1 || { echo "no .proto files in protos/ yet"; exit 0; }
+
+requirements: $(STAMP)
+	$(VENV)/bin/pip-compile --quiet --strip-extras --no-emit-index-url --no-emit-find-links --allow-unsafe -o requirements.txt requirements.in
+
+stop-db: $(STAMP)
+	$(PY) -c 'from service.db import stop_embedded; from service.config import load_config; stop_embedded(load_config().data_dir)'
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,124 @@
+"""Dramatiq actors, one per stage: each loads its job by id and calls one core function.
+
+`dramatiq actors` imports this package: it reads the configuration, migrates the app DB,
+sets the broker and declares every actor. Actor names are stable: queued messages store them.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import threading
+from typing import Any
+
+import dramatiq
+from dramatiq.middleware import Middleware
+
+from actors.broker import CHUNKS_QUEUE, JOBS_QUEUE, dispatch, make_broker
+from service import pipeline
+from service.config import Config, load_config
+from service.db import app_dsn, redact
+from service.errors import ConfigError, ImportServiceError
+from service.jobs import JobStore, migrate
+from service.products import ProductRegistry
+
+log = logging.getLogger(__name__)
+
+def _boot() -> tuple[Config, str]:
+    """Read the configuration and migrate the app DB, or stop with one clear line."""
+    try:
+        config = load_config()
+        dsn = app_dsn(config)
+        migrate(dsn)
+    except ConfigError as exc:
+        print(f"importctl: configuration error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+    except Exception as exc:  # an unreachable app DB at start: one line, not a traceback
+        print(f"importctl: cannot use the app database: {redact(str(exc).strip())}", file=sys.stderr)
+        raise SystemExit(2) from None
+    return config, dsn
+
+
+CONFIG, APP_DSN = _boot()
+broker = make_broker(APP_DSN)
+dramatiq.set_broker(broker)
+
+_services: pipeline.Services | None = None
+_services_lock = threading.Lock()
+
+
+def services() -> pipeline.Services:
+    """The process's Services, built on first use (after any fork)."""
+    global _services
+    with _services_lock:
+        if _services is None:
+            jobs = JobStore(APP_DSN, dispatch=dispatch, maxconn=CONFIG.worker_concurrency + 4)
+            products = ProductRegistry.load(CONFIG.schemas_dir)
+            _services = pipeline.Services(CONFIG, jobs, products, APP_DSN)
+        return _services
+
+
+# Retry policy lives on the actors: transient faults (an unreachable customer DB) back off
+# for up to customer_db_retry_seconds (the stage then fails the job itself); anything else
+# unexpected gets a few tries, then the dead-letter middleware below fails the job.
+RETRY = {"max_retries": 30, "min_backoff": 500, "max_backoff": 10_000}
+
+
+@dramatiq.actor(actor_name=pipeline.FETCH, queue_name=JOBS_QUEUE, time_limit=600_000, **RETRY)
+def import_fetch(job_id: str) -> None:
+    """Locate the blob, detect format and header, prepare the customer DB."""
+    pipeline.run_stage(services(), pipeline.fetch, job_id)
+
+
+@dramatiq.actor(actor_name=pipeline.PARSE, queue_name=JOBS_QUEUE, time_limit=3_600_000, **RETRY)
+def import_parse(job_id: str) -> None:
+    """Scan the file and cut it into chunks."""
+    pipeline.run_stage(services(), pipeline.parse, job_id)
+
+
+@dramatiq.actor(actor_name=pipeline.VALIDATE, queue_name=CHUNKS_QUEUE, time_limit=1_800_000, **RETRY)
+def import_validate(job_id: str, chunk_no: int) -> None:
+    """Validate one chunk and stage its valid rows."""
+    pipeline.run_stage(services(), pipeline.validate, job_id, chunk_no)
+
+
+@dramatiq.actor(actor_name=pipeline.INSERT, queue_name=JOBS_QUEUE, time_limit=3_600_000, **RETRY)
+def import_insert(job_id: str) -> None:
+    """Publish the staged rows and close the job."""
+    pipeline.run_stage(services(), pipeline.insert, job_id)
+
+
+class FailJobOnDeadLetter(Middleware):
+    """A message Dramatiq gives up on ends its job `failed` with the reason, never stuck."""
+
+    def after_nack(self, broker: dramatiq.Broker, message: Any) -> None:
+        self._fail(message, "gave up")
+
+    def after_skip_message(self, broker: dramatiq.Broker, message: Any) -> None:
+        self._fail(message, "skipped")
+
+    def _fail(self, message: Any, how: str) -> None:
+        if not message.args:
+            return
+        job_id = str(message.args[0])
+        exc = getattr(message, "_exception", None)
+        reason = f"{type(exc).__name__}: {exc}" if exc is not None else "no reason recorded"
+        error = f"internal error in stage {message.actor_name} ({how} after retries): {redact(reason)}"
+        try:
+            job = services().jobs.get(job_id)
+            if job is not None and not job.finished:
+                pipeline.fail_job(services(), job, error)
+        except ImportServiceError as e:
+            log.error("job %s: could not record failure: %s", job_id, e)
+
+
+class WorkerConcurrency(Middleware):
+    """`dramatiq actors` runs WORKER_CONCURRENCY threads per process (SPEC section 4)."""
+
+    def before_worker_boot(self, broker: dramatiq.Broker, worker: Any) -> None:
+        worker.worker_threads = CONFIG.worker_concurrency
+
+
+broker.add_middleware(FailJobOnDeadLetter())
+broker.add_middleware(WorkerConcurrency())
+logging.getLogger("dramatiq_pg").setLevel(logging.WARNING)

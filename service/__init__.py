@@ -1,0 +1,1 @@
+"""Import service core: plain functions and classes, no Dramatiq/Falcon/gRPC imports."""

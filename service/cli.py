@@ -1,0 +1,214 @@
+"""importctl: enqueue, run and inspect imports, run workers, migrate the app DB.
+
+Usage:
+  importctl enqueue --customer=C --product=P (--file=PATH | --uri=URI) [--option=K=V]... [--idempotency-key=KEY] [--wait]
+  importctl import --customer=C --product=P (--file=PATH | --uri=URI) [--option=K=V]...
+  importctl status JOB [--json]
+  importctl logs JOB
+  importctl worker [--processes=N] [--threads=N]
+  importctl migrate
+  importctl (-h | --help)
+
+Options:
+  --customer=C          Customer id (a key of customer_map.json).
+  --product=P           Product type (a schema in schemas/).
+  --file=PATH           A local file; it is copied into the customer's blob area first.
+  --uri=URI             A file:// URI inside the customer's blob area.
+  --option=K=V          A job option, e.g. --option=dry_run=true --option=delimiter=';'.
+  --idempotency-key=KEY Enqueue at most one job for this key and request.
+  --wait                Wait for the job to end; exit 1 if it failed.
+  --json                Print the job as JSON.
+  --processes=N         Worker processes [default: 2].
+  --threads=N           Threads per worker process (default: WORKER_CONCURRENCY).
+
+Exit codes: 0 ok, 1 a job this command waited for failed (or no such job), 2 usage or config error.
+Configuration: CONFIG_PATH / CONFIG_ENV and the variables of the README; no token is needed.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+from docopt import DocoptExit, docopt
+
+from service import blob
+from service.config import Config, load_config
+from service.db import app_dsn, redact
+from service.errors import ConfigError, ImportServiceError, RequestRefused
+from service.jobs import Job, JobStore, migrate
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+POLL_SECONDS = 0.2
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run one importctl command; return its exit code."""
+    try:
+        args = docopt(__doc__, argv=argv, help=True)
+    except DocoptExit as exc:
+        print(str(exc), file=sys.stderr)
+        return EXIT_USAGE
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return _dispatch(args)
+    except ConfigError as exc:
+        print(f"importctl: configuration error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except RequestRefused as exc:
+        where = f" ({exc.field})" if exc.field else ""
+        print(f"importctl: refused{where}: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except ImportServiceError as exc:
+        print(f"importctl: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        return 130
+
+
+def _dispatch(args: dict[str, Any]) -> int:
+    if args["worker"]:
+        from service.supervisor import run_workers
+
+        config = load_config()
+        threads = int(args["--threads"]) if args["--threads"] else config.worker_concurrency
+        return run_workers(int(args["--processes"]), threads)
+    config = load_config()
+    dsn = _app_dsn(config)
+    if args["migrate"]:
+        applied = migrate(dsn)
+        print("applied: " + ", ".join(applied) if applied else "app database is up to date")
+        return EXIT_OK
+    if args["enqueue"] or args["import"]:
+        return _enqueue(args, config)
+    jobs = JobStore(dsn, maxconn=2)
+    job = jobs.get(args["JOB"])
+    if job is None:
+        print(f"importctl: no job {args['JOB']}", file=sys.stderr)
+        return EXIT_FAILED
+    if args["status"]:
+        print(json.dumps(job_dict(job), indent=2) if args["--json"] else summary(job))
+    elif args["logs"]:
+        for line in jobs.logs(job.id):
+            where = f" row {line.row_number}" if line.row_number is not None else ""
+            field = f" [{line.field}]" if line.field else ""
+            print(f"{line.at.isoformat()} {line.level:<7}{where}{field} {line.message}")
+    return EXIT_OK
+
+
+def _app_dsn(config: Config) -> str:
+    try:
+        return app_dsn(config)
+    except ConfigError:
+        raise
+    except Exception as exc:
+        raise ConfigError(f"cannot use the app database: {redact(str(exc).strip())}") from None
+
+
+def _enqueue(args: dict[str, Any], config: Config) -> int:
+    """Enqueue a job (copying --file into the blob area), then wait or run it as asked."""
+    import actors  # sets the broker, migrates, declares the actors
+    from service.requests import check_request, enqueue
+
+    services = actors.services()
+    customer = args["--customer"]
+    uri = args["--uri"] or _copy_into_blob_area(Path(args["--file"]), customer, config)
+    body = {"customer_id": customer, "product_type": args["--product"], "blob_uri": uri,
+            "options": parse_options(args["--option"])}
+    request = check_request(body, config, services.products)
+    job, _ = enqueue(request, services.jobs, args["--idempotency-key"])
+    if args["import"]:
+        job = _run_until_done(job.id, services.jobs, config)
+        print(summary(job))
+        return EXIT_OK if job.status == "succeeded" else EXIT_FAILED
+    print(job.id)
+    if args["--wait"]:
+        job = wait_for(job.id, services.jobs)
+        print(summary(job), file=sys.stderr)
+        return EXIT_OK if job.status == "succeeded" else EXIT_FAILED
+    return EXIT_OK
+
+
+def _copy_into_blob_area(source: Path, customer: str, config: Config) -> str:
+    """Copy a local file under <blob_root>/<customer>/uploads/ and return its URI."""
+    if customer not in config.customers:
+        raise RequestRefused(f"unknown customer {customer!r}", field="customer_id")
+    if not source.is_file():
+        raise RequestRefused(f"{source} is not a readable regular file", field="file")
+    target_dir = config.blob_root / customer / "uploads"
+    target_dir.mkdir(parents=True, exist_ok=True)
+    target = target_dir / f"{uuid.uuid4().hex[:12]}-{source.name}"
+    shutil.copyfile(source, target)
+    return blob.uri_for(target)
+
+
+def _run_until_done(job_id: str, jobs: JobStore, config: Config) -> Job:
+    """Run a Dramatiq worker in this process until the job ends."""
+    import dramatiq
+
+    worker = dramatiq.Worker(dramatiq.get_broker(), worker_threads=config.worker_concurrency)
+    worker.start()
+    try:
+        return wait_for(job_id, jobs)
+    finally:
+        worker.stop(timeout=30_000)
+
+
+def wait_for(job_id: str, jobs: JobStore) -> Job:
+    """Poll until the job reaches a final status."""
+    while True:
+        job = jobs.get(job_id)
+        if job is None or job.finished:
+            assert job is not None, f"job {job_id} vanished"
+            return job
+        time.sleep(POLL_SECONDS)
+
+
+def parse_options(pairs: list[str]) -> dict[str, Any]:
+    """Turn K=V pairs into an options object; boolean options accept true/false/yes/no/1/0."""
+    options: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise RequestRefused(f"--option must be K=V, got {pair!r}", field="option")
+        if key == "dry_run":
+            lowered = value.strip().lower()
+            if lowered not in ("true", "false", "yes", "no", "1", "0"):
+                raise RequestRefused(f"dry_run must be true or false, got {value!r}", field="options.dry_run")
+            options[key] = lowered in ("true", "yes", "1")
+        else:
+            options[key] = value
+    return options
+
+
+def job_dict(job: Job) -> dict[str, Any]:
+    """The public view of a job (SPEC section 9)."""
+    def iso(value: Any) -> str | None:
+        return value.isoformat() if value is not None else None
+
+    return {
+        "job_id": job.id, "customer_id": job.customer_id, "product_type": job.product_type,
+        "blob_uri": job.blob_uri, "options": job.options, "status": job.status,
+        "rows_total": job.rows_total, "rows_valid": job.rows_valid, "rows_invalid": job.rows_invalid,
+        "rows_inserted": job.rows_inserted, "error": job.error, "created_at": iso(job.created_at),
+        "started_at": iso(job.started_at), "finished_at": iso(job.finished_at),
+    }
+
+
+def summary(job: Job) -> str:
+    """One line per job: id, what, status and counts."""
+    line = (
+        f"{job.id}  {job.customer_id}/{job.product_type}  {job.status:<9}  total={job.rows_total} "
+        f"valid={job.rows_valid} invalid={job.rows_invalid} inserted={job.rows_inserted}"
+    )
+    return f"{line}  error: {job.error}" if job.error else line
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,283 @@
+"""Turn raw cell values into the JSON values a product schema expects (SPEC 6).
+
+Text cells (CSV, TSV, key=value, XLSX text) arrive as ``str``; other XLSX
+cells keep their native type (int, float, bool, datetime, date, time).
+Each schema property gets one coercer, built once when the schema loads, so
+the per-row work is one function call per cell.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+import re
+from collections.abc import Callable
+from typing import Any, Final
+
+__all__ = [
+    "ABSENT",
+    "SUPPORTED_TYPES",
+    "Coercer",
+    "CoercionError",
+    "build_coercer",
+    "show",
+]
+
+
+class _Absent:
+    """Marker type for a cell that means "no value"."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "ABSENT"
+
+
+# An empty cell is not null: the key is left out of the record altogether.
+ABSENT: Final = _Absent()
+
+Coercer = Callable[[Any], Any]
+
+
+class CoercionError(ValueError):
+    """A cell cannot become a value of its field's type; the text omits the field name."""
+
+
+# ASCII digits only: int() would also take "٤٢" or "４２", which no customer means.
+_INTEGER = re.compile(r"[+-]?[0-9]+\Z")
+# Python float syntax minus underscores, inf and nan, which float() would take.
+_NUMBER = re.compile(r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?\Z")
+_BOOLEANS: Final = {
+    "true": True,
+    "yes": True,
+    "1": True,
+    "false": False,
+    "no": False,
+    "0": False,
+}
+_MIDNIGHT: Final = dt.time(0, 0)
+_SHOW_LIMIT: Final = 60
+
+
+def show(value: Any) -> str:
+    """Render a value for an error message: repr for text, ISO for dates, cut if long."""
+    if isinstance(value, (dt.date, dt.time)):
+        text = value.isoformat()
+    elif isinstance(value, bool):
+        text = "true" if value else "false"
+    else:
+        text = repr(value)
+    # A field may hold a megabyte; the log line only needs enough to find it.
+    return text if len(text) <= _SHOW_LIMIT else text[: _SHOW_LIMIT - 3] + "..."
+
+
+def _kind(value: Any) -> str:
+    """Name the kind of a native value the way a spreadsheet user would."""
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, (int, float)):
+        return "number"
+    if isinstance(value, dt.datetime):
+        return "date-time"
+    if isinstance(value, dt.date):
+        return "date"
+    if isinstance(value, dt.time):
+        return "time"
+    return type(value).__name__
+
+
+def _wrong_kind(value: Any, expected: str) -> CoercionError:
+    """Build the error for a native cell of the wrong kind."""
+    return CoercionError(f"expected {expected}, got a {_kind(value)} ({show(value)})")
+
+
+# --- integer -------------------------------------------------------------
+
+
+def _text_integer(text: str) -> int:
+    """Parse "42", "+42", "-3"; reject decimals, exponents and anything else."""
+    if _INTEGER.match(text) is None:
+        raise CoercionError(f"{show(text)} is not an integer")
+    try:
+        return int(text)
+    except ValueError:  # more digits than Python's int/str conversion limit
+        raise CoercionError(
+            f"{show(text)} is not an integer (too many digits)"
+        ) from None
+
+
+def _native_integer(value: Any) -> int:
+    """Accept an int, or a float with no fractional part (Excel stores 42 as 42.0)."""
+    if isinstance(value, bool):
+        raise _wrong_kind(value, "an integer")
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float):
+        if value.is_integer():
+            return int(value)
+        raise CoercionError(f"{show(value)} is not an integer")
+    raise _wrong_kind(value, "an integer")
+
+
+# --- number --------------------------------------------------------------
+
+
+def _text_number(text: str) -> float:
+    """Parse Python float syntax, refusing inf, nan and underscores."""
+    if _NUMBER.match(text) is None:
+        raise CoercionError(f"{show(text)} is not a number")
+    number = float(text)
+    if math.isinf(number):  # "1e999": JSON has no infinity
+        raise CoercionError(f"{show(text)} is too large")
+    return number
+
+
+def _native_number(value: Any) -> int | float:
+    """Accept an int or a finite float."""
+    if isinstance(value, bool):
+        raise _wrong_kind(value, "a number")
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float):
+        if math.isfinite(value):
+            return value
+        raise CoercionError(f"{show(value)} is not a number")
+    raise _wrong_kind(value, "a number")
+
+
+# --- boolean -------------------------------------------------------------
+
+
+def _text_boolean(text: str) -> bool:
+    """Parse true/false/yes/no/1/0, in any case."""
+    try:
+        return _BOOLEANS[text.lower()]
+    except KeyError:
+        raise CoercionError(
+            f"{show(text)} is not a boolean (use true/false, yes/no or 1/0)"
+        ) from None
+
+
+def _native_boolean(value: Any) -> bool:
+    """Accept a bool, or a numeric 0/1 cell (the same values "0"/"1" are as text)."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, (int, float)) and value in (0, 1):
+        return bool(value)
+    raise _wrong_kind(value, "true/false")
+
+
+# --- strings -------------------------------------------------------------
+
+
+def _as_datetime(value: dt.date) -> dt.datetime:
+    """Promote a date to a midnight datetime; leave a datetime alone."""
+    if isinstance(value, dt.datetime):
+        return value
+    return dt.datetime.combine(value, _MIDNIGHT)
+
+
+def _native_text(value: Any) -> str:
+    """Render a native cell for a plain string field (an id, a name...)."""
+    if isinstance(value, bool):
+        raise _wrong_kind(value, "text")
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise _wrong_kind(value, "text")
+        # Excel stores the id 12345 as 12345.0; "12345.0" would be silent damage.
+        return str(int(value)) if value.is_integer() else repr(value)
+    if isinstance(
+        value, dt.date
+    ):  # SPEC 6: a date cell is a date-time outside date fields
+        return _as_datetime(value).isoformat()
+    if isinstance(value, dt.time):
+        return value.isoformat()
+    raise _wrong_kind(value, "text")
+
+
+def _native_date(value: Any) -> str:
+    """Render a date cell as YYYY-MM-DD; a time of day other than midnight is an error."""
+    if isinstance(value, dt.datetime):
+        if value.time() != _MIDNIGHT:
+            raise CoercionError(
+                f"expected a date, got a date-time with a time of day ({show(value)})"
+            )
+        return value.date().isoformat()
+    if isinstance(value, dt.date):
+        return value.isoformat()
+    raise _wrong_kind(value, "a date (YYYY-MM-DD)")
+
+
+def _native_date_time(value: Any) -> str:
+    """Render a date or date-time cell as an RFC 3339 date-time."""
+    if not isinstance(value, dt.date):
+        raise _wrong_kind(value, "a date-time")
+    moment = _as_datetime(value)
+    if moment.tzinfo is None:
+        # Excel cells carry no time zone; we read them as UTC, and say so with "Z".
+        return moment.isoformat() + "Z"
+    return moment.isoformat()
+
+
+# --- assembly ------------------------------------------------------------
+
+_TEXT: Final[dict[str, Callable[[str], Any] | None]] = {
+    "string": None,  # a stripped string is already the value
+    "integer": _text_integer,
+    "number": _text_number,
+    "boolean": _text_boolean,
+}
+_NATIVE: Final[dict[str, Callable[[Any], Any]]] = {
+    "integer": _native_integer,
+    "number": _native_number,
+    "boolean": _native_boolean,
+}
+_NATIVE_BY_FORMAT: Final[dict[str, Callable[[Any], Any]]] = {
+    "date": _native_date,
+    "date-time": _native_date_time,
+}
+SUPPORTED_TYPES: Final = frozenset(_TEXT)
+
+
+def build_coercer(prop: dict[str, Any]) -> Coercer:
+    """Build the coercer for one schema property; it returns a value, ABSENT, or raises CoercionError."""
+    kind = prop["type"]
+    text = _TEXT[kind]
+    if kind == "string":
+        native = _NATIVE_BY_FORMAT.get(prop.get("format", ""), _native_text)
+    else:
+        native = _NATIVE[kind]
+    if text is None:
+        return _string_coercer(native)
+    return _typed_coercer(text, native)
+
+
+def _string_coercer(native: Callable[[Any], Any]) -> Coercer:
+    """Coercer for a string property: strip text, convert natives."""
+
+    def coerce(value: Any) -> Any:
+        if value.__class__ is not str:
+            if value is None:
+                return ABSENT
+            if not isinstance(value, str):
+                return native(value)
+        return value.strip() or ABSENT
+
+    return coerce
+
+
+def _typed_coercer(text: Callable[[str], Any], native: Callable[[Any], Any]) -> Coercer:
+    """Coercer for an integer, number or boolean property."""
+
+    def coerce(value: Any) -> Any:
+        if value.__class__ is not str:
+            if value is None:
+                return ABSENT
+            if not isinstance(value, str):
+                return native(value)
+        value = value.strip()
+        return text(value) if value else ABSENT
+
+    return coerce

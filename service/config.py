@@ -1,0 +1,200 @@
+"""The one configuration loader: a config.json section plus env overrides -> a frozen Config.
+
+Every setting is declared once in SETTINGS; no other module reads os.environ.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import psycopg2.extensions
+
+from service.errors import ConfigError
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+CUSTOMER_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}\Z")
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One configuration key: its config-file name, its env variable, its type and default."""
+
+    key: str
+    env: str
+    kind: str  # "str" | "int" | "float" | "path"
+    default: Any
+
+
+GiB = 1024**3
+MiB = 1024**2
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting("app_db_dsn", "APP_DB_DSN", "str", None),
+    Setting("rest_addr", "REST_ADDR", "str", "127.0.0.1:8080"),
+    Setting("grpc_addr", "GRPC_ADDR", "str", "127.0.0.1:9090"),
+    Setting("worker_concurrency", "WORKER_CONCURRENCY", "int", 8),
+    Setting("customer_map_path", "CUSTOMER_MAP_PATH", "path", "customer_map.json"),
+    Setting("blob_root", "BLOB_ROOT", "path", "sample"),
+    Setting("api_tokens_path", "API_TOKENS_PATH", "path", None),
+    Setting("schemas_dir", "SCHEMAS_DIR", "path", "schemas"),
+    Setting("data_dir", "DATA_DIR", "path", ".data"),
+    Setting("max_logged_errors", "MAX_LOGGED_ERRORS", "int", 1000),
+    Setting("customer_db_retry_seconds", "CUSTOMER_DB_RETRY_SECONDS", "float", 60.0),
+    Setting("chunk_rows", "CHUNK_ROWS", "int", 20_000),
+    Setting("max_file_bytes", "MAX_FILE_BYTES", "int", 2 * GiB),
+    Setting("max_field_bytes", "MAX_FIELD_BYTES", "int", 1 * MiB),
+    Setting("max_record_bytes", "MAX_RECORD_BYTES", "int", 10 * MiB),
+    Setting("max_xlsx_bytes", "MAX_XLSX_BYTES", "int", 1 * GiB),
+    Setting("log_level", "LOG_LEVEL", "str", "INFO"),
+)
+
+
+@dataclass(frozen=True)
+class Config:
+    """Everything a process needs to know, read once at start and passed down."""
+
+    app_db_dsn: str | None = None
+    rest_addr: str = "127.0.0.1:8080"
+    grpc_addr: str = "127.0.0.1:9090"
+    worker_concurrency: int = 8
+    customer_map_path: Path = PROJECT_ROOT / "customer_map.json"
+    blob_root: Path = PROJECT_ROOT / "sample"
+    api_tokens_path: Path | None = None
+    schemas_dir: Path = PROJECT_ROOT / "schemas"
+    data_dir: Path = PROJECT_ROOT / ".data"
+    max_logged_errors: int = 1000
+    customer_db_retry_seconds: float = 60.0
+    chunk_rows: int = 20_000
+    max_file_bytes: int = 2 * GiB
+    max_field_bytes: int = 1 * MiB
+    max_record_bytes: int = 10 * MiB
+    max_xlsx_bytes: int = 1 * GiB
+    log_level: str = "INFO"
+    customers: Mapping[str, str] = field(default_factory=dict)
+    tokens: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+
+    def with_(self, **changes: Any) -> Config:
+        """Return a copy with some settings changed (tests build configs this way)."""
+        return replace(self, **changes)
+
+
+def load_config(environ: Mapping[str, str] | None = None) -> Config:
+    """Read CONFIG_PATH/CONFIG_ENV and env overrides; raise ConfigError naming file and problem."""
+    env = os.environ if environ is None else environ
+    # Each value remembers the folder its relative paths are relative to.
+    values: dict[str, tuple[Any, Path]] = {s.key: (s.default, PROJECT_ROOT) for s in SETTINGS}
+    config_path = env.get("CONFIG_PATH")
+    if config_path:
+        path = Path(config_path).resolve()
+        section = env.get("CONFIG_ENV", "default")
+        values.update({k: (v, path.parent) for k, v in _read_section(path, section).items()})
+    for setting in SETTINGS:
+        if env.get(setting.env):
+            values[setting.key] = (env[setting.env], Path.cwd())
+    converted = {s.key: _convert(s, *values[s.key]) for s in SETTINGS}
+    customers = load_customer_map(converted["customer_map_path"])
+    tokens = load_tokens(converted["api_tokens_path"])
+    return Config(**converted, customers=customers, tokens=tokens)
+
+
+def _read_section(path: Path, section: str) -> dict[str, Any]:
+    """Load one section of a JSON config file."""
+    document = _read_json(path)
+    if not isinstance(document, dict):
+        raise ConfigError(f"{path}: the top level must be an object of sections")
+    if section not in document:
+        known = ", ".join(sorted(document)) or "none"
+        raise ConfigError(f"{path}: unknown config section {section!r} (sections: {known})")
+    body = document[section]
+    if not isinstance(body, dict):
+        raise ConfigError(f"{path}: section {section!r} must be an object")
+    known_keys = {s.key for s in SETTINGS}
+    unknown = sorted(set(body) - known_keys)
+    if unknown:
+        raise ConfigError(f"{path}: unknown setting(s) in section {section!r}: {', '.join(unknown)}")
+    return dict(body)
+
+
+def _read_json(path: Path) -> Any:
+    """Parse a JSON file, turning every failure into a one-line ConfigError."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read the file ({exc.strerror or exc})") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: the file is not UTF-8 text") from None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"{path}: malformed JSON at line {exc.lineno} column {exc.colno}: {exc.msg}") from None
+
+
+_CONVERTERS: dict[str, Callable[[Any], Any]] = {"int": int, "float": float, "str": str}
+
+
+def _convert(setting: Setting, value: Any, base: Path) -> Any:
+    """Convert one raw value to the setting's type, resolving relative paths."""
+    if value is None:
+        return None
+    if setting.kind == "path":
+        if not isinstance(value, str) or not value:
+            raise ConfigError(f"setting {setting.key} ({setting.env}) must be a path, got {value!r}")
+        return (base / value).resolve()
+    try:
+        if setting.kind in ("int", "float") and isinstance(value, bool):
+            raise ValueError
+        converted = _CONVERTERS[setting.kind](value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"setting {setting.key} ({setting.env}) must be {setting.kind}, got {value!r}") from None
+    if setting.kind in ("int", "float") and converted <= 0:
+        raise ConfigError(f"setting {setting.key} ({setting.env}) must be positive, got {value!r}")
+    return converted
+
+
+def load_customer_map(path: Path) -> dict[str, str]:
+    """Read customer id -> DSN, refusing ids that are not simple names and DSNs that do not parse."""
+    document = _read_json(path)
+    if not isinstance(document, dict):
+        raise ConfigError(f"{path}: must be a JSON object mapping customer id to DSN")
+    customers: dict[str, str] = {}
+    for customer, dsn in document.items():
+        if not CUSTOMER_ID.match(customer):
+            raise ConfigError(f"{path}: customer id {customer!r} must match {CUSTOMER_ID.pattern}")
+        if not isinstance(dsn, str) or not is_dsn(dsn):
+            raise ConfigError(f"{path}: the DSN of customer {customer!r} is not a valid Postgres DSN")
+        customers[customer] = dsn
+    return customers
+
+
+def is_dsn(text: str) -> bool:
+    """Whether libpq can parse text as a connection string (key=value or URI)."""
+    if not text.strip():
+        return False
+    try:
+        psycopg2.extensions.parse_dsn(text)
+    except psycopg2.ProgrammingError:
+        return False
+    return True
+
+
+def load_tokens(path: Path | None) -> dict[str, tuple[str, ...]]:
+    """Read token -> customer ids it may act for ("*" = all); no file means no tokens."""
+    if path is None:
+        return {}
+    document = _read_json(path)
+    if not isinstance(document, dict):
+        raise ConfigError(f"{path}: must be a JSON object mapping token to a list of customer ids")
+    tokens: dict[str, tuple[str, ...]] = {}
+    for index, (token, customers) in enumerate(document.items(), 1):
+        ok = isinstance(customers, list) and all(isinstance(c, str) for c in customers)
+        if not token or not ok:
+            # The token itself is a secret: name it by position only.
+            raise ConfigError(f"{path}: entry {index} must map a non-empty token to a list of customer ids")
+        tokens[token] = tuple(customers)
+    return tokens

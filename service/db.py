@@ -1,0 +1,130 @@
+"""Where the databases are: the app DB (configured or embedded) and each customer's DB.
+
+This module only finds and opens connections; jobs.py and store.py run the SQL.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import warnings
+from pathlib import Path
+
+import psycopg2
+import psycopg2.extensions
+
+from service.config import Config
+from service.errors import ConfigError, RequestRefused
+
+log = logging.getLogger(__name__)
+
+# Connection settings a customer DSN inherits from the app DB when it leaves them out,
+# so that customer_map.json can say "dbname=acme" and work on any server.
+_INHERITED = ("host", "port", "user", "password")
+
+
+def app_dsn(config: Config) -> str:
+    """The app DB's DSN: the configured one, else an embedded server under data_dir."""
+    if config.app_db_dsn:
+        return config.app_db_dsn
+    return embedded_dsn(config.data_dir)
+
+
+def embedded_dsn(data_dir: Path) -> str:
+    """Start (or find running) the embedded Postgres under data_dir/pg and return its DSN."""
+    # Imported late: processes with a configured DSN never need the package.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        import pgserver
+    data_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        # cleanup_mode=None: the server outlives this process, so workers, servers and
+        # the CLI share one instance; `make stop-db` stops it.
+        server = pgserver.get_server(data_dir / "pg", cleanup_mode=None)
+    except Exception as exc:  # pgserver raises assorted errors; one clear line is better
+        raise ConfigError(f"{data_dir / 'pg'}: cannot start the embedded Postgres ({exc})") from None
+    return server.get_uri()
+
+
+def customer_dsn(config: Config, customer_id: str, app: str) -> str:
+    """The DSN of a customer's DB; host, port and user default to the app DB's."""
+    try:
+        own = config.customers[customer_id]
+    except KeyError:
+        raise RequestRefused(f"unknown customer {customer_id!r}", field="customer_id") from None
+    mine = psycopg2.extensions.parse_dsn(own)
+    base = psycopg2.extensions.parse_dsn(app)
+    for key in _INHERITED:
+        if key not in mine and key in base:
+            mine[key] = base[key]
+    return psycopg2.extensions.make_dsn(**mine)
+
+
+def connect(dsn: str, *, autocommit: bool = False, application_name: str = "import-service") -> psycopg2.extensions.connection:
+    """Open a connection with keepalives, so a vanished server is noticed within seconds."""
+    conn = psycopg2.connect(
+        dsn,
+        application_name=application_name,
+        connect_timeout=5,
+        keepalives=1,
+        keepalives_idle=5,
+        keepalives_interval=2,
+        keepalives_count=3,
+    )
+    conn.autocommit = autocommit
+    return conn
+
+
+_PASSWORD = re.compile(r"(password\s*=\s*)(\S+)|(://[^:/@]*:)([^@]*)(@)", re.IGNORECASE)
+
+
+def redact(text: str) -> str:
+    """Remove passwords from a DSN or a driver message before it reaches a log or a user."""
+    return _PASSWORD.sub(lambda m: f"{m.group(1)}***" if m.group(1) else f"{m.group(3)}***{m.group(5)}", text)
+
+
+def describe(exc: BaseException) -> str:
+    """A one-line, password-free description of a driver error."""
+    first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return redact(first)
+
+
+def database_name(dsn: str) -> str:
+    """The database name a DSN points at (for messages)."""
+    return psycopg2.extensions.parse_dsn(dsn).get("dbname", "?")
+
+
+def stop_embedded(data_dir: Path) -> None:
+    """Stop the embedded Postgres under data_dir/pg if it runs."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from pgserver import pg_ctl
+    if (data_dir / "pg" / "postmaster.pid").exists():
+        pg_ctl(["-w", "stop"], pgdata=data_dir / "pg", user="pgserver" if _is_root() else None)
+
+
+def _is_root() -> bool:
+    import os
+
+    return hasattr(os, "geteuid") and os.geteuid() == 0
+
+
+def ensure_database(dsn: str) -> bool:
+    """Create the database a DSN names when it is missing (for the sample customers); True if created."""
+    params = psycopg2.extensions.parse_dsn(dsn)
+    name = params.get("dbname")
+    if not name:
+        return False
+    admin = psycopg2.extensions.make_dsn(**{**params, "dbname": "postgres"})
+    conn = connect(admin, autocommit=True)
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,))
+            if cur.fetchone():
+                return False
+            from psycopg2 import sql
+
+            cur.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+            return True
+    finally:
+        conn.close()

@@ -1,0 +1,123 @@
+"""File formats: detect a file's format, read its header, stream its records with resume points."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from service.errors import FileRejected
+from service.formats import delimited, kv, xlsx
+from service.formats.text import (
+    ZIP_MAGIC,
+    FileFormat,
+    Header,
+    Limits,
+    Record,
+    open_checked,
+    resolve_codec,
+    sniff_encoding,
+    validate_encoding,
+)
+
+__all__ = ["FileFormat", "Header", "Limits", "Record", "detect_format", "iter_records", "read_header", "splittable"]
+
+KINDS = ("csv", "tsv", "kv", "xlsx")
+EXTENSIONS = {".csv": "csv", ".tsv": "tsv", ".kv": "kv", ".txt": "kv", ".xlsx": "xlsx"}
+_SNIFF_BYTES = 64 * 1024
+
+_HeaderReader = Callable[[BinaryIO, FileFormat, Limits], Header]
+_RecordReader = Callable[
+    [BinaryIO, FileFormat, Header, Limits, int | None, int, int | None, int | None], Iterator[Record]
+]
+_READERS: dict[str, tuple[_HeaderReader, _RecordReader]] = {
+    "csv": (delimited.read_header, delimited.iter_records),
+    "tsv": (delimited.read_header, delimited.iter_records),
+    "kv": (kv.read_header, kv.iter_records),
+    "xlsx": (xlsx.read_header, xlsx.iter_records),
+}
+
+
+def detect_format(path: Path, options: Mapping[str, Any]) -> FileFormat:
+    """Decide kind, encoding, delimiter and sheet from the options, the extension and the first bytes."""
+    with open_checked(path, None) as fh:
+        head = fh.read(_SNIFF_BYTES)
+    if options.get("encoding"):
+        encoding = validate_encoding(str(options["encoding"]).strip())
+    else:
+        encoding = sniff_encoding(head)
+    kind = _kind(path, options.get("format"), head, _first_line(head, encoding, skip_comments=True))
+    sheet = options.get("sheet")
+    if kind == "xlsx":
+        return FileFormat("xlsx", "", "", None if sheet is None else str(sheet))
+    delimiter = _delimiter(kind, options.get("delimiter"), _first_line(head, encoding, skip_comments=False))
+    return FileFormat(kind, encoding, delimiter, None)
+
+
+def read_header(path: Path, fmt: FileFormat, limits: Limits) -> Header:
+    """Read the header of the file (refusing files over the size limit)."""
+    with open_checked(path, limits) as fh:
+        return _READERS[fmt.kind][0](fh, fmt, limits)
+
+
+def iter_records(
+    path: Path,
+    fmt: FileFormat,
+    header: Header,
+    limits: Limits,
+    *,
+    start: int | None = None,
+    first_row: int = 1,
+    first_line: int | None = None,
+    max_records: int | None = None,
+) -> Iterator[Record]:
+    """Stream the data records from start (default: the first one), at most max_records of them."""
+    with open_checked(path, limits) as fh:
+        yield from _READERS[fmt.kind][1](fh, fmt, header, limits, start, first_row, first_line, max_records)
+
+
+def splittable(fmt: FileFormat) -> bool:
+    """Tell whether a Record.end can be handed to another process as a resume point."""
+    if fmt.kind == "xlsx":
+        return True
+    return resolve_codec(fmt.encoding, b"").splittable
+
+
+def _kind(path: Path, option: Any, head: bytes, first: str) -> str:
+    """Take the kind from the option, else the extension, else the content."""
+    if option:
+        kind = str(option).strip().lower()
+        if kind not in KINDS:
+            raise FileRejected(f"option format: {option!r} is not one of {', '.join(KINDS)}")
+        return kind
+    by_extension = EXTENSIONS.get(path.suffix.lower())
+    if by_extension:
+        return by_extension
+    if head.startswith(ZIP_MAGIC):
+        return "xlsx"
+    if kv.looks_like_kv(first):
+        return "kv"
+    return "tsv" if "\t" in first and "," not in first else "csv"
+
+
+def _delimiter(kind: str, option: Any, first: str) -> str:
+    """Take the delimiter from the option, else TAB for TSV, else sniff it from a CSV header."""
+    if kind == "kv":
+        return ""
+    if option is not None and option != "":
+        delimiter = str(option)
+        if len(delimiter) != 1 or delimiter in '"\r\n':
+            raise FileRejected(f"option delimiter: {delimiter!r} must be one character other than a quote or a newline")
+        return delimiter
+    return "\t" if kind == "tsv" else delimited.sniff_delimiter(first)
+
+
+def _first_line(head: bytes, encoding: str, *, skip_comments: bool) -> str:
+    """Return the first non-blank line (optionally not a # comment), decoded for sniffing only."""
+    codec = resolve_codec(encoding, head)
+    # Errors are replaced here only: the real read is strict and names the bad line.
+    text = head[codec.bom_len :].decode(codec.name, "replace")
+    for line in text.splitlines():
+        if line.strip() and not (skip_comments and line.lstrip().startswith("#")):
+            return line
+    return ""

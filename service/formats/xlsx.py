@@ -1,0 +1,134 @@
+"""XLSX workbooks read row by row with openpyxl's read-only (streaming) mode; positions are sheet rows."""
+
+from __future__ import annotations
+
+import zipfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any, BinaryIO
+
+import openpyxl
+from openpyxl.workbook.workbook import Workbook
+
+from service.errors import FileRejected, LimitExceeded
+from service.formats.text import FileFormat, Header, Limits, Record, human_size
+
+
+def read_header(fh: BinaryIO, fmt: FileFormat, limits: Limits) -> Header:
+    """Read the first non-empty row of the sheet as the header names."""
+    with _open_sheet(fh, fmt, limits) as sheet:
+        for number, values in _rows(sheet, 1):
+            if not _blank(values):
+                names = ["" if value is None else str(value).strip() for value in values]
+                while names and not names[-1]:
+                    names.pop()  # formatted but empty cells past the last column
+                return Header(names=names, data_start=number + 1, data_line=number + 1)
+        raise FileRejected(f"the sheet {sheet.title!r} is empty: it has no header row")
+
+
+def iter_records(
+    fh: BinaryIO,
+    fmt: FileFormat,
+    header: Header,
+    limits: Limits,
+    start: int | None,
+    first_row: int,
+    first_line: int | None,
+    max_records: int | None,
+) -> Iterator[Record]:
+    """Yield the non-empty rows from sheet row start (default: the row after the header)."""
+    del first_line  # records carry their real sheet row numbers
+    if max_records is not None and max_records <= 0:
+        return
+    width = len(header.names)
+    with _open_sheet(fh, fmt, limits) as sheet:
+        rows = _rows(sheet, header.data_start if start is None else max(start, 1))
+        source_row = first_row
+        for number, values in rows:
+            if _blank(values):
+                continue
+            yield Record(source_row, number, number + 1, _fit(values, width), next_line=number + 1)
+            if max_records is not None and source_row - first_row + 1 >= max_records:
+                return
+            source_row += 1
+
+
+def _fit(values: tuple[Any, ...], width: int) -> list[Any]:
+    """Pad a row to the header's width and drop empty cells past it (they are only formatting)."""
+    cells = list(values)
+    if len(cells) < width:
+        cells.extend([None] * (width - len(cells)))
+    while len(cells) > width and cells[-1] is None:
+        cells.pop()
+    return cells
+
+
+def _blank(values: tuple[Any, ...]) -> bool:
+    return all(value is None or (isinstance(value, str) and not value.strip()) for value in values)
+
+
+@contextmanager
+def _open_sheet(fh: BinaryIO, fmt: FileFormat, limits: Limits) -> Iterator[Any]:
+    """Check the package, open the workbook read-only and yield the chosen worksheet."""
+    _check_package(fh, limits)
+    try:
+        book = openpyxl.load_workbook(fh, read_only=True, data_only=True)
+    except Exception as exc:  # openpyxl raises KeyError, ValueError, XML errors... on damaged files
+        raise FileRejected(f"not a valid XLSX file: the workbook cannot be opened ({_say(exc)})") from exc
+    try:
+        yield _pick_sheet(book, fmt.sheet)
+    finally:
+        book.close()
+
+
+def _check_package(fh: BinaryIO, limits: Limits) -> None:
+    """Refuse what is not a zip, and a package whose uncompressed content passes the limit."""
+    try:
+        with zipfile.ZipFile(fh) as package:
+            total = sum(member.file_size for member in package.infolist())
+    except (zipfile.BadZipFile, EOFError, ValueError) as exc:
+        raise FileRejected(f"not a valid XLSX file: it is not a zip package ({_say(exc)})") from exc
+    # zipfile never inflates a member past its declared size, so the declared sizes bound memory.
+    if total > limits.max_xlsx_bytes:
+        raise LimitExceeded(
+            f"the workbook's uncompressed content is {total:,} bytes, more than the "
+            f"max_xlsx_bytes limit ({human_size(limits.max_xlsx_bytes)})"
+        )
+    fh.seek(0)
+
+
+def _pick_sheet(book: Workbook, name: str | None) -> Any:
+    """Return the named worksheet, or the first one."""
+    sheets = book.worksheets  # worksheets only: chartsheets have no rows
+    if name is None:
+        if not sheets:
+            raise FileRejected("the workbook has no worksheet")
+        return sheets[0]
+    for sheet in sheets:
+        if sheet.title == name:
+            return sheet
+    listed = ", ".join(repr(sheet.title) for sheet in sheets) or "none"
+    raise FileRejected(f"option sheet: the workbook has no sheet {name!r}; its sheets are {listed}")
+
+
+def _rows(sheet: Any, start: int) -> Iterator[tuple[int, tuple[Any, ...]]]:
+    """Yield (sheet row number, values) from row start, turning openpyxl failures into FileRejected."""
+    # Declared dimensions are often wrong in files from other tools; trusting them drops rows.
+    sheet.reset_dimensions()
+    values_iter = iter(sheet.iter_rows(min_row=start, values_only=True))
+    number = start
+    while True:
+        try:
+            values = next(values_iter)
+        except StopIteration:
+            return
+        except Exception as exc:  # damaged sheet XML surfaces while streaming
+            raise FileRejected(
+                f"the sheet {sheet.title!r} is damaged and cannot be read ({_say(exc)})", line=number
+            ) from exc
+        yield number, values
+        number += 1
+
+
+def _say(exc: Exception) -> str:
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__

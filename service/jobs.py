@@ -1,0 +1,385 @@
+"""The only module that runs app-DB SQL: jobs, logs, chunk plans, migrations, queue messages.
+
+Every state change that should cause more work writes the queue message on the same
+cursor, in the same transaction (see `Dispatch`), so state and work never disagree.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import re
+import threading
+import uuid
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import psycopg2
+import psycopg2.extras
+import psycopg2.pool
+
+from service.db import connect
+from service.errors import ImportServiceError, RowError
+
+log = logging.getLogger(__name__)
+
+SQL_DIR = Path(__file__).parent / "sql"
+MIGRATION_LOCK = 7_245_117_011  # any constant: serialises concurrent `migrate` runs
+
+# (actor name, args) -> (queue name, message id, encoded message): provided by actors/.
+Dispatch = Callable[[str, tuple[Any, ...]], tuple[str, str, dict[str, Any]]]
+Send = tuple[str, tuple[Any, ...]]
+
+
+class IdempotencyConflict(ImportServiceError):
+    """The idempotency key was used before with a different request."""
+
+
+def _load_queries(path: Path) -> dict[str, str]:
+    """Split a .sql file into blocks headed `-- name: x`."""
+    blocks = re.split(r"^-- name: (\w+)\s*$", path.read_text(), flags=re.MULTILINE)
+    return {name: body.strip() for name, body in zip(blocks[1::2], blocks[2::2])}
+
+
+Q = _load_queries(SQL_DIR / "queries.sql")
+
+
+@dataclass(frozen=True)
+class Job:
+    """A row of import_jobs."""
+
+    id: str
+    customer_id: str
+    product_type: str
+    blob_uri: str
+    options: dict[str, Any]
+    status: str
+    rows_total: int
+    rows_valid: int
+    rows_invalid: int
+    rows_inserted: int
+    error: str | None
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    updated_at: datetime
+    plan: dict[str, Any] | None
+    chunks_total: int | None
+    chunks_done: int
+    logged_errors: int
+    idempotency_key: str | None
+
+    @classmethod
+    def from_row(cls, row: dict[str, Any]) -> Job:
+        """Build a Job from a dict-cursor row, ignoring columns it does not carry."""
+        names = cls.__dataclass_fields__
+        values = {k: v for k, v in row.items() if k in names}
+        values["id"] = str(values["id"])
+        return cls(**values)
+
+    @property
+    def finished(self) -> bool:
+        """Whether the job reached a final status."""
+        return self.status in ("succeeded", "failed", "cancelled")
+
+
+@dataclass(frozen=True)
+class ChunkWork:
+    """What one chunk covers, as handed to the validate stage."""
+
+    job_id: str
+    chunk_no: int
+    first_row: int
+    first_line: int
+    start_pos: int
+    row_count: int
+    attempts: int
+
+
+@dataclass(frozen=True)
+class LogLine:
+    """A row of import_logs."""
+
+    at: datetime
+    level: str
+    row_number: int | None
+    field: str | None
+    message: str
+
+
+def request_hash(body: dict[str, Any]) -> str:
+    """A stable digest of an enqueue request, to tell a replay from a conflicting reuse of a key."""
+    return hashlib.sha256(json.dumps(body, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def migrate(dsn: str) -> list[str]:
+    """Apply the numbered migrations not yet applied; safe to run concurrently and repeatedly."""
+    conn = connect(dsn)
+    applied: list[str] = []
+    try:
+        with conn, conn.cursor() as cur:
+            cur.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK,))
+            cur.execute(
+                "CREATE TABLE IF NOT EXISTS schema_migrations "
+                "(version integer PRIMARY KEY, name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())"
+            )
+            cur.execute("SELECT version FROM schema_migrations")
+            done = {r[0] for r in cur.fetchall()}
+            for path in sorted((SQL_DIR / "migrations").glob("*.sql")):
+                version = int(path.name.split("_", 1)[0])
+                if version in done:
+                    continue
+                cur.execute(path.read_text())
+                cur.execute("INSERT INTO schema_migrations (version, name) VALUES (%s, %s)", (version, path.name))
+                applied.append(path.name)
+    finally:
+        conn.close()
+    return applied
+
+
+def pending_migrations(dsn: str) -> list[str]:
+    """Names of migrations the database has not applied (all of them on an empty DB)."""
+    conn = connect(dsn, autocommit=True)
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SELECT to_regclass('schema_migrations') IS NOT NULL")
+            done: set[int] = set()
+            if cur.fetchone()[0]:
+                cur.execute("SELECT version FROM schema_migrations")
+                done = {r[0] for r in cur.fetchall()}
+    finally:
+        conn.close()
+    files = sorted((SQL_DIR / "migrations").glob("*.sql"))
+    return [p.name for p in files if int(p.name.split("_", 1)[0]) not in done]
+
+
+class JobStore:
+    """Jobs, logs and chunk plans in the app DB, over a small thread-safe connection pool."""
+
+    def __init__(self, dsn: str, dispatch: Dispatch | None = None, maxconn: int = 8) -> None:
+        self._dsn = dsn
+        self._dispatch = dispatch
+        self._maxconn = maxconn
+        self._pool: psycopg2.pool.ThreadedConnectionPool | None = None
+        self._lock = threading.Lock()
+
+    def close(self) -> None:
+        """Close every pooled connection."""
+        if self._pool is not None:
+            self._pool.closeall()
+            self._pool = None
+
+    def _get_pool(self) -> psycopg2.pool.ThreadedConnectionPool:
+        with self._lock:
+            if self._pool is None:
+                self._pool = psycopg2.pool.ThreadedConnectionPool(
+                    0, self._maxconn, self._dsn, application_name="import-service", connect_timeout=5
+                )
+            return self._pool
+
+    @contextmanager
+    def transaction(self) -> Iterator[psycopg2.extras.RealDictCursor]:
+        """One transaction on a pooled connection; a broken connection is discarded, not reused."""
+        pool = self._get_pool()
+        conn = pool.getconn()
+        broken = False
+        try:
+            with conn, conn.cursor(cursor_factory=psycopg2.extras.RealDictCursor) as cur:
+                yield cur
+        except (psycopg2.OperationalError, psycopg2.InterfaceError):
+            broken = True
+            raise
+        finally:
+            pool.putconn(conn, close=broken or bool(conn.closed))
+
+    def _send(self, cur: Any, sends: Iterable[Send]) -> None:
+        """Write queue messages on this cursor (they commit with the transaction)."""
+        for actor_name, args in sends:
+            if self._dispatch is None:
+                raise RuntimeError("this JobStore was built without a dispatcher and cannot send work")
+            queue, message_id, message = self._dispatch(actor_name, args)
+            cur.execute(
+                Q["enqueue_message"],
+                {"queue": queue, "message_id": message_id, "message": psycopg2.extras.Json(message)},
+            )
+
+    # -- enqueue and reads ---------------------------------------------------------------
+
+    def create_job(
+        self,
+        customer_id: str,
+        product_type: str,
+        blob_uri: str,
+        options: dict[str, Any],
+        idempotency_key: str | None = None,
+        fingerprint: str | None = None,
+        first_stage: str = "import_fetch",
+    ) -> tuple[Job, bool]:
+        """Insert a job and its first message atomically; with a key, return (existing, False) on replay."""
+        job_id = str(uuid.uuid4())
+        params = {
+            "id": job_id,
+            "customer_id": customer_id,
+            "product_type": product_type,
+            "blob_uri": blob_uri,
+            "options": psycopg2.extras.Json(options),
+            "idempotency_key": idempotency_key,
+            "request_hash": fingerprint,
+        }
+        with self.transaction() as cur:
+            cur.execute(Q["insert_job"], params)
+            if cur.fetchone() is None:
+                cur.execute(Q["job_by_key"], (customer_id, idempotency_key))
+                existing = cur.fetchone()
+                if existing["request_hash"] != fingerprint:
+                    raise IdempotencyConflict(f"idempotency key {idempotency_key!r} was used for another request")
+                cur.execute(Q["job"], (existing["id"],))
+                return Job.from_row(cur.fetchone()), False
+            self._send(cur, [(first_stage, (job_id,))])
+            cur.execute(Q["job"], (job_id,))
+            return Job.from_row(cur.fetchone()), True
+
+    def get(self, job_id: str) -> Job | None:
+        """The job with this id, or None (also for ids that are not UUIDs)."""
+        if not _is_uuid(job_id):
+            return None
+        with self.transaction() as cur:
+            cur.execute(Q["job"], (job_id,))
+            row = cur.fetchone()
+        return Job.from_row(row) if row else None
+
+    def list_jobs(
+        self, customers: Sequence[str] | None, customer_id: str | None, status: str | None, limit: int
+    ) -> list[Job]:
+        """Jobs newest first; `customers` None means every customer."""
+        params = {
+            "all_customers": customers is None,
+            "customers": list(customers or []),
+            "customer_id": customer_id,
+            "status": status,
+            "limit": limit,
+        }
+        with self.transaction() as cur:
+            cur.execute(Q["list_jobs"], params)
+            return [Job.from_row(r) for r in cur.fetchall()]
+
+    def logs(self, job_id: str) -> list[LogLine]:
+        """The job's log lines, oldest first."""
+        with self.transaction() as cur:
+            cur.execute(Q["logs"], (job_id,))
+            return [LogLine(**r) for r in cur.fetchall()]
+
+    # -- pipeline state ----------------------------------------------------------------
+
+    def start(self, job_id: str) -> Job | None:
+        """Mark the job running (idempotent); None when it is already finished or unknown."""
+        with self.transaction() as cur:
+            cur.execute(Q["start_job"], (job_id,))
+            row = cur.fetchone()
+        return Job.from_row(row) if row else None
+
+    def save_plan(self, job_id: str, plan: dict[str, Any], warnings: Sequence[str], sends: Sequence[Send]) -> bool:
+        """Record the file's layout, log warnings and send the next stage, atomically."""
+        with self.transaction() as cur:
+            cur.execute(Q["save_plan"], (psycopg2.extras.Json(plan), job_id))
+            if cur.rowcount == 0:
+                return False
+            _insert_logs(cur, job_id, [("warning", None, None, w) for w in warnings])
+            self._send(cur, sends)
+            return True
+
+    def add_chunks(self, job_id: str, chunks: Sequence[tuple[int, int, int, int, int]], stage: str) -> None:
+        """Record chunks (no, first_row, first_line, start_pos, rows) and send `stage` for each new one."""
+        with self.transaction() as cur:
+            new: list[int] = []
+            for chunk in chunks:
+                cur.execute(Q["insert_chunk"], (job_id, *chunk))
+                if cur.fetchone() is not None:
+                    new.append(chunk[0])
+            self._send(cur, [(stage, (job_id, n)) for n in new])
+
+    def finish_planning(self, job_id: str, chunks_total: int, final_stage: str) -> None:
+        """Fix the number of chunks; when all are already done, send the final stage."""
+        with self.transaction() as cur:
+            cur.execute(Q["finish_planning"], (chunks_total, job_id))
+            row = cur.fetchone()
+            if row and row["chunks_done"] >= row["chunks_total"]:
+                self._send(cur, [(final_stage, (job_id,))])
+
+    def begin_chunk(self, job_id: str, chunk_no: int) -> ChunkWork | None:
+        """Count an attempt at a chunk; None when the chunk is done or the job is not running."""
+        with self.transaction() as cur:
+            cur.execute(Q["begin_chunk"], (job_id, chunk_no))
+            row = cur.fetchone()
+        return ChunkWork(job_id=job_id, chunk_no=chunk_no, **row) if row else None
+
+    def complete_chunk(
+        self, job_id: str, chunk_no: int, valid: int, invalid: int, errors: Sequence[RowError], max_logged: int,
+        final_stage: str,
+    ) -> None:
+        """Count a chunk exactly once, log its row errors up to the job's cap, send the final stage when last."""
+        with self.transaction() as cur:
+            cur.execute(Q["complete_chunk"], (valid, invalid, job_id, chunk_no))
+            if cur.fetchone() is None:
+                return  # counted already: a redelivered message
+            cur.execute(Q["job_for_update"], (job_id,))
+            job = cur.fetchone()
+            room = max(0, max_logged - job["logged_errors"])
+            logged = list(errors[:room])
+            _insert_logs(cur, job_id, [("error", e.source_row, e.field, e.message) for e in logged])
+            cur.execute(Q["count_chunk"], {"valid": valid, "invalid": invalid, "logged": len(logged), "id": job_id})
+            row = cur.fetchone()
+            if row and row["chunks_total"] is not None and row["chunks_done"] >= row["chunks_total"]:
+                self._send(cur, [(final_stage, (job_id,))])
+
+    def succeed(self, job_id: str, rows_inserted: int, message: str) -> bool:
+        """Mark the job succeeded with its inserted count and a closing log line."""
+        with self.transaction() as cur:
+            cur.execute(Q["succeed_job"], (rows_inserted, job_id))
+            if cur.fetchone() is None:
+                return False
+            _insert_logs(cur, job_id, [("info", None, None, message)])
+            cur.execute(Q["delete_chunks"], (job_id,))
+            return True
+
+    def fail(self, job_id: str, error: str) -> bool:
+        """Mark the job failed (if it is not finished) and log the reason."""
+        with self.transaction() as cur:
+            cur.execute(Q["fail_job"], (error, job_id))
+            if cur.fetchone() is None:
+                return False
+            _insert_logs(cur, job_id, [("error", None, None, error)])
+            cur.execute(Q["delete_chunks"], (job_id,))
+            return True
+
+    def log(self, job_id: str, level: str, message: str, row_number: int | None = None, field: str | None = None) -> None:
+        """Append one log line to a job."""
+        with self.transaction() as cur:
+            _insert_logs(cur, job_id, [(level, row_number, field, message)])
+
+    def mark_unreachable(self, job_id: str) -> float:
+        """Note that the customer DB is unreachable; return for how many seconds it has been."""
+        with self.transaction() as cur:
+            cur.execute(Q["mark_unreachable"], (job_id,))
+            row = cur.fetchone()
+        return float(next(iter(row.values()))) if row else 0.0
+
+
+def _insert_logs(cur: Any, job_id: str, lines: Sequence[tuple[str, int | None, str | None, str]]) -> None:
+    """Insert several log lines in one statement."""
+    if lines:
+        rows = [(job_id, level, row, field, message) for level, row, field, message in lines]
+        psycopg2.extras.execute_values(cur, Q["insert_log"], rows)
+
+
+def _is_uuid(text: str) -> bool:
+    try:
+        uuid.UUID(text)
+    except (ValueError, TypeError, AttributeError):
+        return False
+    return True

@@ -1,0 +1,109 @@
+"""Enqueue requests: checked completely before a job exists, then written atomically."""
+
+from __future__ import annotations
+
+import codecs
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from service import blob
+from service.config import Config
+from service.errors import BlobRefused, RequestRefused
+from service.jobs import Job, JobStore, request_hash
+from service.products import ProductRegistry
+
+FIELDS = ("customer_id", "product_type", "blob_uri", "options")
+OPTION_TYPES: dict[str, type] = {
+    "format": str,
+    "delimiter": str,
+    "encoding": str,
+    "sheet": str,
+    "on_invalid": str,
+    "dry_run": bool,
+}
+FORMATS = ("csv", "tsv", "kv", "xlsx")
+ON_INVALID = ("skip", "fail")
+
+
+@dataclass(frozen=True)
+class EnqueueRequest:
+    """A request that passed every check that can be made before the job runs."""
+
+    customer_id: str
+    product_type: str
+    blob_uri: str
+    options: dict[str, Any]
+
+
+def check_request(body: Any, config: Config, products: ProductRegistry) -> EnqueueRequest:
+    """Validate an enqueue body; raise RequestRefused naming the offending field."""
+    if not isinstance(body, Mapping):
+        raise RequestRefused("the request body must be a JSON object", field=None)
+    unknown = sorted(set(body) - set(FIELDS))
+    if unknown:
+        raise RequestRefused(f"unknown field(s): {', '.join(unknown)}", field=unknown[0])
+    for name in FIELDS[:3]:
+        value = body.get(name)
+        if not isinstance(value, str) or not value:
+            raise RequestRefused(f"{name} is required and must be a non-empty string", field=name)
+    customer = body["customer_id"]
+    if customer not in config.customers:
+        raise RequestRefused(f"unknown customer {customer!r}", field="customer_id")
+    products.get(body["product_type"])
+    options = check_options(body.get("options", {}))
+    try:
+        path = blob.resolve(body["blob_uri"], customer, config.blob_root)
+        blob.check_regular(path, config.max_file_bytes)
+    except BlobRefused as exc:
+        raise RequestRefused(str(exc), field="blob_uri") from None
+    return EnqueueRequest(customer, body["product_type"], body["blob_uri"], options)
+
+
+def check_options(options: Any) -> dict[str, Any]:
+    """Validate the options object: known names, right types, allowed values."""
+    if options is None:
+        return {}
+    if not isinstance(options, Mapping):
+        raise RequestRefused("options must be an object", field="options")
+    for name, value in options.items():
+        expected = OPTION_TYPES.get(name)
+        if expected is None:
+            raise RequestRefused(f"unknown option {name!r} (known: {', '.join(OPTION_TYPES)})", field=f"options.{name}")
+        if not isinstance(value, expected):
+            raise RequestRefused(f"option {name} must be a {expected.__name__}", field=f"options.{name}")
+    _check_option_values(options)
+    return dict(options)
+
+
+def _check_option_values(options: Mapping[str, Any]) -> None:
+    """Refuse option values that can never work."""
+    if options.get("format", "csv") not in FORMATS:
+        raise RequestRefused(f"option format must be one of {', '.join(FORMATS)}", field="options.format")
+    if options.get("on_invalid", "skip") not in ON_INVALID:
+        raise RequestRefused("option on_invalid must be 'skip' or 'fail'", field="options.on_invalid")
+    delimiter = options.get("delimiter")
+    if delimiter is not None and (len(delimiter) != 1 or delimiter in "\"\r\n"):
+        raise RequestRefused("option delimiter must be one character (not a quote or newline)", field="options.delimiter")
+    encoding = options.get("encoding")
+    if encoding is not None:
+        try:
+            codecs.lookup(encoding)
+        except LookupError:
+            raise RequestRefused(f"option encoding {encoding!r} is not a known codec", field="options.encoding") from None
+    if "sheet" in options and not options["sheet"]:
+        raise RequestRefused("option sheet must be a non-empty sheet name", field="options.sheet")
+
+
+def enqueue(
+    request: EnqueueRequest, jobs: JobStore, idempotency_key: str | None = None
+) -> tuple[Job, bool]:
+    """Create the job and its first message in one transaction; (job, created)."""
+    fingerprint = request_hash(
+        {"customer_id": request.customer_id, "product_type": request.product_type,
+         "blob_uri": request.blob_uri, "options": request.options}
+    )
+    return jobs.create_job(
+        request.customer_id, request.product_type, request.blob_uri, request.options,
+        idempotency_key=idempotency_key, fingerprint=fingerprint,
+    )

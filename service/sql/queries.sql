@@ -1,0 +1,112 @@
+-- Named queries of the app DB, loaded once by service/jobs.py (the only module that runs them).
+
+-- name: insert_job
+INSERT INTO import_jobs (id, customer_id, product_type, blob_uri, options, idempotency_key, request_hash)
+VALUES (%(id)s, %(customer_id)s, %(product_type)s, %(blob_uri)s, %(options)s, %(idempotency_key)s, %(request_hash)s)
+ON CONFLICT ON CONSTRAINT import_jobs_idempotency DO NOTHING
+RETURNING id;
+
+-- name: job_by_key
+SELECT id, request_hash FROM import_jobs WHERE customer_id = %s AND idempotency_key = %s;
+
+-- name: enqueue_message
+-- The broker's own enqueue (dramatiq-pg ENQUEUE), run on our cursor so that the message
+-- commits or rolls back with the job state that caused it.
+WITH enqueued AS (
+    INSERT INTO dramatiq.queue (queue_name, message_id, "state", message)
+    VALUES (%(queue)s, %(message_id)s, 'queued', %(message)s)
+    ON CONFLICT (message_id) DO UPDATE
+        SET "state" = 'queued', message = EXCLUDED.message, queue_name = EXCLUDED.queue_name
+    RETURNING queue_name, message
+)
+SELECT pg_notify('dramatiq.' || queue_name || '.enqueue',
+                 CASE WHEN octet_length(message::text) >= 8000
+                      THEN jsonb_build_object('message_id', %(message_id)s)::text
+                      ELSE message::text END)
+FROM enqueued;
+
+-- name: job
+SELECT * FROM import_jobs WHERE id = %s;
+
+-- name: job_for_update
+SELECT * FROM import_jobs WHERE id = %s FOR UPDATE;
+
+-- name: list_jobs
+SELECT * FROM import_jobs
+WHERE (%(all_customers)s OR customer_id = ANY(%(customers)s))
+  AND (%(customer_id)s::text IS NULL OR customer_id = %(customer_id)s)
+  AND (%(status)s::text IS NULL OR status = %(status)s)
+ORDER BY created_at DESC, id
+LIMIT %(limit)s;
+
+-- name: logs
+SELECT at, level, row_number, field, message FROM import_logs WHERE job_id = %s ORDER BY id;
+
+-- name: insert_log
+INSERT INTO import_logs (job_id, level, row_number, field, message) VALUES %s;
+
+-- name: start_job
+UPDATE import_jobs
+SET status = 'running', started_at = coalesce(started_at, now()), updated_at = now()
+WHERE id = %s AND status IN ('queued', 'running')
+RETURNING *;
+
+-- name: save_plan
+UPDATE import_jobs SET plan = %s, updated_at = now() WHERE id = %s AND status = 'running';
+
+-- name: insert_chunk
+INSERT INTO import_chunks (job_id, chunk_no, first_row, first_line, start_pos, row_count)
+VALUES (%s, %s, %s, %s, %s, %s)
+ON CONFLICT (job_id, chunk_no) DO NOTHING
+RETURNING chunk_no;
+
+-- name: finish_planning
+UPDATE import_jobs SET chunks_total = %s, updated_at = now()
+WHERE id = %s AND status = 'running'
+RETURNING chunks_total, chunks_done;
+
+-- name: begin_chunk
+UPDATE import_chunks c SET attempts = c.attempts + 1
+FROM import_jobs j
+WHERE c.job_id = %s AND c.chunk_no = %s AND NOT c.done AND j.id = c.job_id AND j.status = 'running'
+RETURNING c.first_row, c.first_line, c.start_pos, c.row_count, c.attempts;
+
+-- name: complete_chunk
+UPDATE import_chunks SET done = true, rows_valid = %s, rows_invalid = %s
+WHERE job_id = %s AND chunk_no = %s AND NOT done
+RETURNING chunk_no;
+
+-- name: count_chunk
+-- Runs in the same transaction as complete_chunk and only when it flipped `done`,
+-- so each chunk is counted exactly once.
+UPDATE import_jobs
+SET rows_total = rows_total + %(valid)s + %(invalid)s,
+    rows_valid = rows_valid + %(valid)s,
+    rows_invalid = rows_invalid + %(invalid)s,
+    chunks_done = chunks_done + 1,
+    logged_errors = logged_errors + %(logged)s,
+    unreachable_since = NULL,
+    updated_at = now()
+WHERE id = %(id)s AND status = 'running'
+RETURNING chunks_total, chunks_done;
+
+-- name: succeed_job
+UPDATE import_jobs
+SET status = 'succeeded', rows_inserted = %s, finished_at = now(), updated_at = now(),
+    unreachable_since = NULL
+WHERE id = %s AND status = 'running'
+RETURNING id;
+
+-- name: fail_job
+UPDATE import_jobs
+SET status = 'failed', error = %s, finished_at = now(), updated_at = now()
+WHERE id = %s AND status IN ('queued', 'running')
+RETURNING id;
+
+-- name: mark_unreachable
+UPDATE import_jobs SET unreachable_since = coalesce(unreachable_since, now()), updated_at = now()
+WHERE id = %s
+RETURNING extract(epoch FROM now() - unreachable_since);
+
+-- name: delete_chunks
+DELETE FROM import_chunks WHERE job_id = %s;

@@ -1,0 +1,49 @@
+"""`importctl worker`: run `dramatiq actors` and start it again when it dies.
+
+The dramatiq master stops all its worker processes when one child dies (dramatiq issue
+#505), so something must restart it; SIGTERM/SIGINT are passed on and end the loop.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import subprocess
+import sys
+import time
+from types import FrameType
+
+log = logging.getLogger(__name__)
+
+RESTART_DELAY_SECONDS = 1.0
+SHUTDOWN_TIMEOUT_MS = 25_000  # SPEC 10: a worker exits within 30 s of SIGTERM
+
+
+def run_workers(processes: int, threads: int) -> int:
+    """Run `dramatiq actors` until told to stop, restarting it after any unexpected exit."""
+    stopping = False
+    child: subprocess.Popen[bytes] | None = None
+
+    def stop(signum: int, frame: FrameType | None) -> None:
+        nonlocal stopping
+        stopping = True
+        if child is not None and child.poll() is None:
+            child.send_signal(signal.SIGTERM)
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    command = [
+        sys.executable, "-m", "dramatiq", "actors",
+        "--processes", str(processes), "--threads", str(threads),
+        "--worker-shutdown-timeout", str(SHUTDOWN_TIMEOUT_MS),
+    ]
+    while True:
+        child = subprocess.Popen(command)
+        code = child.wait()
+        if stopping:
+            return 0
+        if code in (2, 3):  # dramatiq: import or broker connection failure; restarting will not help
+            print(f"importctl: workers could not start (exit {code})", file=sys.stderr)
+            return 2
+        print(f"importctl: workers exited with {code}; restarting", file=sys.stderr)
+        time.sleep(RESTART_DELAY_SECONDS)

@@ -1,0 +1,120 @@
+"""A real pipeline for integration tests: fresh app and customer databases, a blob area,
+and real `dramatiq actors` worker processes reading the same configuration."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from actors.broker import dispatch
+from service import blob
+from service.config import Config, load_customer_map
+from service.jobs import Job, JobStore, migrate
+from service.products import ProductRegistry
+from service.requests import check_request, enqueue
+from tests.conftest import ROOT, Databases
+
+JOB_TIMEOUT = 60.0
+
+
+@dataclass
+class Pipeline:
+    """Everything a test needs to run jobs through real workers and inspect both databases."""
+
+    config: Config
+    jobs: JobStore
+    products: ProductRegistry
+    app_dsn: str
+    customer_dsns: dict[str, str]
+    env: dict[str, str]
+
+    def put(self, customer: str, name: str, content: bytes) -> Path:
+        """Write a blob into the customer's area."""
+        path = self.config.blob_root / customer / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(content)
+        return path
+
+    def enqueue(self, customer: str, product: str, path: Path, options: dict[str, Any] | None = None) -> Job:
+        """Enqueue a job as the edges do."""
+        body: dict[str, Any] = {"customer_id": customer, "product_type": product, "blob_uri": blob.uri_for(path)}
+        if options is not None:
+            body["options"] = options
+        job, _ = enqueue(check_request(body, self.config, self.products), self.jobs)
+        return job
+
+    def wait(self, job_id: str, timeout: float = JOB_TIMEOUT) -> Job:
+        """Wait for the job to end (polling its row; the workers are other processes)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            job = self.jobs.get(job_id)
+            assert job is not None
+            if job.finished:
+                return job
+            time.sleep(0.1)
+        raise AssertionError(f"job {job_id} did not finish within {timeout} s: {self.jobs.get(job_id)}")
+
+    def run(self, customer: str, product: str, name: str, content: bytes, options: dict[str, Any] | None = None) -> Job:
+        """Put a file, enqueue it, wait for the job to end."""
+        path = self.put(customer, f"{uuid.uuid4().hex[:8]}-{name}", content)
+        return self.wait(self.enqueue(customer, product, path, options).id)
+
+
+def start_workers(env: dict[str, str], processes: int = 1, threads: int = 2) -> subprocess.Popen[bytes]:
+    """Start real `dramatiq actors` processes with this environment."""
+    command = [sys.executable, "-m", "dramatiq", "actors", "--processes", str(processes), "--threads", str(threads)]
+    return subprocess.Popen(command, env=env, cwd=ROOT, start_new_session=True)
+
+
+def stop_workers(process: subprocess.Popen[bytes]) -> None:
+    """SIGTERM the dramatiq master and wait for it."""
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+
+
+def pipeline_env(app_dsn: str, map_path: Path, blob_root: Path, **extra: str) -> dict[str, str]:
+    """The environment of a worker or CLI process pointed at the test databases."""
+    env = {k: v for k, v in os.environ.items() if k not in ("CONFIG_PATH", "CONFIG_ENV")}
+    env.update(APP_DB_DSN=app_dsn, CUSTOMER_MAP_PATH=str(map_path), BLOB_ROOT=str(blob_root), **extra)
+    return env
+
+
+@pytest.fixture(scope="module")
+def pipeline(databases: Databases, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pipeline]:
+    """Fresh databases, a blob root and one `dramatiq actors` process (2 threads) for a test module."""
+    app = databases.create("app")
+    customers = {"acme": databases.create("acme"), "globex": databases.create("globex")}
+    root = tmp_path_factory.mktemp("blobs")
+    map_path = root.parent / "customer_map.json"
+    import json
+
+    map_path.write_text(json.dumps(customers))
+    migrate(app)
+    settings = {"CHUNK_ROWS": "3", "MAX_LOGGED_ERRORS": "5", "WORKER_CONCURRENCY": "2"}
+    config = Config(
+        app_db_dsn=app, blob_root=root.resolve(), customer_map_path=map_path,
+        customers=load_customer_map(map_path), chunk_rows=3, max_logged_errors=5, worker_concurrency=2,
+    )
+    env = pipeline_env(app, map_path, root, **settings)
+    jobs = JobStore(app, dispatch=dispatch)
+    workers = start_workers(env)
+    try:
+        yield Pipeline(config, jobs, ProductRegistry.load(config.schemas_dir), app, customers, env)
+    finally:
+        stop_workers(workers)
+        jobs.close()

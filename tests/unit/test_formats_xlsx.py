@@ -1,0 +1,159 @@
+"""XLSX reading: native cell types, sheets, empty rows, damaged files and zip bombs."""
+
+from __future__ import annotations
+
+import zipfile
+from datetime import date, datetime, time
+from pathlib import Path
+from typing import Any
+
+import openpyxl
+import pytest
+
+from service.errors import FileRejected, LimitExceeded
+from service.formats import FileFormat, Limits, Record, iter_records, read_header
+
+XLSX = FileFormat("xlsx", "", "", None)
+
+
+def workbook(tmp_path: Path, sheets: dict[str, list[list[Any]]], name: str = "input.xlsx") -> Path:
+    """Write a workbook with one worksheet per entry, rows given from row 1."""
+    book = openpyxl.Workbook()
+    book.remove(book.active)
+    for title, rows in sheets.items():
+        sheet = book.create_sheet(title)
+        for row in rows:
+            sheet.append(row)
+    path = tmp_path / name
+    book.save(path)
+    return path
+
+
+def read_all(path: Path, fmt: FileFormat = XLSX, limits: Limits = Limits()) -> list[Record]:
+    return list(iter_records(path, fmt, read_header(path, fmt, limits), limits))
+
+
+def test_cells_keep_their_native_types(tmp_path: Path) -> None:
+    row = [42, 4.5, True, False, datetime(2024, 3, 1, 12, 30), date(2024, 3, 1), time(8, 15), "text"]
+    path = workbook(tmp_path, {"Data": [["i", "f", "t", "b", "dt", "d", "tm", "s"], row]})
+    [record] = read_all(path)
+    assert record.cells[:5] == [42, 4.5, True, False, datetime(2024, 3, 1, 12, 30)]
+    assert type(record.cells[0]) is int and type(record.cells[2]) is bool
+    # openpyxl gives a date cell back as a datetime at midnight
+    assert record.cells[5] == datetime(2024, 3, 1, 0, 0)
+    assert record.cells[6:] == [time(8, 15), "text"]
+
+
+def test_the_header_is_trimmed_and_empty_cells_are_none(tmp_path: Path) -> None:
+    path = workbook(tmp_path, {"S": [[" id ", None, 7], ["a", None, None]]})
+    header = read_header(path, XLSX, Limits())
+    assert header.names == ["id", "", "7"]
+    assert (header.data_start, header.data_line) == (2, 2)
+    assert [r.cells for r in read_all(path)] == [["a", None, None]]
+
+
+def test_empty_rows_are_skipped_and_records_carry_their_sheet_row(tmp_path: Path) -> None:
+    rows: list[list[Any]] = [[None], ["id", "n"], [1, 2], [None, None], [3, 4]]
+    path = workbook(tmp_path, {"S": rows})
+    book = openpyxl.load_workbook(path)
+    for number in range(6, 12):  # trailing rows that exist only as formatting
+        book["S"].cell(row=number, column=1).number_format = "0.00"
+        book["S"].cell(row=number, column=2).value = "  "
+    book.save(path)
+    header = read_header(path, XLSX, Limits())
+    assert (header.names, header.data_start) == (["id", "n"], 3)
+    records = read_all(path)
+    assert [(r.source_row, r.line, r.end, r.cells) for r in records] == [(1, 3, 4, [1, 2]), (2, 5, 6, [3, 4])]
+
+
+def test_short_rows_are_padded_to_the_header_and_extra_values_kept(tmp_path: Path) -> None:
+    path = workbook(tmp_path, {"S": [["a", "b"], [1], [1, 2, 3]]})
+    assert [r.cells for r in read_all(path)] == [[1, None], [1, 2, 3]]
+
+
+def test_the_first_sheet_is_read_unless_the_sheet_option_names_another(tmp_path: Path) -> None:
+    path = workbook(tmp_path, {"First": [["a"], [1]], "Second": [["b"], [2]]})
+    assert [r.cells for r in read_all(path)] == [[1]]
+    second = FileFormat("xlsx", "", "", "Second")
+    assert read_header(path, second, Limits()).names == ["b"]
+    assert [r.cells for r in read_all(path, second)] == [[2]]
+
+
+def test_an_unknown_sheet_is_rejected_listing_the_sheets(tmp_path: Path) -> None:
+    path = workbook(tmp_path, {"First": [["a"]], "Second": [["b"]]})
+    with pytest.raises(FileRejected, match="no sheet 'Third'; its sheets are 'First', 'Second'"):
+        read_header(path, FileFormat("xlsx", "", "", "Third"), Limits())
+
+
+def test_an_empty_sheet_is_rejected(tmp_path: Path) -> None:
+    path = workbook(tmp_path, {"Blank": []})
+    with pytest.raises(FileRejected, match="the sheet 'Blank' is empty"):
+        read_header(path, XLSX, Limits())
+
+
+def test_a_header_only_sheet_has_no_records(tmp_path: Path) -> None:
+    path = workbook(tmp_path, {"S": [["a", "b"]]})
+    assert read_all(path) == []
+
+
+def test_a_file_that_is_not_a_zip_is_rejected(tmp_path: Path) -> None:
+    path = tmp_path / "input.xlsx"
+    path.write_bytes(b"id,name\n1,x\n")
+    with pytest.raises(FileRejected, match="not a valid XLSX file"):
+        read_header(path, XLSX, Limits())
+
+
+def test_a_zip_that_is_not_a_workbook_is_rejected(tmp_path: Path) -> None:
+    path = tmp_path / "input.xlsx"
+    with zipfile.ZipFile(path, "w") as package:
+        package.writestr("hello.txt", "not a workbook")
+    with pytest.raises(FileRejected, match="not a valid XLSX file"):
+        read_header(path, XLSX, Limits())
+
+
+def test_a_damaged_sheet_is_rejected_naming_the_row_not_raised_as_a_parser_error(tmp_path: Path) -> None:
+    good = workbook(tmp_path, {"S": [["a"], *([n] for n in range(2000))]}, "good.xlsx")
+    path = tmp_path / "input.xlsx"
+    with zipfile.ZipFile(good) as source, zipfile.ZipFile(path, "w") as target:
+        for member in source.infolist():
+            data = source.read(member)
+            if member.filename.startswith("xl/worksheets/sheet"):
+                data = data[: len(data) // 2]  # cut the sheet XML in the middle
+            target.writestr(member, data)
+    header = read_header(path, XLSX, Limits())
+    records = iter_records(path, XLSX, header, Limits())
+    with pytest.raises(FileRejected, match="the sheet 'S' is damaged") as err:
+        list(records)
+    assert err.value.line is not None and 2 < err.value.line < 2000
+
+
+def test_a_zip_bomb_is_refused_before_it_is_inflated(tmp_path: Path) -> None:
+    path = tmp_path / "input.xlsx"
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as package:
+        package.writestr("xl/worksheets/sheet1.xml", b"\0" * 20_000_000)
+    assert path.stat().st_size < 100_000
+    with pytest.raises(LimitExceeded, match=r"max_xlsx_bytes limit \(1 MiB\)"):
+        read_header(path, XLSX, Limits(max_xlsx_bytes=1024**2))
+
+
+def test_a_workbook_under_the_uncompressed_limit_is_read(tmp_path: Path) -> None:
+    path = workbook(tmp_path, {"S": [["a"], [1]]})
+    total = sum(member.file_size for member in zipfile.ZipFile(path).infolist())
+    assert [r.cells for r in read_all(path, limits=Limits(max_xlsx_bytes=total))] == [[1]]
+    with pytest.raises(LimitExceeded):
+        read_header(path, XLSX, Limits(max_xlsx_bytes=total - 1))
+
+
+def test_resuming_at_each_record_end_gives_the_same_records_as_one_pass(tmp_path: Path) -> None:
+    rows: list[list[Any]] = [["id", "v"], [1, "a"], [None, None], [2, "b"], [3, None], [None, None], [4, 1.5]]
+    path = workbook(tmp_path, {"S": rows})
+    header = read_header(path, XLSX, Limits())
+    whole = read_all(path)
+    assert [r.cells[0] for r in whole] == [1, 2, 3, 4]
+    for k, record in enumerate(whole):
+        rest = iter_records(
+            path, XLSX, header, Limits(), start=record.end, first_row=k + 2, first_line=record.next_line
+        )
+        assert list(rest) == whole[k + 1 :]
+    chunked = list(iter_records(path, XLSX, header, Limits(), max_records=2))
+    assert chunked == whole[:2]
