@@ -51,7 +51,7 @@ POLL_SECONDS = 0.2
 def main(argv: list[str] | None = None) -> int:
     """Run one importctl command; return its exit code."""
     try:
-        args = docopt(__doc__, argv=argv, help=True)
+        args = docopt(__doc__, argv=argv, default_help=True)
     except DocoptExit as exc:
         print(str(exc), file=sys.stderr)
         return EXIT_USAGE

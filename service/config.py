@@ -88,15 +88,15 @@ def load_config(environ: Mapping[str, str] | None = None) -> Config:
     """Read CONFIG_PATH/CONFIG_ENV and env overrides; raise ConfigError naming file and problem."""
     env = os.environ if environ is None else environ
     # Each value remembers the folder its relative paths are relative to.
-    values: dict[str, tuple[Any, Path]] = {s.key: (s.default, PROJECT_ROOT) for s in SETTINGS}
+    values: dict[str, tuple[Any, Path, str]] = {s.key: (s.default, PROJECT_ROOT, "default") for s in SETTINGS}
     config_path = env.get("CONFIG_PATH")
     if config_path:
         path = Path(config_path).resolve()
         section = env.get("CONFIG_ENV", "default")
-        values.update({k: (v, path.parent) for k, v in _read_section(path, section).items()})
+        values.update({k: (v, path.parent, str(path)) for k, v in _read_section(path, section).items()})
     for setting in SETTINGS:
         if env.get(setting.env):
-            values[setting.key] = (env[setting.env], Path.cwd())
+            values[setting.key] = (env[setting.env], Path.cwd(), "environment")
     converted = {s.key: _convert(s, *values[s.key]) for s in SETTINGS}
     customers = load_customer_map(converted["customer_map_path"])
     tokens = load_tokens(converted["api_tokens_path"])
@@ -136,24 +136,26 @@ def _read_json(path: Path) -> Any:
 
 
 _CONVERTERS: dict[str, Callable[[Any], Any]] = {"int": int, "float": float, "str": str}
+_KIND_NAMES = {"int": "a whole number", "float": "a number", "str": "a string"}
 
 
-def _convert(setting: Setting, value: Any, base: Path) -> Any:
+def _convert(setting: Setting, value: Any, base: Path, origin: str) -> Any:
     """Convert one raw value to the setting's type, resolving relative paths."""
     if value is None:
         return None
+    where = f"{origin}: setting {setting.key}" if origin != "environment" else f"environment: {setting.env}"
     if setting.kind == "path":
         if not isinstance(value, str) or not value:
-            raise ConfigError(f"setting {setting.key} ({setting.env}) must be a path, got {value!r}")
+            raise ConfigError(f"{where} must be a path, got {value!r}")
         return (base / value).resolve()
     try:
         if setting.kind in ("int", "float") and isinstance(value, bool):
             raise ValueError
         converted = _CONVERTERS[setting.kind](value)
     except (TypeError, ValueError):
-        raise ConfigError(f"setting {setting.key} ({setting.env}) must be {setting.kind}, got {value!r}") from None
+        raise ConfigError(f"{where} must be {_KIND_NAMES[setting.kind]}, got {value!r}") from None
     if setting.kind in ("int", "float") and converted <= 0:
-        raise ConfigError(f"setting {setting.key} ({setting.env}) must be positive, got {value!r}")
+        raise ConfigError(f"{where} must be positive, got {value!r}")
     return converted
 
 
