@@ -101,9 +101,7 @@ def _text_integer(text: str) -> int:
     try:
         return int(text)
     except ValueError:  # more digits than Python's int/str conversion limit
-        raise CoercionError(
-            f"{show(text)} is not an integer (too many digits)"
-        ) from None
+        raise CoercionError(f"{show(text)} is not an integer (too many digits)") from None
 
 
 def _native_integer(value: Any) -> int:
@@ -153,9 +151,7 @@ def _text_boolean(text: str) -> bool:
     try:
         return _BOOLEANS[text.lower()]
     except KeyError:
-        raise CoercionError(
-            f"{show(text)} is not a boolean (use true/false, yes/no or 1/0)"
-        ) from None
+        raise CoercionError(f"{show(text)} is not a boolean (use true/false, yes/no or 1/0)") from None
 
 
 def _native_boolean(value: Any) -> bool:
@@ -188,9 +184,7 @@ def _native_text(value: Any) -> str:
             raise _wrong_kind(value, "text")
         # Excel stores the id 12345 as 12345.0; "12345.0" would be silent damage.
         return str(int(value)) if value.is_integer() else repr(value)
-    if isinstance(
-        value, dt.date
-    ):  # SPEC 6: a date cell is a date-time outside date fields
+    if isinstance(value, dt.date):  # SPEC 6: a date cell is a date-time outside date fields
         return _as_datetime(value).isoformat()
     if isinstance(value, dt.time):
         return value.isoformat()
@@ -201,9 +195,7 @@ def _native_date(value: Any) -> str:
     """Render a date cell as YYYY-MM-DD; a time of day other than midnight is an error."""
     if isinstance(value, dt.datetime):
         if value.time() != _MIDNIGHT:
-            raise CoercionError(
-                f"expected a date, got a date-time with a time of day ({show(value)})"
-            )
+            raise CoercionError(f"expected a date, got a date-time with a time of day ({show(value)})")
         return value.date().isoformat()
     if isinstance(value, dt.date):
         return value.isoformat()

@@ -23,22 +23,12 @@ import fastjsonschema
 import jsonschema
 from jsonschema import Draft7Validator, FormatChecker, ValidationError
 
-from service.coerce import (
-    ABSENT,
-    SUPPORTED_TYPES,
-    Coercer,
-    CoercionError,
-    build_coercer,
-    show,
-)
+from service.coerce import ABSENT, SUPPORTED_TYPES, Coercer, CoercionError, build_coercer, show
 from service.errors import ConfigError, FileRejected, RowError, UnknownProduct
 
 PRODUCT_NAME = re.compile(r"[a-z][a-z0-9_]*\Z")
 _MAX_NAME = 63  # a product name becomes a Postgres table name, which is cut at 63 bytes
-_DRAFT7_URIS: Final = {
-    "http://json-schema.org/draft-07/schema#",
-    "http://json-schema.org/draft-07/schema",
-}
+_DRAFT7_URIS: Final = {"http://json-schema.org/draft-07/schema#", "http://json-schema.org/draft-07/schema"}
 
 # --- formats ---------------------------------------------------------------
 # Each function answers True for a non-string: the `type` keyword reports
@@ -141,16 +131,11 @@ def _pattern_keyword(
     validator: Draft7Validator, pattern: str, instance: Any, schema: dict[str, Any]
 ) -> Iterator[ValidationError]:
     """Replacement for jsonschema's `pattern` keyword, anchored like fastjsonschema."""
-    if (
-        validator.is_type(instance, "string")
-        and _pattern_regex(pattern).search(instance) is None
-    ):
+    if validator.is_type(instance, "string") and _pattern_regex(pattern).search(instance) is None:
         yield ValidationError(f"{instance!r} does not match {pattern!r}")
 
 
-_FullValidator = jsonschema.validators.extend(
-    Draft7Validator, {"pattern": _pattern_keyword}
-)
+_FullValidator = jsonschema.validators.extend(Draft7Validator, {"pattern": _pattern_keyword})
 
 
 def format_checker() -> FormatChecker:
@@ -168,7 +153,7 @@ def compile_fast(schema: dict[str, Any]) -> Callable[[dict[str, Any]], Any]:
 
 def full_validator(schema: dict[str, Any]) -> Draft7Validator:
     """Build the explaining validator, asserting OUR_FORMATS like the fast one."""
-    return _FullValidator(schema, format_checker=Draft7Validator.FORMAT_CHECKER)
+    return _FullValidator(schema, format_checker=format_checker())
 
 
 # --- messages ----------------------------------------------------------------
@@ -176,24 +161,13 @@ def full_validator(schema: dict[str, Any]) -> Draft7Validator:
 
 def _describe(error: ValidationError, field: str) -> str:
     """Turn one jsonschema error about a field into a sentence a customer can act on."""
-    keyword, limit, value, schema = (
-        error.validator,
-        error.validator_value,
-        error.instance,
-        error.schema,
-    )
+    keyword, limit, value, schema = error.validator, error.validator_value, error.instance, error.schema
     if keyword == "format":
         return f"{field}: {show(value)} is not {_FORMAT_WORDS.get(limit, limit)}"
     if keyword == "enum":
-        return (
-            f"{field}: {show(value)} is not one of {', '.join(str(v) for v in limit)}"
-        )
+        return f"{field}: {show(value)} is not one of {', '.join(str(v) for v in limit)}"
     if keyword == "minLength":
-        return (
-            f"{field} must not be empty"
-            if limit == 1
-            else f"{field}: at least {limit} characters needed"
-        )
+        return f"{field} must not be empty" if limit == 1 else f"{field}: at least {limit} characters needed"
     if keyword == "maxLength":
         return f"{field}: {len(value)} characters, at most {limit} allowed"
     if keyword == "minimum":
@@ -215,9 +189,7 @@ def _describe(error: ValidationError, field: str) -> str:
 class ColumnMap:
     """How the columns of a header map to a product's fields."""
 
-    fields: tuple[
-        str | None, ...
-    ]  # per column index: the schema property, or None if ignored
+    fields: tuple[str | None, ...]  # per column index: the schema property, or None if ignored
     unknown: tuple[str, ...]  # header names that match no property (trimmed, case kept)
     blank: tuple[int, ...]  # 1-based positions of blank header names (ignored columns)
 
@@ -233,17 +205,7 @@ def _header_key(name: str) -> str:
 class Product:
     """One importable product: its schema, its header rules and its row check."""
 
-    __slots__ = (
-        "_by_key",
-        "_coercers",
-        "_fast",
-        "_full",
-        "_order",
-        "fields",
-        "name",
-        "required",
-        "schema",
-    )
+    __slots__ = ("_by_key", "_coercers", "_fast", "_full", "_order", "fields", "name", "required", "schema")
 
     def __init__(self, name: str, schema: dict[str, Any]) -> None:
         try:
@@ -256,9 +218,7 @@ class Product:
         self.fields: tuple[str, ...] = tuple(properties)
         self.required: tuple[str, ...] = tuple(schema.get("required", ()))
         self._by_key = {_header_key(field): field for field in self.fields}
-        self._coercers: dict[str, Coercer] = {
-            f: build_coercer(p) for f, p in properties.items()
-        }
+        self._coercers: dict[str, Coercer] = {f: build_coercer(p) for f, p in properties.items()}
         self._order = {field: index for index, field in enumerate(self.fields)}
         self._fast = compile_fast(schema)
         self._full = full_validator(schema)
@@ -273,17 +233,15 @@ class Product:
         blank: list[int] = []
         seen: dict[str, int] = {}
         for position, written in enumerate(names, start=1):
-            name = written.strip()
+            # A spreadsheet header cell may be empty (None) or a number.
+            name = ("" if written is None else str(written)).strip()
             if not name:
                 blank.append(position)
                 fields.append(None)
                 continue
             first = seen.setdefault(name.casefold(), position)
             if first != position:
-                raise FileRejected(
-                    f"duplicate column {name!r} (columns {first} and {position})",
-                    line=1,
-                )
+                raise FileRejected(f"duplicate column {name!r} (columns {first} and {position})", line=1)
             field = self._by_key.get(name.casefold())
             fields.append(field)
             if field is None:
@@ -296,9 +254,7 @@ class Product:
         have = set(present)
         missing = [field for field in self.required if field not in have]
         if missing:
-            raise FileRejected(
-                f"missing required column(s): {', '.join(missing)}", line=1
-            )
+            raise FileRejected(f"missing required column(s): {', '.join(missing)}", line=1)
 
     def map_keys(self, keys: Iterable[str]) -> tuple[dict[str, str], list[str]]:
         """Map the keys of a key=value record to fields; return the mapping and the unknown keys."""
@@ -312,9 +268,7 @@ class Product:
                 mapping[key] = field
         return mapping, unknown
 
-    def check(
-        self, source_row: int, raw: dict[str, Any]
-    ) -> tuple[dict[str, Any] | None, list[RowError]]:
+    def check(self, source_row: int, raw: dict[str, Any]) -> tuple[dict[str, Any] | None, list[RowError]]:
         """Coerce and validate one record: (data, []) if valid, else (None, errors)."""
         data: dict[str, Any] = {}
         failed: dict[str, str] | None = None
@@ -342,13 +296,7 @@ class Product:
                 return None, self._explain(source_row, data, {}, str(exc))
         return None, self._explain(source_row, data, failed, "")
 
-    def _explain(
-        self,
-        source_row: int,
-        data: dict[str, Any],
-        failed: dict[str, str],
-        verdict: str,
-    ) -> list[RowError]:
+    def _explain(self, source_row: int, data: dict[str, Any], failed: dict[str, str], verdict: str) -> list[RowError]:
         """List every problem of a rejected record, in field order."""
         found = dict(failed)  # field (or "" for the record) -> message
         for error in self._full.iter_errors(data):
@@ -358,16 +306,10 @@ class Product:
         if not found:
             # The validators disagree; never let a rejected row go unexplained.
             found[""] = f"record rejected: {verdict}"
-        ordered = sorted(
-            found.items(), key=lambda item: self._order.get(item[0], len(self._order))
-        )
-        return [
-            RowError(source_row, field or None, message) for field, message in ordered
-        ]
+        ordered = sorted(found.items(), key=lambda item: self._order.get(item[0], len(self._order)))
+        return [RowError(source_row, field or None, message) for field, message in ordered]
 
-    def _messages(
-        self, error: ValidationError, data: dict[str, Any]
-    ) -> Iterator[tuple[str, str]]:
+    def _messages(self, error: ValidationError, data: dict[str, Any]) -> Iterator[tuple[str, str]]:
         """Yield (field, message) pairs for one jsonschema error."""
         if error.validator == "required":
             for field in error.validator_value:
@@ -388,12 +330,12 @@ def _check_supported(schema: Any) -> None:
     """Refuse a schema this module cannot coerce for, or whose formats it would not assert."""
     if not isinstance(schema, dict) or schema.get("type") != "object":
         raise ConfigError("the top level must be an object schema")
-    if schema.get("$schema", next(iter(_DRAFT7_URIS))) not in _DRAFT7_URIS:
+    if "$schema" in schema and schema["$schema"] not in _DRAFT7_URIS:
         raise ConfigError("$schema must be JSON Schema draft 7")
     try:
         Draft7Validator.check_schema(schema)
     except jsonschema.SchemaError as exc:
-        raise ConfigError(f"{exc.message}") from None
+        raise ConfigError(exc.message) from None
     properties = schema.get("properties")
     if not isinstance(properties, dict) or not properties:
         raise ConfigError("no properties")
@@ -409,14 +351,10 @@ def _check_property(field: str, prop: Any) -> None:
     """Refuse a property without one supported type, or with a format we do not check."""
     kind = prop.get("type") if isinstance(prop, dict) else None
     if not isinstance(kind, str) or kind not in SUPPORTED_TYPES:
-        raise ConfigError(
-            f"{field} needs a type among {', '.join(sorted(SUPPORTED_TYPES))}"
-        )
+        raise ConfigError(f"{field} needs a type among {', '.join(sorted(SUPPORTED_TYPES))}")
     # An unknown format would be silently accepted: refuse it instead of pretending.
     if "format" in prop and prop["format"] not in OUR_FORMATS:
-        raise ConfigError(
-            f"{field} has format {prop['format']!r}, which is not checked"
-        )
+        raise ConfigError(f"{field} has format {prop['format']!r}, which is not checked")
     if "pattern" in prop:
         try:
             _pattern_regex(prop["pattern"])
@@ -440,9 +378,7 @@ class ProductRegistry:
             if PRODUCT_NAME.match(path.stem) is None or not path.is_file():
                 continue
             if len(path.stem.encode()) > _MAX_NAME:
-                raise ConfigError(
-                    f"{path}: product name longer than {_MAX_NAME} characters"
-                )
+                raise ConfigError(f"{path}: product name longer than {_MAX_NAME} characters")
             try:
                 products[path.stem] = Product(path.stem, _read_schema(path))
             except ConfigError as exc:
@@ -455,9 +391,7 @@ class ProductRegistry:
             return self._products[name]
         except (KeyError, TypeError):
             known = ", ".join(self.names()) or "none"
-            raise UnknownProduct(
-                f"unknown product type {name!r}; known: {known}", field="product_type"
-            ) from None
+            raise UnknownProduct(f"unknown product type {name!r}; known: {known}", field="product_type") from None
 
     def names(self) -> list[str]:
         """The product names, sorted."""

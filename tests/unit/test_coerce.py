@@ -70,9 +70,7 @@ def test_integer_text_with_an_optional_sign_is_accepted(text: str, expected: int
     assert type(INTEGER(text)) is int
 
 
-@pytest.mark.parametrize(
-    "text", ["4.5", "4e2", "42.0", "1_000", "0x1F", "four", "4 2", "--4", "+", "٤٢", "４２"]
-)
+@pytest.mark.parametrize("text", ["4.5", "4e2", "42.0", "1_000", "0x1F", "four", "4 2", "--4", "+", "٤٢", "４２"])
 def test_integer_text_that_is_not_plain_digits_is_rejected(text: str) -> None:
     assert rejects(INTEGER, text) == f"{text!r} is not an integer"
 

@@ -140,12 +140,17 @@ def test_malformed_json_fails_loading_naming_the_file(tmp_path: Path) -> None:
         ({"type": ["string", "null"]}, "needs a type"),
     ],
 )
-def test_a_schema_we_cannot_coerce_or_check_fails_loading(
-    tmp_path: Path, prop: dict[str, Any], complaint: str
-) -> None:
+def test_a_schema_we_cannot_coerce_or_check_fails_loading(tmp_path: Path, prop: dict[str, Any], complaint: str) -> None:
     schema = {"type": "object", "properties": {"x": prop}}
     (tmp_path / "things.json").write_text(json.dumps(schema))
     with pytest.raises(ConfigError, match=complaint):
+        ProductRegistry.load(tmp_path)
+
+
+def test_a_schema_of_another_draft_fails_loading(tmp_path: Path) -> None:
+    schema = {"$schema": "https://json-schema.org/draft/2020-12/schema", "type": "object", "properties": {}}
+    (tmp_path / "things.json").write_text(json.dumps(schema))
+    with pytest.raises(ConfigError, match="things.json: product things: .*draft 7"):
         ProductRegistry.load(tmp_path)
 
 
@@ -167,6 +172,12 @@ def test_unknown_and_blank_header_names_are_returned_not_raised(users: Product) 
     assert columns.fields == ("external_id", None, None, "email", None, None)
     assert columns.unknown == ("Nickname", "shoe size")
     assert columns.blank == (2, 5)
+
+
+def test_spreadsheet_header_cells_that_are_empty_or_numbers_do_not_crash(users: Product) -> None:
+    columns = users.map_header(["external_id", None, "email", 2024])  # type: ignore[list-item]
+    assert columns.blank == (2,)
+    assert columns.unknown == ("2024",)
 
 
 def test_a_duplicate_header_fails_the_file_naming_both_columns(users: Product) -> None:
@@ -262,9 +273,7 @@ def test_a_valid_organization_and_course_pass(organizations: Product, courses: P
 
 
 def test_an_impossible_date_time_is_rejected(users: Product) -> None:
-    errors = errors_of(
-        users, {"external_id": "u", "email": "a@b.co", "created_at": "2024-13-45T99:00:00Z"}
-    )
+    errors = errors_of(users, {"external_id": "u", "email": "a@b.co", "created_at": "2024-13-45T99:00:00Z"})
     assert errors == {
         "created_at": "created_at: '2024-13-45T99:00:00Z' is not a valid date-time"
         " (RFC 3339, e.g. 2024-05-01T09:30:00Z)"
@@ -337,7 +346,8 @@ def test_date_accepts_real_calendar_days(value: str) -> None:
 
 
 @pytest.mark.parametrize(
-    "value", ["2024-02-30", "2023-02-29", "2024-04-31", "2024-1-05", "2024-00-10", "0000-01-01"]
+    "value",
+    ["2024-02-30", "2023-02-29", "2024-04-31", "2024-1-05", "2024-00-10", "0000-01-01"]
     + ["20240105", "2024-01-05T00:00:00Z", "2024-01-05 ", "２０２４-01-05"],
 )
 def test_date_rejects_anything_but_a_real_yyyy_mm_dd(value: str) -> None:
@@ -400,9 +410,7 @@ def test_every_problem_of_a_row_is_reported_in_field_order(users: Product) -> No
 
 
 def test_an_empty_required_field_is_reported_as_required(users: Product) -> None:
-    assert errors_of(users, {"external_id": "  ", "email": "a@b.co"}) == {
-        "external_id": "external_id is required"
-    }
+    assert errors_of(users, {"external_id": "  ", "email": "a@b.co"}) == {"external_id": "external_id is required"}
 
 
 def test_a_required_field_that_fails_coercion_is_reported_once(users: Product) -> None:
@@ -411,12 +419,9 @@ def test_a_required_field_that_fails_coercion_is_reported_once(users: Product) -
 
 
 def test_range_and_pattern_errors_say_what_is_expected(organizations: Product) -> None:
-    errors = errors_of(
-        organizations, {"external_id": "o", "name": "n", "country": "fra", "seats": "-1"}
-    )
+    errors = errors_of(organizations, {"external_id": "o", "name": "n", "country": "fra", "seats": "-1"})
     assert errors == {
-        "country": "country: 'fra' is not valid;"
-        " expected two upper-case letters (ISO 3166-1 alpha-2, e.g. FR)",
+        "country": "country: 'fra' is not valid; expected two upper-case letters (ISO 3166-1 alpha-2, e.g. FR)",
         "seats": "seats: -1 is less than the minimum of 0",
     }
 
