@@ -24,6 +24,7 @@ from service.products import ProductRegistry
 
 log = logging.getLogger(__name__)
 
+
 def _boot() -> tuple[Config, str]:
     """Read the configuration and migrate the app DB, or stop with one clear line."""
     try:
@@ -61,7 +62,7 @@ def services() -> pipeline.Services:
 # Retry policy lives on the actors: transient faults (an unreachable customer DB) back off
 # for up to customer_db_retry_seconds (the stage then fails the job itself); anything else
 # unexpected gets a few tries, then the dead-letter middleware below fails the job.
-RETRY = {"max_retries": 30, "min_backoff": 500, "max_backoff": 10_000}
+RETRY: dict[str, Any] = {"max_retries": 30, "min_backoff": 500, "max_backoff": 10_000}
 
 
 @dramatiq.actor(actor_name=pipeline.FETCH, queue_name=JOBS_QUEUE, time_limit=600_000, **RETRY)

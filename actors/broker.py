@@ -48,8 +48,8 @@ def make_broker(dsn: str) -> Broker:
     middleware = [AgeLimit(), TimeLimit(), ShutdownNotifications(), Callbacks(), Pipelines(), Retries()]
     if url is None:
         # A key=value DSN: dramatiq-pg only takes URLs, so build its pool from our DSN.
-        from dramatiq_pg.utils import make_pool
         import psycopg2.extensions
+        from dramatiq_pg.utils import make_pool
 
         kwargs = dict(psycopg2.extensions.parse_dsn(dsn), maxconn=BROKER_MAXCONN, minconn=0)
         return Broker(pool=make_pool(kwargs), results=False, middleware=middleware)
@@ -63,5 +63,7 @@ QUEUES = {FETCH: JOBS_QUEUE, PARSE: JOBS_QUEUE, VALIDATE: CHUNKS_QUEUE, INSERT: 
 
 def dispatch(actor_name: str, args: tuple[Any, ...]) -> tuple[str, str, dict[str, Any]]:
     """Encode a message for a stage's actor as the broker would, for a transactional enqueue."""
-    message = dramatiq.Message(queue_name=QUEUES[actor_name], actor_name=actor_name, args=args, kwargs={}, options={})
+    message: dramatiq.Message[Any] = dramatiq.Message(
+        queue_name=QUEUES[actor_name], actor_name=actor_name, args=args, kwargs={}, options={}
+    )
     return message.queue_name, message.message_id, tidy4json(message)

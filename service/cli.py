@@ -119,8 +119,12 @@ def _enqueue(args: dict[str, Any], config: Config) -> int:
     services = actors.services()
     customer = args["--customer"]
     uri = args["--uri"] or _copy_into_blob_area(Path(args["--file"]), customer, config)
-    body = {"customer_id": customer, "product_type": args["--product"], "blob_uri": uri,
-            "options": parse_options(args["--option"])}
+    body = {
+        "customer_id": customer,
+        "product_type": args["--product"],
+        "blob_uri": uri,
+        "options": parse_options(args["--option"]),
+    }
     request = check_request(body, config, services.products)
     job, _ = enqueue(request, services.jobs, args["--idempotency-key"])
     if args["import"]:
@@ -189,15 +193,25 @@ def parse_options(pairs: list[str]) -> dict[str, Any]:
 
 def job_dict(job: Job) -> dict[str, Any]:
     """The public view of a job (SPEC section 9)."""
+
     def iso(value: Any) -> str | None:
         return value.isoformat() if value is not None else None
 
     return {
-        "job_id": job.id, "customer_id": job.customer_id, "product_type": job.product_type,
-        "blob_uri": job.blob_uri, "options": job.options, "status": job.status,
-        "rows_total": job.rows_total, "rows_valid": job.rows_valid, "rows_invalid": job.rows_invalid,
-        "rows_inserted": job.rows_inserted, "error": job.error, "created_at": iso(job.created_at),
-        "started_at": iso(job.started_at), "finished_at": iso(job.finished_at),
+        "job_id": job.id,
+        "customer_id": job.customer_id,
+        "product_type": job.product_type,
+        "blob_uri": job.blob_uri,
+        "options": job.options,
+        "status": job.status,
+        "rows_total": job.rows_total,
+        "rows_valid": job.rows_valid,
+        "rows_invalid": job.rows_invalid,
+        "rows_inserted": job.rows_inserted,
+        "error": job.error,
+        "created_at": iso(job.created_at),
+        "started_at": iso(job.started_at),
+        "finished_at": iso(job.finished_at),
     }
 
 

@@ -60,7 +60,9 @@ def customer_dsn(config: Config, customer_id: str, app: str) -> str:
     return psycopg2.extensions.make_dsn(**mine)
 
 
-def connect(dsn: str, *, autocommit: bool = False, application_name: str = "import-service") -> psycopg2.extensions.connection:
+def connect(
+    dsn: str, *, autocommit: bool = False, application_name: str = "import-service"
+) -> psycopg2.extensions.connection:
     """Open a connection with keepalives, so a vanished server is noticed within seconds."""
     conn = psycopg2.connect(
         dsn,
@@ -98,7 +100,7 @@ def stop_embedded(data_dir: Path) -> None:
     """Stop the embedded Postgres under data_dir/pg if it runs."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        from pgserver import pg_ctl
+        from pgserver._commands import pg_ctl  # type: ignore[attr-defined]  # generated at import
     if (data_dir / "pg" / "postmaster.pid").exists():
         pg_ctl(["-w", "stop"], pgdata=data_dir / "pg", user="pgserver" if _is_root() else None)
 

@@ -74,7 +74,7 @@ def main() -> int:
     finally:
         workers.send_signal(signal.SIGTERM)
         workers.wait(timeout=60)
-    _print_summary(config.blob_root, [(p, j) for (p, _), j in zip(ids, finished)])
+    _print_summary(config.blob_root, [(p, j) for (p, _), j in zip(ids, finished, strict=True)])
     return 0 if all(j.status == "succeeded" for j in finished) else 1
 
 

@@ -43,7 +43,7 @@ class IdempotencyConflict(ImportServiceError):
 def _load_queries(path: Path) -> dict[str, str]:
     """Split a .sql file into blocks headed `-- name: x`."""
     blocks = re.split(r"^-- name: (\w+)\s*$", path.read_text(), flags=re.MULTILINE)
-    return {name: body.strip() for name, body in zip(blocks[1::2], blocks[2::2])}
+    return {name: body.strip() for name, body in zip(blocks[1::2], blocks[2::2], strict=True)}
 
 
 Q = _load_queries(SQL_DIR / "queries.sql")
@@ -319,7 +319,13 @@ class JobStore:
         return ChunkWork(job_id=job_id, chunk_no=chunk_no, **row) if row else None
 
     def complete_chunk(
-        self, job_id: str, chunk_no: int, valid: int, invalid: int, errors: Sequence[RowError], max_logged: int,
+        self,
+        job_id: str,
+        chunk_no: int,
+        valid: int,
+        invalid: int,
+        errors: Sequence[RowError],
+        max_logged: int,
         final_stage: str,
     ) -> None:
         """Count a chunk exactly once, log its row errors up to the job's cap, send the final stage when last."""
@@ -357,7 +363,9 @@ class JobStore:
             cur.execute(Q["delete_chunks"], (job_id,))
             return True
 
-    def log(self, job_id: str, level: str, message: str, row_number: int | None = None, field: str | None = None) -> None:
+    def log(
+        self, job_id: str, level: str, message: str, row_number: int | None = None, field: str | None = None
+    ) -> None:
         """Append one log line to a job."""
         with self.transaction() as cur:
             _insert_logs(cur, job_id, [(level, row_number, field, message)])

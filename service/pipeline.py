@@ -165,11 +165,18 @@ def validate(services: Services, job: Job, chunk_no: int) -> None:
     path, fmt, header, plan = _open_plan(services, job)
     product = services.products.get(job.product_type)
     records = formats.iter_records(
-        path, fmt, header, services.limits, start=work.start_pos, first_row=first,
-        first_line=work.first_line, max_records=work.row_count,
+        path,
+        fmt,
+        header,
+        services.limits,
+        start=work.start_pos,
+        first_row=first,
+        first_line=work.first_line,
+        max_records=work.row_count,
     )
     buffer = io.StringIO()
-    valid, invalid, errors = 0, 0, []
+    valid, invalid = 0, 0
+    errors: list[RowError] = []
     cap = services.config.max_logged_errors
     for source_row, data, row_errors in check_records(product, plan["columns"], records):
         if data is not None:
@@ -223,11 +230,14 @@ def insert(services: Services, job: Job) -> None:
     """Publish the job's staged rows in one transaction and close the job."""
     store = services.customer(job.customer_id)
     if job.options.get("on_invalid") == "fail" and job.rows_invalid:
-        raise JobFailed(f"{job.rows_invalid} of {job.rows_total} rows are invalid and on_invalid is 'fail' (see the log)")
+        raise JobFailed(
+            f"{job.rows_invalid} of {job.rows_total} rows are invalid and on_invalid is 'fail' (see the log)"
+        )
     if job.options.get("dry_run"):
         store.drop_staging(job.id)
-        services.jobs.succeed(job.id, 0, f"dry run: {job.rows_valid} valid and {job.rows_invalid} invalid rows, nothing inserted")
+        services.jobs.succeed(
+            job.id, 0, f"dry run: {job.rows_valid} valid and {job.rows_invalid} invalid rows, nothing inserted"
+        )
         return
     inserted = store.publish(job.id, job.product_type, job.rows_valid)
     services.jobs.succeed(job.id, inserted, f"imported {inserted} rows, skipped {job.rows_invalid} invalid rows")
-

@@ -83,27 +83,37 @@ def _check_option_values(options: Mapping[str, Any]) -> None:
     if options.get("on_invalid", "skip") not in ON_INVALID:
         raise RequestRefused("option on_invalid must be 'skip' or 'fail'", field="options.on_invalid")
     delimiter = options.get("delimiter")
-    if delimiter is not None and (len(delimiter) != 1 or delimiter in "\"\r\n"):
-        raise RequestRefused("option delimiter must be one character (not a quote or newline)", field="options.delimiter")
+    if delimiter is not None and (len(delimiter) != 1 or delimiter in '"\r\n'):
+        raise RequestRefused(
+            "option delimiter must be one character (not a quote or newline)", field="options.delimiter"
+        )
     encoding = options.get("encoding")
     if encoding is not None:
         try:
             codecs.lookup(encoding)
         except LookupError:
-            raise RequestRefused(f"option encoding {encoding!r} is not a known codec", field="options.encoding") from None
+            raise RequestRefused(
+                f"option encoding {encoding!r} is not a known codec", field="options.encoding"
+            ) from None
     if "sheet" in options and not options["sheet"]:
         raise RequestRefused("option sheet must be a non-empty sheet name", field="options.sheet")
 
 
-def enqueue(
-    request: EnqueueRequest, jobs: JobStore, idempotency_key: str | None = None
-) -> tuple[Job, bool]:
+def enqueue(request: EnqueueRequest, jobs: JobStore, idempotency_key: str | None = None) -> tuple[Job, bool]:
     """Create the job and its first message in one transaction; (job, created)."""
     fingerprint = request_hash(
-        {"customer_id": request.customer_id, "product_type": request.product_type,
-         "blob_uri": request.blob_uri, "options": request.options}
+        {
+            "customer_id": request.customer_id,
+            "product_type": request.product_type,
+            "blob_uri": request.blob_uri,
+            "options": request.options,
+        }
     )
     return jobs.create_job(
-        request.customer_id, request.product_type, request.blob_uri, request.options,
-        idempotency_key=idempotency_key, fingerprint=fingerprint,
+        request.customer_id,
+        request.product_type,
+        request.blob_uri,
+        request.options,
+        idempotency_key=idempotency_key,
+        fingerprint=fingerprint,
     )

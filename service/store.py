@@ -62,12 +62,16 @@ class CustomerStore:
         try:
             conn = connect(self._dsn)
         except psycopg2.OperationalError as exc:
-            raise CustomerDBUnavailable(f"customer database {database_name(self._dsn)!r} is unreachable: {describe(exc)}") from None
+            raise CustomerDBUnavailable(
+                f"customer database {database_name(self._dsn)!r} is unreachable: {describe(exc)}"
+            ) from None
         try:
             with conn, conn.cursor() as cur:
                 yield cur
         except (psycopg2.OperationalError, psycopg2.InterfaceError) as exc:
-            raise CustomerDBUnavailable(f"customer database {database_name(self._dsn)!r} failed: {describe(exc)}") from None
+            raise CustomerDBUnavailable(
+                f"customer database {database_name(self._dsn)!r} failed: {describe(exc)}"
+            ) from None
         finally:
             conn.close()
 
@@ -79,9 +83,9 @@ class CustomerStore:
             cur.execute(sql.SQL(PRODUCT_TABLE).format(table=product_table(product)))
             cur.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(STAGING_SCHEMA)))
             cur.execute(
-                sql.SQL("CREATE UNLOGGED TABLE IF NOT EXISTS {} (source_row integer NOT NULL, data jsonb NOT NULL)").format(
-                    staging_table(job_id)
-                )
+                sql.SQL(
+                    "CREATE UNLOGGED TABLE IF NOT EXISTS {} (source_row integer NOT NULL, data jsonb NOT NULL)"
+                ).format(staging_table(job_id))
             )
 
     def stage(self, job_id: str, first_row: int, last_row: int, copy_text: io.StringIO, rerun: bool) -> None:
@@ -92,7 +96,9 @@ class CustomerStore:
             if cur.fetchone()[0] is None:
                 raise JobFailed("the job's staging table is gone (the job was cancelled or failed meanwhile)")
             if rerun:
-                cur.execute(sql.SQL("DELETE FROM {} WHERE source_row BETWEEN %s AND %s").format(table), (first_row, last_row))
+                cur.execute(
+                    sql.SQL("DELETE FROM {} WHERE source_row BETWEEN %s AND %s").format(table), (first_row, last_row)
+                )
             copy_text.seek(0)
             cur.copy_expert(sql.SQL("COPY {} (source_row, data) FROM STDIN").format(table), copy_text)
 
@@ -106,7 +112,9 @@ class CustomerStore:
                 count = cur.fetchone()[0]
                 if count != expected:
                     # Unlogged tables are emptied by a crash of the customer's server.
-                    raise JobFailed(f"staged {count} rows but validated {expected}: the customer database lost staged data (restarted?)")
+                    raise JobFailed(
+                        f"staged {count} rows but validated {expected}: the customer database lost staged data (restarted?)"
+                    )
                 cur.execute(
                     sql.SQL(
                         "INSERT INTO {table} (data, job_id, source_row) SELECT data, %s, source_row FROM {staged} "

@@ -33,9 +33,16 @@ def run_workers(processes: int, threads: int) -> int:
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
     command = [
-        sys.executable, "-m", "dramatiq", "actors",
-        "--processes", str(processes), "--threads", str(threads),
-        "--worker-shutdown-timeout", str(SHUTDOWN_TIMEOUT_MS),
+        sys.executable,
+        "-m",
+        "dramatiq",
+        "actors",
+        "--processes",
+        str(processes),
+        "--threads",
+        str(threads),
+        "--worker-shutdown-timeout",
+        str(SHUTDOWN_TIMEOUT_MS),
     ]
     while True:
         child = subprocess.Popen(command)

@@ -31,7 +31,9 @@ class Cli:
     blob_root: Path
     tmp: Path
 
-    def run(self, *args: str, env: dict[str, str] | None = None, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    def run(
+        self, *args: str, env: dict[str, str] | None = None, timeout: float = 120
+    ) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
             [IMPORTCTL, *args], env=env or self.env, capture_output=True, text=True, timeout=timeout, cwd=self.tmp
         )
@@ -79,7 +81,9 @@ def test_import_of_a_failing_file_exits_1_and_says_why(cli: Cli) -> None:
 def test_status_and_logs_print_a_queued_job_and_exit_0(cli: Cli) -> None:
     path = cli.blob_root / "acme" / "later.csv"
     path.write_text(USERS)
-    enqueued = cli.run("enqueue", "--customer=acme", "--product=users", f"--uri={path.as_uri()}", "--option=dry_run=true")
+    enqueued = cli.run(
+        "enqueue", "--customer=acme", "--product=users", f"--uri={path.as_uri()}", "--option=dry_run=true"
+    )
     assert enqueued.returncode == 0, enqueued.stderr
     job_id = enqueued.stdout.strip()
     status = cli.run("status", job_id, "--json")
@@ -97,7 +101,9 @@ def test_enqueue_wait_with_real_workers_exits_0_on_success_and_1_on_failure(cli:
         good = cli.run("enqueue", "--customer=acme", "--product=users", f"--file={cli.file('w.csv', USERS)}", "--wait")
         assert good.returncode == 0, good.stderr
         invalid = cli.file("w.csv", "external_id,email\nu1,not-an-email\n")
-        bad = cli.run("enqueue", "--customer=acme", "--product=users", f"--file={invalid}", "--wait", "--option=on_invalid=fail")
+        bad = cli.run(
+            "enqueue", "--customer=acme", "--product=users", f"--file={invalid}", "--wait", "--option=on_invalid=fail"
+        )
         assert bad.returncode == 1, bad.stderr
         assert "failed" in bad.stderr
     finally:
@@ -119,7 +125,10 @@ def test_unknown_job_exits_1(cli: Cli) -> None:
         (["enqueue", "--customer=acme", "--product=nope", "--uri=file:///x.csv"], "nope"),
         (["enqueue", "--customer=acme", "--product=users", "--uri=file:///etc/passwd"], "outside the blob area"),
         (["enqueue", "--customer=acme", "--product=users", "--uri=s3://b/k.csv"], "scheme"),
-        (["enqueue", "--customer=acme", "--product=users", "--uri=file:///x.csv", "--option=colour=red"], "unknown option"),
+        (
+            ["enqueue", "--customer=acme", "--product=users", "--uri=file:///x.csv", "--option=colour=red"],
+            "unknown option",
+        ),
     ],
 )
 def test_usage_and_refused_requests_exit_2_with_one_clear_line(cli: Cli, args: list[str], message: str) -> None:
@@ -152,12 +161,16 @@ def test_a_bad_config_stops_with_one_line_naming_the_file(cli: Cli, content: str
 
 
 def test_python_dash_m_service_cli_is_the_same_command(cli: Cli) -> None:
-    result = subprocess.run([sys.executable, "-m", "service.cli", "migrate"], env=cli.env, capture_output=True, text=True, cwd=ROOT)
+    result = subprocess.run(
+        [sys.executable, "-m", "service.cli", "migrate"], env=cli.env, capture_output=True, text=True, cwd=ROOT
+    )
     assert result.returncode == 0, result.stderr
 
 
 def test_worker_command_runs_jobs_and_stops_cleanly_on_sigterm(cli: Cli) -> None:
-    process = subprocess.Popen([IMPORTCTL, "worker", "--processes=1", "--threads=2"], env=cli.env, start_new_session=True)
+    process = subprocess.Popen(
+        [IMPORTCTL, "worker", "--processes=1", "--threads=2"], env=cli.env, start_new_session=True
+    )
     try:
         path = cli.blob_root / "acme" / "by-worker.csv"
         path.write_text(USERS)

@@ -32,9 +32,13 @@ def test_the_sample_run_imports_every_file_with_the_documented_counts(databases:
     map_path = tmp_path / "customer_map.json"
     map_path.write_text(json.dumps({c: f"dbname={n}" for c, n in names.items()}))
     env = pipeline_env(app, map_path, ROOT / "sample", DATA_DIR=str(tmp_path / "data"))
-    result = subprocess.run([sys.executable, "-m", "service.demo"], env=env, capture_output=True, text=True, timeout=300, cwd=ROOT)
+    result = subprocess.run(
+        [sys.executable, "-m", "service.demo"], env=env, capture_output=True, text=True, timeout=300, cwd=ROOT
+    )
     assert result.returncode == 0, result.stdout + result.stderr
-    lines = {line.split()[1]: line.split() for line in result.stdout.splitlines() if line[:8].count("-") == 0 and "/" in line}
+    lines = {
+        line.split()[1]: line.split() for line in result.stdout.splitlines() if line[:8].count("-") == 0 and "/" in line
+    }
     for name, (total, valid, invalid) in EXPECTED.items():
         row = lines[name]
         assert row[3] == "succeeded"

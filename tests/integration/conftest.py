@@ -107,8 +107,13 @@ def pipeline(databases: Databases, tmp_path_factory: pytest.TempPathFactory) -> 
     migrate(app)
     settings = {"CHUNK_ROWS": "3", "MAX_LOGGED_ERRORS": "5", "WORKER_CONCURRENCY": "2"}
     config = Config(
-        app_db_dsn=app, blob_root=root.resolve(), customer_map_path=map_path,
-        customers=load_customer_map(map_path), chunk_rows=3, max_logged_errors=5, worker_concurrency=2,
+        app_db_dsn=app,
+        blob_root=root.resolve(),
+        customer_map_path=map_path,
+        customers=load_customer_map(map_path),
+        chunk_rows=3,
+        max_logged_errors=5,
+        worker_concurrency=2,
     )
     env = pipeline_env(app, map_path, root, **settings)
     jobs = JobStore(app, dispatch=dispatch)

@@ -22,7 +22,11 @@ def rows_of(pipeline: Pipeline, customer: str, job_id: str, table: str = "users"
 
 
 def logs_of(pipeline: Pipeline, job_id: str) -> list[tuple[str, int | None, str | None, str]]:
-    return query(pipeline.app_dsn, "SELECT level, row_number, field, message FROM import_logs WHERE job_id = %s ORDER BY id", (job_id,))
+    return query(
+        pipeline.app_dsn,
+        "SELECT level, row_number, field, message FROM import_logs WHERE job_id = %s ORDER BY id",
+        (job_id,),
+    )
 
 
 def test_a_csv_file_lands_as_typed_jsonb_rows_with_exact_counts(pipeline: Pipeline) -> None:
@@ -40,11 +44,23 @@ def test_a_csv_file_lands_as_typed_jsonb_rows_with_exact_counts(pipeline: Pipeli
     rows = dict(rows_of(pipeline, "acme", job.id))
     assert sorted(rows) == [1, 2, 5]
     assert rows[1] == {
-        "external_id": "u1", "email": "ann@example.com", "first_name": "Ann", "last_name": "Lee",
-        "role": "student", "age": 42, "active": True, "created_at": "2024-03-01T09:30:00Z",
+        "external_id": "u1",
+        "email": "ann@example.com",
+        "first_name": "Ann",
+        "last_name": "Lee",
+        "role": "student",
+        "age": 42,
+        "active": True,
+        "created_at": "2024-03-01T09:30:00Z",
     }
-    assert rows[2] == {"external_id": "u2", "email": "zoe@example.com", "first_name": "Zoë", "last_name": "Smith, Jr.",
-                       "role": "teacher", "active": False}
+    assert rows[2] == {
+        "external_id": "u2",
+        "email": "zoe@example.com",
+        "first_name": "Zoë",
+        "last_name": "Smith, Jr.",
+        "role": "teacher",
+        "active": False,
+    }
     assert rows[5]["age"] == 150 and rows[5]["active"] is True and "role" not in rows[5]
     errors = [(r, f) for level, r, f, _ in logs_of(pipeline, job.id) if level == "error"]
     assert errors == [(3, "email"), (4, "age")]
@@ -76,7 +92,16 @@ def test_a_key_value_file_imports_and_logs_its_malformed_line(pipeline: Pipeline
     assert (job.rows_total, job.rows_valid, job.rows_invalid) == (4, 2, 2)
     rows = rows_of(pipeline, "acme", job.id, "courses")
     assert rows == [
-        (1, {"external_id": "C1", "title": 'Intro to "Python"', "credits": 3.5, "active": True, "start_date": "2025-01-15"}),
+        (
+            1,
+            {
+                "external_id": "C1",
+                "title": 'Intro to "Python"',
+                "credits": 3.5,
+                "active": True,
+                "start_date": "2025-01-15",
+            },
+        ),
         (4, {"external_id": "C4", "title": "Go", "credits": 0}),
     ]
     errors = {r: f for level, r, f, _ in logs_of(pipeline, job.id) if level == "error"}
@@ -97,8 +122,13 @@ def test_an_xlsx_file_keeps_native_cell_types(pipeline: Pipeline) -> None:
     assert job.status == "succeeded", job.error
     assert (job.rows_total, job.rows_valid, job.rows_invalid) == (3, 2, 1)
     rows = dict(rows_of(pipeline, "acme", job.id))
-    assert rows[1] == {"external_id": "1001", "email": "a@example.com", "age": 30, "active": True,
-                       "created_at": "2024-05-06T07:08:09Z"}
+    assert rows[1] == {
+        "external_id": "1001",
+        "email": "a@example.com",
+        "age": 30,
+        "active": True,
+        "created_at": "2024-05-06T07:08:09Z",
+    }
     assert rows[2] == {"external_id": "x2", "email": "b@example.com", "age": 31, "active": False}
 
 
@@ -143,7 +173,9 @@ def test_undecodable_bytes_fail_the_job_naming_the_line_and_leave_no_rows(pipeli
     assert job.status == "failed"
     assert "line 9" in job.error
     assert rows_of(pipeline, "acme", job.id) == []
-    leftover = query(pipeline.customer_dsns["acme"], "SELECT count(*) FROM pg_tables WHERE schemaname = 'import_staging'")
+    leftover = query(
+        pipeline.customer_dsns["acme"], "SELECT count(*) FROM pg_tables WHERE schemaname = 'import_staging'"
+    )
     assert leftover == [(0,)]
 
 

@@ -38,12 +38,18 @@ def start_job(services: pipeline.Services, rows: int) -> str:
     return job.id
 
 
-def test_a_chunk_run_twice_after_a_crash_before_it_was_counted_stages_its_rows_once(services: pipeline.Services) -> None:
+def test_a_chunk_run_twice_after_a_crash_before_it_was_counted_stages_its_rows_once(
+    services: pipeline.Services,
+) -> None:
     job_id = start_job(services, 10)  # chunks of 4: rows 1-4, 5-8, 9-10
     pipeline.run_stage(services, pipeline.validate, job_id, 0)
     # As if the worker died after staging but before counting: the chunk is not done.
     query(services.app_dsn, "UPDATE import_chunks SET done = false WHERE job_id = %s AND chunk_no = 0", (job_id,))
-    query(services.app_dsn, "UPDATE import_jobs SET chunks_done = 0, rows_total = 0, rows_valid = 0 WHERE id = %s", (job_id,))
+    query(
+        services.app_dsn,
+        "UPDATE import_jobs SET chunks_done = 0, rows_total = 0, rows_valid = 0 WHERE id = %s",
+        (job_id,),
+    )
     pipeline.run_stage(services, pipeline.validate, job_id, 0)
     pipeline.run_stage(services, pipeline.validate, job_id, 0)  # done now: a no-op
     for chunk in (1, 2):
@@ -53,7 +59,9 @@ def test_a_chunk_run_twice_after_a_crash_before_it_was_counted_stages_its_rows_o
     job = services.jobs.get(job_id)
     assert job is not None and job.status == "succeeded", job
     assert (job.rows_total, job.rows_valid, job.rows_inserted) == (10, 10, 10)
-    rows = query(services.config.customers["acme"], "SELECT source_row FROM users WHERE job_id = %s ORDER BY 1", (job_id,))
+    rows = query(
+        services.config.customers["acme"], "SELECT source_row FROM users WHERE job_id = %s ORDER BY 1", (job_id,)
+    )
     assert [r for (r,) in rows] == list(range(1, 11))
 
 
@@ -70,7 +78,11 @@ def test_a_publish_repeated_after_it_committed_inserts_nothing_more(services: pi
 def test_parse_run_twice_plans_each_chunk_once(services: pipeline.Services) -> None:
     job_id = start_job(services, 9)
     pipeline.run_stage(services, pipeline.parse, job_id)
-    chunks = query(services.app_dsn, "SELECT chunk_no, first_row, row_count FROM import_chunks WHERE job_id = %s ORDER BY 1", (job_id,))
+    chunks = query(
+        services.app_dsn,
+        "SELECT chunk_no, first_row, row_count FROM import_chunks WHERE job_id = %s ORDER BY 1",
+        (job_id,),
+    )
     assert chunks == [(0, 1, 4), (1, 5, 4), (2, 9, 1)]
     messages = query(
         services.app_dsn,

@@ -23,8 +23,10 @@ def folder(tmp_path: Path) -> Path:
 
 
 def test_a_section_is_read_and_its_relative_paths_are_relative_to_the_file(folder: Path) -> None:
-    config_file = write(folder / "config.json", {"prod": {"customer_map_path": "customers.json", "blob_root": "blobs",
-                                                          "max_logged_errors": 7}})
+    config_file = write(
+        folder / "config.json",
+        {"prod": {"customer_map_path": "customers.json", "blob_root": "blobs", "max_logged_errors": 7}},
+    )
     config = load_config({"CONFIG_PATH": str(config_file), "CONFIG_ENV": "prod"})
     assert config.blob_root == folder / "blobs"
     assert config.max_logged_errors == 7
@@ -32,7 +34,9 @@ def test_a_section_is_read_and_its_relative_paths_are_relative_to_the_file(folde
 
 
 def test_env_variables_override_single_keys_of_the_file(folder: Path) -> None:
-    config_file = write(folder / "config.json", {"default": {"customer_map_path": "customers.json", "worker_concurrency": 3}})
+    config_file = write(
+        folder / "config.json", {"default": {"customer_map_path": "customers.json", "worker_concurrency": 3}}
+    )
     config = load_config({"CONFIG_PATH": str(config_file), "WORKER_CONCURRENCY": "5", "APP_DB_DSN": "dbname=app"})
     assert (config.worker_concurrency, config.app_db_dsn) == (5, "dbname=app")
 
