@@ -8,8 +8,9 @@ from typing import Any
 import dramatiq
 from dramatiq.middleware import AgeLimit, Callbacks, Pipelines, Retries, ShutdownNotifications, TimeLimit
 from dramatiq_pg import PostgresBroker
-from dramatiq_pg.broker import PostgresConsumer
-from dramatiq_pg.utils import tidy4json
+from dramatiq_pg.broker import QUERIES, PostgresConsumer
+from dramatiq_pg.utils import raise_connection_error, tidy4json, transaction
+from psycopg2.extras import Json
 
 from service.pipeline import FETCH, INSERT, PARSE, VALIDATE
 
@@ -32,6 +33,27 @@ class Consumer(PostgresConsumer):
             # windows every poll sleeps up to a second.
             self.misses = 0
         return super().__next__()
+
+    @raise_connection_error
+    def ack(self, message: Any) -> None:
+        self._finish(message, QUERIES.ACK)
+
+    @raise_connection_error
+    def nack(self, message: Any) -> None:
+        self._finish(message, QUERIES.NACK)
+
+    def _finish(self, message: Any, query: str) -> None:
+        """Ack or nack as dramatiq-pg does, but free the message's lock only after the commit.
+
+        The released code queues the unlock before its UPDATE commits; with locks released on
+        every iteration, another worker could then claim a message that is being acked.
+        """
+        channel = f"dramatiq.{message.queue_name}.ack"
+        with transaction(self.pool) as curs:
+            params = (Json(tidy4json(message)), message.message_id, message.queue_name, channel, message.message_id)
+            curs.execute(query, params)
+        self.unlock_q.put_nowait(message)
+        self.in_processing.discard(message.message_id)
 
 
 class Broker(PostgresBroker):

@@ -131,7 +131,7 @@ def parse(services: Services, job: Job) -> None:
     chunk_no = 0
     start = (1, header.data_line, header.data_start)  # first_row, first_line, position
     count, size, previous_end = 0, 0, header.data_start
-    bytewise = fmt.kind != "xlsx"  # xlsx positions are row numbers, not bytes
+    bytewise = splittable and fmt.kind != "xlsx"  # other positions are rows or characters, not bytes
     for record in formats.iter_records(path, fmt, header, services.limits):
         if isinstance(record.cells, dict):
             unknown_keys.update(product.map_keys(record.cells)[1])

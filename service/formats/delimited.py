@@ -1,47 +1,16 @@
-"""CSV and TSV: RFC 4180 records parsed line by line, with byte offsets to resume from."""
+"""CSV and TSV: RFC 4180 records parsed line by line, with positions to resume from."""
 
 from __future__ import annotations
 
 import csv
 import sys
 from collections.abc import Iterator
-from typing import BinaryIO, NamedTuple
+from typing import BinaryIO
 
 from service.errors import FileRejected, LimitExceeded
 from service.formats.text import FileFormat, Header, Limits, LineReader, Record, limit_text, open_lines
 
 SNIFFED = (";", "|", "\t")  # candidates when a CSV header has no comma, in order of preference
-
-
-class _Parsed(NamedTuple):
-    cells: list[str]
-    line: int  # first line of the record
-    end: int  # position after its last line
-    next_line: int
-
-
-class _Feed:
-    """Hands csv.reader one line at a time and bounds the size of the record it builds."""
-
-    def __init__(self, lines: LineReader, max_record_bytes: int) -> None:
-        self.lines = lines
-        self.exhausted = False
-        self._max = max_record_bytes
-        self.mark()
-
-    def mark(self) -> None:
-        """Note that the next line read starts a new record."""
-        self.record_size = self.lines.size
-        self.record_line = self.lines.next_line
-
-    def __iter__(self) -> Iterator[str]:
-        for text in self.lines:
-            # A quoted newline makes a record of many lines; the limit applies to all of them.
-            if self.lines.size - self.record_size > self._max:
-                what = limit_text("a record", "max_record_bytes", self._max)
-                raise LimitExceeded(what, line=self.record_line)
-            yield text
-        self.exhausted = True
 
 
 def sniff_delimiter(line: str) -> str:
@@ -62,9 +31,9 @@ def sniff_delimiter(line: str) -> str:
 def read_header(fh: BinaryIO, fmt: FileFormat, limits: Limits) -> Header:
     """Read the first non-blank record as the header names."""
     lines = open_lines(fh, fmt.encoding, limits)
-    for parsed in _parse(lines, fmt, limits):
-        names = [name.strip() for name in parsed.cells]
-        return Header(names=names, data_start=parsed.end, data_line=parsed.next_line)
+    for record in _records(lines, fmt, limits, 1):
+        names = [name.strip() for name in record.cells]
+        return Header(names=names, data_start=record.end, data_line=record.next_line)
     raise FileRejected("the file is empty: it has no header line")
 
 
@@ -80,40 +49,38 @@ def iter_records(
 ) -> Iterator[Record]:
     """Yield the data records from start (default: just after the header)."""
     lines = open_lines(fh, fmt.encoding, limits, header=header, start=start, line=first_line)
-    if max_records is not None and max_records <= 0:
+    if max_records is None:
+        yield from _records(lines, fmt, limits, first_row)
         return
-    for row, parsed in enumerate(_parse(lines, fmt, limits), first_row):
-        yield Record(row, parsed.line, parsed.end, parsed.cells, next_line=parsed.next_line)
-        if max_records is not None and row - first_row + 1 >= max_records:
-            return
+    last_row = first_row + max_records - 1
+    for record in _records(lines, fmt, limits, first_row) if max_records > 0 else ():
+        yield record
+        if record.source_row >= last_row:
+            return  # without reading on: the next record belongs to whoever resumes here
 
 
-def _parse(lines: LineReader, fmt: FileFormat, limits: Limits) -> Iterator[_Parsed]:
+def _records(lines: LineReader, fmt: FileFormat, limits: Limits, row: int) -> Iterator[Record]:
     """Parse records with the csv module, skipping blank ones and enforcing the limits."""
     _allow_fields_up_to(limits.max_record_bytes)
-    feed = _Feed(lines, limits.max_record_bytes)
     # strict=False: a stray quote inside an unquoted field is kept as text, as Excel does.
-    rows = csv.reader(iter(feed), delimiter=fmt.delimiter, quotechar='"', doublequote=True, strict=False)
-    while True:
-        try:
-            cells = next(rows)
-        except StopIteration:
-            return
-        except csv.Error as exc:
-            raise FileRejected(f"the record is not valid CSV ({exc})", line=feed.record_line) from None
-        if feed.exhausted:
-            # Non-strict csv.reader returns the partial record instead of failing at end of file.
-            raise FileRejected(
-                "a quoted field is never closed: the file ends inside it (check for a stray '\"')",
-                line=feed.record_line,
-            )
-        parsed = _Parsed(cells, feed.record_line, lines.pos, lines.next_line)
-        size = lines.size - feed.record_size
-        feed.mark()
-        if size > limits.max_field_bytes:
-            _check_fields(cells, lines.codec.name, limits.max_field_bytes, parsed.line)
-        if any(cell.strip() for cell in cells):
-            yield parsed
+    rows = csv.reader(iter(lines), delimiter=fmt.delimiter, quotechar='"', doublequote=True, strict=False)
+    max_field, encoding = limits.max_field_bytes, lines.codec.name
+    try:
+        for cells in rows:
+            if lines.exhausted:
+                # Non-strict csv.reader returns the partial record instead of failing at end of file.
+                raise FileRejected(
+                    "a quoted field is never closed: the file ends inside it (check for a stray '\"')",
+                    line=lines.record_line,
+                )
+            if lines.size - lines.record_size > max_field:
+                _check_fields(cells, encoding, max_field, lines.record_line)
+            if (cells and cells[0].strip()) or any(cell.strip() for cell in cells):
+                yield Record(row, lines.record_line, lines.pos, cells, next_line=lines.next_line)
+                row += 1
+            lines.mark()
+    except csv.Error as exc:
+        raise FileRejected(f"the record is not valid CSV ({exc})", line=lines.record_line) from None
 
 
 def _check_fields(cells: list[str], encoding: str, max_field_bytes: int, line: int) -> None:

@@ -66,6 +66,7 @@ def read_header(fh: BinaryIO, fmt: FileFormat, limits: Limits) -> Header:
     lines = open_lines(fh, fmt.encoding, limits)
     start = lines.pos
     for text in lines:
+        lines.mark()
         if text.strip():
             return Header(names=[], data_start=start, data_line=1)
     raise FileRejected("the file is empty: it has no key=value line")
@@ -87,6 +88,7 @@ def iter_records(
     if max_records is not None and max_records <= 0:
         return
     for text in lines:
+        lines.mark()  # each line is a record of its own for the size limit
         body = text.strip()
         if not body or body.startswith("#"):
             continue

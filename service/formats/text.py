@@ -1,4 +1,4 @@
-"""Shared reader types, and strict bounded line reading of text files by byte offset."""
+"""Shared reader types, and strict, bounded line reading of text files with resumable positions."""
 
 from __future__ import annotations
 
@@ -187,36 +187,44 @@ def text_codec(fh: BinaryIO, label: str) -> Codec:
 
 
 class LineReader:
-    """Iterates over the decoded lines of a text file, tracking position and line number.
+    """Iterates over the decoded lines of a text file, tracking position, line number and record size.
 
     Positions are byte offsets when the codec is splittable; otherwise they count the
     characters decoded after the BOM, since bytes cannot be mapped back to lines there.
     """
 
-    def __init__(self, fh: BinaryIO, codec: Codec, max_line_bytes: int, start: int, line: int) -> None:
+    def __init__(self, fh: BinaryIO, codec: Codec, max_record_bytes: int, start: int, line: int) -> None:
         self.codec = codec
         self.pos = start  # position just after the last line read
-        self.size = 0  # bytes read by this reader, for the size limits
-        self.line = line - 1  # number of the last line read
+        self.size = 0  # bytes read so far by this reader
         self.next_line = line  # number of the next line to read
+        self.exhausted = False  # the end of the file was reached
+        self.record_size = 0  # self.size where the current record began
+        self.record_line = line  # line where the current record began
         self._fh = fh
-        self._max = max_line_bytes
+        self._max = max_record_bytes
         fh.seek(start if codec.splittable else codec.bom_len)
+
+    @property
+    def line(self) -> int:
+        """Number of the last line read."""
+        return self.next_line - 1
+
+    def mark(self) -> None:
+        """Start a new record: the record size limit counts the lines read from now on."""
+        self.record_size = self.size
+        self.record_line = self.next_line
 
     def __iter__(self) -> Iterator[str]:
         return self._split_lines() if self.codec.splittable else self._decoded_lines()
-
-    def _advance(self, length: int, size: int) -> None:
-        self.pos += length
-        self.size += size
-        self.line = self.next_line
-        self.next_line += 1
 
     def _split_lines(self) -> Iterator[str]:
         # Bounded readline: a file without newlines can never be read whole.
         readline, limit, name = self._fh.readline, self._max + 1, self.codec.name
         while raw := readline(limit):
-            if len(raw) > self._max:
+            size = len(raw)
+            # One test bounds a line and a record of many lines (quoted newlines) alike.
+            if self.size + size - self.record_size > self._max:
                 raise self._too_long()
             if b"\0" in raw:
                 raise self._nul()
@@ -224,8 +232,11 @@ class LineReader:
                 text = raw.decode(name)
             except UnicodeDecodeError as exc:
                 raise self._undecodable(raw[exc.start], exc.start) from None
-            self._advance(len(raw), len(raw))
+            self.pos += size
+            self.size += size
+            self.next_line += 1
             yield text
+        self.exhausted = True
 
     def _decoded_lines(self) -> Iterator[str]:
         # Encodings such as UTF-16 cannot be split on b'\n': decode chunks, then split text.
@@ -251,11 +262,12 @@ class LineReader:
                 partial, partial_len = [], 0
             partial.append(pieces[-1])
             partial_len += len(pieces[-1])
-            if partial_len > self._max:
-                raise self._too_long()
+            if self.size - self.record_size + partial_len > self._max:
+                raise self._too_long()  # characters: a lower bound of the bytes
             if not chunk:
                 if partial_len:
                     yield self._finish_line("".join(partial))
+                self.exhausted = True
                 return
 
     def _decode_chunk(self, decoder: codecs.IncrementalDecoder, chunk: bytes) -> str:
@@ -271,14 +283,16 @@ class LineReader:
 
     def _finish_line(self, text: str) -> str:
         size = len(text.encode(self.codec.name))
-        if size > self._max:
+        if self.size + size - self.record_size > self._max:
             raise self._too_long()
-        self._advance(len(text), size)
+        self.pos += len(text)
+        self.size += size
+        self.next_line += 1
         return text
 
     def _too_long(self) -> LimitExceeded:
         what = limit_text("a record", "max_record_bytes", self._max)
-        return LimitExceeded(what, line=self.next_line)
+        return LimitExceeded(what, line=self.record_line)
 
     def _nul(self, lines_ahead: int = 0) -> FileRejected:
         return FileRejected(

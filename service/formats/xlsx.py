@@ -86,7 +86,7 @@ def _check_package(fh: BinaryIO, limits: Limits) -> None:
     try:
         with zipfile.ZipFile(fh) as package:
             total = sum(member.file_size for member in package.infolist())
-    except (zipfile.BadZipFile, EOFError, ValueError) as exc:
+    except Exception as exc:  # BadZipFile, EOFError, NotImplementedError (odd versions), ValueError...
         raise FileRejected(f"not a valid XLSX file: it is not a zip package ({_say(exc)})") from exc
     # zipfile never inflates a member past its declared size, so the declared sizes bound memory.
     if total > limits.max_xlsx_bytes:

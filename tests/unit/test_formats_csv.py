@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import codecs
 import csv
 import io
 import os
@@ -24,6 +25,7 @@ from service.formats import (
 )
 
 CSV = FileFormat("csv", "utf-8", ",", None)
+DEFAULTS = Limits()
 
 
 def write(tmp_path: Path, data: bytes, name: str = "input.csv") -> Path:
@@ -32,7 +34,7 @@ def write(tmp_path: Path, data: bytes, name: str = "input.csv") -> Path:
     return path
 
 
-def read_all(path: Path, fmt: FileFormat = CSV, limits: Limits = Limits()) -> list[Record]:
+def read_all(path: Path, fmt: FileFormat = CSV, limits: Limits = DEFAULTS) -> list[Record]:
     return list(iter_records(path, fmt, read_header(path, fmt, limits), limits))
 
 
@@ -280,6 +282,21 @@ def test_resuming_at_each_record_end_gives_the_same_records_as_one_pass(tmp_path
     assert len(whole) == 4
     for size in (1, 2, 3):
         assert resume_in_chunks(path, fmt, size) == whole
+
+
+def test_a_utf16_file_resumes_correctly_across_decoding_chunks(tmp_path: Path) -> None:
+    rows = [f'{n},"note {n}\nsecond line {"é" * (n % 7)}"' for n in range(3000)]
+    text = "id,note\r\n" + "\r\n".join(rows) + "\r\n"
+    path = write(tmp_path, codecs.BOM_UTF16_BE + text.encode("utf-16-be"))
+    assert path.stat().st_size > 3 * 64 * 1024  # several decoding chunks
+    fmt = detect_format(path, {})
+    header = read_header(path, fmt, DEFAULTS)
+    whole = read_all(path, fmt)
+    assert len(whole) == 3000 and whole[-1].cells == ["2999", "note 2999\nsecond line " + "é" * (2999 % 7)]
+    for k in (0, 1234, 2998):
+        record = whole[k]
+        rest = iter_records(path, fmt, header, DEFAULTS, start=record.end, first_row=k + 2)
+        assert list(rest) == whole[k + 1 :]
 
 
 field_text = st.text(alphabet=string.ascii_letters + ' ,;"\n\r\té€', max_size=12)

@@ -7,9 +7,11 @@ from pathlib import Path
 
 import openpyxl
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from service.errors import FileRejected
-from service.formats import FileFormat, detect_format, splittable
+from service.formats import FileFormat, Limits, detect_format, iter_records, read_header, splittable
 
 
 def write(tmp_path: Path, name: str, data: bytes) -> Path:
@@ -145,3 +147,28 @@ def test_a_directory_is_rejected_as_not_a_regular_file(tmp_path: Path) -> None:
 )
 def test_only_ascii_compatible_text_and_xlsx_are_splittable(fmt: FileFormat, expected: bool) -> None:
     assert splittable(fmt) is expected
+
+
+# Bytes that matter to the readers: delimiters, quotes, line ends, invalid UTF-8, NUL, a BOM.
+PIECES = [b"a", b",", b'"', b"\n", b"\r", b"=", b" ", b"\t", b"#", b"\\", b"\xff", b"\xc3\xa9", b"\0", b"\xef\xbb\xbf"]
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    data=st.binary(max_size=60) | st.lists(st.sampled_from(PIECES), max_size=30).map(b"".join),
+    kind=st.sampled_from(["csv", "tsv", "kv"]),
+    encoding=st.sampled_from([None, "latin-1", "utf-16", "cp500", "utf-7"]),
+    limit=st.integers(1, 40),
+)
+def test_any_bytes_are_read_or_rejected_never_crash(
+    tmp_path_factory: pytest.TempPathFactory, data: bytes, kind: str, encoding: str | None, limit: int
+) -> None:
+    path = write(tmp_path_factory.mktemp("fuzz"), "upload", data)
+    limits = Limits(max_field_bytes=limit, max_record_bytes=limit * 2)
+    options = {"format": kind} if encoding is None else {"format": kind, "encoding": encoding}
+    try:
+        fmt = detect_format(path, options)
+        records = list(iter_records(path, fmt, read_header(path, fmt, limits), limits))
+    except FileRejected:
+        return
+    assert [r.source_row for r in records] == list(range(1, len(records) + 1))

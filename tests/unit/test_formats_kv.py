@@ -11,6 +11,7 @@ from service.formats import FileFormat, Limits, Record, iter_records, read_heade
 from service.formats.kv import parse_line
 
 KV = FileFormat("kv", "utf-8", "", None)
+DEFAULTS = Limits()
 
 
 def write(tmp_path: Path, data: bytes, name: str = "input.kv") -> Path:
@@ -19,7 +20,7 @@ def write(tmp_path: Path, data: bytes, name: str = "input.kv") -> Path:
     return path
 
 
-def read_all(path: Path, fmt: FileFormat = KV, limits: Limits = Limits()) -> list[Record]:
+def read_all(path: Path, fmt: FileFormat = KV, limits: Limits = DEFAULTS) -> list[Record]:
     return list(iter_records(path, fmt, read_header(path, fmt, limits), limits))
 
 

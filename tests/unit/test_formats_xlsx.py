@@ -14,6 +14,7 @@ from service.errors import FileRejected, LimitExceeded
 from service.formats import FileFormat, Limits, Record, iter_records, read_header
 
 XLSX = FileFormat("xlsx", "", "", None)
+DEFAULTS = Limits()
 
 
 def workbook(tmp_path: Path, sheets: dict[str, list[list[Any]]], name: str = "input.xlsx") -> Path:
@@ -29,7 +30,7 @@ def workbook(tmp_path: Path, sheets: dict[str, list[list[Any]]], name: str = "in
     return path
 
 
-def read_all(path: Path, fmt: FileFormat = XLSX, limits: Limits = Limits()) -> list[Record]:
+def read_all(path: Path, fmt: FileFormat = XLSX, limits: Limits = DEFAULTS) -> list[Record]:
     return list(iter_records(path, fmt, read_header(path, fmt, limits), limits))
 
 
