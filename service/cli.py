@@ -39,6 +39,7 @@ from typing import Any
 from docopt import DocoptExit, docopt
 
 from service import blob
+from service.api import job_view
 from service.config import Config, load_config
 from service.db import app_dsn, redact
 from service.errors import ConfigError, ImportServiceError, RequestRefused
@@ -93,7 +94,7 @@ def _dispatch(args: dict[str, Any]) -> int:
         print(f"importctl: no job {args['JOB']}", file=sys.stderr)
         return EXIT_FAILED
     if args["status"]:
-        print(json.dumps(job_dict(job), indent=2) if args["--json"] else summary(job))
+        print(json.dumps(job_view(job), indent=2) if args["--json"] else summary(job))
     elif args["logs"]:
         for line in jobs.logs(job.id):
             where = f" row {line.row_number}" if line.row_number is not None else ""
@@ -189,30 +190,6 @@ def parse_options(pairs: list[str]) -> dict[str, Any]:
         else:
             options[key] = value
     return options
-
-
-def job_dict(job: Job) -> dict[str, Any]:
-    """The public view of a job (SPEC section 9)."""
-
-    def iso(value: Any) -> str | None:
-        return value.isoformat() if value is not None else None
-
-    return {
-        "job_id": job.id,
-        "customer_id": job.customer_id,
-        "product_type": job.product_type,
-        "blob_uri": job.blob_uri,
-        "options": job.options,
-        "status": job.status,
-        "rows_total": job.rows_total,
-        "rows_valid": job.rows_valid,
-        "rows_invalid": job.rows_invalid,
-        "rows_inserted": job.rows_inserted,
-        "error": job.error,
-        "created_at": iso(job.created_at),
-        "started_at": iso(job.started_at),
-        "finished_at": iso(job.finished_at),
-    }
 
 
 def summary(job: Job) -> str:

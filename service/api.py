@@ -1,0 +1,156 @@
+"""What REST and gRPC both offer, with tokens and tenants checked: the edges only translate.
+
+Every read and write goes through `Api` with the caller's `Access`; a job of a customer the
+caller may not see is reported exactly like a job that does not exist.
+"""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from service.config import Config
+from service.errors import ImportServiceError, RequestRefused
+from service.jobs import Job, JobStore, LogLine
+from service.products import ProductRegistry
+from service.requests import check_request, enqueue
+
+STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
+MAX_LIST_LIMIT = 1000
+DEFAULT_LIST_LIMIT = 100
+
+
+class Unauthenticated(ImportServiceError):
+    """No token, or a token that is not configured."""
+
+
+class PermissionDenied(ImportServiceError):
+    """The token may not act for that customer."""
+
+
+class JobNotFound(ImportServiceError):
+    """No such job, or one the caller may not see."""
+
+
+@dataclass(frozen=True)
+class Access:
+    """The customers a caller may act for; None means every customer."""
+
+    customers: frozenset[str] | None
+
+    def allows(self, customer_id: str) -> bool:
+        """Whether the caller may act for this customer."""
+        return self.customers is None or customer_id in self.customers
+
+
+OPERATOR = Access(None)
+
+
+class Api:
+    """Enqueue and read jobs on behalf of an authenticated caller."""
+
+    def __init__(self, config: Config, jobs: JobStore, products: ProductRegistry) -> None:
+        self.config = config
+        self.jobs = jobs
+        self.products = products
+
+    def authenticate(self, authorization: str | None) -> Access:
+        """Turn an `Authorization: Bearer <token>` value into Access (everything when no tokens are set)."""
+        if not self.config.tokens:
+            return OPERATOR
+        scheme, _, token = (authorization or "").strip().partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise Unauthenticated("missing bearer token (Authorization: Bearer <token>)")
+        match = None
+        presented = token.strip().encode()
+        # Compare against every token, in constant time each, so timing reveals nothing.
+        for known, customers in self.config.tokens.items():
+            if hmac.compare_digest(presented, known.encode()):
+                match = customers
+        if match is None:
+            raise Unauthenticated("unknown bearer token")
+        return OPERATOR if "*" in match else Access(frozenset(match))
+
+    def enqueue(self, access: Access, body: Any, idempotency_key: str | None = None) -> tuple[Job, bool]:
+        """Validate and enqueue; (job, created). A replay of a key returns the first job."""
+        if isinstance(body, Mapping) and isinstance(body.get("customer_id"), str):
+            self._check_customer(access, body["customer_id"])
+        if idempotency_key is not None and (not idempotency_key.strip() or len(idempotency_key) > 200):
+            raise RequestRefused("Idempotency-Key must be 1 to 200 characters", field="idempotency_key")
+        request = check_request(body, self.config, self.products)
+        return enqueue(request, self.jobs, idempotency_key)
+
+    def job(self, access: Access, job_id: str) -> Job:
+        """The job, if it exists and the caller may see it."""
+        job = self.jobs.get(job_id)
+        if job is None or not access.allows(job.customer_id):
+            raise JobNotFound(f"no job {job_id}")
+        return job
+
+    def logs(self, access: Access, job_id: str) -> list[LogLine]:
+        """The job's log lines, oldest first."""
+        return self.jobs.logs(self.job(access, job_id).id)
+
+    def list_jobs(self, access: Access, customer_id: str | None, status: str | None, limit: Any) -> list[Job]:
+        """Jobs newest first, only of customers the caller may see."""
+        if customer_id is not None:
+            self._check_customer(access, customer_id)
+        if status is not None and status not in STATUSES:
+            raise RequestRefused(f"status must be one of {', '.join(STATUSES)}", field="status")
+        count = _limit(limit)
+        customers = None if access.customers is None else sorted(access.customers)
+        return self.jobs.list_jobs(customers, customer_id, status, count)
+
+    def _check_customer(self, access: Access, customer_id: str) -> None:
+        if not access.allows(customer_id):
+            raise PermissionDenied(f"this token may not act for customer {customer_id!r}")
+
+
+def _limit(value: Any) -> int:
+    """Parse a list limit: a whole number from 1 to MAX_LIST_LIMIT."""
+    if value is None or value == "":
+        return DEFAULT_LIST_LIMIT
+    try:
+        number = int(value)
+    except (TypeError, ValueError):
+        raise RequestRefused(f"limit must be a whole number from 1 to {MAX_LIST_LIMIT}", field="limit") from None
+    if isinstance(value, bool) or not 1 <= number <= MAX_LIST_LIMIT:
+        raise RequestRefused(f"limit must be a whole number from 1 to {MAX_LIST_LIMIT}", field="limit")
+    return number
+
+
+def job_view(job: Job) -> dict[str, Any]:
+    """The public view of a job (SPEC section 9), times as ISO 8601 strings."""
+
+    def iso(value: Any) -> str | None:
+        return value.isoformat() if value is not None else None
+
+    return {
+        "job_id": job.id,
+        "customer_id": job.customer_id,
+        "product_type": job.product_type,
+        "blob_uri": job.blob_uri,
+        "options": job.options,
+        "status": job.status,
+        "rows_total": job.rows_total,
+        "rows_valid": job.rows_valid,
+        "rows_invalid": job.rows_invalid,
+        "rows_inserted": job.rows_inserted,
+        "error": job.error,
+        "created_at": iso(job.created_at),
+        "started_at": iso(job.started_at),
+        "finished_at": iso(job.finished_at),
+    }
+
+
+def log_view(line: LogLine) -> dict[str, Any]:
+    """The public view of one log line."""
+    return {
+        "at": line.at.isoformat(),
+        "level": line.level,
+        "row_number": line.row_number,
+        "field": line.field,
+        "message": line.message,
+    }

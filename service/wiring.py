@@ -1,0 +1,34 @@
+"""Build what an edge (REST, gRPC, CLI) needs from the configuration, once, at start."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from service.api import Api
+from service.config import Config, load_config
+from service.db import app_dsn
+from service.jobs import JobStore, migrate
+from service.products import ProductRegistry
+
+
+@dataclass(frozen=True)
+class Edge:
+    """An edge's configuration, app-DB DSN and Api."""
+
+    config: Config
+    dsn: str
+    api: Api
+
+
+def build_edge(config: Config | None = None, maxconn: int = 8) -> Edge:
+    """Load config (unless given), find the app DB, migrate it, and build the Api.
+
+    Raises ConfigError for a bad configuration; the caller prints it as one line.
+    """
+    from actors.broker import dispatch  # the queue's message format; no broker is started
+
+    config = config or load_config()
+    dsn = app_dsn(config)
+    migrate(dsn)
+    jobs = JobStore(dsn, dispatch=dispatch, maxconn=maxconn)
+    return Edge(config, dsn, Api(config, jobs, ProductRegistry.load(config.schemas_dir)))
