@@ -8,10 +8,11 @@ STAMP  := $(VENV)/.installed-stamp
 export CONFIG_PATH ?= $(CURDIR)/config.json
 export CONFIG_ENV  ?= default
 
-.PHONY: help run test test-fast bench lint format protos requirements stop-db clean
+.PHONY: help run serve test test-fast bench lint format protos requirements stop-db clean
 
 help:
 	@echo "make run           set up, then import every file in sample/ through the real pipeline"
+	@echo "make serve         REST (gunicorn) + gRPC server + workers in the foreground; Ctrl-C stops"
 	@echo "make test          set up, then run the whole test suite (unit, integration, e2e)"
 	@echo "make lint          ruff + mypy"
 	@echo "make protos        regenerate gRPC code from protos/"
@@ -28,6 +29,9 @@ $(STAMP): requirements.txt pyproject.toml
 
 run: $(STAMP)
 	$(PY) -m service.demo
+
+serve: $(STAMP)
+	$(PY) -m service.serve
 
 test: $(STAMP)
 	$(PY) -m pytest -q

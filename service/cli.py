@@ -5,6 +5,7 @@ Usage:
   importctl import --customer=C --product=P (--file=PATH | --uri=URI) [--option=K=V]...
   importctl status JOB [--json]
   importctl logs JOB
+  importctl watch JOB
   importctl worker [--processes=N] [--threads=N]
   importctl migrate
   importctl (-h | --help)
@@ -21,7 +22,8 @@ Options:
   --processes=N         Worker processes [default: 2].
   --threads=N           Threads per worker process (default: WORKER_CONCURRENCY).
 
-Exit codes: 0 ok, 1 a job this command waited for failed (or no such job), 2 usage or config error.
+Exit codes: 0 ok, 1 a job this command waited for (import, enqueue --wait, watch) failed
+(or no such job), 2 usage or config error.
 Configuration: CONFIG_PATH / CONFIG_ENV and the variables of the README; no token is needed.
 """
 
@@ -95,6 +97,11 @@ def _dispatch(args: dict[str, Any]) -> int:
         return EXIT_FAILED
     if args["status"]:
         print(json.dumps(job_view(job), indent=2) if args["--json"] else summary(job))
+    elif args["watch"]:
+        from service.watch import watch
+
+        job = watch(jobs, job.id, sys.stdout, interactive=sys.stdout.isatty())
+        return EXIT_OK if job.status == "succeeded" else EXIT_FAILED
     elif args["logs"]:
         for line in jobs.logs(job.id):
             where = f" row {line.row_number}" if line.row_number is not None else ""

@@ -75,6 +75,9 @@ def main() -> int:
         workers.send_signal(signal.SIGTERM)
         workers.wait(timeout=60)
     _print_summary(config.blob_root, [(p, j) for (p, _), j in zip(ids, finished, strict=True)])
+    operator_tokens = [t for t, customers in config.tokens.items() if "*" in customers]
+    if operator_tokens:
+        print(f"\nnext: `make serve` for REST and gRPC; dev token (api_tokens.json): {operator_tokens[0]}")
     return 0 if all(j.status == "succeeded" for j in finished) else 1
 
 

@@ -370,6 +370,13 @@ class JobStore:
         with self.transaction() as cur:
             _insert_logs(cur, job_id, [(level, row_number, field, message)])
 
+    def planned_rows(self, job_id: str) -> tuple[int, bool]:
+        """Rows in the chunks planned so far, and whether planning is complete (for progress)."""
+        with self.transaction() as cur:
+            cur.execute(Q["planned_rows"], (job_id,))
+            row = cur.fetchone()
+        return (int(row["planned"]), bool(row["complete"])) if row else (0, False)
+
     def mark_unreachable(self, job_id: str) -> float:
         """Note that the customer DB is unreachable; return for how many seconds it has been."""
         with self.transaction() as cur:

@@ -110,3 +110,9 @@ RETURNING extract(epoch FROM now() - unreachable_since);
 
 -- name: delete_chunks
 DELETE FROM import_chunks WHERE job_id = %s;
+
+-- name: planned_rows
+SELECT coalesce(sum(row_count), 0) AS planned, j.chunks_total IS NOT NULL AS complete
+FROM import_jobs j LEFT JOIN import_chunks c ON c.job_id = j.id
+WHERE j.id = %s
+GROUP BY j.chunks_total;

@@ -187,3 +187,49 @@ def test_worker_command_runs_jobs_and_stops_cleanly_on_sigterm(cli: Cli) -> None
     finally:
         os.kill(process.pid, signal.SIGTERM)
         assert process.wait(timeout=40) == 0
+
+
+def test_watch_prints_plain_lines_when_piped_and_exits_by_the_jobs_outcome(cli: Cli) -> None:
+    workers = start_workers(cli.env)
+    try:
+        good = cli.run("enqueue", "--customer=acme", "--product=users", f"--file={cli.file('v.csv', USERS)}")
+        watched = cli.run("watch", good.stdout.strip())
+        assert watched.returncode == 0, watched.stderr
+        last = watched.stdout.strip().splitlines()[-1]
+        assert last.startswith("succeeded rows=3/3 valid=2 invalid=1 inserted=2")
+        assert "\r" not in watched.stdout
+        no_email = cli.file("v2.csv", "id\nx\n")
+        bad = cli.run("enqueue", "--customer=acme", "--product=users", f"--file={no_email}")
+        failed = cli.run("watch", bad.stdout.strip())
+        assert failed.returncode == 1
+        assert "failed" in failed.stdout.splitlines()[-1] and "email" in failed.stdout
+    finally:
+        stop_workers(workers)
+
+
+def test_watch_draws_a_live_bar_on_a_terminal(cli: Cli) -> None:
+    import pty
+
+    workers = start_workers(cli.env)
+    try:
+        job_id = cli.run(
+            "enqueue", "--customer=acme", "--product=users", f"--file={cli.file('t.csv', USERS)}"
+        ).stdout.strip()
+        pid, fd = pty.fork()
+        if pid == 0:  # the child runs the real binary on a terminal
+            os.execve(IMPORTCTL, [IMPORTCTL, "watch", job_id], cli.env)
+        output = b""
+        while True:
+            try:
+                chunk = os.read(fd, 4096)
+            except OSError:
+                break
+            if not chunk:
+                break
+            output += chunk
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+        text = output.decode()
+        assert "\r[" in text and "rows/s" in text and "3/3 rows" in text and "succeeded" in text
+    finally:
+        stop_workers(workers)
