@@ -3,15 +3,26 @@
 from __future__ import annotations
 
 import logging
+import random
+import threading
 from typing import Any
 
 import dramatiq
-from dramatiq.middleware import AgeLimit, Callbacks, Pipelines, Retries, ShutdownNotifications, TimeLimit
+from dramatiq.middleware import (
+    AgeLimit,
+    Callbacks,
+    Middleware,
+    Pipelines,
+    Retries,
+    ShutdownNotifications,
+    TimeLimit,
+)
 from dramatiq_pg import PostgresBroker
 from dramatiq_pg.broker import QUERIES, PostgresConsumer
 from dramatiq_pg.utils import raise_connection_error, tidy4json, transaction
 from psycopg2.extras import Json
 
+from service.db import redact
 from service.pipeline import FETCH, INSERT, PARSE, VALIDATE
 
 log = logging.getLogger(__name__)
@@ -63,11 +74,64 @@ class Broker(PostgresBroker):
         return Consumer(pool=self.pool, queue_name=queue_name, prefetch=prefetch, timeout=timeout)
 
 
+# A message still `queued` or `consumed` this long after its last change is announced again.
+# If its worker is alive, its session's advisory lock makes every other claim fail, so the
+# repeat is harmless; if the worker died, the lock died with it and another worker runs it.
+SWEEP_EVERY_SECONDS = 10.0
+ABANDONED_AFTER_SECONDS = 10.0
+RENOTIFY = """
+SELECT pg_notify('dramatiq.' || queue_name || '.enqueue',
+                 CASE WHEN octet_length(message::text) >= 8000
+                      THEN jsonb_build_object('message_id', message_id)::text
+                      ELSE message::text END)
+FROM dramatiq.queue
+WHERE state IN ('queued', 'consumed')
+  AND mtime < (now() AT TIME ZONE 'UTC') - make_interval(secs => %s)
+"""
+
+
+class RecoverySweep(Middleware):
+    """Re-announce abandoned messages while workers run (dramatiq-pg looks only at start-up
+    and at random, minutes apart), so a job survives a SIGKILLed worker within about 20 s."""
+
+    def __init__(self, every: float = SWEEP_EVERY_SECONDS, after: float = ABANDONED_AFTER_SECONDS) -> None:
+        self.every, self.after = every, after
+        self._stop = threading.Event()
+
+    def after_worker_boot(self, broker: Any, worker: Any) -> None:
+        threading.Thread(target=self._loop, args=(broker,), name="recovery-sweep", daemon=True).start()
+
+    def before_worker_shutdown(self, broker: Any, worker: Any) -> None:
+        self._stop.set()
+
+    def _loop(self, broker: Any) -> None:
+        # Jitter, so that many worker processes do not sweep in step.
+        while not self._stop.wait(self.every * random.uniform(0.75, 1.25)):
+            try:
+                self.sweep(broker)
+            except Exception as exc:  # the sweep must never kill its thread; next round retries
+                log.warning("recovery sweep failed: %s", redact(str(exc).strip()))
+
+    def sweep(self, broker: Any) -> int:
+        """Announce every stale queued/consumed message again; return how many."""
+        with transaction(broker.pool) as curs:
+            curs.execute(RENOTIFY, (self.after,))
+            return curs.rowcount
+
+
 def make_broker(dsn: str) -> Broker:
     """A broker on the app DB; results off (status lives in import_jobs), explicit middleware."""
     separator = "&" if "?" in dsn else "?"
     url = f"{dsn}{separator}maxconn={BROKER_MAXCONN}&minconn=0" if "://" in dsn else None
-    middleware = [AgeLimit(), TimeLimit(), ShutdownNotifications(), Callbacks(), Pipelines(), Retries()]
+    middleware = [
+        AgeLimit(),
+        TimeLimit(),
+        ShutdownNotifications(),
+        Callbacks(),
+        Pipelines(),
+        Retries(),
+        RecoverySweep(),
+    ]
     if url is None:
         # A key=value DSN: dramatiq-pg only takes URLs, so build its pool from our DSN.
         import psycopg2.extensions

@@ -99,6 +99,7 @@ class ChunkWork:
     start_pos: int
     row_count: int
     attempts: int
+    crashes: int
 
 
 @dataclass(frozen=True)
@@ -317,6 +318,23 @@ class JobStore:
             cur.execute(Q["begin_chunk"], (job_id, chunk_no))
             row = cur.fetchone()
         return ChunkWork(job_id=job_id, chunk_no=chunk_no, **row) if row else None
+
+    def end_chunk_attempt(self, job_id: str, chunk_no: int) -> None:
+        """Note that an attempt at a chunk ended (in any way but the worker dying)."""
+        with self.transaction() as cur:
+            cur.execute(Q["end_chunk_attempt"], (job_id, chunk_no))
+
+    def enter_stage(self, job_id: str, stage: str) -> int | None:
+        """Mark a job-level stage as running; return how often it died before, None if not running."""
+        with self.transaction() as cur:
+            cur.execute(Q["enter_stage"], {"stage": stage, "id": job_id})
+            row = cur.fetchone()
+        return int(row["stage_crashes"]) if row else None
+
+    def leave_stage(self, job_id: str, stage: str) -> None:
+        """Note that a job-level stage attempt ended (in any way but the worker dying)."""
+        with self.transaction() as cur:
+            cur.execute(Q["leave_stage"], (job_id, stage))
 
     def complete_chunk(
         self,

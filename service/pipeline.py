@@ -20,14 +20,15 @@ from service import blob, formats
 from service.config import Config
 from service.db import customer_dsn
 from service.errors import CustomerDBUnavailable, FileRejected, JobFailed, RowError
-from service.jobs import Job, JobStore
+from service.jobs import ChunkWork, Job, JobStore
 from service.products import Product, ProductRegistry
 from service.store import CustomerStore
 
 log = logging.getLogger(__name__)
 
 FETCH, PARSE, VALIDATE, INSERT = "import_fetch", "import_parse", "import_validate", "import_insert"
-MAX_CHUNK_ATTEMPTS = 5
+# Attempts that never ended (the worker died) before a chunk or stage fails its job.
+MAX_CRASHES = 3
 # A chunk also ends at this many bytes, so one chunk's COPY buffer stays small whatever the rows' size.
 CHUNK_BYTES = 32 * 1024 * 1024
 CHUNKS_PER_TRANSACTION = 8
@@ -59,7 +60,14 @@ def run_stage(services: Services, stage: Callable[..., None], job_id: str, *args
     if job is None or job.status != "running":
         log.info("job %s: %s skipped, job is %s", job_id, stage.__name__, job.status if job else "unknown")
         return
+    job_level = stage is not validate  # chunks keep their own count, several run at once
     try:
+        if job_level:
+            crashes = services.jobs.enter_stage(job_id, stage.__name__)
+            if crashes is None:
+                return
+            if crashes >= MAX_CRASHES:
+                raise JobFailed(f"a worker died {crashes} times while running stage {stage.__name__}; giving up")
         stage(services, job, *args)
     except JobFailed as exc:
         fail_job(services, job, str(exc))
@@ -70,6 +78,9 @@ def run_stage(services: Services, stage: Callable[..., None], job_id: str, *args
             return
         log.warning("job %s: %s; will retry", job_id, exc)
         raise
+    finally:
+        if job_level:
+            services.jobs.leave_stage(job_id, stage.__name__)
 
 
 def fail_job(services: Services, job: Job, error: str) -> None:
@@ -159,9 +170,18 @@ def validate(services: Services, job: Job, chunk_no: int) -> None:
     work = services.jobs.begin_chunk(job.id, chunk_no)
     if work is None:
         return
+    try:
+        if work.crashes >= MAX_CRASHES:
+            last = work.first_row + work.row_count - 1
+            raise JobFailed(f"rows {work.first_row}-{last} made a worker die {work.crashes} times; giving up")
+        _validate_chunk(services, job, work)
+    finally:
+        services.jobs.end_chunk_attempt(job.id, chunk_no)
+
+
+def _validate_chunk(services: Services, job: Job, work: ChunkWork) -> None:
+    """Read, coerce and validate one chunk's records, stage the valid ones, count the chunk."""
     first, last = work.first_row, work.first_row + work.row_count - 1
-    if work.attempts > MAX_CHUNK_ATTEMPTS:
-        raise JobFailed(f"rows {first}-{last} could not be processed after {MAX_CHUNK_ATTEMPTS} attempts")
     path, fmt, header, plan = _open_plan(services, job)
     product = services.products.get(job.product_type)
     records = formats.iter_records(
@@ -189,7 +209,7 @@ def validate(services: Services, job: Job, chunk_no: int) -> None:
     if valid + invalid != work.row_count:
         raise FileRejected(f"rows {first}-{last} read back {valid + invalid} records, expected {work.row_count}")
     services.customer(job.customer_id).stage(job.id, first, last, buffer, rerun=work.attempts > 1)
-    services.jobs.complete_chunk(job.id, chunk_no, valid, invalid, errors, cap, INSERT)
+    services.jobs.complete_chunk(job.id, work.chunk_no, valid, invalid, errors, cap, INSERT)
 
 
 def check_records(

@@ -59,6 +59,11 @@ class Databases:
         self.created.append(name)
         return self.dsn(name)
 
+    def drop(self, dsn: str) -> None:
+        """Drop one database now (connections to it are cut)."""
+        name = psycopg2.extensions.parse_dsn(dsn)["dbname"]
+        self._admin(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
     def drop_all(self) -> None:
         for name in self.created:
             self._admin(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))

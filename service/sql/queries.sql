@@ -66,13 +66,28 @@ WHERE id = %s AND status = 'running'
 RETURNING chunks_total, chunks_done;
 
 -- name: begin_chunk
-UPDATE import_chunks c SET attempts = c.attempts + 1
+-- `running` still set means the previous attempt never ended: its worker died.
+UPDATE import_chunks c
+SET attempts = c.attempts + 1, crashes = c.crashes + (CASE WHEN c.running THEN 1 ELSE 0 END), running = true
 FROM import_jobs j
 WHERE c.job_id = %s AND c.chunk_no = %s AND NOT c.done AND j.id = c.job_id AND j.status = 'running'
-RETURNING c.first_row, c.first_line, c.start_pos, c.row_count, c.attempts;
+RETURNING c.first_row, c.first_line, c.start_pos, c.row_count, c.attempts, c.crashes;
+
+-- name: end_chunk_attempt
+UPDATE import_chunks SET running = false WHERE job_id = %s AND chunk_no = %s;
+
+-- name: enter_stage
+UPDATE import_jobs
+SET stage_crashes = CASE WHEN stage_running = %(stage)s THEN stage_crashes + 1 ELSE 0 END,
+    stage_running = %(stage)s, updated_at = now()
+WHERE id = %(id)s AND status = 'running'
+RETURNING stage_crashes;
+
+-- name: leave_stage
+UPDATE import_jobs SET stage_running = NULL WHERE id = %s AND stage_running = %s;
 
 -- name: complete_chunk
-UPDATE import_chunks SET done = true, rows_valid = %s, rows_invalid = %s
+UPDATE import_chunks SET done = true, running = false, rows_valid = %s, rows_invalid = %s
 WHERE job_id = %s AND chunk_no = %s AND NOT done
 RETURNING chunk_no;
 
