@@ -12,14 +12,16 @@ import threading
 from typing import Any
 
 import dramatiq
+import psycopg2
 from dramatiq.middleware import Middleware
 
-from actors.broker import CHUNKS_QUEUE, JOBS_QUEUE, dispatch, make_broker
+from actors.broker import RecoverySweep, make_broker
 from service import pipeline
 from service.config import Config, load_config
 from service.db import app_dsn, redact
-from service.errors import ConfigError, ImportServiceError
+from service.errors import ConfigError, ImportServiceError, Retryable
 from service.jobs import JobStore, migrate
+from service.messages import CHUNKS_QUEUE, JOBS_QUEUE, dispatch
 from service.products import ProductRegistry
 
 log = logging.getLogger(__name__)
@@ -40,8 +42,15 @@ def _boot() -> tuple[Config, str]:
     return config, dsn
 
 
+def fail_orphaned_jobs() -> None:
+    """Fail unfinished jobs that no queued or running message will ever move on."""
+    for job in services().jobs.orphaned_jobs(ORPHAN_AFTER_SECONDS):
+        pipeline.fail_job(services(), job, "its queued work vanished (a message was lost or deleted); enqueue it again")
+
+
+ORPHAN_AFTER_SECONDS = 60.0
 CONFIG, APP_DSN = _boot()
-broker = make_broker(APP_DSN)
+broker = make_broker(APP_DSN, extra=[RecoverySweep(after_sweep=fail_orphaned_jobs)])
 dramatiq.set_broker(broker)
 
 _services: pipeline.Services | None = None
@@ -59,10 +68,20 @@ def services() -> pipeline.Services:
         return _services
 
 
-# Retry policy lives on the actors: transient faults (an unreachable customer DB) back off
-# for up to customer_db_retry_seconds (the stage then fails the job itself); anything else
-# unexpected gets a few tries, then the dead-letter middleware below fails the job.
-RETRY: dict[str, Any] = {"max_retries": 30, "min_backoff": 500, "max_backoff": 10_000}
+# Retry policy lives on the actors: transient faults (an unreachable database) back off and
+# retry, an unreachable customer DB for up to customer_db_retry_seconds (the stage then fails
+# the job itself); anything unexpected gets two more tries, then the dead-letter middleware
+# below fails the job with the reason.
+TRANSIENT_RETRIES, UNEXPECTED_RETRIES = 30, 2
+
+
+def should_retry(retries: int, exception: BaseException) -> bool:
+    """Retry transient faults many times, unexpected ones twice."""
+    transient = isinstance(exception, Retryable | psycopg2.OperationalError | psycopg2.InterfaceError)
+    return retries < (TRANSIENT_RETRIES if transient else UNEXPECTED_RETRIES)
+
+
+RETRY: dict[str, Any] = {"retry_when": should_retry, "min_backoff": 500, "max_backoff": 10_000}
 
 
 @dramatiq.actor(actor_name=pipeline.FETCH, queue_name=JOBS_QUEUE, time_limit=600_000, **RETRY)

@@ -5,9 +5,9 @@ from __future__ import annotations
 import logging
 import random
 import threading
+from collections.abc import Callable, Sequence
 from typing import Any
 
-import dramatiq
 from dramatiq.middleware import (
     AgeLimit,
     Callbacks,
@@ -23,7 +23,6 @@ from dramatiq_pg.utils import raise_connection_error, tidy4json, transaction
 from psycopg2.extras import Json
 
 from service.db import redact
-from service.pipeline import FETCH, INSERT, PARSE, VALIDATE
 
 log = logging.getLogger(__name__)
 
@@ -90,11 +89,27 @@ WHERE state IN ('queued', 'consumed')
 """
 
 
+# Acked messages are deleted after a minute (the job tables keep the history); dead letters
+# stay a week for inspection. dramatiq-pg itself purges only at random when idle.
+PURGE = """
+DELETE FROM dramatiq.queue
+WHERE (state = 'done' AND mtime < (now() AT TIME ZONE 'UTC') - interval '60 seconds')
+   OR (state = 'rejected' AND mtime < (now() AT TIME ZONE 'UTC') - interval '7 days')
+"""
+
+
 class RecoverySweep(Middleware):
     """Re-announce abandoned messages while workers run (dramatiq-pg looks only at start-up
-    and at random, minutes apart), so a job survives a SIGKILLed worker within about 20 s."""
+    and at random, minutes apart), so a job survives a SIGKILLed worker within about 20 s;
+    purge finished messages; then call `after_sweep` (which fails jobs whose work vanished)."""
 
-    def __init__(self, every: float = SWEEP_EVERY_SECONDS, after: float = ABANDONED_AFTER_SECONDS) -> None:
+    def __init__(
+        self,
+        after_sweep: Callable[[], None] | None = None,
+        every: float = SWEEP_EVERY_SECONDS,
+        after: float = ABANDONED_AFTER_SECONDS,
+    ) -> None:
+        self.after_sweep = after_sweep
         self.every, self.after = every, after
         self._stop = threading.Event()
 
@@ -109,6 +124,8 @@ class RecoverySweep(Middleware):
         while not self._stop.wait(self.every * random.uniform(0.75, 1.25)):
             try:
                 self.sweep(broker)
+                if self.after_sweep is not None:
+                    self.after_sweep()
             except Exception as exc:  # the sweep must never kill its thread; next round retries
                 log.warning("recovery sweep failed: %s", redact(str(exc).strip()))
 
@@ -116,10 +133,12 @@ class RecoverySweep(Middleware):
         """Announce every stale queued/consumed message again; return how many."""
         with transaction(broker.pool) as curs:
             curs.execute(RENOTIFY, (self.after,))
-            return curs.rowcount
+            announced = curs.rowcount
+            curs.execute(PURGE)
+        return announced
 
 
-def make_broker(dsn: str) -> Broker:
+def make_broker(dsn: str, extra: Sequence[Middleware] = ()) -> Broker:
     """A broker on the app DB; results off (status lives in import_jobs), explicit middleware."""
     separator = "&" if "?" in dsn else "?"
     url = f"{dsn}{separator}maxconn={BROKER_MAXCONN}&minconn=0" if "://" in dsn else None
@@ -130,7 +149,7 @@ def make_broker(dsn: str) -> Broker:
         Callbacks(),
         Pipelines(),
         Retries(),
-        RecoverySweep(),
+        *extra,
     ]
     if url is None:
         # A key=value DSN: dramatiq-pg only takes URLs, so build its pool from our DSN.
@@ -140,16 +159,3 @@ def make_broker(dsn: str) -> Broker:
         kwargs = dict(psycopg2.extensions.parse_dsn(dsn), maxconn=BROKER_MAXCONN, minconn=0)
         return Broker(pool=make_pool(kwargs), results=False, middleware=middleware)
     return Broker(url=url, results=False, middleware=middleware)
-
-
-JOBS_QUEUE = "imports"  # job-level stages: fetch, parse, insert
-CHUNKS_QUEUE = "import_chunks"  # one message per chunk: validate
-QUEUES = {FETCH: JOBS_QUEUE, PARSE: JOBS_QUEUE, VALIDATE: CHUNKS_QUEUE, INSERT: JOBS_QUEUE}
-
-
-def dispatch(actor_name: str, args: tuple[Any, ...]) -> tuple[str, str, dict[str, Any]]:
-    """Encode a message for a stage's actor as the broker would, for a transactional enqueue."""
-    message: dramatiq.Message[Any] = dramatiq.Message(
-        queue_name=QUEUES[actor_name], actor_name=actor_name, args=args, kwargs={}, options={}
-    )
-    return message.queue_name, message.message_id, tidy4json(message)

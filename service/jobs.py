@@ -395,6 +395,12 @@ class JobStore:
             row = cur.fetchone()
         return (int(row["planned"]), bool(row["complete"])) if row else (0, False)
 
+    def orphaned_jobs(self, min_age_seconds: float) -> list[Job]:
+        """Unfinished jobs, unchanged for a while, that no live queue message refers to."""
+        with self.transaction() as cur:
+            cur.execute(Q["orphaned_jobs"], (min_age_seconds,))
+            return [Job.from_row(r) for r in cur.fetchall()]
+
     def mark_unreachable(self, job_id: str) -> float:
         """Note that the customer DB is unreachable; return for how many seconds it has been."""
         with self.transaction() as cur:

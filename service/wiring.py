@@ -25,7 +25,7 @@ def build_edge(config: Config | None = None, maxconn: int = 8) -> Edge:
 
     Raises ConfigError for a bad configuration; the caller prints it as one line.
     """
-    from actors.broker import dispatch  # the queue's message format; no broker is started
+    from service.messages import dispatch
 
     config = config or load_config()
     dsn = app_dsn(config)

@@ -131,3 +131,15 @@ SELECT coalesce(sum(row_count), 0) AS planned, j.chunks_total IS NOT NULL AS com
 FROM import_jobs j LEFT JOIN import_chunks c ON c.job_id = j.id
 WHERE j.id = %s
 GROUP BY j.chunks_total;
+
+-- name: orphaned_jobs
+-- Unfinished jobs with no live message: every state change writes the next message in the
+-- same transaction, so this only happens when a message was dead-lettered or deleted and
+-- the job could not be failed at that moment.
+SELECT j.* FROM import_jobs j
+WHERE j.status IN ('queued', 'running')
+  AND j.updated_at < now() - make_interval(secs => %s)
+  AND NOT EXISTS (
+      SELECT 1 FROM dramatiq.queue q
+      WHERE q.state IN ('queued', 'consumed') AND q.message -> 'args' ->> 0 = j.id::text)
+LIMIT 100;

@@ -16,7 +16,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from actors.broker import dispatch
+from service.messages import dispatch
 from service import blob
 from service.config import Config, load_customer_map
 from service.jobs import Job, JobStore, migrate

@@ -16,10 +16,10 @@ from typing import Any
 
 import pytest
 
-from actors.broker import dispatch
 from service import blob
 from service.config import Config, load_customer_map
 from service.jobs import Job, JobStore, migrate
+from service.messages import dispatch
 from service.products import ProductRegistry
 from service.requests import check_request, enqueue
 from tests.conftest import ROOT, Databases

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from actors.broker import dispatch
 from service import blob, pipeline
 from service.config import Config
 from service.jobs import JobStore, migrate
+from service.messages import dispatch
 from service.products import ProductRegistry
 from service.requests import check_request, enqueue
 from tests.conftest import Databases, query
