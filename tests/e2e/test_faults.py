@@ -16,10 +16,10 @@ from pathlib import Path
 import psutil
 import pytest
 
-from service.messages import dispatch
 from service import blob
 from service.config import Config, load_customer_map
 from service.jobs import Job, JobStore, migrate
+from service.messages import dispatch
 from service.products import ProductRegistry
 from service.requests import check_request, enqueue
 from tests.conftest import ROOT, Databases, query
@@ -246,3 +246,21 @@ def test_a_customer_db_dropped_mid_job_fails_the_job_cleanly(faults: Faults, dat
         assert "customer database" in failed.error
     finally:
         end(master)
+
+
+def test_sigterm_to_the_workers_mid_job_hands_work_back_and_the_job_ends_exactly(faults: Faults) -> None:
+    command = [str(Path(sys.executable).parent / "importctl"), "worker", "--processes=1", "--threads=2"]
+    first = subprocess.Popen(command, env=faults.env, cwd=ROOT, start_new_session=True)
+    job_id = faults.enqueue("acme", faults.big_file)
+    faults.until(lambda: chunk_running(faults, job_id))
+    stopped_at = time.monotonic()
+    first.send_signal(signal.SIGTERM)
+    assert first.wait(timeout=35) == 0
+    assert time.monotonic() - stopped_at < 30
+    second = subprocess.Popen(command, env=faults.env, cwd=ROOT, start_new_session=True)
+    try:
+        job = faults.wait(job_id, timeout=90)
+        assert job.status == "succeeded", job.error
+        assert faults.rows("acme", job_id) == (ROWS, ROWS)
+    finally:
+        end(second)
