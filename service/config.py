@@ -6,6 +6,7 @@ Every setting is declared once in SETTINGS; no other module reads os.environ.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 from collections.abc import Callable, Mapping
@@ -98,6 +99,9 @@ def load_config(environ: Mapping[str, str] | None = None) -> Config:
         if env.get(setting.env):
             values[setting.key] = (env[setting.env], Path.cwd(), "environment")
     converted = {s.key: _convert(s, *values[s.key]) for s in SETTINGS}
+    converted["log_level"] = converted["log_level"].upper()
+    if converted["log_level"] not in logging.getLevelNamesMapping():
+        raise ConfigError(f"{values['log_level'][2]}: log_level {converted['log_level']!r} is not a logging level")
     customers = load_customer_map(converted["customer_map_path"])
     tokens = load_tokens(converted["api_tokens_path"])
     return Config(**converted, customers=customers, tokens=tokens)

@@ -47,7 +47,7 @@ def main() -> int:
     for customer in config.customers:
         if ensure_database(customer_dsn(config, customer, dsn)):
             print(f"created database for sample customer {customer}")
-    from actors.broker import dispatch
+    from service.messages import dispatch
     from service.products import ProductRegistry
     from service.requests import check_request, enqueue
 

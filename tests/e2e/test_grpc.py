@@ -1,0 +1,324 @@
+"""The real `python -m service.grpc_server` process with real workers, through the generated stubs."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import grpc
+import psycopg2.extras
+import pytest
+from google.protobuf import struct_pb2
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+from service import blob
+from service.generated import importer_pb2, importer_pb2_grpc
+from service.grpc_server import MAX_WATCHES, status_for
+from service.jobs import JobStore, Q
+from tests.conftest import ROOT
+from tests.e2e.conftest import Stack
+
+ACME = (("authorization", "Bearer tok-acme"),)
+GLOBEX = (("authorization", "Bearer tok-globex"),)
+ADMIN = (("authorization", "Bearer tok-admin"),)
+FINAL = ("succeeded", "failed", "cancelled")
+TIMEOUT = 60.0
+
+
+@pytest.fixture(scope="module")
+def target(stack: Stack) -> str:
+    """One real gRPC server for the module."""
+    _, address = stack.grpc_server()
+    return address
+
+
+@pytest.fixture(scope="module")
+def channel(target: str) -> Iterator[grpc.Channel]:
+    with grpc.insecure_channel(target) as opened:
+        yield opened
+
+
+@pytest.fixture(scope="module")
+def importer(channel: grpc.Channel) -> importer_pb2_grpc.ImporterStub:
+    return importer_pb2_grpc.ImporterStub(channel)
+
+
+def struct(**fields: Any) -> struct_pb2.Struct:
+    """A Struct holding these fields."""
+    message = struct_pb2.Struct()
+    message.update(fields)
+    return message
+
+
+def users_request(stack: Stack, customer: str = "acme", **extra: Any) -> struct_pb2.Struct:
+    """An Enqueue request for a fresh users file of that customer."""
+    path = stack.blob(customer, f"users-{uuid.uuid4().hex[:8]}.csv")
+    return struct(customer_id=customer, product_type="users", blob_uri=blob.uri_for(path), **extra)
+
+
+def refusal(call: Any, *args: Any, **kwargs: Any) -> grpc.RpcError:
+    """Make a call that must fail; return its error."""
+    with pytest.raises(grpc.RpcError) as caught:
+        result = call(*args, timeout=TIMEOUT, **kwargs)
+        if isinstance(result, Iterator):
+            list(result)
+    return caught.value
+
+
+def wait_finished(importer: importer_pb2_grpc.ImporterStub, job_id: str) -> importer_pb2.Job:
+    """Poll GetJob until the job reaches a final status."""
+    deadline = time.monotonic() + TIMEOUT
+    while time.monotonic() < deadline:
+        job = importer.GetJob(importer_pb2.GetJobRequest(job_id=job_id), metadata=ACME, timeout=TIMEOUT)
+        if job.status in FINAL:
+            return job
+        time.sleep(0.2)
+    raise AssertionError(f"job {job_id} did not finish within {TIMEOUT} s")
+
+
+def job_nobody_runs(stack: Stack) -> str:
+    """A job row without a queue message: it stays queued, its times and error stay null."""
+    path = stack.blob("acme", f"idle-{uuid.uuid4().hex[:8]}.csv")
+    job_id = str(uuid.uuid4())
+    store = JobStore(stack.app_dsn, maxconn=1)
+    try:
+        with store.transaction() as cur:
+            row = {"id": job_id, "customer_id": "acme", "product_type": "users", "blob_uri": blob.uri_for(path)}
+            row.update(options=psycopg2.extras.Json({}), idempotency_key=None, request_hash=None)
+            cur.execute(Q["insert_job"], row)
+    finally:
+        store.close()
+    return job_id
+
+
+def test_an_enqueued_job_runs_to_succeeded_and_get_job_reports_it(stack: Stack, importer: Any) -> None:
+    reply = importer.Enqueue(users_request(stack, options={"format": "csv"}), metadata=ACME, timeout=TIMEOUT)
+    assert dict(reply) == {"job_id": reply["job_id"], "status": "queued"}
+    job = wait_finished(importer, reply["job_id"])
+    assert job.status == "succeeded"
+    assert (job.customer_id, job.product_type, job.job_id) == ("acme", "users", reply["job_id"])
+    assert dict(job.options) == {"format": "csv"}
+    assert (job.rows_total, job.rows_valid, job.rows_invalid, job.rows_inserted) == (3, 2, 1, 2)
+    assert job.HasField("created_at") and job.HasField("started_at") and job.HasField("finished_at")
+    assert job.created_at.ToDatetime() <= job.started_at.ToDatetime() <= job.finished_at.ToDatetime()
+    assert not job.HasField("error")
+
+
+def test_get_job_leaves_times_and_error_unset_while_they_are_null(stack: Stack, importer: Any) -> None:
+    job = importer.GetJob(importer_pb2.GetJobRequest(job_id=job_nobody_runs(stack)), metadata=ACME, timeout=TIMEOUT)
+    assert job.status == "queued"
+    assert job.HasField("created_at")
+    assert not job.HasField("started_at") and not job.HasField("finished_at") and not job.HasField("error")
+
+
+def test_a_failed_job_carries_its_error(stack: Stack, importer: Any) -> None:
+    request = users_request(stack, options={"on_invalid": "fail"})
+    reply = importer.Enqueue(request, metadata=ACME, timeout=TIMEOUT)
+    job = wait_finished(importer, reply["job_id"])
+    assert job.status == "failed"
+    assert job.HasField("error") and "invalid" in job.error
+    assert job.HasField("finished_at")
+
+
+def test_watch_job_streams_each_change_and_ends_after_the_final_status(stack: Stack, importer: Any) -> None:
+    reply = importer.Enqueue(users_request(stack), metadata=ACME, timeout=TIMEOUT)
+    request = importer_pb2.GetJobRequest(job_id=reply["job_id"])
+    updates = list(importer.WatchJob(request, metadata=ACME, timeout=TIMEOUT))
+    assert updates and all(update.job_id == reply["job_id"] for update in updates)
+    assert [u.status for u in updates[:-1] if u.status in FINAL] == []
+    last = updates[-1]
+    assert last.status == "succeeded"
+    assert (last.rows_total, last.rows_valid, last.rows_invalid, last.rows_inserted) == (3, 2, 1, 2)
+    progress = [(u.status, u.rows_total, u.rows_valid, u.rows_invalid, u.rows_inserted) for u in updates]
+    assert all(before != after for before, after in zip(progress, progress[1:], strict=False))
+    assert importer.GetJob(request, metadata=ACME, timeout=TIMEOUT) == last
+
+
+def test_watching_a_finished_job_sends_it_once_and_ends(stack: Stack, importer: Any) -> None:
+    reply = importer.Enqueue(users_request(stack), metadata=ACME, timeout=TIMEOUT)
+    wait_finished(importer, reply["job_id"])
+    updates = list(
+        importer.WatchJob(importer_pb2.GetJobRequest(job_id=reply["job_id"]), metadata=ACME, timeout=TIMEOUT)
+    )
+    assert [u.status for u in updates] == ["succeeded"]
+
+
+def test_the_same_idempotency_key_and_request_returns_the_same_job(stack: Stack, importer: Any) -> None:
+    request = users_request(stack, idempotency_key=f"key-{uuid.uuid4()}")
+    first = importer.Enqueue(request, metadata=ACME, timeout=TIMEOUT)
+    again = importer.Enqueue(request, metadata=ACME, timeout=TIMEOUT)
+    assert again["job_id"] == first["job_id"]
+
+
+def test_the_same_idempotency_key_with_another_request_is_already_exists(stack: Stack, importer: Any) -> None:
+    key = f"key-{uuid.uuid4()}"
+    importer.Enqueue(users_request(stack, idempotency_key=key), metadata=ACME, timeout=TIMEOUT)
+    error = refusal(importer.Enqueue, users_request(stack, idempotency_key=key), metadata=ACME)
+    assert error.code() == grpc.StatusCode.ALREADY_EXISTS
+
+
+DROP = object()  # marks a field to leave out
+INVALID = {
+    "a missing field": ({"customer_id": DROP}, "customer_id"),
+    "a number for customer_id": ({"customer_id": 5}, "customer_id"),
+    "a list for options": ({"options": ["csv"]}, "options"),
+    "an unknown option": ({"options": {"colour": "red"}}, "options.colour"),
+    "a number for a bool option": ({"options": {"dry_run": 1}}, "options.dry_run"),
+    "a path outside the blob area": ({"blob_uri": "file:///etc/passwd"}, "blob_uri"),
+    "an unsupported scheme": ({"blob_uri": "s3://bucket/users.csv"}, "blob_uri"),
+    "an unknown customer": ({"customer_id": "nobody"}, "customer_id"),
+    "an unknown product": ({"product_type": "spaceships"}, "product_type"),
+    "an unknown field": ({"colour": "red"}, "colour"),
+    "a number for idempotency_key": ({"idempotency_key": 7}, "idempotency_key"),
+    "a customer_id of 500 kB": ({"customer_id": "é" * 500_000}, "customer_id"),
+    "20000 unknown fields": ({f"field{n}": n for n in range(20_000)}, "field0"),
+}
+
+
+@pytest.mark.parametrize("change", INVALID.values(), ids=list(INVALID))
+def test_a_bad_enqueue_request_is_invalid_argument_naming_the_field(
+    stack: Stack, importer: Any, change: tuple[dict[str, Any], str]
+) -> None:
+    fields, named = change
+    request = dict(users_request(stack))
+    request.update(fields)
+    request = {name: value for name, value in request.items() if value is not DROP}
+    error = refusal(importer.Enqueue, struct(**request), metadata=ADMIN)
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert named in error.details()
+
+
+def test_a_request_that_is_not_a_well_formed_message_is_invalid_argument(channel: grpc.Channel) -> None:
+    raw = channel.unary_unary("/importer.Importer/Enqueue")  # bytes in, bytes out
+    deep = struct_pb2.Struct()
+    level = deep
+    for _ in range(200):  # far past the protobuf parser's nesting limit
+        level = level.fields["a"].struct_value
+    for payload in (b"\xff\xff\xff", deep.SerializeToString()):
+        error = refusal(raw, payload, metadata=ADMIN)
+        assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+def test_a_struct_over_one_mib_is_refused_and_the_server_keeps_serving(stack: Stack, importer: Any) -> None:
+    huge = users_request(stack, padding="x" * (1024 * 1024 + 10))
+    error = refusal(importer.Enqueue, huge, metadata=ACME)
+    assert error.code() in (grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.INVALID_ARGUMENT)
+    reply = importer.Enqueue(users_request(stack), metadata=ACME, timeout=TIMEOUT)
+    assert reply["status"] == "queued"
+
+
+@pytest.mark.parametrize("metadata", [(), (("authorization", "Bearer tok-nobody"),), (("authorization", "tok-acme"),)])
+def test_every_importer_call_without_a_good_token_is_unauthenticated(
+    stack: Stack, importer: Any, metadata: tuple[tuple[str, str], ...]
+) -> None:
+    job_id = importer_pb2.GetJobRequest(job_id=job_nobody_runs(stack))
+    for call, request in (
+        (importer.Enqueue, users_request(stack)),
+        (importer.GetJob, job_id),
+        (importer.WatchJob, job_id),
+    ):
+        error = refusal(call, request, metadata=metadata)
+        assert error.code() == grpc.StatusCode.UNAUTHENTICATED
+        assert "tok-" not in error.details()
+
+
+def test_enqueueing_for_another_customer_is_permission_denied(stack: Stack, importer: Any) -> None:
+    error = refusal(importer.Enqueue, users_request(stack, "acme"), metadata=GLOBEX)
+    assert error.code() == grpc.StatusCode.PERMISSION_DENIED
+
+
+@pytest.mark.parametrize("kind", ["another customer's job", "an unknown job", "an id that is no UUID"])
+def test_a_job_the_caller_may_not_see_is_not_found(stack: Stack, importer: Any, kind: str) -> None:
+    job_id = {"another customer's job": job_nobody_runs(stack), "an unknown job": str(uuid.uuid4())}.get(kind, "nope")
+    request = importer_pb2.GetJobRequest(job_id=job_id)
+    for call in (importer.GetJob, importer.WatchJob):
+        assert refusal(call, request, metadata=GLOBEX).code() == grpc.StatusCode.NOT_FOUND
+
+
+def test_the_admin_token_sees_every_customers_job(stack: Stack, importer: Any) -> None:
+    job_id = job_nobody_runs(stack)
+    assert importer.GetJob(importer_pb2.GetJobRequest(job_id=job_id), metadata=ADMIN, timeout=TIMEOUT).job_id == job_id
+
+
+def test_watches_past_the_limit_are_refused_and_cancelled_ones_free_their_place(stack: Stack, importer: Any) -> None:
+    request = importer_pb2.GetJobRequest(job_id=job_nobody_runs(stack))
+    watches = [importer.WatchJob(request, metadata=ACME, timeout=TIMEOUT) for _ in range(MAX_WATCHES)]
+    assert all(next(watch).status == "queued" for watch in watches)
+    assert refusal(importer.WatchJob, request, metadata=ACME).code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert importer.GetJob(request, metadata=ACME, timeout=TIMEOUT).status == "queued"  # threads left for unary calls
+    for watch in watches:
+        watch.cancel()
+    deadline = time.monotonic() + 10
+    while True:  # the server notices a cancelled watch at its next poll
+        watch = importer.WatchJob(request, metadata=ACME, timeout=TIMEOUT)
+        try:
+            assert next(watch).status == "queued"
+            break
+        except grpc.RpcError as error:
+            assert error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and time.monotonic() < deadline
+            time.sleep(0.2)
+        finally:
+            watch.cancel()
+
+
+def test_an_unexpected_error_is_internal_and_its_log_keeps_no_password(caplog: pytest.LogCaptureFixture) -> None:
+    code, message = status_for(RuntimeError("cannot reach postgresql://app:sekret@db/app"))
+    assert (code, message) == (grpc.StatusCode.INTERNAL, "internal error")
+    assert "RuntimeError" in caplog.text and "sekret" not in caplog.text
+
+
+def test_health_reports_serving_without_a_token(channel: grpc.Channel) -> None:
+    checker = health_pb2_grpc.HealthStub(channel)
+    for service in ("", "importer.Importer"):
+        answer = checker.Check(health_pb2.HealthCheckRequest(service=service), timeout=TIMEOUT)
+        assert answer.status == health_pb2.HealthCheckResponse.SERVING
+
+
+def test_reflection_lists_the_importer_health_and_reflection_services(channel: grpc.Channel) -> None:
+    stub = reflection_pb2_grpc.ServerReflectionStub(channel)
+    requests = iter([reflection_pb2.ServerReflectionRequest(list_services="")])
+    answers = stub.ServerReflectionInfo(requests, timeout=TIMEOUT)
+    names = {service.name for answer in answers for service in answer.list_services_response.service}
+    assert {"importer.Importer", "grpc.health.v1.Health", "grpc.reflection.v1alpha.ServerReflection"} <= names
+
+
+def test_sigterm_ends_open_watches_and_the_server_exits_0_within_30_s(stack: Stack) -> None:
+    process, address = stack.grpc_server()
+    with grpc.insecure_channel(address) as opened:
+        updates = importer_pb2_grpc.ImporterStub(opened).WatchJob(
+            importer_pb2.GetJobRequest(job_id=job_nobody_runs(stack)), metadata=ACME, timeout=TIMEOUT
+        )
+        assert next(updates).status == "queued"  # the watch is open and waiting
+        started = time.monotonic()
+        os.killpg(process.pid, signal.SIGTERM)
+        assert process.wait(timeout=30) == 0
+        assert time.monotonic() - started < 30
+        with pytest.raises(grpc.RpcError) as ended:
+            next(updates)
+        assert ended.value.code() == grpc.StatusCode.UNAVAILABLE
+
+
+def test_a_bad_configuration_stops_the_server_with_one_line_and_exit_2(stack: Stack) -> None:
+    bad = stack.tmp / "broken-config.json"
+    bad.write_text("{not json")
+    env = dict(stack.env, CONFIG_PATH=str(bad))
+    command = [sys.executable, "-m", "service.grpc_server"]
+    result = subprocess.run(command, env=env, cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("grpc_server: configuration error:") and str(bad) in lines[0]
+
+
+def test_an_address_already_in_use_stops_the_server_with_exit_2(stack: Stack, target: str) -> None:
+    env = dict(stack.env, GRPC_ADDR=target)
+    command = [sys.executable, "-m", "service.grpc_server"]
+    result = subprocess.run(command, env=env, cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1].startswith("grpc_server: configuration error: GRPC_ADDR")
