@@ -18,7 +18,12 @@ import pytest
 
 from service.jobs import migrate
 from tests.conftest import ROOT, Databases
-from tests.integration.conftest import pipeline_env, start_workers, stop_workers
+from tests.integration.conftest import (
+    pipeline,  # noqa: F401  (the fixture, shared with e2e tests)
+    pipeline_env,
+    start_workers,
+    stop_workers,
+)
 
 TOKENS = {"tok-acme": ["acme"], "tok-globex": ["globex"], "tok-admin": ["*"]}
 USERS_CSV = "external_id,email,age\nu1,a@example.com,30\nu2,broken,31\nu3,c@example.com,\n"

@@ -19,12 +19,13 @@ import pytest
 from service import blob
 from service.config import Config, load_customer_map
 from service.jobs import Job, JobStore, migrate
-from service.messages import dispatch
+from service.messages import JOBS_QUEUE, dispatch
 from service.products import ProductRegistry
 from service.requests import check_request, enqueue
 from tests.conftest import ROOT, Databases
 
 JOB_TIMEOUT = 60.0
+HELD_QUEUE = "held"
 
 
 @dataclass
@@ -37,6 +38,7 @@ class Pipeline:
     app_dsn: str
     customer_dsns: dict[str, str]
     env: dict[str, str]
+    workers_pid: int = 0  # the `dramatiq actors` master
 
     def put(self, customer: str, name: str, content: bytes) -> Path:
         """Write a blob into the customer's area."""
@@ -52,6 +54,32 @@ class Pipeline:
             body["options"] = options
         job, _ = enqueue(check_request(body, self.config, self.products), self.jobs)
         return job
+
+    def enqueue_held(self, customer: str, product: str, path: Path) -> Job:
+        """Enqueue with the first message parked in a queue no worker reads (see `release`)."""
+
+        def held(actor_name: str, args: tuple[Any, ...]) -> tuple[str, str, dict[str, Any]]:
+            _, message_id, message = dispatch(actor_name, args)
+            return HELD_QUEUE, message_id, dict(message, queue_name=HELD_QUEUE)
+
+        jobs = JobStore(self.app_dsn, dispatch=held, maxconn=1)
+        try:
+            body = {"customer_id": customer, "product_type": product, "blob_uri": blob.uri_for(path)}
+            job, _ = enqueue(check_request(body, self.config, self.products), jobs)
+        finally:
+            jobs.close()
+        return job
+
+    def release(self) -> None:
+        """Move parked messages to their real queue and announce them to the workers."""
+        with self.jobs.transaction() as cur:
+            cur.execute(
+                "UPDATE dramatiq.queue SET queue_name = %s, message = jsonb_set(message, '{queue_name}', to_jsonb(%s::text)) "
+                "WHERE queue_name = %s RETURNING message::text AS message",
+                (JOBS_QUEUE, JOBS_QUEUE, HELD_QUEUE),
+            )
+            for row in cur.fetchall():  # NOTIFY is delivered at commit, with the moved rows
+                cur.execute("SELECT pg_notify(%s, %s)", (f"dramatiq.{JOBS_QUEUE}.enqueue", row["message"]))
 
     def wait(self, job_id: str, timeout: float = JOB_TIMEOUT) -> Job:
         """Wait for the job to end (polling its row; the workers are other processes)."""
@@ -119,7 +147,7 @@ def pipeline(databases: Databases, tmp_path_factory: pytest.TempPathFactory) -> 
     jobs = JobStore(app, dispatch=dispatch)
     workers = start_workers(env)
     try:
-        yield Pipeline(config, jobs, ProductRegistry.load(config.schemas_dir), app, customers, env)
+        yield Pipeline(config, jobs, ProductRegistry.load(config.schemas_dir), app, customers, env, workers.pid)
     finally:
         stop_workers(workers)
         jobs.close()
