@@ -143,6 +143,16 @@ def migrate(dsn: str) -> list[str]:
     return applied
 
 
+def ping(dsn: str) -> None:
+    """Run `SELECT 1` on a fresh connection (not the pool, which could hold a stale one)."""
+    conn = connect(dsn, autocommit=True, application_name="import-service-ping")
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SELECT 1")
+    finally:
+        conn.close()
+
+
 def pending_migrations(dsn: str) -> list[str]:
     """Names of migrations the database has not applied (all of them on an empty DB)."""
     conn = connect(dsn, autocommit=True)

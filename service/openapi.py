@@ -1,0 +1,259 @@
+"""The OpenAPI 3.1 document of the REST edge, served at /openapi.json.
+
+Enumerations come from the code that enforces them (statuses, options, limits), so the
+document cannot drift from them; tests check routes, methods and real responses against it.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+from service.api import DEFAULT_LIST_LIMIT, MAX_LIST_LIMIT, STATUSES
+from service.requests import FORMATS, ON_INVALID, OPTION_TYPES
+
+MAX_BODY_BYTES = 1024 * 1024
+JSON = "application/json"
+_JSON_TYPES = {str: "string", bool: "boolean", int: "integer", float: "number"}
+
+_ERRORS = {
+    400: "The request is refused; `field` names the offending field when there is one.",
+    401: "No bearer token, or one that is not configured.",
+    403: "The token may not act for that customer.",
+    404: "No such job, or a job of a customer the token may not see.",
+    409: "The Idempotency-Key was used before with another request body.",
+    413: f"The body is over {MAX_BODY_BYTES} bytes.",
+    415: "The Content-Type is not JSON.",
+    500: "An unexpected fault; the server logged it.",
+    503: "The app database is not reachable right now; try again.",
+}
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _json(schema: dict[str, Any], description: str, headers: dict[str, Any] | None = None) -> dict[str, Any]:
+    """A response object with a JSON body."""
+    response: dict[str, Any] = {"description": description, "content": {JSON: {"schema": schema}}}
+    if headers:
+        response["headers"] = headers
+    return response
+
+
+def _errors(*codes: int) -> dict[str, Any]:
+    """Error responses for the given status codes, all with the one error shape."""
+    responses = {str(code): _json(_ref("Error"), _ERRORS[code]) for code in codes}
+    if 401 in codes:
+        bearer = {"description": "Always `Bearer`.", "schema": {"type": "string", "const": "Bearer"}}
+        responses["401"]["headers"] = {"WWW-Authenticate": bearer}
+    return responses
+
+
+def _options_schema() -> dict[str, Any]:
+    """The options object, built from the option table the request checker enforces."""
+    properties: dict[str, Any] = {name: {"type": _JSON_TYPES[kind]} for name, kind in OPTION_TYPES.items()}
+    properties["format"]["enum"] = list(FORMATS)
+    properties["on_invalid"]["enum"] = list(ON_INVALID)
+    properties["delimiter"].update(minLength=1, maxLength=1)
+    properties["sheet"]["minLength"] = 1
+    return {"type": "object", "properties": properties, "additionalProperties": False}
+
+
+def _nullable(kind: str, **extra: Any) -> dict[str, Any]:
+    return {"type": [kind, "null"], **extra}
+
+
+def _job_schema() -> dict[str, Any]:
+    """The job view (service.api.job_view)."""
+    count = {"type": "integer", "minimum": 0}
+    properties = {
+        "job_id": {"type": "string", "format": "uuid"},
+        "customer_id": {"type": "string"},
+        "product_type": {"type": "string"},
+        "blob_uri": {"type": "string"},
+        "options": {"type": "object"},
+        "status": {"type": "string", "enum": list(STATUSES)},
+        "rows_total": count,
+        "rows_valid": count,
+        "rows_invalid": count,
+        "rows_inserted": count,
+        "error": _nullable("string"),
+        "created_at": {"type": "string", "format": "date-time"},
+        "started_at": _nullable("string", format="date-time"),
+        "finished_at": _nullable("string", format="date-time"),
+    }
+    return {"type": "object", "properties": properties, "required": list(properties), "additionalProperties": False}
+
+
+def _log_schema() -> dict[str, Any]:
+    """One log line (service.api.log_view)."""
+    properties = {
+        "at": {"type": "string", "format": "date-time"},
+        "level": {"type": "string", "enum": ["info", "warning", "error"]},
+        "row_number": _nullable("integer"),
+        "field": _nullable("string"),
+        "message": {"type": "string"},
+    }
+    return {"type": "object", "properties": properties, "required": list(properties), "additionalProperties": False}
+
+
+def _object(required: dict[str, Any], **optional: Any) -> dict[str, Any]:
+    """A closed object schema: these required properties, these optional ones, nothing else."""
+    return {
+        "type": "object",
+        "properties": {**required, **optional},
+        "required": list(required),
+        "additionalProperties": False,
+    }
+
+
+def _schemas() -> dict[str, Any]:
+    """Every component schema."""
+    text = {"type": "string", "minLength": 1}
+    error_body = _object(
+        {"status": {"type": "integer", "minimum": 400, "maximum": 599}, "message": {"type": "string"}},
+        field=_nullable("string"),
+    )
+    return {
+        "EnqueueRequest": _object(
+            {"customer_id": text, "product_type": text, "blob_uri": text | {"pattern": "^file://"}},
+            options=_ref("Options"),
+        ),
+        "Options": _options_schema(),
+        "Enqueued": _object({"job_id": {"type": "string", "format": "uuid"}, "status": {"const": "queued"}}),
+        "Job": _job_schema(),
+        "JobList": _object({"jobs": {"type": "array", "items": _ref("Job")}}),
+        "LogLine": _log_schema(),
+        "Logs": _object({"logs": {"type": "array", "items": _ref("LogLine")}}),
+        "Health": _object({"status": {"const": "ok"}}),
+        "Ready": _object({"status": {"const": "ready"}}),
+        "OpenApiDocument": {"type": "object", "required": ["openapi", "info", "paths"]},
+        "Error": _object({"error": error_body}),
+    }
+
+
+def _job_id() -> dict[str, Any]:
+    return {
+        "name": "job_id",
+        "in": "path",
+        "required": True,
+        "description": "The job's id; anything that is not a UUID is answered 404.",
+        "schema": {"type": "string"},
+    }
+
+
+def _enqueue() -> dict[str, Any]:
+    """POST /enqueue."""
+    key = {
+        "name": "Idempotency-Key",
+        "in": "header",
+        "required": False,
+        "description": "Replaying a key with the same body returns the first job (200); another body is 409.",
+        "schema": {"type": "string", "minLength": 1, "maxLength": 200},
+    }
+    location = {"description": "/jobs/<job_id>", "schema": {"type": "string", "pattern": "^/jobs/"}}
+    return {
+        "post": {
+            "operationId": "enqueue",
+            "summary": "Enqueue an import job.",
+            "parameters": [key],
+            "requestBody": {"required": True, "content": {JSON: {"schema": _ref("EnqueueRequest")}}},
+            "responses": {
+                "202": _json(_ref("Enqueued"), "The job is queued.", headers={"Location": location}),
+                "200": _json(_ref("Job"), "A replay of an Idempotency-Key: the job it created."),
+                **_errors(400, 401, 403, 409, 413, 415, 500, 503),
+            },
+        }
+    }
+
+
+def _list_parameters() -> list[dict[str, Any]]:
+    """The query parameters of GET /jobs."""
+    return [
+        {"name": "customer_id", "in": "query", "required": False, "schema": {"type": "string"}},
+        {"name": "status", "in": "query", "required": False, "schema": {"type": "string", "enum": list(STATUSES)}},
+        {
+            "name": "limit",
+            "in": "query",
+            "required": False,
+            "schema": {"type": "integer", "minimum": 1, "maximum": MAX_LIST_LIMIT, "default": DEFAULT_LIST_LIMIT},
+        },
+    ]
+
+
+def _jobs() -> dict[str, Any]:
+    """GET /jobs, GET /jobs/{job_id}, GET /jobs/{job_id}/logs."""
+    return {
+        "/jobs": {
+            "get": {
+                "operationId": "listJobs",
+                "summary": "Jobs newest first, only of customers the token may see.",
+                "parameters": _list_parameters(),
+                "responses": {"200": _json(_ref("JobList"), "The jobs."), **_errors(400, 401, 403, 500, 503)},
+            }
+        },
+        "/jobs/{job_id}": {
+            "get": {
+                "operationId": "getJob",
+                "summary": "One job.",
+                "parameters": [_job_id()],
+                "responses": {"200": _json(_ref("Job"), "The job."), **_errors(401, 404, 500, 503)},
+            }
+        },
+        "/jobs/{job_id}/logs": {
+            "get": {
+                "operationId": "getJobLogs",
+                "summary": "The job's log lines, oldest first.",
+                "parameters": [_job_id()],
+                "responses": {"200": _json(_ref("Logs"), "The log lines."), **_errors(401, 404, 500, 503)},
+            }
+        },
+    }
+
+
+def _public(operation_id: str, summary: str, responses: dict[str, Any]) -> dict[str, Any]:
+    """A GET that needs no token."""
+    return {"get": {"operationId": operation_id, "summary": summary, "security": [], "responses": responses}}
+
+
+def _paths() -> dict[str, Any]:
+    """Every route of service.rest."""
+    return {
+        "/enqueue": _enqueue(),
+        **_jobs(),
+        "/healthz": _public(
+            "healthz", "The process is alive (no database involved).", {"200": _json(_ref("Health"), "Alive.")}
+        ),
+        "/readyz": _public(
+            "readyz",
+            "The app database answers.",
+            {"200": _json(_ref("Ready"), "Ready."), **_errors(503)},
+        ),
+        "/openapi.json": _public(
+            "openapi", "This document.", {"200": _json(_ref("OpenApiDocument"), "The OpenAPI document.")}
+        ),
+    }
+
+
+_DOCUMENT: dict[str, Any] = {
+    "openapi": "3.1.0",
+    "info": {
+        "title": "Import service",
+        "version": "1.0.0",
+        "description": "Enqueue imports of customer files and follow their jobs. Every error body is "
+        '`{"error": {"status", "message", "field"}}`; a wrong method is 405 and an unknown path 404, '
+        "with the same body.",
+    },
+    "security": [{"bearerAuth": []}],
+    "paths": _paths(),
+    "components": {
+        "securitySchemes": {"bearerAuth": {"type": "http", "scheme": "bearer"}},
+        "schemas": _schemas(),
+    },
+}
+
+
+def document() -> dict[str, Any]:
+    """A copy of the OpenAPI document (callers may not change the served one)."""
+    return copy.deepcopy(_DOCUMENT)

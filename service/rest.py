@@ -1,0 +1,327 @@
+"""The REST edge: a falcon app over service.api; errors become HTTP answers here and only here.
+
+`create_app(edge)` is for tests; `gunicorn service.rest:app` builds the module-level `app`
+on first use, from the configuration, and stops with one line when that configuration is bad.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import traceback
+from typing import Any, NoReturn
+
+import falcon
+import psycopg2
+import psycopg2.pool
+
+from service.api import Api, JobNotFound, PermissionDenied, Unauthenticated, job_view, log_view
+from service.config import Config, load_config
+from service.db import describe, redact
+from service.errors import ConfigError, RequestRefused
+from service.jobs import IdempotencyConflict, ping
+from service.openapi import MAX_BODY_BYTES, document
+from service.wiring import Edge, build_edge
+
+log = logging.getLogger(__name__)
+
+# What the Api and the job store report, and the status each becomes at this edge.
+ERROR_STATUS: tuple[tuple[type[Exception], int], ...] = (
+    (RequestRefused, 400),
+    (Unauthenticated, 401),
+    (PermissionDenied, 403),
+    (JobNotFound, 404),
+    (IdempotencyConflict, 409),
+)
+DB_UNAVAILABLE = (psycopg2.OperationalError, psycopg2.InterfaceError, psycopg2.pool.PoolError)
+_READ_CHUNK = 64 * 1024
+DRAIN_BYTES = 8 * 1024 * 1024  # what a refused body may cost us to read and drop
+
+
+# -- resources: parse, call the Api, serialize ------------------------------------------
+
+
+class EnqueueResource:
+    """POST /enqueue."""
+
+    def __init__(self, api: Api) -> None:
+        self.api = api
+
+    def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
+        """Enqueue a job: 202 when created, 200 with the job when a key is replayed."""
+        body = read_json(req)
+        job, created = self.api.enqueue(req.context.access, body, req.get_header("Idempotency-Key"))
+        if created:
+            resp.status = falcon.HTTP_202
+            resp.location = f"/jobs/{job.id}"
+            resp.media = {"job_id": job.id, "status": job.status}
+        else:
+            resp.media = job_view(job)
+
+
+class JobResource:
+    """GET /jobs/{job_id}."""
+
+    def __init__(self, api: Api) -> None:
+        self.api = api
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response, job_id: str) -> None:
+        """The job, if the token may see it."""
+        resp.media = job_view(self.api.job(req.context.access, job_id))
+
+
+class JobLogsResource:
+    """GET /jobs/{job_id}/logs."""
+
+    def __init__(self, api: Api) -> None:
+        self.api = api
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response, job_id: str) -> None:
+        """The job's log lines, oldest first."""
+        resp.media = {"logs": [log_view(line) for line in self.api.logs(req.context.access, job_id)]}
+
+
+class JobListResource:
+    """GET /jobs?customer_id=&status=&limit=."""
+
+    def __init__(self, api: Api) -> None:
+        self.api = api
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        """Jobs newest first, only of customers the token may see."""
+        jobs = self.api.list_jobs(
+            req.context.access, req.get_param("customer_id"), req.get_param("status"), req.get_param("limit")
+        )
+        resp.media = {"jobs": [job_view(job) for job in jobs]}
+
+
+class HealthResource:
+    """GET /healthz: the process answers; no database involved."""
+
+    public = True
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        """Always ok while the process serves."""
+        resp.media = {"status": "ok"}
+
+
+class ReadyResource:
+    """GET /readyz: the app database answers."""
+
+    public = True
+
+    def __init__(self, dsn: str) -> None:
+        self.dsn = dsn
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        """200 when the app DB answers; a failure becomes 503 in the handler."""
+        ping(self.dsn)
+        resp.media = {"status": "ready"}
+
+
+class OpenApiResource:
+    """GET /openapi.json."""
+
+    public = True
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        """The OpenAPI document."""
+        resp.media = document()
+
+
+# -- request bodies -----------------------------------------------------------------------
+
+
+def read_json(req: falcon.Request) -> Any:
+    """The request body parsed as JSON; 415, 413 or 400 (RequestRefused) when it cannot be."""
+    content_type = (req.content_type or "").split(";")[0].strip().lower()
+    if content_type and content_type != falcon.MEDIA_JSON and not content_type.endswith("+json"):
+        raise falcon.HTTPUnsupportedMediaType(description="the body must be JSON (Content-Type: application/json)")
+    raw = read_body(req, MAX_BODY_BYTES)
+    if not raw.strip():
+        raise RequestRefused("the request body is empty; send a JSON object", field=None)
+    try:
+        return json.loads(raw)
+    except (ValueError, RecursionError) as exc:  # RecursionError: absurdly deep nesting
+        raise RequestRefused(f"malformed JSON: {exc}", field=None) from None
+
+
+def read_body(req: falcon.Request, limit: int) -> bytes:
+    """Read at most limit bytes of body; 413 when the declared or the actual size is larger."""
+    length = req.content_length
+    if length is not None:
+        stream: Any = req.bounded_stream
+    elif req.env.get("wsgi.input_terminated"):
+        # A chunked body has no Content-Length; the server marks its end, so reading is safe.
+        stream = req.stream
+    else:
+        return b""
+    if length is not None and length > limit:
+        _refuse_too_large(stream, limit, length)
+    chunks: list[bytes] = []
+    size = 0
+    while size <= limit:
+        chunk = stream.read(min(_READ_CHUNK, limit + 1 - size))
+        if not chunk:
+            break
+        chunks.append(chunk)
+        size += len(chunk)
+    if size > limit:
+        _refuse_too_large(stream, limit, length)
+    return b"".join(chunks)
+
+
+def _refuse_too_large(stream: Any, limit: int, length: int | None) -> NoReturn:
+    """Raise 413, first dropping the rest of a moderately large body.
+
+    The worker closes the connection after answering; unread data makes the kernel reset it,
+    and a client still sending would then never read the 413. Past DRAIN_BYTES, it may not.
+    """
+    if length is None or length <= DRAIN_BYTES:
+        dropped = 0
+        while dropped < DRAIN_BYTES and (chunk := stream.read(_READ_CHUNK)):
+            dropped += len(chunk)
+    raise falcon.HTTPContentTooLarge(description=f"the request body is over {limit} bytes")
+
+
+# -- authentication -----------------------------------------------------------------------
+
+
+class Authenticate:
+    """Middleware: every resource not marked public needs a token the Api accepts."""
+
+    def __init__(self, api: Api) -> None:
+        self.api = api
+
+    def process_resource(
+        self, req: falcon.Request, resp: falcon.Response, resource: object, params: dict[str, Any]
+    ) -> None:
+        """Put the caller's Access on req.context, or raise Unauthenticated."""
+        if not getattr(resource, "public", False):
+            req.context.access = self.api.authenticate(req.get_header("Authorization"))
+
+
+# -- errors: one JSON shape for every answer that is not a success -----------------------
+
+
+def error_body(status: int, message: str, field: str | None = None) -> dict[str, Any]:
+    """The one error shape: {"error": {"status", "message", "field"}}."""
+    return {"error": {"status": status, "message": message, "field": field}}
+
+
+def _service_error(req: falcon.Request, resp: falcon.Response, error: Exception, params: dict[str, Any]) -> None:
+    """A refused request, a missing token, a hidden job...: its status and message, with the field."""
+    status = next(code for kind, code in ERROR_STATUS if isinstance(error, kind))
+    resp.status = status
+    resp.media = error_body(status, str(error), getattr(error, "field", None))
+    if status == 401:
+        resp.set_header("WWW-Authenticate", "Bearer")
+
+
+def _http_error(req: falcon.Request, resp: falcon.Response, ex: falcon.HTTPError) -> None:
+    """Falcon's own errors (404 route, 405, 413, 415, bad headers) in the same shape."""
+    message = ex.description or (ex.title or "").partition(" ")[2] or "error"
+    allowed = dict(ex.headers or {}).get("Allow")
+    if ex.status_code == 405 and allowed:
+        message = f"{req.method} is not allowed here (allowed: {allowed})"
+    resp.content_type = falcon.MEDIA_JSON
+    resp.data = json.dumps(error_body(ex.status_code, message)).encode()
+
+
+def _unavailable(req: falcon.Request, resp: falcon.Response, error: Exception, params: dict[str, Any]) -> None:
+    """The app database cannot be reached: 503, so clients retry; the reason goes to the log."""
+    job = (params or {}).get("job_id", "-")
+    log.warning("%s %r (job %r): the app database is unavailable: %s", req.method, req.path, job, describe(error))
+    resp.status = 503
+    resp.media = error_body(503, "the app database is unavailable; try again shortly")
+
+
+def _crashed(req: falcon.Request, resp: falcon.Response, error: Exception, params: dict[str, Any]) -> None:
+    """Anything else is our fault: log it without secrets and answer a bare 500."""
+    job = (params or {}).get("job_id", "-")
+    trace = redact("".join(traceback.format_exception(error)))
+    # %r: the path and job id come from the client, and must not forge log lines.
+    log.error("%s %r (job %r) failed:\n%s", req.method, req.path, job, trace)
+    resp.status = 500
+    resp.media = error_body(500, "internal error")
+
+
+# -- the app ------------------------------------------------------------------------------
+
+
+def routes(edge: Edge) -> list[tuple[str, object]]:
+    """Every route and the resource that answers it (service.openapi documents the same)."""
+    return [
+        ("/enqueue", EnqueueResource(edge.api)),
+        ("/jobs", JobListResource(edge.api)),
+        ("/jobs/{job_id}", JobResource(edge.api)),
+        ("/jobs/{job_id}/logs", JobLogsResource(edge.api)),
+        ("/healthz", HealthResource()),
+        ("/readyz", ReadyResource(edge.dsn)),
+        ("/openapi.json", OpenApiResource()),
+    ]
+
+
+def create_app(edge: Edge) -> falcon.App:
+    """The falcon app serving the edge's Api."""
+    app = falcon.App(middleware=[Authenticate(edge.api)])
+    for template, resource in routes(edge):
+        app.add_route(template, resource)
+    # Falcon picks the most specific handler, so HTTPError keeps its own (serialized below).
+    app.add_error_handler(Exception, _crashed)
+    for unavailable in DB_UNAVAILABLE:
+        app.add_error_handler(unavailable, _unavailable)
+    for kind, _ in ERROR_STATUS:
+        app.add_error_handler(kind, _service_error)
+    app.set_error_serializer(_http_error)
+    return app
+
+
+# -- gunicorn entry point -----------------------------------------------------------------
+
+_config: Config | None = None
+_app: falcon.App | None = None
+
+
+def _stop(problem: str) -> NoReturn:
+    """Print one line naming the problem and stop the process (exit code 2, as importctl)."""
+    print(f"import-service REST: {problem}", file=sys.stderr, flush=True)
+    raise SystemExit(2)
+
+
+def startup_config() -> Config:
+    """The process's configuration, read once; a bad one stops the process with one line."""
+    global _config
+    if _config is None:
+        try:
+            _config = load_config()
+        except ConfigError as exc:
+            _stop(f"configuration error: {exc}")
+    return _config
+
+
+def _build_app() -> falcon.App:
+    """Configure logging, build the edge (migrating the app DB) and the app, or stop."""
+    config = startup_config()
+    try:
+        logging.basicConfig(level=config.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    except ValueError:
+        _stop(f"configuration error: log_level {config.log_level!r} is not a logging level")
+    try:
+        edge = build_edge(config)
+    except ConfigError as exc:
+        _stop(f"configuration error: {exc}")
+    except (psycopg2.Error, OSError) as exc:
+        _stop(f"cannot use the app database: {describe(exc)}")
+    return create_app(edge)
+
+
+def __getattr__(name: str) -> Any:
+    """Build `app` on first access, so importing this module (tests, tools) needs no config."""
+    global _app
+    if name == "app":
+        if _app is None:
+            _app = _build_app()
+        return _app
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,0 +1,526 @@
+"""The REST edge end to end: real gunicorn, a real `dramatiq actors` worker, real Postgres, over HTTP.
+
+Every answer the tests receive is checked against the OpenAPI document the server serves:
+its status must be documented for that operation, its body must validate against the
+documented schema and its documented headers must be present.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import pytest
+from jsonschema import Draft202012Validator
+
+from service import openapi
+from tests.conftest import ROOT
+from tests.e2e.conftest import TOKENS, Stack, free_port, stop, wait_for_port
+
+GUNICORN = str(Path(sys.executable).parent / "gunicorn")
+BAD_TOKEN = "tok-not-configured-7f3a"
+ACME = {"Authorization": "Bearer tok-acme"}
+GLOBEX = {"Authorization": "Bearer tok-globex"}
+ADMIN = {"Authorization": "Bearer tok-admin"}
+FINAL = ("succeeded", "failed", "cancelled")
+# Statuses the unit tests produce (tests/unit/test_openapi.py): not reachable with a healthy stack.
+NOT_PROVOKED_HERE = {500, 503}
+
+
+@dataclass
+class Answer:
+    """One HTTP answer: status, headers and the body parsed as JSON."""
+
+    status: int
+    headers: dict[str, str]
+    body: Any
+
+
+@dataclass
+class Client:
+    """Talks HTTP to the server and checks every answer against the served OpenAPI document."""
+
+    base_url: str
+    document: dict[str, Any]
+    seen: set[tuple[str, str, int]] = field(default_factory=set)
+
+    def call(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        headers: dict[str, str] | None = None,
+        raw: bytes | None = None,
+    ) -> Answer:
+        """Send one request (JSON body, or raw bytes) and return the checked answer."""
+        data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
+        sent = dict(headers or {})
+        if data is not None and raw is None:
+            sent.setdefault("Content-Type", "application/json")
+        conn = http.client.HTTPConnection(urlsplit(self.base_url).netloc, timeout=30)
+        try:
+            conn.request(method, path, body=data, headers=sent)
+            answer = _read(conn.getresponse())
+        finally:
+            conn.close()
+        self.check(method, path, answer)
+        return answer
+
+    def chunked(self, path: str, parts: Iterator[bytes], headers: dict[str, str]) -> Answer:
+        """POST a body with Transfer-Encoding: chunked (no Content-Length)."""
+        conn = http.client.HTTPConnection(urlsplit(self.base_url).netloc, timeout=30)
+        try:
+            conn.request("POST", path, body=parts, headers={"Content-Type": "application/json", **headers})
+            answer = _read(conn.getresponse())
+        finally:
+            conn.close()
+        self.check("POST", path, answer)
+        return answer
+
+    def check(self, method: str, path: str, answer: Answer) -> None:
+        """The answer's status, body and headers are what the document promises."""
+        template = _template(self.document, urlsplit(path).path)
+        operation = self.document["paths"].get(template or "", {}).get(method.lower())
+        if operation is None:  # not an operation: only an unknown route, a wrong method or no token
+            assert answer.status in (401, 404, 405), (method, path, answer)
+            _validate(self.document, {"$ref": "#/components/schemas/Error"}, answer.body)
+            return
+        documented = operation["responses"].get(str(answer.status))
+        assert documented is not None, f"{method} {template} answered undocumented {answer.status}: {answer.body}"
+        _validate(self.document, documented["content"]["application/json"]["schema"], answer.body)
+        for name, header in documented.get("headers", {}).items():
+            assert name.lower() in answer.headers, f"{method} {template} {answer.status} lacks {name}"
+            _validate(self.document, header["schema"], answer.headers[name.lower()])
+        self.seen.add((template or "", method.upper(), answer.status))
+
+    def wait(self, job_id: str, headers: dict[str, str], timeout: float = 60) -> dict[str, Any]:
+        """Poll the job over HTTP until it reaches a final status (the worker is another process)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            job = self.call("GET", f"/jobs/{job_id}", headers=headers).body
+            if job["status"] in FINAL:
+                return job
+            time.sleep(0.1)
+        raise AssertionError(f"job {job_id} did not finish within {timeout} s")
+
+
+def _read(response: http.client.HTTPResponse) -> Answer:
+    raw = response.read()
+    headers = {name.lower(): value for name, value in response.getheaders()}
+    assert headers.get("content-type", "").startswith("application/json"), headers
+    return Answer(response.status, headers, json.loads(raw))
+
+
+def _template(document: dict[str, Any], path: str) -> str | None:
+    """The documented path template a concrete path matches, if any."""
+    for template in document["paths"]:
+        pattern = re.sub(r"\{[^/]+\}", "[^/]+", re.escape(template).replace(r"\{", "{").replace(r"\}", "}"))
+        if re.fullmatch(pattern, path):
+            return str(template)
+    return None
+
+
+def _validate(document: dict[str, Any], schema: dict[str, Any], instance: Any) -> None:
+    """Validate against a schema of the document, its $refs resolved within the document."""
+    rooted = {**schema, "components": document["components"]}
+    Draft202012Validator(rooted, format_checker=Draft202012Validator.FORMAT_CHECKER).validate(instance)
+
+
+@dataclass
+class Server:
+    """Our own gunicorn, its output captured to a file so tests can read it."""
+
+    process: subprocess.Popen[bytes]
+    base_url: str
+    output: Path
+
+
+def start_gunicorn(stack: Stack, output: Path, *args: str, env: dict[str, str] | None = None) -> Server:
+    """gunicorn service.rest:app on a free port, stdout and stderr into `output`."""
+    port = free_port()
+    with output.open("ab") as sink:
+        command = [GUNICORN, "-b", f"127.0.0.1:{port}", "-w", "2", *args, "service.rest:app"]
+        process = subprocess.Popen(
+            command, env=env or stack.env, cwd=ROOT, stdout=sink, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    stack.processes.append(process)
+    wait_for_port(port, process)
+    return Server(process, f"http://127.0.0.1:{port}", output)
+
+
+@pytest.fixture(scope="module")
+def server(stack: Stack) -> Server:
+    """One gunicorn for the module, logging as much as it can (to catch leaked secrets)."""
+    env = dict(stack.env, LOG_LEVEL="DEBUG")
+    return start_gunicorn(stack, stack.tmp / "gunicorn.log", "--log-level", "debug", "--access-logfile", "-", env=env)
+
+
+@pytest.fixture(scope="module")
+def client(server: Server) -> Client:
+    """A client checking answers against the document the server serves."""
+    conn = http.client.HTTPConnection(urlsplit(server.base_url).netloc, timeout=30)
+    conn.request("GET", "/openapi.json")
+    response = conn.getresponse()
+    assert response.status == 200
+    document = json.loads(response.read())
+    conn.close()
+    return Client(server.base_url, document)
+
+
+def body(stack: Stack, customer: str = "acme", **changes: Any) -> dict[str, Any]:
+    """A valid enqueue body for a fresh file in the customer's blob area, with changes."""
+    path = stack.blob(customer, f"{uuid.uuid4().hex[:8]}.csv")
+    request: dict[str, Any] = {"customer_id": customer, "product_type": "users", "blob_uri": path.as_uri()}
+    request.update(changes)
+    return {k: v for k, v in request.items() if v is not None}
+
+
+def assert_error(answer: Answer, status: int, field: str | None = None, says: str = "") -> None:
+    """The answer is an error of this status, naming this field, with this text in its message."""
+    assert answer.status == status, answer
+    assert answer.body["error"]["status"] == status
+    assert answer.body["error"]["field"] == field, answer.body
+    assert says in answer.body["error"]["message"], answer.body
+
+
+# -- probes and the document --------------------------------------------------------------
+
+
+def test_healthz_answers_ok_without_a_token(client: Client) -> None:
+    answer = client.call("GET", "/healthz")
+    assert (answer.status, answer.body) == (200, {"status": "ok"})
+
+
+def test_readyz_answers_200_while_the_app_database_answers(client: Client) -> None:
+    answer = client.call("GET", "/readyz")
+    assert (answer.status, answer.body) == (200, {"status": "ready"})
+
+
+def test_the_served_openapi_document_is_the_one_in_the_code_and_needs_no_token(client: Client) -> None:
+    answer = client.call("GET", "/openapi.json")
+    assert answer.status == 200
+    assert answer.body == openapi.document()
+
+
+# -- enqueue and the life of a job --------------------------------------------------------
+
+
+def test_a_job_enqueued_over_rest_runs_to_succeeded_and_its_logs_come_oldest_first(
+    stack: Stack, client: Client
+) -> None:
+    answer = client.call("POST", "/enqueue", body(stack, options={"format": "csv"}), headers=ACME)
+    assert answer.status == 202
+    assert answer.body["status"] == "queued"
+    assert answer.headers["location"] == f"/jobs/{answer.body['job_id']}"
+    assert client.call("GET", answer.headers["location"], headers=ACME).body["job_id"] == answer.body["job_id"]
+    job = client.wait(answer.body["job_id"], ACME)
+    assert job["status"] == "succeeded", job
+    assert (job["rows_total"], job["rows_valid"], job["rows_invalid"], job["rows_inserted"]) == (3, 2, 1, 2)
+    logs = client.call("GET", f"/jobs/{job['job_id']}/logs", headers=ACME).body["logs"]
+    assert [line["at"] for line in logs] == sorted(line["at"] for line in logs)
+    bad_rows = [line for line in logs if line["row_number"] is not None]
+    assert [(line["row_number"], line["field"]) for line in bad_rows] == [(2, "email")]
+
+
+def test_a_chunked_body_without_content_length_is_read_and_enqueued(stack: Stack, client: Client) -> None:
+    encoded = json.dumps(body(stack)).encode()
+    answer = client.chunked("/enqueue", iter([encoded[:10], encoded[10:]]), ACME)
+    assert answer.status == 202, answer
+
+
+def test_the_same_idempotency_key_and_body_answer_200_with_the_first_job(stack: Stack, client: Client) -> None:
+    request, key = body(stack), {"Idempotency-Key": f"key-{uuid.uuid4()}", **ACME}
+    first = client.call("POST", "/enqueue", request, headers=key)
+    again = client.call("POST", "/enqueue", request, headers=key)
+    assert (first.status, again.status) == (202, 200)
+    assert again.body["job_id"] == first.body["job_id"]
+    assert again.body["blob_uri"] == request["blob_uri"]
+
+
+def test_the_same_idempotency_key_with_another_body_answers_409(stack: Stack, client: Client) -> None:
+    key = {"Idempotency-Key": f"key-{uuid.uuid4()}", **ACME}
+    assert client.call("POST", "/enqueue", body(stack), headers=key).status == 202
+    assert_error(client.call("POST", "/enqueue", body(stack), headers=key), 409, says="idempotency key")
+
+
+# -- 400: refused requests, each naming its field -----------------------------------------
+
+
+@pytest.mark.parametrize(
+    "raw, says",
+    [
+        (b'{"customer_id": "acme",', "malformed JSON"),
+        (b"\xc3\x28 not utf-8", "malformed JSON"),
+        (b"[" * 100_000, "malformed JSON"),
+        (b"", "empty"),
+    ],
+    ids=["truncated", "not-utf8", "nested-too-deep", "empty"],
+)
+def test_a_body_that_is_not_json_answers_400_without_a_field(client: Client, raw: bytes, says: str) -> None:
+    answer = client.call("POST", "/enqueue", raw=raw, headers={"Content-Type": "application/json", **ACME})
+    assert_error(answer, 400, None, says)
+
+
+@pytest.mark.parametrize(
+    "changes, field, says",
+    [
+        ({"colour": "red"}, "colour", "unknown field"),
+        ({"product_type": None}, "product_type", "required"),
+        ({"customer_id": 42}, "customer_id", "must be a non-empty string"),
+        ({"options": "fast"}, "options", "options must be an object"),
+        ({"options": {"speed": "fast"}}, "options.speed", "unknown option"),
+        ({"options": {"dry_run": "yes"}}, "options.dry_run", "must be a bool"),
+        ({"options": {"delimiter": ";;"}}, "options.delimiter", "one character"),
+        ({"product_type": "spaceships"}, "product_type", "unknown product type"),
+        ({"blob_uri": "s3://bucket/users.csv"}, "blob_uri", "scheme 's3' is not supported"),
+        ({"blob_uri": "file:///etc/passwd"}, "blob_uri", "outside the blob area"),
+    ],
+)
+def test_a_refused_enqueue_answers_400_naming_the_field(
+    stack: Stack, client: Client, changes: dict[str, Any], field: str, says: str
+) -> None:
+    assert_error(client.call("POST", "/enqueue", body(stack, **changes), headers=ACME), 400, field, says)
+
+
+@pytest.mark.parametrize("key", ["   ", "k" * 201])
+def test_a_blank_or_overlong_idempotency_key_answers_400_naming_it(stack: Stack, client: Client, key: str) -> None:
+    answer = client.call("POST", "/enqueue", body(stack), headers={"Idempotency-Key": key, **ACME})
+    assert_error(answer, 400, "idempotency_key", "Idempotency-Key")
+
+
+def test_a_body_that_is_not_an_object_answers_400(client: Client) -> None:
+    assert_error(client.call("POST", "/enqueue", ["acme"], headers=ACME), 400, None, "JSON object")
+
+
+def test_an_unknown_customer_answers_400_to_a_token_for_every_customer(stack: Stack, client: Client) -> None:
+    request = dict(body(stack), customer_id="initech")
+    assert_error(client.call("POST", "/enqueue", request, headers=ADMIN), 400, "customer_id", "unknown customer")
+
+
+def test_blob_uris_that_leave_the_customer_area_answer_400(stack: Stack, client: Client) -> None:
+    area = stack.blob_root / "acme"
+    (area / "escape.csv").unlink(missing_ok=True)
+    (area / "escape.csv").symlink_to("/etc/passwd")
+    globex_file = stack.blob("globex", "theirs.csv")
+    for uri in (
+        f"file://{area}/../globex/theirs.csv",
+        (area / "escape.csv").as_uri(),
+        globex_file.as_uri(),
+    ):
+        answer = client.call("POST", "/enqueue", body(stack, blob_uri=uri), headers=ACME)
+        assert_error(answer, 400, "blob_uri", "outside the blob area")
+
+
+def test_a_bad_status_or_limit_in_a_listing_answers_400_naming_it(client: Client) -> None:
+    assert_error(client.call("GET", "/jobs?status=sleeping", headers=ACME), 400, "status")
+    for limit in ("0", "ten", "1001"):
+        assert_error(client.call("GET", f"/jobs?limit={limit}", headers=ACME), 400, "limit")
+
+
+# -- 401 and 403: tokens and tenants --------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "authorization",
+    [None, f"Bearer {BAD_TOKEN}", "Basic dG9rLWFjbWU6", "Bearer "],
+    ids=["none", "unknown", "not-bearer", "empty"],
+)
+def test_a_missing_or_unknown_token_answers_401_with_www_authenticate(
+    stack: Stack, client: Client, authorization: str | None
+) -> None:
+    headers = {"Authorization": authorization} if authorization is not None else {}
+    job_id = str(uuid.uuid4())
+    for method, path, payload in (
+        ("POST", "/enqueue", body(stack)),
+        ("GET", "/jobs", None),
+        ("GET", f"/jobs/{job_id}", None),
+        ("GET", f"/jobs/{job_id}/logs", None),
+    ):
+        answer = client.call(method, path, payload, headers=headers)
+        assert_error(answer, 401)
+        assert answer.headers["www-authenticate"] == "Bearer"
+
+
+def test_enqueue_for_another_customer_answers_403(stack: Stack, client: Client) -> None:
+    answer = client.call("POST", "/enqueue", body(stack, "globex"), headers=ACME)
+    assert_error(answer, 403, None, "globex")
+
+
+def test_listing_another_customers_jobs_answers_403(client: Client) -> None:
+    assert_error(client.call("GET", "/jobs?customer_id=globex", headers=ACME), 403, None, "globex")
+
+
+# -- 404, 405, 413, 415 ---------------------------------------------------------------------
+
+
+def test_another_customers_job_answers_404_exactly_like_an_unknown_one(stack: Stack, client: Client) -> None:
+    theirs = client.call("POST", "/enqueue", body(stack, "globex"), headers=GLOBEX).body["job_id"]
+    unknown = str(uuid.uuid4())
+    for job_id in (theirs, unknown, "not-a-uuid", "1'; DROP TABLE import_jobs; --"):
+        for suffix in ("", "/logs"):
+            answer = client.call("GET", f"/jobs/{_quote(job_id)}{suffix}", headers=ACME)
+            assert_error(answer, 404)
+    assert client.call("GET", f"/jobs/{theirs}", headers=ADMIN).status == 200
+
+
+def _quote(text: str) -> str:
+    from urllib.parse import quote
+
+    return quote(text, safe="")
+
+
+def test_an_unknown_route_answers_404_in_the_error_shape(client: Client) -> None:
+    assert_error(client.call("GET", "/nothing/here", headers=ACME), 404)
+    assert_error(client.call("GET", "/jobs/a/b/c", headers=ACME), 404)
+
+
+def test_a_wrong_method_answers_405_in_the_error_shape_with_allow(client: Client) -> None:
+    for method, path in (("GET", "/enqueue"), ("DELETE", f"/jobs/{uuid.uuid4()}"), ("POST", "/healthz")):
+        answer = client.call(method, path, headers=ACME)
+        assert_error(answer, 405, None, "not allowed")
+        assert "allow" in answer.headers
+
+
+@pytest.mark.parametrize("mebibytes", [2, 6])
+def test_a_body_over_one_mebibyte_answers_413(stack: Stack, client: Client, mebibytes: int) -> None:
+    # 6 MiB outgrows the loopback socket buffers: the client sees the 413 only because the server drains.
+    padding = "x" * (mebibytes * 1024 * 1024)
+    request = json.dumps(body(stack, colour=padding)).encode()
+    assert_error(client.call("POST", "/enqueue", raw=request, headers=ACME), 413, None, "over 1048576 bytes")
+
+
+def test_a_chunked_body_over_one_mebibyte_answers_413(client: Client) -> None:
+    parts = iter([b'{"colour": "'] + [b"x" * 65536] * 32 + [b'"}'])
+    assert_error(client.chunked("/enqueue", parts, ACME), 413, None, "over 1048576 bytes")
+
+
+def test_a_content_type_that_is_not_json_answers_415(stack: Stack, client: Client) -> None:
+    raw = json.dumps(body(stack)).encode()
+    answer = client.call("POST", "/enqueue", raw=raw, headers={"Content-Type": "text/csv", **ACME})
+    assert_error(answer, 415)
+
+
+# -- listing ----------------------------------------------------------------------------
+
+
+def test_the_list_is_newest_first_filtered_by_status_and_limit_and_only_the_tokens_customers(
+    stack: Stack, client: Client
+) -> None:
+    ours = [client.call("POST", "/enqueue", body(stack), headers=ACME).body["job_id"] for _ in range(3)]
+    client.call("POST", "/enqueue", body(stack, "globex"), headers=GLOBEX)
+    for job_id in ours:
+        client.wait(job_id, ACME)
+    listed = client.call("GET", "/jobs?limit=1000", headers=ACME).body["jobs"]
+    assert {job["customer_id"] for job in listed} == {"acme"}
+    created = [job["created_at"] for job in listed]
+    assert created == sorted(created, reverse=True)
+    assert [job["job_id"] for job in listed if job["job_id"] in ours] == ours[::-1]
+    two = client.call("GET", "/jobs?status=succeeded&limit=2&customer_id=acme", headers=ACME).body["jobs"]
+    assert len(two) == 2 and {job["status"] for job in two} == {"succeeded"}
+    everyone = client.call("GET", "/jobs?limit=1000", headers=ADMIN).body["jobs"]
+    assert {job["customer_id"] for job in everyone} == {"acme", "globex"}
+
+
+# -- start-up: bind and bad configuration ----------------------------------------------------
+
+
+def test_gunicorn_binds_rest_addr_from_the_configuration_when_no_bind_is_given(stack: Stack) -> None:
+    port = free_port()
+    env = dict(stack.env, REST_ADDR=f"127.0.0.1:{port}")
+    process = stack.start(GUNICORN, "-w", "1", "service.rest:app", port=port, env=env)
+    try:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        conn.request("GET", "/healthz")
+        assert conn.getresponse().status == 200
+        conn.close()
+    finally:
+        assert stop(process) == 0
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        ("{not json", "malformed JSON at line 1"),
+        ('{"staging": {}}', "unknown config section 'default'"),
+        ('{"default": {"customer_map_path": "bad_map.json"}}', "is not a valid Postgres DSN"),
+        ('{"default": {"schemas_dir": "no-such-dir"}}', "not a directory of product schemas"),
+    ],
+)
+def test_a_bad_config_stops_gunicorn_at_start_with_one_line_naming_the_file(
+    stack: Stack, tmp_path: Path, content: str, message: str
+) -> None:
+    (tmp_path / "bad_map.json").write_text('{"acme": "this is not a dsn"}')
+    config = tmp_path / "config.json"
+    config.write_text(content)
+    env = {k: v for k, v in stack.env.items() if k not in ("CUSTOMER_MAP_PATH",)}
+    env.update(CONFIG_PATH=str(config), CONFIG_ENV="default")
+    result = subprocess.run(
+        [GUNICORN, "-b", f"127.0.0.1:{free_port()}", "service.rest:app"],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2, result.stderr
+    ours = [line for line in result.stderr.splitlines() if line.startswith("import-service REST:")]
+    assert len(ours) == 1 and message in ours[0] and str(tmp_path) in ours[0], result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_an_unreachable_app_database_stops_gunicorn_without_a_traceback_or_the_password(stack: Stack) -> None:
+    env = dict(stack.env, APP_DB_DSN=f"postgresql://importer:hunter2-secret@127.0.0.1:{free_port()}/app")
+    result = subprocess.run(
+        [GUNICORN, "-b", f"127.0.0.1:{free_port()}", "service.rest:app"],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2, result.stderr
+    assert "cannot use the app database" in result.stderr
+    assert "Traceback" not in result.stderr and "hunter2-secret" not in result.stderr
+
+
+# -- last: what the module saw ------------------------------------------------------------------
+
+
+def test_the_server_output_never_contains_a_token(server: Server, client: Client) -> None:
+    client.call("GET", "/jobs", headers={"Authorization": f"Bearer {BAD_TOKEN}"})
+    client.call("GET", "/jobs", headers=ADMIN)
+    output = server.output.read_text()
+    assert "GET /jobs" in output  # the access log is on: the check below has lines to look at
+    for token in (*TOKENS, BAD_TOKEN):
+        assert token not in output
+
+
+def test_every_documented_answer_was_seen_by_this_module(request: pytest.FixtureRequest, client: Client) -> None:
+    module_tests = {item.name for item in request.session.items if item.module is sys.modules[__name__]}
+    everything = {name for name, value in globals().items() if name.startswith("test_") and callable(value)}
+    if {name.partition("[")[0] for name in module_tests} != everything:
+        pytest.skip("only meaningful when the whole module runs")
+    documented = {
+        (path, method.upper(), int(status))
+        for path, operations in client.document["paths"].items()
+        for method, operation in operations.items()
+        for status in operation["responses"]
+        if int(status) not in NOT_PROVOKED_HERE
+    }
+    assert documented - client.seen == set()
+
+
+def test_gunicorn_stops_cleanly_on_sigterm(server: Server) -> None:
+    assert stop(server.process) == 0
+    assert os.path.getsize(server.output) > 0

@@ -1,0 +1,191 @@
+"""The OpenAPI document tells the truth about the falcon app: routes, methods, schemas, errors.
+
+The app runs in process here (falcon's test client, no database): the routes it registers are
+walked, and the answers that need a broken database or a bug (500, 503) are checked against
+the document. tests/e2e/test_rest.py checks every other answer of a real gunicorn.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+from collections.abc import Iterator
+from typing import Any
+
+import falcon
+import falcon.testing
+import pytest
+from jsonschema import Draft202012Validator
+
+from service.api import Access, Api
+from service.config import Config
+from service.errors import RequestRefused
+from service.jobs import JobStore
+from service.openapi import document
+from service.products import ProductRegistry
+from service.requests import check_options
+from service.rest import create_app
+from service.wiring import Edge
+
+TOKEN = "tok-unit-secret"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+PASSWORD = "hunter2-unit"
+JOB_ID = "6f1c0c9e-4a57-4d7e-9f55-1d5c2f1a0b11"
+
+
+class BuggyApi(Api):
+    """An Api whose log reads hit a bug that mentions a DSN password."""
+
+    def logs(self, access: Access, job_id: str) -> Any:
+        raise RuntimeError(f"boom while reading postgresql://importer:{PASSWORD}@db/app for {job_id}")
+
+
+def _closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def client() -> falcon.testing.TestClient:
+    """The app over an app DB nobody listens for: every database read fails to connect."""
+    dsn = f"host=127.0.0.1 port={_closed_port()} dbname=app user=importer password={PASSWORD} connect_timeout=2"
+    config = Config(app_db_dsn=dsn, tokens={TOKEN: ("*",)})
+    api = BuggyApi(config, JobStore(dsn, maxconn=2), ProductRegistry.load(config.schemas_dir))
+    return falcon.testing.TestClient(create_app(Edge(config, dsn, api)))
+
+
+def _routes(app: falcon.App) -> Iterator[tuple[str, set[str]]]:
+    """(template, methods its resource implements) for every route the app registered."""
+    nodes = list(app._router._roots)  # falcon keeps no public list of routes
+    while nodes:
+        node = nodes.pop()
+        nodes.extend(node.children)
+        if node.resource is not None:
+            methods = {
+                m for m, responder in node.method_map.items() if getattr(responder, "__self__", None) is node.resource
+            }
+            yield node.uri_template, methods
+
+
+def _validate(schema: dict[str, Any], instance: Any) -> None:
+    """Validate against a schema of the document, its $refs resolved within the document."""
+    rooted = {**schema, "components": document()["components"]}
+    Draft202012Validator(rooted, format_checker=Draft202012Validator.FORMAT_CHECKER).validate(instance)
+
+
+def _check(result: falcon.testing.Result, path: str, method: str = "get") -> None:
+    """The answer's status is documented for the operation and its body fits the schema."""
+    responses = document()["paths"][path][method]["responses"]
+    assert str(result.status_code) in responses, result.status_code
+    _validate(responses[str(result.status_code)]["content"]["application/json"]["schema"], result.json)
+
+
+def test_every_route_of_the_app_is_documented_with_the_same_methods(client: falcon.testing.TestClient) -> None:
+    registered = {template: methods for template, methods in _routes(client.app)}
+    documented = {path: {m.upper() for m in operations} for path, operations in document()["paths"].items()}
+    assert registered == documented
+    assert len(registered) == 7
+
+
+def test_every_component_schema_is_valid_and_every_ref_resolves() -> None:
+    doc = document()
+    assert doc["openapi"].startswith("3.1")
+    for schema in doc["components"]["schemas"].values():
+        Draft202012Validator.check_schema(schema)
+    refs: list[str] = []
+
+    def collect(node: Any) -> None:
+        if isinstance(node, dict):
+            refs.extend([node["$ref"]] if "$ref" in node else [])
+            for value in node.values():
+                collect(value)
+        elif isinstance(node, list):
+            for value in node:
+                collect(value)
+
+    collect(doc)
+    assert refs
+    for ref in refs:
+        assert ref.startswith("#/components/schemas/") and ref.rpartition("/")[2] in doc["components"]["schemas"]
+
+
+def test_every_error_answer_uses_the_error_schema_and_every_guarded_route_documents_401() -> None:
+    doc = document()
+    for path, operations in doc["paths"].items():
+        for method, operation in operations.items():
+            public = operation.get("security") == []
+            assert public == (path in ("/healthz", "/readyz", "/openapi.json")), path
+            assert ("401" in operation["responses"]) != public, (path, method)
+            for status, response in operation["responses"].items():
+                if int(status) >= 400:
+                    assert response["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/Error"}
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"colour": "red"},
+        {"format": "parquet"},
+        {"dry_run": "yes"},
+        {"delimiter": ";;"},
+        {"delimiter": ""},
+        {"on_invalid": "ignore"},
+        {"sheet": ""},
+        {"encoding": 8},
+        "fast",
+    ],
+)
+def test_options_the_document_forbids_are_refused_by_the_request_checker(options: Any) -> None:
+    schema = {"$ref": "#/components/schemas/Options"}
+    assert not Draft202012Validator({**schema, "components": document()["components"]}).is_valid(options)
+    with pytest.raises(RequestRefused, match="option"):
+        check_options(options)
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {},
+        {"format": "tsv", "delimiter": "\t", "encoding": "latin-1", "on_invalid": "fail", "dry_run": True},
+        {"sheet": "S"},
+    ],
+)
+def test_options_the_checker_accepts_fit_the_document(options: dict[str, Any]) -> None:
+    _validate({"$ref": "#/components/schemas/Options"}, check_options(options))
+
+
+def test_a_bug_answers_500_in_the_documented_shape_and_the_log_names_the_job_without_secrets(
+    client: falcon.testing.TestClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.ERROR, logger="service.rest"):
+        result = client.simulate_get(f"/jobs/{JOB_ID}/logs", headers=AUTH)
+    assert result.status_code == 500
+    assert result.json == {"error": {"status": 500, "message": "internal error", "field": None}}
+    _check(result, "/jobs/{job_id}/logs")
+    assert JOB_ID in caplog.text and "boom" in caplog.text
+    assert PASSWORD not in caplog.text and PASSWORD not in result.text and TOKEN not in caplog.text
+
+
+def test_an_unreachable_app_database_answers_503_on_readyz_and_reads_while_healthz_stays_200(
+    client: falcon.testing.TestClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.WARNING, logger="service.rest"):
+        ready = client.simulate_get("/readyz")
+        listed = client.simulate_get("/jobs", headers=AUTH)
+        job = client.simulate_get(f"/jobs/{JOB_ID}", headers=AUTH)
+    for result, path in ((ready, "/readyz"), (listed, "/jobs"), (job, "/jobs/{job_id}")):
+        assert result.status_code == 503, result.text
+        _check(result, path)
+        assert PASSWORD not in result.text
+    assert "unavailable" in caplog.text and PASSWORD not in caplog.text
+    healthz = client.simulate_get("/healthz")
+    assert (healthz.status_code, healthz.json) == (200, {"status": "ok"})
+
+
+def test_the_enqueue_request_schema_closes_the_body_like_the_checker() -> None:
+    schema = {"$ref": "#/components/schemas/EnqueueRequest"}
+    good = {"customer_id": "acme", "product_type": "users", "blob_uri": "file:///b/acme/u.csv"}
+    _validate(schema, good)
+    for bad in ({**good, "colour": "red"}, {k: v for k, v in good.items() if k != "blob_uri"}, {**good, "options": []}):
+        assert not Draft202012Validator({**schema, "components": document()["components"]}).is_valid(bad)
