@@ -7,16 +7,18 @@ caller may not see is reported exactly like a job that does not exist.
 from __future__ import annotations
 
 import hmac
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from service.config import Config
+from service.config import CUSTOMER_ID, Config
 from service.errors import ImportServiceError, RequestRefused
 from service.jobs import Job, JobStore, LogLine
 from service.products import ProductRegistry
 from service.requests import check_request, enqueue
 
+IDEMPOTENCY_KEY = re.compile(r"(?=.*\S)[^\x00-\x1f\x7f]{1,200}\Z")
 STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
 MAX_LIST_LIMIT = 1000
 DEFAULT_LIST_LIMIT = 100
@@ -77,8 +79,8 @@ class Api:
         """Validate and enqueue; (job, created). A replay of a key returns the first job."""
         if isinstance(body, Mapping) and isinstance(body.get("customer_id"), str):
             self._check_customer(access, body["customer_id"])
-        if idempotency_key is not None and (not idempotency_key.strip() or len(idempotency_key) > 200):
-            raise RequestRefused("Idempotency-Key must be 1 to 200 characters", field="idempotency_key")
+        if idempotency_key is not None and not IDEMPOTENCY_KEY.match(idempotency_key):
+            raise RequestRefused("Idempotency-Key must be 1 to 200 printable characters", field="idempotency_key")
         request = check_request(body, self.config, self.products)
         return enqueue(request, self.jobs, idempotency_key)
 
@@ -96,6 +98,8 @@ class Api:
     def list_jobs(self, access: Access, customer_id: str | None, status: str | None, limit: Any) -> list[Job]:
         """Jobs newest first, only of customers the caller may see."""
         if customer_id is not None:
+            if not CUSTOMER_ID.match(customer_id):
+                raise RequestRefused(f"customer_id must match {CUSTOMER_ID.pattern}", field="customer_id")
             self._check_customer(access, customer_id)
         if status is not None and status not in STATUSES:
             raise RequestRefused(f"status must be one of {', '.join(STATUSES)}", field="status")

@@ -40,6 +40,7 @@ def check_request(body: Any, config: Config, products: ProductRegistry) -> Enque
     """Validate an enqueue body; raise RequestRefused naming the offending field."""
     if not isinstance(body, Mapping):
         raise RequestRefused("the request body must be a JSON object", field=None)
+    _refuse_nul(body, "")
     unknown = sorted(set(body) - set(FIELDS))
     if unknown:
         raise RequestRefused(f"unknown field(s): {', '.join(unknown)}", field=unknown[0])
@@ -58,6 +59,20 @@ def check_request(body: Any, config: Config, products: ProductRegistry) -> Enque
     except BlobRefused as exc:
         raise RequestRefused(str(exc), field="blob_uri") from None
     return EnqueueRequest(customer, body["product_type"], body["blob_uri"], options)
+
+
+def _refuse_nul(value: Any, where: str) -> None:
+    """Refuse NUL characters anywhere: Postgres text and jsonb cannot hold them."""
+    if isinstance(value, str) and "\x00" in value:
+        raise RequestRefused(f"{where or 'the request'} contains a NUL character", field=where or None)
+    if isinstance(value, Mapping):
+        for key, item in value.items():
+            path = f"{where}.{key}" if where else str(key)
+            _refuse_nul(str(key), path)
+            _refuse_nul(item, path)
+    elif isinstance(value, list):
+        for item in value:
+            _refuse_nul(item, where)
 
 
 def check_options(options: Any) -> dict[str, Any]:

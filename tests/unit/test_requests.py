@@ -1,0 +1,71 @@
+"""Enqueue requests are refused before any job exists, naming the offending field."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from service.api import Api
+from service.config import Config
+from service.errors import RequestRefused
+from service.products import ProductRegistry
+from service.requests import check_request
+from tests.conftest import ROOT
+
+PRODUCTS = ProductRegistry.load(ROOT / "schemas")
+
+
+@pytest.fixture
+def config(tmp_path: Path) -> Config:
+    (tmp_path / "acme").mkdir()
+    (tmp_path / "acme" / "u.csv").write_text("external_id,email\n")
+    return Config(blob_root=tmp_path, customers={"acme": "dbname=acme"})
+
+
+def body(config: Config, **changes: object) -> dict[str, object]:
+    base: dict[str, object] = {
+        "customer_id": "acme",
+        "product_type": "users",
+        "blob_uri": (config.blob_root / "acme" / "u.csv").as_uri(),
+    }
+    base.update(changes)
+    return base
+
+
+@pytest.mark.parametrize(
+    "changes, field",
+    [
+        ({"customer_id": 5}, "customer_id"),
+        ({"customer_id": "nobody"}, "customer_id"),
+        ({"product_type": "planets"}, "product_type"),
+        ({"colour": "red"}, "colour"),
+        ({"options": []}, "options"),
+        ({"options": {"dry_run": "yes"}}, "options.dry_run"),
+        ({"options": {"format": "xls"}}, "options.format"),
+        ({"options": {"delimiter": ";;"}}, "options.delimiter"),
+        ({"options": {"encoding": "klingon"}}, "options.encoding"),
+        ({"options": {"on_invalid": "ignore"}}, "options.on_invalid"),
+        ({"options": {"sheet": "a\x00b"}}, "options.sheet"),
+        ({"blob_uri": "s3://bucket/u.csv"}, "blob_uri"),
+        ({"blob_uri": "file:///etc/passwd"}, "blob_uri"),
+        ({"blob_uri": "file:///nowhere/\x00"}, "blob_uri"),
+    ],
+)
+def test_a_bad_request_is_refused_naming_its_field(config: Config, changes: dict[str, object], field: str) -> None:
+    with pytest.raises(RequestRefused) as caught:
+        check_request(body(config, **changes), config, PRODUCTS)
+    assert caught.value.field == field
+
+
+def test_a_good_request_passes_with_its_options(config: Config) -> None:
+    request = check_request(body(config, options={"dry_run": True, "delimiter": ";"}), config, PRODUCTS)
+    assert request.options == {"dry_run": True, "delimiter": ";"}
+
+
+@pytest.mark.parametrize("customer_id", ["a\x00b", "../x", ""])
+def test_listing_jobs_of_a_malformed_customer_id_is_refused_before_any_query(config: Config, customer_id: str) -> None:
+    api = Api(config, jobs=None, products=PRODUCTS)  # type: ignore[arg-type]  # never reached
+    with pytest.raises(RequestRefused) as caught:
+        api.list_jobs(api.authenticate(None), customer_id, None, None)
+    assert caught.value.field == "customer_id"
