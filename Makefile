@@ -45,9 +45,9 @@ bench: $(STAMP)
 	$(PY) -m bench --rows $(or $(ROWS),1000000) --invalid-ratio $(or $(INVALID_RATIO),0) --processes $(or $(PROCESSES),2)
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check service actors tests
-	$(VENV)/bin/ruff format --check service actors tests
-	$(VENV)/bin/mypy service actors
+	$(VENV)/bin/ruff check service actors tests bench
+	$(VENV)/bin/ruff format --check service actors tests bench
+	$(VENV)/bin/mypy service actors bench
 
 format: $(STAMP)
 	$(VENV)/bin/ruff check --fix service actors tests

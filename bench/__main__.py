@@ -20,6 +20,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import psutil
 import psycopg2
@@ -153,7 +154,7 @@ class PeakRss:
         return self.peaks
 
 
-def run_pipeline(app: str, customer: str, csv_path: Path, processes: int, threads: int) -> dict[str, float]:
+def run_pipeline(app: str, customer: str, csv_path: Path, processes: int, threads: int) -> dict[str, Any]:
     """Import the file through real worker processes; return timings, RSS peaks and app-DB growth."""
     migrate(app)
     root = csv_path.parent.parent
@@ -219,7 +220,7 @@ def queue_rows(dsn: str) -> int:
         conn.close()
 
 
-def report(rows: int, size: int, copy_seconds: float, result: dict[str, float], processes: int) -> None:
+def report(rows: int, size: int, copy_seconds: float, result: dict[str, Any], processes: int) -> None:
     """Print the table."""
     mb = 1024 * 1024
     pipeline_rate, copy_rate = rows / result["seconds"], rows / copy_seconds
