@@ -133,36 +133,25 @@ def fetch(services: Services, job: Job) -> None:
 
 def parse(services: Services, job: Job) -> None:
     """Scan the file once, checking its structure, and cut it into chunks for validation."""
-    path, fmt, header, plan = _open_plan(services, job)
+    path, fmt, header, _ = _open_plan(services, job)
     product = services.products.get(job.product_type)
-    splittable = formats.splittable(fmt)
-    chunk_rows = services.config.chunk_rows if splittable else 2**31 - 1
     pending: list[tuple[int, int, int, int, int]] = []
     unknown_keys: set[str] = set()
-    chunk_no = 0
-    start = (1, header.data_line, header.data_start)  # first_row, first_line, position
-    count, size, previous_end = 0, 0, header.data_start
-    bytewise = splittable and fmt.kind != "xlsx"  # other positions are rows or characters, not bytes
-    for record in formats.iter_records(path, fmt, header, services.limits):
-        if isinstance(record.cells, dict):
-            unknown_keys.update(product.map_keys(record.cells)[1])
-        count += 1
-        if bytewise:
-            size, previous_end = size + record.end - previous_end, record.end
-        if count >= chunk_rows or size >= CHUNK_BYTES:
-            pending.append((chunk_no, *start, count))
-            chunk_no, count, size = chunk_no + 1, 0, 0
-            start = (record.source_row + 1, record.next_line, record.end)
-            if len(pending) >= CHUNKS_PER_TRANSACTION:
-                services.jobs.add_chunks(job.id, pending, VALIDATE)
-                pending = []
-    if count:
-        pending.append((chunk_no, *start, count))
-        chunk_no += 1
+    planned = 0
+    cuts = formats.scan_chunks(path, fmt, header, services.limits, services.config.chunk_rows, CHUNK_BYTES)
+    for cut in cuts:
+        if cut.keys:
+            unknown_keys.update(product.map_keys(cut.keys)[1])
+        # Each batch of chunks is planned and sent at once, so validation overlaps the scan.
+        pending.append((planned, cut.first_row, cut.first_line, cut.start, cut.rows))
+        planned += 1
+        if len(pending) >= CHUNKS_PER_TRANSACTION:
+            services.jobs.add_chunks(job.id, pending, VALIDATE)
+            pending = []
     services.jobs.add_chunks(job.id, pending, VALIDATE)
     if unknown_keys:
         services.jobs.log(job.id, "warning", "unknown key(s) ignored: " + ", ".join(sorted(unknown_keys)))
-    services.jobs.finish_planning(job.id, chunk_no, INSERT)
+    services.jobs.finish_planning(job.id, planned, INSERT)
 
 
 def validate(services: Services, job: Job, chunk_no: int) -> None:

@@ -10,6 +10,7 @@ from service.errors import FileRejected
 from service.formats import delimited, kv, xlsx
 from service.formats.text import (
     ZIP_MAGIC,
+    Cut,
     FileFormat,
     Header,
     Limits,
@@ -20,7 +21,18 @@ from service.formats.text import (
     validate_encoding,
 )
 
-__all__ = ["FileFormat", "Header", "Limits", "Record", "detect_format", "iter_records", "read_header", "splittable"]
+__all__ = [
+    "Cut",
+    "FileFormat",
+    "Header",
+    "Limits",
+    "Record",
+    "detect_format",
+    "iter_records",
+    "read_header",
+    "scan_chunks",
+    "splittable",
+]
 
 KINDS = ("csv", "tsv", "kv", "xlsx")
 EXTENSIONS = {".csv": "csv", ".tsv": "tsv", ".kv": "kv", ".txt": "kv", ".xlsx": "xlsx"}
@@ -30,11 +42,12 @@ _HeaderReader = Callable[[BinaryIO, FileFormat, Limits], Header]
 _RecordReader = Callable[
     [BinaryIO, FileFormat, Header, Limits, int | None, int, int | None, int | None], Iterator[Record]
 ]
-_READERS: dict[str, tuple[_HeaderReader, _RecordReader]] = {
-    "csv": (delimited.read_header, delimited.iter_records),
-    "tsv": (delimited.read_header, delimited.iter_records),
-    "kv": (kv.read_header, kv.iter_records),
-    "xlsx": (xlsx.read_header, xlsx.iter_records),
+_Scanner = Callable[[BinaryIO, FileFormat, Header, Limits, int, int], Iterator[Cut]]
+_READERS: dict[str, tuple[_HeaderReader, _RecordReader, _Scanner]] = {
+    "csv": (delimited.read_header, delimited.iter_records, delimited.scan),
+    "tsv": (delimited.read_header, delimited.iter_records, delimited.scan),
+    "kv": (kv.read_header, kv.iter_records, kv.scan),
+    "xlsx": (xlsx.read_header, xlsx.iter_records, xlsx.scan),
 }
 
 
@@ -74,6 +87,32 @@ def iter_records(
     """Stream the data records from start (default: the first one), at most max_records of them."""
     with open_checked(path, limits) as fh:
         yield from _READERS[fmt.kind][1](fh, fmt, header, limits, start, first_row, first_line, max_records)
+
+
+def scan_chunks(
+    path: Path, fmt: FileFormat, header: Header, limits: Limits, chunk_rows: int, chunk_bytes: int
+) -> Iterator[Cut]:
+    """Cut the data records into chunks in one pass, with every check iter_records makes.
+
+    A chunk ends after chunk_rows records, or (text files) after the first record that
+    brings the chunk's bytes, counted from its start position to the end of that record,
+    to chunk_bytes; only the last chunk may be shorter. Blank records and kv comments
+    count for nothing, as in iter_records. A file whose positions are not byte offsets
+    (UTF-16, UTF-32... see splittable) gives one Cut with all its records; a file without
+    records gives none. Each Cut reads back with
+    iter_records(start=cut.start, first_row=cut.first_row, first_line=cut.first_line,
+    max_records=cut.rows) as exactly cut.rows records, and the chunks, read one after
+    the other, give exactly the records of one full iter_records pass. A problem that
+    fails the file (FileRejected, LimitExceeded) is raised as iter_records raises it, same
+    message and line, after the Cuts before it; a bad kv line is a record, not an error.
+
+    For kv, Cut.keys holds every key of the chunk's records (a bad line: the pairs before
+    the fault); for the other formats it is empty.
+    """
+    if chunk_rows < 1 or chunk_bytes < 1:
+        raise ValueError(f"chunk_rows and chunk_bytes must be positive, not {chunk_rows} and {chunk_bytes}")
+    with open_checked(path, limits) as fh:
+        yield from _READERS[fmt.kind][2](fh, fmt, header, limits, chunk_rows, chunk_bytes)
 
 
 def splittable(fmt: FileFormat) -> bool:

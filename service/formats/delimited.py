@@ -5,10 +5,23 @@ from __future__ import annotations
 import csv
 import sys
 from collections.abc import Iterator
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
 from service.errors import FileRejected, LimitExceeded
-from service.formats.text import FileFormat, Header, Limits, LineReader, Record, limit_text, open_lines
+from service.formats.text import (
+    Cut,
+    FileFormat,
+    Header,
+    Limits,
+    LineSource,
+    Record,
+    byte_horizon,
+    limit_text,
+    open_source,
+)
+
+if TYPE_CHECKING:
+    from _csv import Reader
 
 SNIFFED = (";", "|", "\t")  # candidates when a CSV header has no comma, in order of preference
 
@@ -30,8 +43,8 @@ def sniff_delimiter(line: str) -> str:
 
 def read_header(fh: BinaryIO, fmt: FileFormat, limits: Limits) -> Header:
     """Read the first non-blank record as the header names."""
-    lines = open_lines(fh, fmt.encoding, limits)
-    for record in _records(lines, fmt, limits, 1):
+    source = open_source(fh, fmt.encoding, limits)
+    for record in _records(source, fmt, limits, 1, None):
         names = [name.strip() for name in record.cells]
         return Header(names=names, data_start=record.end, data_line=record.next_line)
     raise FileRejected("the file is empty: it has no header line")
@@ -47,40 +60,87 @@ def iter_records(
     first_line: int | None,
     max_records: int | None,
 ) -> Iterator[Record]:
-    """Yield the data records from start (default: just after the header)."""
-    lines = open_lines(fh, fmt.encoding, limits, header=header, start=start, line=first_line)
-    if max_records is None:
-        yield from _records(lines, fmt, limits, first_row)
-        return
-    last_row = first_row + max_records - 1
-    for record in _records(lines, fmt, limits, first_row) if max_records > 0 else ():
-        yield record
-        if record.source_row >= last_row:
-            return  # without reading on: the next record belongs to whoever resumes here
+    """The data records from start (default: just after the header), at most max_records of them."""
+    source = open_source(fh, fmt.encoding, limits, header=header, start=start, line=first_line)
+    # Returned, not yielded from: one generator less between the csv loop and the consumer.
+    return _records(source, fmt, limits, first_row, max_records) if max_records is None or max_records > 0 else iter(())
 
 
-def _records(lines: LineReader, fmt: FileFormat, limits: Limits, row: int) -> Iterator[Record]:
-    """Parse records with the csv module, skipping blank ones and enforcing the limits."""
-    _allow_fields_up_to(limits.max_record_bytes)
-    # strict=False: a stray quote inside an unquoted field is kept as text, as Excel does.
-    rows = csv.reader(iter(lines), delimiter=fmt.delimiter, quotechar='"', doublequote=True, strict=False)
-    max_field, encoding = limits.max_field_bytes, lines.codec.name
+def scan(
+    fh: BinaryIO, fmt: FileFormat, header: Header, limits: Limits, chunk_rows: int, chunk_bytes: int
+) -> Iterator[Cut]:
+    """Cut the data records into chunks, with every check iter_records makes, building no Record."""
+    source = open_source(fh, fmt.encoding, limits, header=header)
+    rows = _reader(source, fmt, limits)
+    max_field, encoding = limits.max_field_bytes, source.codec.name
+    first_row, first_line, start = 1, header.data_line, header.data_start  # of the chunk being counted
+    line0 = record_line = header.data_line
+    line0 -= 1  # rows.line_num counts the lines read since then
+    count = 0
+    if source.codec.splittable:
+        horizon = 0  # a record ending on this line or later may bring the chunk to chunk_bytes
+    else:
+        chunk_rows = horizon = sys.maxsize  # positions count characters: one chunk
     try:
         for cells in rows:
-            if lines.exhausted:
-                # Non-strict csv.reader returns the partial record instead of failing at end of file.
-                raise FileRejected(
-                    "a quoted field is never closed: the file ends inside it (check for a stray '\"')",
-                    line=lines.record_line,
-                )
-            if lines.size - lines.record_size > max_field:
-                _check_fields(cells, encoding, max_field, lines.record_line)
+            last = line0 + rows.line_num
+            if source.careful:
+                _check_record(source, cells, record_line, last, max_field, encoding)
+            record_line = source.mark = last + 1
             if (cells and cells[0].strip()) or any(cell.strip() for cell in cells):
-                yield Record(row, lines.record_line, lines.pos, cells, next_line=lines.next_line)
-                row += 1
-            lines.mark()
+                count += 1
+                if count >= chunk_rows or (
+                    last >= horizon and (horizon := byte_horizon(source, start + chunk_bytes)) <= last
+                ):
+                    yield Cut(first_row, first_line, start, count)
+                    first_row, first_line, start = first_row + count, last + 1, source.ends[last - source.base]
+                    count = horizon = 0
     except csv.Error as exc:
-        raise FileRejected(f"the record is not valid CSV ({exc})", line=lines.record_line) from None
+        raise FileRejected(f"the record is not valid CSV ({exc})", line=record_line) from None
+    if count:
+        yield Cut(first_row, first_line, start, count)
+
+
+def _reader(source: LineSource, fmt: FileFormat, limits: Limits) -> Reader:
+    _allow_fields_up_to(limits.max_record_bytes)
+    # strict=False: a stray quote inside an unquoted field is kept as text, as Excel does.
+    return csv.reader(source.lines(), delimiter=fmt.delimiter, quotechar='"', doublequote=True, strict=False)
+
+
+def _records(
+    source: LineSource, fmt: FileFormat, limits: Limits, row: int, max_records: int | None
+) -> Iterator[Record]:
+    """Parse records with the csv module, skipping blank ones and enforcing the limits."""
+    rows = _reader(source, fmt, limits)
+    max_field, encoding = limits.max_field_bytes, source.codec.name
+    last_row = -1 if max_records is None else row + max_records - 1
+    line0 = record_line = source.mark  # the first line
+    line0 -= 1  # rows.line_num counts the lines read since then
+    try:
+        for cells in rows:
+            last = line0 + rows.line_num  # the record's last line
+            if source.careful:
+                _check_record(source, cells, record_line, last, max_field, encoding)
+            if (cells and cells[0].strip()) or any(cell.strip() for cell in cells):
+                yield Record(row, record_line, source.ends[last - source.base], cells, None, last + 1)
+                if row == last_row:
+                    return  # without reading on: the next record belongs to whoever resumes here
+                row += 1
+            record_line = source.mark = last + 1
+    except csv.Error as exc:
+        raise FileRejected(f"the record is not valid CSV ({exc})", line=record_line) from None
+
+
+def _check_record(source: LineSource, cells: list[str], first: int, last: int, max_field: int, encoding: str) -> None:
+    """The checks a record needs when its block was not checked whole: end of file, field sizes."""
+    if source.exhausted:
+        # Non-strict csv.reader returns the partial record instead of failing at end of file.
+        raise FileRejected(
+            "a quoted field is never closed: the file ends inside it (check for a stray '\"')",
+            line=first,
+        )
+    if source.record_bytes(first, last) > max_field:
+        _check_fields(cells, encoding, max_field, first)
 
 
 def _check_fields(cells: list[str], encoding: str, max_field_bytes: int, line: int) -> None:

@@ -5,8 +5,11 @@ from __future__ import annotations
 import codecs
 import os
 import stat
-from collections.abc import Iterator
+from bisect import bisect_left
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from itertools import accumulate, chain
+from operator import methodcaller
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -41,6 +44,8 @@ _OWN_BOM = {
 _STATEFUL = {"utf-7", "hz"}
 _ASCII_SAMPLE = "\n\r\t ,;|\"'=#\\azAZ09"
 _CHUNK = 64 * KIB
+# Bytes read at a time by BlockSource; a module variable so that tests can make blocks tiny.
+BLOCK_BYTES = 64 * KIB
 
 
 @dataclass(frozen=True)
@@ -72,9 +77,13 @@ class Header:
     data_line: int  # file line (xlsx: sheet row) of the first data record
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Record:
-    """One data record with the positions needed to resume after it."""
+    """One data record with the positions needed to resume after it.
+
+    Not frozen: a frozen dataclass costs a microsecond per record to build (object.__setattr__).
+    Readers never change a record once yielded; neither should its consumers.
+    """
 
     source_row: int  # 1 = first data record of the file
     line: int  # file line (xlsx: sheet row) where the record starts
@@ -82,6 +91,20 @@ class Record:
     cells: list[Any] | dict[str, str]
     error: str | None = None  # a problem confined to this record
     next_line: int = 0  # line (xlsx: row) where the following record would start
+
+
+@dataclass(frozen=True)
+class Cut:
+    """One chunk of a file found by scan_chunks: read it back with
+    iter_records(start=start, first_row=first_row, first_line=first_line, max_records=rows)."""
+
+    first_row: int  # source_row of the chunk's first record
+    first_line: int  # line (xlsx: sheet row) where the chunk's reading starts
+    start: int  # resume position where the chunk's reading starts (the previous chunk's last Record.end)
+    rows: int  # number of records in the chunk (blank and comment lines do not count)
+    keys: frozenset[str] = (
+        frozenset()
+    )  # kv only: every key of the chunk's records (bad lines: the pairs before the fault)
 
 
 def human_size(size: int) -> str:
@@ -186,11 +209,37 @@ def text_codec(fh: BinaryIO, label: str) -> Codec:
     return resolve_codec(label, head)
 
 
+def too_long_error(max_record_bytes: int, record_line: int) -> LimitExceeded:
+    """A record (or one line of it) passes max_record_bytes; named by the line where the record starts."""
+    return LimitExceeded(limit_text("a record", "max_record_bytes", max_record_bytes), line=record_line)
+
+
+def nul_error(codec: Codec, line: int) -> FileRejected:
+    """A NUL character: the file is binary or in another encoding."""
+    return FileRejected(
+        "the line contains a NUL character: the file is binary or not in the "
+        f"{codec.label} encoding (give the right encoding option)",
+        line=line,
+    )
+
+
+def undecodable_error(codec: Codec, byte: int, column: int | None, line: int) -> FileRejected:
+    """Bytes the codec cannot decode."""
+    where = f" at byte {column + 1} of the line" if column is not None else ""
+    return FileRejected(
+        f"the file is not valid {codec.label} text: byte 0x{byte:02x}{where} cannot be "
+        "decoded (save the file as UTF-8, or give its encoding in the encoding option)",
+        line=line,
+    )
+
+
 class LineReader:
     """Iterates over the decoded lines of a text file, tracking position, line number and record size.
 
     Positions are byte offsets when the codec is splittable; otherwise they count the
     characters decoded after the BOM, since bytes cannot be mapped back to lines there.
+    Only non-splittable files (and line counting for a resume without a line number) are
+    read with it; BlockSource reads the others a block at a time, to the same rules.
     """
 
     def __init__(self, fh: BinaryIO, codec: Codec, max_record_bytes: int, start: int, line: int) -> None:
@@ -225,13 +274,13 @@ class LineReader:
             size = len(raw)
             # One test bounds a line and a record of many lines (quoted newlines) alike.
             if self.size + size - self.record_size > self._max:
-                raise self._too_long()
+                raise too_long_error(self._max, self.record_line)
             if b"\0" in raw:
-                raise self._nul()
+                raise nul_error(self.codec, self.next_line)
             try:
                 text = raw.decode(name)
             except UnicodeDecodeError as exc:
-                raise self._undecodable(raw[exc.start], exc.start) from None
+                raise undecodable_error(self.codec, raw[exc.start], exc.start, self.next_line) from None
             self.pos += size
             self.size += size
             self.next_line += 1
@@ -263,7 +312,7 @@ class LineReader:
             partial.append(pieces[-1])
             partial_len += len(pieces[-1])
             if self.size - self.record_size + partial_len > self._max:
-                raise self._too_long()  # characters: a lower bound of the bytes
+                raise too_long_error(self._max, self.record_line)  # characters: a lower bound of the bytes
             if not chunk:
                 if partial_len:
                     yield self._finish_line("".join(partial))
@@ -276,41 +325,226 @@ class LineReader:
         except UnicodeDecodeError as exc:
             # exc.object holds the bytes after the last decoded character.
             before = bytes(exc.object[: exc.start]).decode(self.codec.name, "replace")
-            raise self._undecodable(exc.object[exc.start], None, before.count("\n")) from None
+            raise undecodable_error(
+                self.codec, exc.object[exc.start], None, self.next_line + before.count("\n")
+            ) from None
         if "\0" in text:
-            raise self._nul(text.count("\n", 0, text.index("\0")))
+            raise nul_error(self.codec, self.next_line + text.count("\n", 0, text.index("\0")))
         return text
 
     def _finish_line(self, text: str) -> str:
         size = len(text.encode(self.codec.name))
         if self.size + size - self.record_size > self._max:
-            raise self._too_long()
+            raise too_long_error(self._max, self.record_line)
         self.pos += len(text)
         self.size += size
         self.next_line += 1
         return text
 
-    def _too_long(self) -> LimitExceeded:
-        what = limit_text("a record", "max_record_bytes", self._max)
-        return LimitExceeded(what, line=self.record_line)
 
-    def _nul(self, lines_ahead: int = 0) -> FileRejected:
-        return FileRejected(
-            "the line contains a NUL character: the file is binary or not in the "
-            f"{self.codec.label} encoding (give the right encoding option)",
-            line=self.next_line + lines_ahead,
+class BlockSource:
+    """The lines of a file whose codec splits on b'\\n', read, checked and decoded a block at a time.
+
+    lines() feeds a consumer (csv.reader, or the kv loop) line by line, but does per block what
+    LineReader does per line, with the same checks, in the same order, naming the same lines:
+    a block is checked whole (NUL, decoding, sizes) and, when clean, its lines are handed over
+    as one list with no Python work per line. A block with a problem, or one big enough for a
+    record in it to pass a size limit, is handed over line by line with LineReader's exact
+    per-line checks, so that an error is raised only when the consumer reaches its line
+    (a reader told to stop after N records never reads the line after them).
+
+    The consumer tells where its current record begins by setting `mark` (the record's first
+    line) after each record; per_line sources (kv: every line is a record) need no mark.
+
+    While the consumer handles a record whose last line is n (n in the current block),
+    ends[n - base] is the position just after line n: the record's Record.end. `careful`
+    is True when the current block was handed over line by line (the consumer must then
+    check the field size itself, see record_bytes) or the file is exhausted.
+    """
+
+    __slots__ = (
+        "codec",
+        "start",
+        "mark",
+        "ends",
+        "base",
+        "careful",
+        "exhausted",
+        "_fh",
+        "_first_line",
+        "_max_record",
+        "_fast_limit",
+        "_per_line",
+        "_block_rs",
+    )
+
+    def __init__(self, fh: BinaryIO, codec: Codec, limits: Limits, start: int, line: int, per_line: bool) -> None:
+        self.codec = codec
+        self.start = start  # where reading begins
+        self.mark = line  # first line of the consumer's current record
+        self.ends: Sequence[int] = [start]
+        self.base = line - 1
+        self.careful = False
+        self.exhausted = False  # the consumer asked for a line after the last one
+        self._fh = fh
+        self._first_line = line
+        self._max_record = limits.max_record_bytes
+        # A block no bigger than this (counting the part of its first record read before it)
+        # can hold no record over a limit, nor a field over max_field_bytes.
+        self._fast_limit = min(limits.max_record_bytes, limits.max_field_bytes)
+        self._per_line = per_line
+        self._block_rs = start  # where the record in progress at the current block's start began
+
+    def lines(self) -> Iterator[str]:
+        """Iterate over the decoded lines (each with its b'\\n' ending, if any) from the start."""
+        return chain.from_iterable(self._blocks())
+
+    def record_bytes(self, first: int, last: int) -> int:
+        """Size in bytes of the record on lines first..last, last being in the current block."""
+        base = self.base
+        begin = self.ends[first - 1 - base] if first > base else self._block_rs
+        return self.ends[last - base] - begin
+
+    def _blocks(self) -> Iterator[Sequence[str]]:
+        fh, max_record, fast_limit, per_line = self._fh, self._max_record, self._fast_limit, self._per_line
+        decode: Callable[[bytes], str] = (
+            bytes.decode if self.codec.name == "utf-8" else methodcaller("decode", self.codec.name)
         )
+        fh.seek(self.start)
+        read, size = fh.read, BLOCK_BYTES
+        offset, line = self.start, self._first_line  # where the next block begins
+        prev_first, prev_ends, prev_rs = line, self.ends, offset
+        tail = b""
+        eof = False
+        while not eof:
+            # Read up to the last b'\n' of the data read; a line longer than max_record_bytes
+            # is refused before it is read whole, whatever the block size.
+            parts, length = [tail], len(tail)
+            while True:
+                data = read(size)
+                if not data:
+                    eof, tail = True, b""
+                    break
+                cut = data.rfind(b"\n") + 1
+                if cut:
+                    parts.append(data[:cut])
+                    tail = data[cut:]
+                    break
+                parts.append(data)
+                length += len(data)
+                if length > max_record:
+                    raise too_long_error(max_record, line if per_line else self.mark)
+            raw = b"".join(parts)
+            if not raw:
+                break
+            if b"\r" in raw and raw.count(b"\r") != raw.count(b"\r\n"):
+                pieces = _split_lf(raw)  # a lone b'\r' does not end a line
+            else:
+                pieces = raw.splitlines(True)
+            ends = list(accumulate(map(len, pieces), initial=offset))
+            # Where the record in progress (if any) began: here, in the last block, or before it.
+            first = line if per_line else self.mark
+            if first >= line:
+                rs = offset
+            elif first >= prev_first:
+                rs = prev_ends[first - prev_first]
+            else:
+                rs = prev_rs
+            self.ends, self.base, self._block_rs = ends, line - 1, rs
+            texts = None
+            if ends[-1] - rs <= fast_limit and b"\0" not in raw:
+                try:
+                    texts = list(map(decode, pieces))
+                except UnicodeDecodeError:
+                    texts = None
+            if texts is not None:
+                self.careful = False
+                yield texts
+            else:
+                self.careful = True
+                yield from self._checked(pieces, ends, line, rs, decode)
+            prev_first, prev_ends, prev_rs = line, ends, rs
+            offset = ends[-1]
+            line += len(pieces)
+        self.exhausted = self.careful = True
 
-    def _undecodable(self, byte: int, column: int | None, lines_ahead: int = 0) -> FileRejected:
-        where = f" at byte {column + 1} of the line" if column is not None else ""
-        return FileRejected(
-            f"the file is not valid {self.codec.label} text: byte 0x{byte:02x}{where} cannot be "
-            "decoded (save the file as UTF-8, or give its encoding in the encoding option)",
-            line=self.next_line + lines_ahead,
-        )
+    def _checked(
+        self, pieces: list[bytes], ends: list[int], line: int, rs: int, decode: Callable[[bytes], str]
+    ) -> Iterator[tuple[str]]:
+        """Hand over a block line by line, with LineReader's checks in LineReader's order."""
+        max_record, per_line = self._max_record, self._per_line
+        for i, piece in enumerate(pieces):
+            number = line + i
+            if per_line:
+                first, begin = number, ends[i]
+            else:
+                first = self.mark
+                begin = ends[first - line] if first >= line else rs
+            if ends[i + 1] - begin > max_record:
+                raise too_long_error(max_record, first)
+            if b"\0" in piece:
+                raise nul_error(self.codec, number)
+            try:
+                text = decode(piece)
+            except UnicodeDecodeError as exc:
+                raise undecodable_error(self.codec, piece[exc.start], exc.start, number) from None
+            yield (text,)
 
 
-def open_lines(
+def _split_lf(raw: bytes) -> list[bytes]:
+    """Split on b'\\n' only, keeping the endings (bytes.splitlines also splits on a lone b'\\r')."""
+    pieces = raw.split(b"\n")
+    last = pieces.pop()
+    lines = [piece + b"\n" for piece in pieces]
+    if last:
+        lines.append(last)
+    return lines
+
+
+class LegacySource:
+    """BlockSource's interface over a LineReader, for codecs that cannot be split on b'\\n' (UTF-16...)."""
+
+    careful = True  # always: every line is checked by the LineReader
+
+    def __init__(self, reader: LineReader, per_line: bool) -> None:
+        self.codec = reader.codec
+        self.start = reader.pos
+        self.ends: Sequence[int] = (reader.pos,)
+        self.base = reader.line
+        self._reader = reader
+        self._per_line = per_line
+
+    @property
+    def exhausted(self) -> bool:
+        return self._reader.exhausted
+
+    @property
+    def mark(self) -> int:
+        return self._reader.record_line
+
+    @mark.setter
+    def mark(self, line: int) -> None:
+        # The reader knows where the record begins: just after the last line it read.
+        del line
+        self._reader.mark()
+
+    def lines(self) -> Iterator[str]:
+        reader = self._reader
+        for text in reader:
+            if self._per_line:
+                reader.mark()
+            self.ends, self.base = (reader.pos,), reader.line
+            yield text
+
+    def record_bytes(self, first: int, last: int) -> int:
+        del first, last  # the record is the lines read since the last mark
+        return self._reader.size - self._reader.record_size
+
+
+LineSource = BlockSource | LegacySource
+
+
+def open_source(
     fh: BinaryIO,
     label: str,
     limits: Limits,
@@ -318,8 +552,9 @@ def open_lines(
     header: Header | None = None,
     start: int | None = None,
     line: int | None = None,
-) -> LineReader:
-    """Position a LineReader at start: by default at the top, or at the header's data start."""
+    per_line: bool = False,
+) -> LineSource:
+    """Position a line source at start: by default at the top, or at the header's data start."""
     codec = text_codec(fh, label)
     top = codec.bom_len if codec.splittable else 0
     if start is None:
@@ -329,7 +564,17 @@ def open_lines(
         line = header.data_line if header and known else _line_at(fh, codec, limits, top, start)
     if codec.splittable:
         _check_resume_point(fh, codec, start)
-    return LineReader(fh, codec, limits.max_record_bytes, start, line)
+        return BlockSource(fh, codec, limits, start, line, per_line)
+    return LegacySource(LineReader(fh, codec, limits.max_record_bytes, start, line), per_line)
+
+
+def byte_horizon(source: LineSource, target: int) -> int:
+    """The first line of the current block whose end reaches position target, else the next block's first line.
+
+    A scan asks again only for records ending on or after the line returned.
+    """
+    ends = source.ends
+    return source.base + bisect_left(ends, target)
 
 
 def _line_at(fh: BinaryIO, codec: Codec, limits: Limits, top: int, start: int) -> int:

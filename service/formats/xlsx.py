@@ -11,7 +11,7 @@ import openpyxl
 from openpyxl.workbook.workbook import Workbook
 
 from service.errors import FileRejected, LimitExceeded
-from service.formats.text import FileFormat, Header, Limits, Record, human_size
+from service.formats.text import Cut, FileFormat, Header, Limits, Record, human_size
 
 
 def read_header(fh: BinaryIO, fmt: FileFormat, limits: Limits) -> Header:
@@ -51,6 +51,25 @@ def iter_records(
             if max_records is not None and source_row - first_row + 1 >= max_records:
                 return
             source_row += 1
+
+
+def scan(
+    fh: BinaryIO, fmt: FileFormat, header: Header, limits: Limits, chunk_rows: int, chunk_bytes: int
+) -> Iterator[Cut]:
+    """Cut the non-empty rows into chunks of chunk_rows; positions are sheet rows, so chunk_bytes does not apply."""
+    del chunk_bytes
+    with _open_sheet(fh, fmt, limits) as sheet:
+        first_row, first_line, start, count = 1, header.data_line, header.data_start, 0
+        for number, values in _rows(sheet, header.data_start):
+            if _blank(values):
+                continue
+            count += 1
+            if count >= chunk_rows:
+                yield Cut(first_row, first_line, start, count)
+                # Record.next_line and Record.end of the chunk's last record
+                first_row, first_line, start, count = first_row + count, number + 1, number + 1, 0
+        if count:
+            yield Cut(first_row, first_line, start, count)
 
 
 def _fit(values: tuple[Any, ...], width: int) -> list[Any]:

@@ -5,10 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from service.errors import FileRejected, LimitExceeded
 from service.formats import FileFormat, Limits, Record, iter_records, read_header
-from service.formats.kv import parse_line
+from service.formats.kv import _parse_pairs, parse_line
 
 KV = FileFormat("kv", "utf-8", "", None)
 DEFAULTS = Limits()
@@ -141,3 +143,12 @@ def test_max_records_stops_before_reading_the_next_line(tmp_path: Path) -> None:
     path = write(tmp_path, b"a=1\nb=\xff\n")
     header = read_header(path, KV, Limits())
     assert [r.cells for r in iter_records(path, KV, header, Limits(), max_records=1)] == [{"a": "1"}]
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    line=st.text(alphabet=st.sampled_from(list('ab=="\\ \t\r\n#é\xa0\x0c\x1f\u2028\u200b\x00')), max_size=30)
+    | st.text(max_size=20)
+)
+def test_the_fast_path_splits_a_line_exactly_as_the_pair_by_pair_parse(line: str) -> None:
+    assert parse_line(line) == _parse_pairs(line.strip(" \t\r\n"))
