@@ -11,15 +11,19 @@ from __future__ import annotations
 import datetime as dt
 import math
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from types import MappingProxyType
 from typing import Any, Final
 
 __all__ = [
     "ABSENT",
+    "BOOLEAN_WORDS",
+    "EXACT_CLASSES",
     "SUPPORTED_TYPES",
     "Coercer",
     "CoercionError",
     "build_coercer",
+    "inline_coercion",
     "show",
 ]
 
@@ -55,6 +59,8 @@ _BOOLEANS: Final = {
     "no": False,
     "0": False,
 }
+# The words a boolean cell may hold, lower-case; the cell is matched case-insensitively.
+BOOLEAN_WORDS: Final[Mapping[str, bool]] = MappingProxyType(_BOOLEANS)
 _MIDNIGHT: Final = dt.time(0, 0)
 _SHOW_LIMIT: Final = 60
 
@@ -273,3 +279,70 @@ def _typed_coercer(text: Callable[[str], Any], native: Callable[[Any], Any]) -> 
         return text(value) if value else ABSENT
 
     return coerce
+
+
+# --- inline coercion (the hot path) ----------------------------------------
+
+# The classes a coerced value has on the fast path, per schema type.
+EXACT_CLASSES: Final[dict[str, tuple[type, ...]]] = {
+    "string": (str,),
+    "integer": (int,),
+    "number": (int, float),
+    "boolean": (bool,),
+}
+# Plain digits this short convert with int()/float() exactly as the text parsers would, and
+# stay far below both Python's int/str digit limit and float overflow.
+_SHORT_DIGITS: Final = 18
+# Each boolean word in the spellings a spreadsheet writes (true, True, TRUE): one dict lookup
+# on the raw cell. Every key lower-cases to a word of BOOLEAN_WORDS, and has no white space.
+_BOOLEAN_SPELLINGS: Final = {
+    spelling: value for word, value in _BOOLEANS.items() for spelling in (word, word.capitalize(), word.upper())
+}
+
+
+class _Unusual(CoercionError):
+    """The coercer returned a value of an unexpected class (a str subclass cell): take the slow path."""
+
+
+def _unusual(value: Any) -> _Unusual:
+    """Build the signal for a coerced value the fast path does not handle."""
+    return _Unusual(f"unusual coerced value {show(value)}")
+
+
+def inline_coercion(prop: dict[str, Any], cell: str, value: str, prefix: str) -> tuple[list[str], dict[str, Any]]:
+    """Python source lines that coerce the variable `cell` into the variable `value` like build_coercer(prop).
+
+    After the lines run, `value` holds exactly what build_coercer(prop)(cell) returns, and that is
+    ABSENT or an instance of exactly one of EXACT_CLASSES[prop["type"]] (no subclass). Otherwise the
+    lines raise CoercionError: when the coercer raises, and when it returns a value of another class
+    (a str subclass cell...), which the caller handles on its slow path. The lines are not indented;
+    the returned names (all starting with `prefix`) must be in the globals of the code that runs them.
+    """
+    kind = prop["type"]
+    coerce, absent, unusual = f"{prefix}coerce", f"{prefix}absent", f"{prefix}unusual"
+    names: dict[str, Any] = {coerce: build_coercer(prop), absent: ABSENT, unusual: _unusual}
+    unexpected = " and ".join(f"{value}.__class__ is not {cls.__name__}" for cls in EXACT_CLASSES[kind])
+    generic = [
+        f"    {value} = {coerce}({cell})",
+        f"    if {unexpected} and {value} is not {absent}:",
+        f"        raise {unusual}({value})",
+    ]
+    if kind == "string":
+        # Text is only stripped; an empty result is ABSENT (str.strip of a str is a str).
+        return [f"if {cell}.__class__ is str:", f"    {value} = {cell}.strip() or {absent}", "else:", *generic], names
+    if kind in ("integer", "number"):
+        # Plain ASCII digits (no sign, no space) need neither the regex nor the strip.
+        convert = "int" if kind == "integer" else "float"
+        return [
+            f"if {cell}.__class__ is str and {cell}.isascii() and {cell}.isdigit() and len({cell}) <= {_SHORT_DIGITS}:",
+            f"    {value} = {convert}({cell})",
+            "else:",
+            *generic,
+        ], names
+    spellings = f"{prefix}spellings"
+    names[spellings] = _BOOLEAN_SPELLINGS
+    return [
+        f"{value} = {spellings}.get({cell}) if {cell}.__class__ is str else None",
+        f"if {value} is None:",
+        *generic,
+    ], names

@@ -8,7 +8,6 @@ is safe to run twice.
 from __future__ import annotations
 
 import io
-import json
 import logging
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
@@ -189,7 +188,7 @@ def _validate_chunk(services: Services, job: Job, work: ChunkWork) -> None:
     cap = services.config.max_logged_errors
     for source_row, data, row_errors in check_records(product, plan["columns"], records):
         if data is not None:
-            buffer.write(f"{source_row}\t{copy_escape(json.dumps(data, ensure_ascii=False))}\n")
+            buffer.write(f"{source_row}\t{copy_escape(data)}\n")
             valid += 1
         else:
             invalid += 1
@@ -203,8 +202,8 @@ def _validate_chunk(services: Services, job: Job, work: ChunkWork) -> None:
 
 def check_records(
     product: Product, columns: list[str | None], records: Iterator[formats.Record]
-) -> Iterator[tuple[int, dict[str, Any] | None, list[RowError]]]:
-    """Map each record's cells to fields, then coerce and validate it."""
+) -> Iterator[tuple[int, str | None, list[RowError]]]:
+    """Map each record's cells to fields, coerce and validate it: (row, JSON text or None, errors)."""
     width = len(columns)
     key_maps: dict[tuple[str, ...], dict[str, str]] = {}
     for record in records:
@@ -226,7 +225,7 @@ def check_records(
                 yield row, None, [RowError(row, None, message)]
                 continue
             raw = {field: cells[i] for i, field in enumerate(columns) if field is not None and i < len(cells)}
-        data, row_errors = product.check(row, raw)
+        data, row_errors = product.check_json(row, raw)
         yield row, data, row_errors
 
 

@@ -1,11 +1,19 @@
 """Products: one JSON Schema per product, header mapping, coercion and validation (SPEC 6).
 
-Two validators judge every record and must agree. The hot path asks
-fastjsonschema for a verdict (a few µs per row); only a record it rejects is
-run through jsonschema, whose per-keyword errors become messages a customer
-can act on. Both use the same format functions (OUR_FORMATS), because their
-built-in format checks differ and jsonschema's default checker silently
-accepts `date-time` and `hostname` (see notes/throughput.md).
+Three checks judge records, and must agree:
+
+* the hot path: per product and per order of a record's fields, one Python function
+  generated from the schema, which coerces and checks every cell in one pass and returns
+  the record (or its JSON text). It knows a fixed set of keywords (_compilable); when it
+  cannot prove a record valid it answers None and the record takes the reference path.
+* the reference path (Product.reference_check): the coercers, then fastjsonschema for a
+  verdict; a record it rejects is run through jsonschema, whose per-keyword errors become
+  messages a customer can act on.
+
+All use the same format functions (OUR_FORMATS), because the validators' built-in
+format checks differ and jsonschema's default checker silently accepts `date-time`
+and `hostname` (see notes/throughput.md). tests/unit/test_validators_agree.py holds
+the proofs of agreement.
 """
 
 from __future__ import annotations
@@ -23,7 +31,15 @@ import fastjsonschema
 import jsonschema
 from jsonschema import Draft7Validator, FormatChecker, ValidationError
 
-from service.coerce import ABSENT, SUPPORTED_TYPES, Coercer, CoercionError, build_coercer, show
+from service.coerce import (
+    ABSENT,
+    SUPPORTED_TYPES,
+    Coercer,
+    CoercionError,
+    build_coercer,
+    inline_coercion,
+    show,
+)
 from service.errors import ConfigError, FileRejected, RowError, UnknownProduct
 
 PRODUCT_NAME = re.compile(r"[a-z][a-z0-9_]*\Z")
@@ -31,16 +47,20 @@ _MAX_NAME = 63  # a product name becomes a Postgres table name, which is cut at 
 _DRAFT7_URIS: Final = {"http://json-schema.org/draft-07/schema#", "http://json-schema.org/draft-07/schema"}
 
 # --- formats ---------------------------------------------------------------
-# Each function answers True for a non-string: the `type` keyword reports
-# those, and fastjsonschema only calls format functions on strings anyway.
+# Each is_* function answers True for a non-string: the `type` keyword reports
+# those, and fastjsonschema only calls format functions on strings anyway. The
+# *_text functions behind them take a str; the hot path calls those directly.
 
-_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+# A label: 1-63 letters, digits and hyphens, neither first nor last a hyphen. The lookarounds
+# are faster than the plain "[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?", and mean the same.
+_LABEL = r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)"
 _HOSTNAME = re.compile(rf"{_LABEL}(?:\.{_LABEL})*\Z")
-# Local part: 1-64 characters, none of them white space, control or "@";
-# domain: at least two host-name labels. One regex, because it runs per row.
-_EMAIL = re.compile(rf"[^\s@\x00-\x1f\x7f]{{1,64}}@({_LABEL}(?:\.{_LABEL})+)\Z")
-# Ranges live in the regexes so that only days 29-31 need a calendar.
-_YMD = r"([0-9]{4})-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])"
+# Local part: 1-64 characters, none of them white space, control or "@" (so the possessive
+# "+" changes nothing but the speed); domain: at least two host-name labels.
+_EMAIL = re.compile(rf"[^\s@\x00-\x1f\x7f]{{1,64}}+@{_LABEL}(?:\.{_LABEL})+\Z")
+# Ranges live in the regexes so that only days 29-31 need a calendar. Year 0000:
+# RFC 3339 allows it, Python (and most consumers) do not.
+_YMD = r"(?!0000)([0-9]{4})-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])"
 _DATE = re.compile(rf"{_YMD}\Z")
 _DATE_TIME = re.compile(
     rf"{_YMD}[Tt](?:[01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](?:\.[0-9]+)?"
@@ -48,35 +68,28 @@ _DATE_TIME = re.compile(
 )
 
 
-def _hostname_ok(text: str) -> bool:
+def _numeric_top_label(text: str) -> bool:
+    """Tell whether the last label of a matched host name is all digits ("10.0.0.1").
+
+    RFC 3696 §2: a top-level label is never all-numeric. The regexes leave a letter or a
+    digit last, and a letter sorts after "9", so most names are cleared by one comparison.
+    """
+    return text[-1] <= "9" and text.rpartition(".")[2].isdigit()
+
+
+def hostname_text(text: str) -> bool:
     """RFC 1123 host name: ASCII labels of 1-63 letters, digits, inner hyphens; 253 at most."""
-    if len(text) > 253 or _HOSTNAME.match(text) is None:
-        return False
-    # RFC 3696 §2: a top-level label is never all-numeric, so "10.0.0.1" is not a host name.
-    return not text.rpartition(".")[2].isdigit()
+    return len(text) <= 253 and _HOSTNAME.match(text) is not None and not _numeric_top_label(text)
 
 
-def is_hostname(value: object) -> bool:
-    """Format `hostname`: RFC 1123; one label ("localhost") passes, a trailing dot does not."""
-    return not isinstance(value, str) or _hostname_ok(value)
-
-
-def is_email(value: object) -> bool:
-    """Format `email`: one @, a local part without spaces, a dotted host-name domain."""
-    if not isinstance(value, str):
-        return True
-    # 254: the longest path RFC 5321 allows.
-    match = _EMAIL.match(value) if len(value) <= 254 else None
-    return match is not None and not match.group(1).rpartition(".")[2].isdigit()
+def email_text(text: str) -> bool:
+    """One @, a local part without spaces, a dotted host-name domain; 254 at most (RFC 5321)."""
+    return len(text) <= 254 and _EMAIL.match(text) is not None and not _numeric_top_label(text)
 
 
 def _real_date(match: re.Match[str]) -> bool:
     """Tell whether a matched YYYY-MM-DD names a day that exists (2024-02-30 does not)."""
     year, month, day = match.group(1, 2, 3)
-    if year == "0000":  # RFC 3339 allows it, Python (and most consumers) do not
-        return False
-    if day < "29":  # two-digit strings compare like numbers; every month has 28 days
-        return True
     try:
         dt.date(int(year), int(month), int(day))
     except ValueError:
@@ -84,20 +97,37 @@ def _real_date(match: re.Match[str]) -> bool:
     return True
 
 
+def date_text(text: str) -> bool:
+    """YYYY-MM-DD naming a real calendar day."""
+    match = _DATE.match(text)
+    # Characters 8-9 are the day; two-digit strings compare like numbers; every month has 28 days.
+    return match is not None and (text[8:10] < "29" or _real_date(match))
+
+
+def date_time_text(text: str) -> bool:
+    """RFC 3339 on a real day; leap second 60 refused (few parsers take it)."""
+    match = _DATE_TIME.match(text)
+    return match is not None and (text[8:10] < "29" or _real_date(match))
+
+
+def is_hostname(value: object) -> bool:
+    """Format `hostname`: RFC 1123; one label ("localhost") passes, a trailing dot does not."""
+    return not isinstance(value, str) or hostname_text(value)
+
+
+def is_email(value: object) -> bool:
+    """Format `email`: one @, a local part without spaces, a dotted host-name domain."""
+    return not isinstance(value, str) or email_text(value)
+
+
 def is_date(value: object) -> bool:
     """Format `date`: YYYY-MM-DD naming a real calendar day."""
-    if not isinstance(value, str):
-        return True
-    match = _DATE.match(value)
-    return match is not None and _real_date(match)
+    return not isinstance(value, str) or date_text(value)
 
 
 def is_date_time(value: object) -> bool:
     """Format `date-time`: RFC 3339 on a real day; leap second 60 refused (few parsers take it)."""
-    if not isinstance(value, str):
-        return True
-    match = _DATE_TIME.match(value)
-    return match is not None and _real_date(match)
+    return not isinstance(value, str) or date_time_text(value)
 
 
 OUR_FORMATS: Final[dict[str, Callable[[object], bool]]] = {
@@ -105,6 +135,13 @@ OUR_FORMATS: Final[dict[str, Callable[[object], bool]]] = {
     "hostname": is_hostname,
     "date": is_date,
     "date-time": is_date_time,
+}
+# The same checks for a value known to be a str (the hot path).
+TEXT_FORMATS: Final[dict[str, Callable[[str], bool]]] = {
+    "email": email_text,
+    "hostname": hostname_text,
+    "date": date_text,
+    "date-time": date_time_text,
 }
 _FORMAT_WORDS: Final = {
     "email": "a valid email address",
@@ -199,13 +236,216 @@ def _header_key(name: str) -> str:
     return name.strip().casefold()
 
 
+# --- JSON text ----------------------------------------------------------------
+
+
+def _make_encoder() -> Callable[[Any], str]:
+    """Build once what json.dumps(value, ensure_ascii=False) builds on every call."""
+    reference = json.JSONEncoder(ensure_ascii=False)
+    make = getattr(json.encoder, "c_make_encoder", None)
+    if make is None:  # no C accelerator: the pure-Python encoder, built once
+        return reference.encode
+    # The arguments JSONEncoder.iterencode passes, except the circular-reference
+    # markers (None): a shared dict would not be thread-safe. Output is identical for
+    # any acyclic value; a cyclic one raises RecursionError instead of ValueError.
+    iterencode = make(
+        None,
+        reference.default,
+        json.encoder.encode_basestring,
+        None,
+        reference.key_separator,
+        reference.item_separator,
+        reference.sort_keys,
+        reference.skipkeys,
+        reference.allow_nan,
+    )
+    join = "".join
+
+    def encode(value: Any) -> str:
+        return join(iterencode(value, 0))
+
+    return encode
+
+
+encode_json: Final = _make_encoder()
+
+# --- the hot path: one generated function per product and field order ---------
+
+_ANNOTATIONS: Final = frozenset(
+    {"$schema", "$id", "$comment", "title", "description", "default", "examples", "readOnly", "writeOnly"}
+)
+# Keywords that only judge instances of one JSON type; on other types both validators ignore them.
+_STRING_ONLY: Final = frozenset({"minLength", "maxLength", "pattern"})
+_NUMBER_ONLY: Final = frozenset({"minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "multipleOf"})
+_ARRAY_ONLY: Final = frozenset({"items", "additionalItems", "maxItems", "minItems", "uniqueItems", "contains"})
+_OBJECT_ONLY: Final = frozenset(
+    {
+        "properties",
+        "patternProperties",
+        "additionalProperties",
+        "required",
+        "dependencies",
+        "propertyNames",
+        "maxProperties",
+        "minProperties",
+    }
+)
+# Per property type: the keywords the generated code checks...
+_CHECKED: Final = {
+    "string": frozenset({"minLength", "maxLength", "pattern", "format", "enum"}),
+    "integer": frozenset({"minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"}),
+    "number": frozenset({"minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"}),
+    "boolean": frozenset(),
+}
+# ... and all it accepts: those, keywords that cannot apply to the type, and "format",
+# whose functions accept every non-string (is_email(42) is True).
+_PROPERTY_KEYWORDS: Final = {
+    "string": _CHECKED["string"] | _NUMBER_ONLY | _ARRAY_ONLY | _OBJECT_ONLY,
+    "integer": _CHECKED["integer"] | {"format"} | _STRING_ONLY | _ARRAY_ONLY | _OBJECT_ONLY,
+    "number": _CHECKED["number"] | {"format"} | _STRING_ONLY | _ARRAY_ONLY | _OBJECT_ONLY,
+    "boolean": {"format"} | _STRING_ONLY | _NUMBER_ONLY | _ARRAY_ONLY | _OBJECT_ONLY,
+}
+# "definitions" only matter through "$ref", which is not among them.
+_TOP_KEYWORDS: Final = {
+    "type",
+    "properties",
+    "required",
+    "additionalProperties",
+    "definitions",
+    *_ANNOTATIONS,
+    *_STRING_ONLY,
+    *_NUMBER_ONLY,
+    *_ARRAY_ONLY,
+}
+# The failure test of each compiled keyword, as jsonschema words it (v: the value, x: the limit).
+_FAILS: Final = {
+    "minLength": "len({v}) < {x}",
+    "maxLength": "len({v}) > {x}",
+    "minimum": "{v} < {x}",
+    "maximum": "{v} > {x}",
+    "exclusiveMinimum": "{v} <= {x}",
+    "exclusiveMaximum": "{v} >= {x}",
+    "pattern": "{x}({v}) is None",
+    "format": "not {x}({v})",
+    "enum": "{v} not in {x}",
+}
+_MAX_PLANS = 256  # field orders remembered per product (a key=value file may vary them per record)
+
+
+def _compilable(schema: dict[str, Any]) -> bool:
+    """Tell whether the generated code checks every keyword of a (supported) schema."""
+    if not set(schema) <= _TOP_KEYWORDS or not isinstance(schema.get("additionalProperties", False), bool):
+        return False
+    for prop in schema["properties"].values():
+        kind = prop["type"]
+        if not set(prop) - {"type"} - _ANNOTATIONS <= _PROPERTY_KEYWORDS[kind]:
+            return False
+    return True
+
+
+def _limit(prop: dict[str, Any], keyword: str) -> Any:
+    """The object the generated code compares with for one keyword of one property."""
+    value = prop[keyword]
+    if keyword == "pattern":
+        return _pattern_regex(value).search
+    if keyword == "format":
+        return TEXT_FORMATS[value]
+    if keyword == "enum":  # a str equals only a str, in jsonschema as in Python
+        return frozenset(member for member in value if isinstance(member, str))
+    return value
+
+
+def _fstring(pieces: list[tuple[str, str]]) -> str:
+    """Source of an f-string from ("text", literal) and ("code", expression) pieces."""
+    template = "".join(
+        text.replace("{", "{{").replace("}", "}}") if kind == "text" else "{" + text + "}" for kind, text in pieces
+    )
+    return "f" + repr(template)
+
+
+class _Plan:
+    """The generated functions for one order of fields: they take the cells positionally."""
+
+    __slots__ = ("data", "json", "source")
+
+    def __init__(self, product: Product, keys: tuple[str, ...]) -> None:
+        properties: dict[str, Any] = product.schema["properties"]
+        names: dict[str, Any] = {"_CoercionError": CoercionError, "_ABSENT": ABSENT, "_TF": ("false", "true")}
+        names["_str"] = json.encoder.encode_basestring
+        cells = ", ".join(f"r{i}" for i in range(len(keys)))
+        body = ["    try:"]
+        checks: list[str] = []
+        optional: list[int] = []
+        for i, key in enumerate(keys):
+            prop = properties[key]
+            kind = prop["type"]
+            lines, more = inline_coercion(prop, f"r{i}", f"v{i}", f"_{i}_")
+            names.update(more)
+            body += ["        " + line for line in lines]
+            fails = []
+            for keyword in sorted(_CHECKED[kind] & prop.keys()):
+                names[f"_{i}_{keyword}"] = _limit(prop, keyword)
+                fails.append(_FAILS[keyword].format(v=f"v{i}", x=f"_{i}_{keyword}"))
+            if key in product.required:
+                checks.append(f"    if v{i} is _ABSENT: return None")
+            else:
+                optional.append(i)
+            if fails:
+                guard = "" if key in product.required else f"v{i} is not _ABSENT and "
+                checks.append(f"    if {guard}({' or '.join(fails)}): return None")
+        body += ["    except _CoercionError:", "        return None", *checks]
+        any_absent = " or ".join(f"v{i} is _ABSENT" for i in optional) or "False"
+
+        def rendered(i: int) -> str:
+            kind = properties[keys[i]]["type"]
+            if kind == "string":
+                return f"_str(v{i})"
+            if kind == "boolean":
+                return f"_TF[v{i}]"
+            return f"v{i}!r"  # an exact int or float: json writes its repr
+
+        def member(i: int) -> list[tuple[str, str]]:
+            return [("text", json.encoder.encode_basestring(keys[i]) + ": "), ("code", rendered(i))]
+
+        data = [f"def data({cells}):", *body, f"    if {any_absent}:", "        data = {}"]
+        text = [f"def text({cells}):", *body, f"    if {any_absent}:", "        parts = []"]
+        for i, key in enumerate(keys):
+            indent = f"        if v{i} is not _ABSENT: " if i in optional else "        "
+            data.append(f"{indent}data[{key!r}] = v{i}")
+            text.append(f"{indent}parts.append({_fstring(member(i))})")
+        data += [
+            "        return data",
+            "    return {" + ", ".join(f"{key!r}: v{i}" for i, key in enumerate(keys)) + "}",
+        ]
+        everything: list[tuple[str, str]] = [("text", "{")]
+        for i in range(len(keys)):
+            everything += ([("text", ", ")] if i else []) + member(i)
+        text += ['        return "{" + ", ".join(parts) + "}"', f"    return {_fstring(everything + [('text', '}')])}"]
+        self.source = "\n".join(data + text) + "\n"
+        exec(compile(self.source, f"<{product.name} fields {', '.join(keys)}>", "exec"), names)  # noqa: S102
+        self.data: Callable[..., dict[str, Any] | None] = names["data"]
+        self.json: Callable[..., str | None] = names["text"]
+
+
 # --- products ----------------------------------------------------------------
 
 
 class Product:
     """One importable product: its schema, its header rules and its row check."""
 
-    __slots__ = ("_by_key", "_coercers", "_fast", "_full", "_order", "fields", "name", "required", "schema")
+    __slots__ = (
+        "_by_key",
+        "_coercers",
+        "_compilable",
+        "_fast",
+        "_full",
+        "_order",
+        "_plans",
+        "fields",
+        "name",
+        "required",
+        "schema",
+    )
 
     def __init__(self, name: str, schema: dict[str, Any]) -> None:
         try:
@@ -222,6 +462,9 @@ class Product:
         self._order = {field: index for index, field in enumerate(self.fields)}
         self._fast = compile_fast(schema)
         self._full = full_validator(schema)
+        self._compilable = _compilable(schema)
+        # Field order of a record (its keys, in order) -> generated functions, or None: no fast path.
+        self._plans: dict[tuple[Any, ...], _Plan | None] = {}
 
     def __repr__(self) -> str:
         return f"Product({self.name!r})"
@@ -269,7 +512,68 @@ class Product:
         return mapping, unknown
 
     def check(self, source_row: int, raw: dict[str, Any]) -> tuple[dict[str, Any] | None, list[RowError]]:
-        """Coerce and validate one record: (data, []) if valid, else (None, errors)."""
+        """Coerce and validate one record: (data, []) if valid, else (None, errors).
+
+        raw maps fields to cells, in the record's order, which data keeps.
+        """
+        try:
+            plan = self._plans[tuple(raw)]
+        except KeyError:
+            plan = self._plan(raw)
+        if plan is not None:
+            data = plan.data(*raw.values())
+            if data is not None:
+                return data, []
+        return self.reference_check(source_row, raw)
+
+    def check_json(self, source_row: int, raw: dict[str, Any]) -> tuple[str | None, list[RowError]]:
+        """Like check, but a valid record comes back as its JSON text (see encode)."""
+        try:
+            plan = self._plans[tuple(raw)]
+        except KeyError:
+            plan = self._plan(raw)
+        if plan is not None:
+            text = plan.json(*raw.values())
+            if text is not None:
+                return text, []
+        data, errors = self.reference_check(source_row, raw)
+        return (None if data is None else encode_json(data)), errors
+
+    @staticmethod
+    def encode(data: dict[str, Any]) -> str:
+        """Exactly json.dumps(data, ensure_ascii=False), without building an encoder per call."""
+        return encode_json(data)
+
+    def fast_data(self, raw: dict[str, Any]) -> dict[str, Any] | None:
+        """The hot path alone: check's data for a record it proves valid, else None (slow path)."""
+        plan = self._plan(raw)
+        return None if plan is None else plan.data(*raw.values())
+
+    def fast_json(self, raw: dict[str, Any]) -> str | None:
+        """The hot path alone: check_json's text for a record it proves valid, else None (slow path)."""
+        plan = self._plan(raw)
+        return None if plan is None else plan.json(*raw.values())
+
+    def _plan(self, raw: dict[str, Any]) -> _Plan | None:
+        """The generated functions for the order of raw's fields, built on first sight (None: none)."""
+        keys = tuple(raw)
+        if keys in self._plans:
+            return self._plans[keys]
+        if len(self._plans) >= _MAX_PLANS:
+            return None  # a file whose records vary their fields endlessly: the slow path
+        properties = self.schema["properties"]
+        plan = None  # an unknown or a missing required field never passes: no fast path
+        if (
+            self._compilable
+            and all(key.__class__ is str and key in properties for key in keys)
+            and set(self.required) <= set(keys)
+        ):
+            plan = _Plan(self, keys)
+        self._plans[keys] = plan
+        return plan
+
+    def reference_check(self, source_row: int, raw: dict[str, Any]) -> tuple[dict[str, Any] | None, list[RowError]]:
+        """What check answers, the slow way: the coercers, fastjsonschema, and jsonschema's messages."""
         data: dict[str, Any] = {}
         failed: dict[str, str] | None = None
         coercers = self._coercers

@@ -6,8 +6,18 @@ import datetime as dt
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from service.coerce import ABSENT, CoercionError, build_coercer, show
+from service.coerce import (
+    ABSENT,
+    BOOLEAN_WORDS,
+    EXACT_CLASSES,
+    CoercionError,
+    build_coercer,
+    inline_coercion,
+    show,
+)
 
 INTEGER = build_coercer({"type": "integer"})
 NUMBER = build_coercer({"type": "number"})
@@ -260,3 +270,97 @@ def test_long_values_are_cut_in_messages() -> None:
 def test_dates_and_booleans_are_shown_the_way_a_customer_writes_them() -> None:
     assert show(dt.date(2024, 1, 5)) == "2024-01-05"
     assert show(False) == "false"
+
+
+# --- inline coercion: the hot path's copy of every coercer --------------------
+
+PROPS = [
+    {"type": "string"},
+    {"type": "string", "format": "date"},
+    {"type": "string", "format": "date-time"},
+    {"type": "integer"},
+    {"type": "number"},
+    {"type": "boolean"},
+]
+
+
+class Cell(str):
+    """A str subclass, as a reader might one day yield."""
+
+
+class Shouty(str):
+    """A str subclass whose strip returns another subclass instance."""
+
+    def strip(self, chars: str | None = None) -> str:
+        return Shouty(str.strip(self, chars).upper())
+
+
+def inline(prop: dict[str, Any]) -> Any:
+    """Wrap inline_coercion's lines into a function of one cell."""
+    lines, names = inline_coercion(prop, "cell", "value", "_p_")
+    source = "def run(cell):\n" + "".join(f"    {line}\n" for line in lines) + "    return value\n"
+    exec(source, names)
+    return names["run"]
+
+
+INLINE = [(prop, build_coercer(prop), inline(prop)) for prop in PROPS]
+text_cells = st.one_of(
+    st.text(max_size=8),
+    st.from_regex(r"\A[ \t]?[+-]?[0-9]{0,20}(\.[0-9]*)?([eE][+-]?[0-9]+)?[ \t]?\Z"),
+    st.sampled_from(["٤٢", "４２", "²", "9" * 18, "9" * 19, "9" * 5000, "1e999", "nan", "inf", "1_0", "0x1F"]),
+    st.sampled_from(list(BOOLEAN_WORDS)).flatmap(
+        lambda word: st.sampled_from([word, word.upper(), word.title(), word.swapcase(), f" {word}", f"{word}\n"])
+    ),
+    st.sampled_from(["2024-02-29", "2024-05-01T09:30:00Z", " 2024-1-5 ", "", " ", "\t\r\n", "\x00"]),
+)
+native_cells = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(min_value=-(10**30), max_value=10**30),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.dates(),
+    st.datetimes(timezones=st.none() | st.just(dt.UTC)),
+    st.times(),
+    st.binary(max_size=3),
+    text_cells.map(Cell),
+    text_cells.map(Shouty),
+    st.just(object()),
+)
+
+
+def outcome(coerce: Any, cell: Any) -> tuple[str, Any]:
+    """("value", v) or ("error", message) for one coercion."""
+    try:
+        return "value", coerce(cell)
+    except CoercionError as exc:
+        return "error", str(exc)
+
+
+@pytest.mark.parametrize(("prop", "coerce", "fast"), INLINE, ids=[str(p) for p in PROPS])
+@settings(max_examples=400, deadline=None)
+@given(cell=st.one_of(text_cells, native_cells))
+def test_inline_coercion_returns_what_the_coercer_returns_or_defers(
+    prop: Any, coerce: Any, fast: Any, cell: Any
+) -> None:
+    expected = outcome(coerce, cell)
+    got = outcome(fast, cell)
+    if got[0] == "error":
+        # Deferring is always allowed; inventing an error is not.
+        exact = EXACT_CLASSES[prop["type"]]
+        assert expected[0] == "error" or (expected[1] is not ABSENT and expected[1].__class__ not in exact), (
+            cell,
+            expected,
+        )
+    else:
+        assert expected[0] == "value", (cell, got)
+        assert got[1] is ABSENT or got[1].__class__ in EXACT_CLASSES[prop["type"]], (cell, got)
+        assert got[1].__class__ is expected[1].__class__ and got[1] == expected[1], (cell, got, expected)
+
+
+def test_inline_coercion_takes_its_shortcuts_on_ordinary_text() -> None:
+    integer, number, boolean = (inline({"type": kind}) for kind in ("integer", "number", "boolean"))
+    assert integer("42") == 42 and type(integer("42")) is int
+    assert number("42") == 42.0 and type(number("42")) is float
+    assert [boolean(word) for word in ("yes", "True", "FALSE", "0", " no ")] == [True, True, False, False, False]
+    with pytest.raises(CoercionError):
+        inline({"type": "string"})(Shouty(" x "))  # a subclass result: deferred to the slow path

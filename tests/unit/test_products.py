@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import re
 import shutil
 from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from service.errors import ConfigError, FileRejected, RowError, UnknownProduct
 from service.products import (
@@ -16,6 +19,10 @@ from service.products import (
     ColumnMap,
     Product,
     ProductRegistry,
+    date_text,
+    date_time_text,
+    email_text,
+    hostname_text,
     is_date,
     is_date_time,
     is_email,
@@ -445,3 +452,182 @@ def test_check_never_raises_on_strange_values(users: Product) -> None:
     raw = {"external_id": object(), "email": b"\x00", "age": [1], "active": {}, "role": 3j}
     errors = errors_of(users, raw)
     assert set(errors) == {"external_id", "email", "age", "active", "role"}
+
+
+# --- the format functions equal the plain regexes they replaced -----------------
+# The hot path calls the *_text functions; their regexes were tuned for speed
+# (lookarounds, a possessive quantifier, the top-label test outside the regex).
+# These are the earlier, plainer definitions, kept as the reference.
+
+_REF_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+_REF_HOSTNAME = re.compile(rf"{_REF_LABEL}(?:\.{_REF_LABEL})*\Z")
+_REF_EMAIL = re.compile(rf"[^\s@\x00-\x1f\x7f]{{1,64}}@({_REF_LABEL}(?:\.{_REF_LABEL})+)\Z")
+_REF_YMD = r"([0-9]{4})-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])"
+_REF_DATE = re.compile(rf"{_REF_YMD}\Z")
+_REF_DATE_TIME = re.compile(
+    rf"{_REF_YMD}[Tt](?:[01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](?:\.[0-9]+)?"
+    r"(?:[Zz]|[+-](?:[01][0-9]|2[0-3]):[0-5][0-9])\Z"
+)
+
+
+def _ref_real_date(match: re.Match[str]) -> bool:
+    year, month, day = match.group(1, 2, 3)
+    if year == "0000":
+        return False
+    try:
+        dt.date(int(year), int(month), int(day))
+    except ValueError:
+        return False
+    return True
+
+
+def _ref_hostname(text: str) -> bool:
+    if len(text) > 253 or _REF_HOSTNAME.match(text) is None:
+        return False
+    return not text.rpartition(".")[2].isdigit()
+
+
+def _ref_email(text: str) -> bool:
+    match = _REF_EMAIL.match(text) if len(text) <= 254 else None
+    return match is not None and not match.group(1).rpartition(".")[2].isdigit()
+
+
+def _ref_date(text: str) -> bool:
+    match = _REF_DATE.match(text)
+    return match is not None and _ref_real_date(match)
+
+
+def _ref_date_time(text: str) -> bool:
+    match = _REF_DATE_TIME.match(text)
+    return match is not None and _ref_real_date(match)
+
+
+_label = st.from_regex(r"\A[A-Za-z0-9-]{0,4}\Z") | st.sampled_from(["a" * 63, "a" * 64, "-a", "a-", "0", "12", "1a"])
+_hostish = st.lists(_label, min_size=1, max_size=4).map(".".join) | st.sampled_from(
+    ["a." * 126 + "bc", "a." * 126 + "b", "a." * 127 + "b", "ab." * 84 + "c"]
+)
+_formatish = st.one_of(
+    _hostish,
+    st.tuples(
+        st.from_regex(r"\A[^@]{0,3}\Z") | st.sampled_from(["x" * 64, "x" * 65, "a b", "\x7f", "é"]), _hostish
+    ).map("@".join),
+    st.tuples(st.sampled_from(["x" * 64, "bob"]), st.sampled_from(["a" * 63 + "." + "b" * 63] * 2)).map(
+        lambda parts: parts[0] + "@" + ".".join([parts[1]] * 3) + ".com"
+    ),
+    st.from_regex(r"\A[0-9]{4}-[0-9]{2}-[0-9]{2}\Z"),
+    st.from_regex(r"\A(0000|[0-9]{4})-(0[0-9]|1[0-3])-(0[0-9]|[1-3][0-9])\Z"),
+    st.from_regex(
+        r"\A[0-9]{4}-(0[1-9]|1[0-2])-(2[89]|3[01])[Tt ][0-2][0-9]:[0-6][0-9]:[0-6][0-9](\.[0-9]{1,3})?"
+        r"([Zz]|[+-][0-2][0-9]:[0-6][0-9])?\n?\Z"
+    ),
+    st.text(max_size=12),
+)
+
+
+@settings(max_examples=1500, deadline=None)
+@given(text=_formatish)
+def test_the_tuned_format_functions_equal_the_plain_ones(text: str) -> None:
+    assert hostname_text(text) == _ref_hostname(text), text
+    assert email_text(text) == _ref_email(text), text
+    assert date_text(text) == _ref_date(text), text
+    assert date_time_text(text) == _ref_date_time(text), text
+    assert (is_hostname(text), is_email(text), is_date(text), is_date_time(text)) == (
+        hostname_text(text),
+        email_text(text),
+        date_text(text),
+        date_time_text(text),
+    )
+
+
+@pytest.mark.parametrize("year", ["0000", "0001", "2024", "2023", "1900", "2000"])
+@pytest.mark.parametrize("month", ["01", "02", "04", "12"])
+@pytest.mark.parametrize("day", ["28", "29", "30", "31"])
+def test_the_calendar_shortcut_agrees_on_every_month_end(year: str, month: str, day: str) -> None:
+    day_text = f"{year}-{month}-{day}"
+    assert date_text(day_text) == _ref_date(day_text)
+    assert date_time_text(day_text + "T00:00:00Z") == _ref_date_time(day_text + "T00:00:00Z")
+
+
+# --- JSON text ------------------------------------------------------------------
+
+json_scalars = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(min_value=-(10**40), max_value=10**40),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.text(alphabet=st.characters(codec=None, exclude_categories=()), max_size=12),
+    st.sampled_from(['"', "\\", "\\\\", '\\"', "\x00", "\x1f", "\x7f", "\u2028", "\u2029", "\ud800", "Zoë", "山田"]),
+)
+json_values = st.recursive(
+    json_scalars, lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=4), inner, max_size=3)
+)
+json_keys = st.text(alphabet=st.characters(codec=None, exclude_categories=()), max_size=8) | st.sampled_from(
+    ['"', "\\", "\n", "é", "{}"]
+)
+
+
+@settings(max_examples=600, deadline=None)
+@given(data=st.dictionaries(json_keys, json_values, max_size=8))
+def test_encode_writes_exactly_what_json_dumps_writes(data: dict[str, Any]) -> None:
+    assert Product.encode(data) == json.dumps(data, ensure_ascii=False)
+
+
+@settings(max_examples=300, deadline=None)
+@given(value=json_values)
+def test_encode_agrees_with_json_dumps_on_any_top_level_value(value: Any) -> None:
+    assert Product.encode(value) == json.dumps(value, ensure_ascii=False)  # type: ignore[arg-type]
+
+
+def test_encode_raises_like_json_dumps_on_what_json_cannot_hold() -> None:
+    for bad in ({"x": object()}, {"x": {1, 2}}, {(1, 2): 3}):
+        with pytest.raises(TypeError):
+            json.dumps(bad, ensure_ascii=False)
+        with pytest.raises(TypeError):
+            Product.encode(bad)
+
+
+ROW = {
+    "external_id": "u1",
+    "email": "user1@example.com",
+    "first_name": "Zoë",
+    "last_name": "Müller",
+    "role": "student",
+    "age": "42",
+    "active": "yes",
+    "created_at": "2024-03-15T09:30:00Z",
+}
+
+
+def test_a_row_of_the_benchmark_shape_takes_the_hot_path(users: Product) -> None:
+    expected = {**ROW, "age": 42, "active": True}
+    assert users.fast_data(ROW) == expected
+    assert users.check(1, ROW) == (expected, [])
+    assert users.fast_json(ROW) == json.dumps(expected, ensure_ascii=False)
+    assert users.check_json(1, ROW) == (json.dumps(expected, ensure_ascii=False), [])
+
+
+def test_check_json_of_an_invalid_row_is_the_errors_of_check(users: Product) -> None:
+    raw = {**ROW, "email": "bob", "age": "x"}
+    assert users.check_json(4, raw) == (None, users.check(4, raw)[1])
+    assert [e.field for e in users.check_json(4, raw)[1]] == ["email", "age"]
+
+
+def test_check_json_of_a_row_the_hot_path_defers_is_still_encoded(users: Product) -> None:
+    class Cell(str):
+        def strip(self, chars: str | None = None) -> str:
+            return self  # a str subclass comes out of coercion: the hot path defers
+
+    raw = {**ROW, "first_name": Cell("Zoë"), "age": 42.0}
+    assert users.fast_data(raw) is None
+    assert users.check_json(1, raw) == (
+        json.dumps({**ROW, "first_name": "Zoë", "age": 42, "active": True}, ensure_ascii=False),
+        [],
+    )
+    assert users.fast_data({**raw, "first_name": "Zoë"}) is not None  # a native float age is fine
+
+
+def test_check_keeps_the_order_of_the_record_and_leaves_out_empty_cells(users: Product) -> None:
+    raw = {"role": " admin ", "first_name": "", "email": "a@b.co", "age": None, "external_id": "x"}
+    data, _ = users.check(1, raw)
+    assert list(data or {}) == ["role", "email", "external_id"]
+    assert users.check_json(1, raw)[0] == '{"role": "admin", "email": "a@b.co", "external_id": "x"}'

@@ -7,6 +7,8 @@ same format functions, and these tests throw generated records at both.
 
 from __future__ import annotations
 
+import datetime as dt
+import itertools
 import json
 from pathlib import Path
 from typing import Any
@@ -17,7 +19,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from jsonschema import Draft7Validator
 
-from service.products import ProductRegistry, compile_fast, full_validator
+from service import products as products_module
+from service.products import Product, ProductRegistry, compile_fast, full_validator
 
 SCHEMAS = Path(__file__).resolve().parents[2] / "schemas"
 PRODUCTS = sorted(path.stem for path in SCHEMAS.glob("*.json"))
@@ -301,3 +304,362 @@ def test_fastjsonschema_alone_would_disagree_on_email() -> None:
     record = {"external_id": "u", "email": "a@10.0.0.1"}
     fastjsonschema.compile(schema)(record)  # its built-in check accepts it
     assert verdicts("users", record) == (False, False)
+
+
+# --- the hot path: generated per product, proven against the reference path ----
+#
+# Product.check first runs a function generated from the schema (Product.fast_data);
+# when that answers None, the record takes Product.reference_check (the coercers,
+# fastjsonschema, jsonschema). The hot path may defer any record, but whatever it
+# returns must be exactly what the reference returns, which jsonschema accepts.
+
+
+class Cell(str):
+    """A str subclass cell: the hot path defers it, the reference handles it."""
+
+
+def same(one: dict[str, Any] | None, other: dict[str, Any] | None) -> bool:
+    """Equal records, key order and value classes included (1, 1.0 and True are == in Python)."""
+    if one is None or other is None:
+        return one is other
+    return (
+        list(one.items()) == list(other.items())
+        and [v.__class__ for v in one.values()] == [v.__class__ for v in other.values()]
+        and json.dumps(one, ensure_ascii=False) == json.dumps(other, ensure_ascii=False)
+    )
+
+
+def assert_hot_path_agrees(product: Product, raw: dict[str, Any]) -> bool:
+    """Check every answer of the hot path against the reference; return whether it was taken."""
+    reference, reference_errors = product.reference_check(5, raw)
+    fast = product.fast_data(raw)
+    if fast is not None:
+        assert same(fast, reference), (raw, fast, reference)
+        assert reference_errors == []
+        assert product._full.is_valid(fast), fast
+    text = product.fast_json(raw)
+    assert (text is None) == (fast is None), raw
+    if text is not None:
+        assert text == json.dumps(reference, ensure_ascii=False), (raw, text)
+    data, errors = product.check(5, raw)
+    assert same(data, reference) and errors == reference_errors, (raw, data, reference)
+    encoded, errors = product.check_json(5, raw)
+    expected = None if reference is None else json.dumps(reference, ensure_ascii=False)
+    assert encoded == expected and errors == reference_errors, (raw, encoded, expected)
+    return fast is not None
+
+
+SPELLINGS = ["true", "True", "TRUE", "yes", "Yes", "YES", "1", "false", "False", "FALSE", "no", "No", "NO", "0"]
+
+
+@st.composite
+def as_cell(draw: st.DrawFn, value: Any) -> Any:
+    """A raw cell that coerces to value: its text (sometimes padded or signed), or the native value."""
+    if draw(st.booleans()):
+        return value  # an XLSX cell keeps its native type
+    if isinstance(value, bool):
+        text = draw(
+            st.sampled_from(
+                [s for s in SPELLINGS if s.lower() in (("true", "yes", "1") if value else ("false", "no", "0"))]
+            )
+        )
+    elif isinstance(value, int):
+        text = draw(st.sampled_from([str(value), f"+{value}" if value >= 0 else str(value)]))
+    elif isinstance(value, float):
+        text = repr(value)
+    else:
+        text = value
+    return draw(st.sampled_from(["", " ", "\t"])) + text + draw(st.sampled_from(["", " ", "\n"]))
+
+
+@st.composite
+def shuffled(draw: st.DrawFn, record: dict[str, Any]) -> dict[str, Any]:
+    """The same record with its fields in a drawn order (a key=value file may reorder them)."""
+    keys = draw(st.permutations(list(record)))
+    return {key: record[key] for key in keys}
+
+
+@st.composite
+def valid_raw(draw: st.DrawFn, name: str) -> dict[str, Any]:
+    """A raw record (cells) whose coerced values satisfy the schema."""
+    record = draw(valid_record(name))
+    return draw(shuffled({field: draw(as_cell(value)) for field, value in record.items()}))
+
+
+raw_any_cell = st.one_of(
+    raw_cell,
+    any_value,
+    st.dates(),
+    st.datetimes(timezones=st.none() | st.just(dt.UTC)),
+    st.times(),
+    st.sampled_from(SPELLINGS),
+    raw_cell.map(Cell),
+    st.binary(max_size=3),
+)
+
+
+@pytest.mark.parametrize("name", PRODUCTS)
+@SETTINGS
+@given(data=st.data())
+def test_hot_path_agrees_with_the_reference_on_arbitrary_raw_records(name: str, data: st.DataObject) -> None:
+    product = REGISTRY.get(name)
+    raw = data.draw(record_for(name, raw_any_cell).flatmap(shuffled))
+    assert_hot_path_agrees(product, raw)
+
+
+FRESH = ProductRegistry.load(SCHEMAS)
+
+
+@pytest.mark.parametrize("name", PRODUCTS)
+@SETTINGS
+@given(data=st.data())
+def test_hot_path_takes_every_valid_raw_record(name: str, data: st.DataObject) -> None:
+    # Completeness where it pays: a valid record must not fall to the slow path (unless the
+    # product has met too many field orders already, so this test keeps its own products).
+    product = FRESH.get(name)
+    if len(product._plans) >= products_module._MAX_PLANS - 1:
+        product._plans.clear()
+    raw = data.draw(valid_raw(name))
+    fast = assert_hot_path_agrees(product, raw)
+    plain = all(cell.__class__ in (str, int, float, bool) or cell is None for cell in raw.values())
+    # (valid_record may draw an invalid value, such as the all-numeric host name "0")
+    assert fast or not plain or product.reference_check(1, raw)[0] is None, raw
+
+
+@pytest.mark.parametrize("name", PRODUCTS)
+@SETTINGS
+@given(data=st.data())
+def test_hot_path_agrees_on_valid_raw_records_with_one_cell_off(name: str, data: st.DataObject) -> None:
+    product = REGISTRY.get(name)
+    raw = dict(data.draw(valid_raw(name)))
+    field = data.draw(st.sampled_from([*product.fields, "unknown_column"]))
+    value = raw.get(field)
+    if isinstance(value, str) and data.draw(st.booleans()):
+        raw[field] = data.draw(st.sampled_from(NEAR_MISSES))(value)
+    else:
+        raw[field] = data.draw(st.none() | raw_any_cell)
+    assert_hot_path_agrees(product, raw)
+
+
+RAW_GRID: list[Any] = [
+    *GRID_VALUES,
+    *SPELLINGS,
+    " yes ",
+    "maybe",
+    " 42 ",
+    "+42",
+    "-0",
+    "007",
+    "4.5",
+    "1e3",
+    "1e999",
+    "9" * 18,
+    "9" * 19,
+    "٤٢",
+    " 2024-05-01T09:30:00Z ",
+    "2024-02-29T23:59:59-05:30",
+    " bob@example.com",
+    Cell("student"),
+    Cell(" 7 "),
+    dt.date(2024, 2, 29),
+    dt.datetime(2024, 5, 1, 9, 30),
+    dt.datetime(2024, 5, 1, 0, 0, tzinfo=dt.UTC),
+    dt.time(9, 30),
+    12345.0,
+    -0.0,
+    10**20,
+    b"x",
+]
+RAW_BASES = {
+    "users": {k: str(v).lower() if isinstance(v, bool) else str(v) for k, v in BASES["users"].items()},
+    "organizations": {**BASES["organizations"], "seats": "10", "active": "no"},
+    "courses": {**BASES["courses"], "credits": "2.5", "active": "yes"},
+}
+
+
+@pytest.mark.parametrize("name", PRODUCTS)
+def test_hot_path_agrees_on_every_raw_edge_value_in_every_field(name: str) -> None:
+    product = REGISTRY.get(name)
+    assert assert_hot_path_agrees(product, RAW_BASES[name])
+    for field in [*product.fields, "unknown_column"]:
+        for value in RAW_GRID:
+            assert_hot_path_agrees(product, {**RAW_BASES[name], field: value})
+            without = {k: v for k, v in RAW_BASES[name].items() if k != field}
+            assert_hot_path_agrees(product, {field: value, **without})  # another field order
+
+
+# A schema that uses every keyword the generator compiles, keywords that cannot
+# apply to their property's type, and property names that would break careless
+# code generation (quotes, braces, backslashes, the generator's own variable names).
+ODD = "quo\"te\\ {brace} ünï\n'x"
+GENERATED: dict[str, Any] = {
+    "$schema": "http://json-schema.org/draft-07/schema#",
+    "$comment": "every compiled keyword",
+    "type": "object",
+    "properties": {
+        "code": {"type": "string", "minLength": 2, "maxLength": 5, "pattern": "^[A-Z]+[0-9]*$"},
+        ODD: {"type": "string", "enum": ["a", "b", 1, None]},
+        "r0": {"type": "string", "format": "hostname"},
+        "v1": {"type": "string", "format": "date", "minimum": 3},
+        "_ABSENT": {"type": "string", "format": "date-time"},
+        "count": {"type": "integer", "minimum": -3, "exclusiveMaximum": 10, "format": "email", "maxLength": 1},
+        "ratio": {"type": "number", "exclusiveMinimum": 0, "maximum": 2.5},
+        "big": {"type": "number", "minimum": 1.5, "exclusiveMaximum": 1e300},
+        "flag": {"type": "boolean", "format": "date", "minimum": 1},
+        "mail": {"type": "string", "format": "email", "description": "an address"},
+    },
+    "required": ["code", "flag"],
+    "additionalProperties": False,
+}
+GENERATED_CELLS = st.one_of(
+    raw_any_cell,
+    st.sampled_from(["AB", "AB12", "ab", "A", "ABCDEF", "AB1\n", "a", "b", "1", "-3", "-4", "9", "10", "0", "0.0"]),
+    st.sampled_from(["1.5", "2.5", "2.6", "1e300", "1e299", " 1.5 ", "host.example", "bob@example.com"]),
+)
+
+
+@pytest.mark.parametrize("extra", [False, True, None])
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data())
+def test_hot_path_agrees_on_a_schema_with_every_compiled_keyword(extra: bool | None, data: st.DataObject) -> None:
+    schema = dict(GENERATED)
+    if extra is None:
+        del schema["additionalProperties"]
+    else:
+        schema["additionalProperties"] = extra
+    product = _generated_product(json.dumps(schema))
+    fields = [*product.fields, "unknown"]
+    raw = data.draw(st.dictionaries(st.sampled_from(fields), GENERATED_CELLS, max_size=len(fields)))
+    assert_hot_path_agrees(product, raw)
+
+
+GENERATED_VALID: dict[str, st.SearchStrategy[Any]] = {
+    "code": st.from_regex(r"\A[A-Z]{1,3}[0-9]{0,2}\Z"),
+    ODD: st.sampled_from(["a", "b"]),
+    "r0": VALID_TEXT["hostname"],
+    "v1": VALID_TEXT["date"],
+    "_ABSENT": VALID_TEXT["date-time"],
+    "count": st.integers(-4, 10),
+    "ratio": st.floats(-0.5, 3.0) | st.integers(0, 3),
+    "big": st.floats(1.0, 1e300) | st.integers(1, 10**20),
+    "flag": st.booleans(),
+    "mail": VALID_TEXT["email"],
+}
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data())
+def test_hot_path_agrees_on_near_valid_records_of_the_schema_with_every_compiled_keyword(data: st.DataObject) -> None:
+    product = _generated_product(json.dumps(GENERATED))
+    required = {field: GENERATED_VALID[field] for field in ("code", "flag")}
+    optional = {f: s for f, s in GENERATED_VALID.items() if f not in required}
+    record = data.draw(st.fixed_dictionaries(required, optional=optional))
+    raw = data.draw(shuffled({field: data.draw(as_cell(value)) for field, value in record.items()}))
+    if data.draw(st.booleans()):
+        field = data.draw(st.sampled_from([*product.fields, "unknown"]))
+        raw[field] = data.draw(st.none() | GENERATED_CELLS)
+    assert_hot_path_agrees(product, raw)
+
+
+def test_the_generated_schema_has_a_hot_path_for_valid_records() -> None:
+    product = _generated_product(json.dumps(GENERATED))
+    raw = {
+        "code": " AB1 ",
+        ODD: "a",
+        "r0": "host.example",
+        "v1": "2024-02-29",
+        "_ABSENT": "2024-02-29T23:59:59Z",
+        "count": "9",
+        "ratio": "2.5",
+        "big": 3,
+        "flag": "YES",
+        "mail": "bob@example.com",
+    }
+    assert assert_hot_path_agrees(product, raw)
+    assert assert_hot_path_agrees(product, {"flag": False, "code": "AB", ODD: " "})
+    assert not assert_hot_path_agrees(product, {**raw, "count": "10"})
+    assert not assert_hot_path_agrees(product, {**raw, "ratio": "0"})
+
+
+_GENERATED_CACHE: dict[str, Product] = {}
+
+
+def _generated_product(schema_text: str) -> Product:
+    """One Product per schema text, built once (hypothesis calls the test many times)."""
+    if schema_text not in _GENERATED_CACHE:
+        _GENERATED_CACHE[schema_text] = Product("things", json.loads(schema_text))
+    return _GENERATED_CACHE[schema_text]
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        {"const": "x"},
+        {"allOf": [{"minLength": 3}]},
+        {"not": {"enum": ["x"]}},
+        {"$ref": "#/definitions/x"},
+        {"if": {"minLength": 3}, "then": {"maxLength": 1}},
+        {"contentMediaType": "text/plain"},
+    ],
+)
+def test_a_keyword_the_generator_does_not_know_turns_the_hot_path_off(extra: dict[str, Any]) -> None:
+    schema = {
+        "type": "object",
+        "definitions": {"x": {"maxLength": 1}},
+        "properties": {"code": {"type": "string", **extra}, "n": {"type": "integer"}},
+    }
+    product = Product("things", schema)
+    assert product.fast_data({"code": "xyz", "n": "1"}) is None
+    for code in ["x", "xyz", "y", ""]:
+        assert_hot_path_agrees(product, {"code": code, "n": "1"})
+
+
+@pytest.mark.parametrize(
+    "schema_change",
+    [
+        {"additionalProperties": {"type": "string"}},
+        {"patternProperties": {"^x": {"type": "string"}}},
+        {"minProperties": 2},
+        {"dependencies": {"n": ["code"]}},
+    ],
+)
+def test_a_top_level_keyword_the_generator_does_not_know_turns_the_hot_path_off(schema_change: dict[str, Any]) -> None:
+    schema = {"type": "object", "properties": {"code": {"type": "string"}, "n": {"type": "integer"}}, **schema_change}
+    product = Product("things", schema)
+    assert product.fast_data({"code": "x", "n": "1"}) is None
+    for raw in ({"code": "x", "n": "1"}, {"n": "2"}, {"code": "x"}):
+        assert_hot_path_agrees(product, raw)
+
+
+@pytest.mark.parametrize(
+    "prop",
+    [
+        {"type": "integer", "enum": [1, 2]},
+        {"type": "number", "multipleOf": 0.5},
+        {"type": "boolean", "const": True},
+    ],
+)
+def test_a_non_string_keyword_the_generator_does_not_know_turns_the_hot_path_off(prop: dict[str, Any]) -> None:
+    product = Product("things", {"type": "object", "properties": {"x": prop}})
+    assert product.fast_data({"x": "1"}) is None
+    for cell in ["1", "2", "1.5", "true", "0"]:
+        assert_hot_path_agrees(product, {"x": cell})
+
+
+def test_records_without_a_required_field_or_with_an_unknown_one_take_the_slow_path() -> None:
+    users = REGISTRY.get("users")
+    assert users.fast_data({"external_id": "u"}) is None
+    assert users.fast_data({"external_id": "u", "email": "a@b.co", "shoe": "42"}) is None
+    assert_hot_path_agrees(users, {"external_id": "u"})
+    assert_hot_path_agrees(users, {"external_id": "u", "email": "a@b.co", "shoe": "42"})
+
+
+def test_endlessly_varying_field_orders_stop_growing_the_plans_but_stay_correct() -> None:
+    product = Product("users", REGISTRY.get("users").schema)
+    optional = [f for f in product.fields if f not in product.required]
+    limit = products_module._MAX_PLANS
+    for keys in itertools.islice(itertools.permutations(optional), limit + 20):
+        raw = {"external_id": "u", "email": "a@b.co", **{k: RAW_BASES["users"][k] for k in keys}}
+        assert_hot_path_agrees(product, raw)
+    assert len(product._plans) == limit
+    assert product.fast_data(raw) is None  # past the limit, a new order takes the slow path
