@@ -42,15 +42,16 @@ def _boot() -> tuple[Config, str]:
     return config, dsn
 
 
-def fail_orphaned_jobs() -> None:
-    """Fail unfinished jobs that no queued or running message will ever move on."""
+def sweep_jobs() -> None:
+    """Fail unfinished jobs that no message will move on; finish failed jobs' cleanups."""
     for job in services().jobs.orphaned_jobs(ORPHAN_AFTER_SECONDS):
         pipeline.fail_job(services(), job, "its queued work vanished (a message was lost or deleted); enqueue it again")
+    pipeline.sweep_cleanups(services())
 
 
 ORPHAN_AFTER_SECONDS = 60.0
 CONFIG, APP_DSN = _boot()
-broker = make_broker(APP_DSN, extra=[RecoverySweep(after_sweep=fail_orphaned_jobs)])
+broker = make_broker(APP_DSN, extra=[RecoverySweep(after_sweep=sweep_jobs)])
 dramatiq.set_broker(broker)
 
 _services: pipeline.Services | None = None
@@ -96,7 +97,9 @@ def import_parse(job_id: str) -> None:
     pipeline.run_stage(services(), pipeline.parse, job_id)
 
 
-@dramatiq.actor(actor_name=pipeline.VALIDATE, queue_name=CHUNKS_QUEUE, time_limit=1_800_000, **RETRY)
+@dramatiq.actor(
+    actor_name=pipeline.VALIDATE, queue_name=CHUNKS_QUEUE, time_limit=pipeline.CHUNK_TIME_LIMIT_SECONDS * 1000, **RETRY
+)
 def import_validate(job_id: str, chunk_no: int) -> None:
     """Validate one chunk and stage its valid rows."""
     pipeline.run_stage(services(), pipeline.validate, job_id, chunk_no)

@@ -46,6 +46,10 @@ class LimitExceeded(FileRejected):
     """A configured size limit was passed; the message names the limit."""
 
 
+class CustomerDBRefused(JobFailed):
+    """The customer's database answered but refused a statement (its table has another shape...)."""
+
+
 class BlobRefused(JobFailed):
     """The blob URI is unsupported, outside the customer's area, or not a regular file."""
 

@@ -355,12 +355,14 @@ class JobStore:
         errors: Sequence[RowError],
         max_logged: int,
         final_stage: str,
-    ) -> None:
-        """Count a chunk exactly once, log its row errors up to the job's cap, send the final stage when last."""
+    ) -> bool:
+        """Count a chunk exactly once, log its row errors up to the job's cap, send the final stage when last.
+
+        Returns False when the job is no longer running (its rows must go)."""
         with self.transaction() as cur:
             cur.execute(Q["complete_chunk"], (valid, invalid, job_id, chunk_no))
             if cur.fetchone() is None:
-                return  # counted already: a redelivered message
+                return True  # counted already: a redelivered message
             cur.execute(Q["job_for_update"], (job_id,))
             job = cur.fetchone()
             room = max(0, max_logged - job["logged_errors"])
@@ -368,8 +370,11 @@ class JobStore:
             _insert_logs(cur, job_id, [("error", e.source_row, e.field, e.message) for e in logged])
             cur.execute(Q["count_chunk"], {"valid": valid, "invalid": invalid, "logged": len(logged), "id": job_id})
             row = cur.fetchone()
-            if row and row["chunks_total"] is not None and row["chunks_done"] >= row["chunks_total"]:
+            if row is None:
+                return False
+            if row["chunks_total"] is not None and row["chunks_done"] >= row["chunks_total"]:
                 self._send(cur, [(final_stage, (job_id,))])
+            return True
 
     def succeed(self, job_id: str, rows_inserted: int, message: str) -> bool:
         """Mark the job succeeded with its inserted count and a closing log line."""
@@ -410,6 +415,17 @@ class JobStore:
         with self.transaction() as cur:
             cur.execute(Q["orphaned_jobs"], (min_age_seconds,))
             return [Job.from_row(r) for r in cur.fetchall()]
+
+    def cleanups_due(self, min_age_seconds: float) -> list[Job]:
+        """Failed jobs, failed at least this long ago, whose rows have not been deleted for good."""
+        with self.transaction() as cur:
+            cur.execute(Q["cleanups_due"], (min_age_seconds,))
+            return [Job.from_row(r) for r in cur.fetchall()]
+
+    def cleanup_done(self, job_id: str) -> None:
+        """Take a failed job off the cleanup list."""
+        with self.transaction() as cur:
+            cur.execute(Q["cleanup_done"], (job_id,))
 
     def mark_unreachable(self, job_id: str) -> float:
         """Note that the customer DB is unreachable; return for how many seconds it has been."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import logging
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from functools import cached_property
@@ -18,7 +19,7 @@ from typing import Any
 from service import blob, formats
 from service.config import Config
 from service.db import customer_dsn
-from service.errors import CustomerDBUnavailable, FileRejected, JobFailed, RowError
+from service.errors import CustomerDBRefused, CustomerDBUnavailable, FileRejected, JobFailed, RowError
 from service.jobs import ChunkWork, Job, JobStore
 from service.products import Product, ProductRegistry
 from service.store import CustomerStore
@@ -26,6 +27,10 @@ from service.store import CustomerStore
 log = logging.getLogger(__name__)
 
 FETCH, PARSE, VALIDATE, INSERT = "import_fetch", "import_parse", "import_validate", "import_insert"
+# A chunk's time limit (its actor's) bounds how long after a failure it may still commit
+# rows; the final cleanup of a failed job waits that long.
+CHUNK_TIME_LIMIT_SECONDS = 300
+CLEANUP_AFTER_SECONDS = CHUNK_TIME_LIMIT_SECONDS + 60
 # Attempts that never ended (the worker died) before a chunk or stage fails its job.
 MAX_CRASHES = 3
 # A chunk also ends at this many bytes, so one chunk's COPY buffer stays small whatever the rows' size.
@@ -60,6 +65,7 @@ def run_stage(services: Services, stage: Callable[..., None], job_id: str, *args
         log.info("job %s: %s skipped, job is %s", job_id, stage.__name__, job.status if job else "unknown")
         return
     job_level = stage is not validate  # chunks keep their own count, several run at once
+    started = time.perf_counter()
     try:
         if job_level:
             crashes = services.jobs.enter_stage(job_id, stage.__name__)
@@ -68,6 +74,7 @@ def run_stage(services: Services, stage: Callable[..., None], job_id: str, *args
             if crashes >= MAX_CRASHES:
                 raise JobFailed(f"a worker died {crashes} times while running stage {stage.__name__}; giving up")
         stage(services, job, *args)
+        log.info("job %s: %s%s done in %.3f s", job_id, stage.__name__, list(args), time.perf_counter() - started)
     except JobFailed as exc:
         fail_job(services, job, str(exc))
     except CustomerDBUnavailable as exc:
@@ -83,14 +90,40 @@ def run_stage(services: Services, stage: Callable[..., None], job_id: str, *args
 
 
 def fail_job(services: Services, job: Job, error: str) -> None:
-    """Mark the job failed and remove whatever it staged or published (best effort when unreachable)."""
+    """Delete the job's rows, mark it failed, delete again; the sweep deletes once more later.
+
+    Deleting first means nobody sees a `failed` job with rows; deleting again catches a
+    chunk that committed meanwhile (a chunk committing later sees the job failed and
+    deletes its own rows; see `sweep_cleanups` for one that dies in between).
+    """
+    reachable = discard_rows(services, job)
     if services.jobs.fail(job.id, error):
         log.info("job %s failed: %s", job.id, error)
+    if reachable:
+        discard_rows(services, job)
+
+
+def discard_rows(services: Services, job: Job) -> bool:
+    """Delete the job's rows from the customer table; False when the database is unreachable."""
     try:
-        services.customer(job.customer_id).discard(job.id, job.product_type)
+        deleted = services.customer(job.customer_id).discard(job.id, job.product_type)
     except CustomerDBUnavailable as exc:
-        # No row reached the product table before publish; only an orphan staging table remains.
-        log.warning("job %s: could not drop staging: %s", job.id, exc)
+        log.warning("job %s: rows not deleted yet, the sweep will retry: %s", job.id, exc)
+        return False
+    except CustomerDBRefused as exc:
+        # A table the service did not create (no job_id column): it cannot hold rows of ours.
+        log.warning("job %s: %s", job.id, exc)
+        return True
+    if deleted:
+        log.info("job %s: deleted %d rows of the failed job", job.id, deleted)
+    return True
+
+
+def sweep_cleanups(services: Services) -> None:
+    """Delete failed jobs' rows once more, after any chunk in flight at the failure has ended."""
+    for job in services.jobs.cleanups_due(CLEANUP_AFTER_SECONDS):
+        if discard_rows(services, job):
+            services.jobs.cleanup_done(job.id)
 
 
 def _open_plan(services: Services, job: Job) -> tuple[Path, formats.FileFormat, formats.Header, dict[str, Any]]:
@@ -119,7 +152,7 @@ def fetch(services: Services, job: Job) -> None:
             warnings.append("unknown column(s) ignored: " + ", ".join(column_map.unknown))
         if column_map.blank:
             warnings.append("column(s) with a blank header ignored: " + ", ".join(map(str, column_map.blank)))
-    services.customer(job.customer_id).prepare(job.id, product.name)
+    services.customer(job.customer_id).prepare(product.name)
     plan = {
         "format": asdict(fmt),
         "header": asdict(header),
@@ -183,12 +216,15 @@ def _validate_chunk(services: Services, job: Job, work: ChunkWork) -> None:
         max_records=work.row_count,
     )
     buffer = io.StringIO()
+    prefix = f"{job.id}\t"
+    dry_run = bool(job.options.get("dry_run"))
     valid, invalid = 0, 0
     errors: list[RowError] = []
     cap = services.config.max_logged_errors
     for source_row, data, row_errors in check_records(product, plan["columns"], records):
         if data is not None:
-            buffer.write(f"{source_row}\t{copy_escape(data)}\n")
+            if not dry_run:
+                buffer.write(f"{prefix}{source_row}\t{copy_escape(data)}\n")
             valid += 1
         else:
             invalid += 1
@@ -196,8 +232,13 @@ def _validate_chunk(services: Services, job: Job, work: ChunkWork) -> None:
                 errors.extend(row_errors[: cap - len(errors)])
     if valid + invalid != work.row_count:
         raise FileRejected(f"rows {first}-{last} read back {valid + invalid} records, expected {work.row_count}")
-    services.customer(job.customer_id).stage(job.id, first, last, buffer, rerun=work.attempts > 1)
-    services.jobs.complete_chunk(job.id, work.chunk_no, valid, invalid, errors, cap, INSERT)
+    if not dry_run:
+        services.customer(job.customer_id).copy_chunk(
+            job.id, job.product_type, first, last, buffer, rerun=work.attempts > 1
+        )
+    if not services.jobs.complete_chunk(job.id, work.chunk_no, valid, invalid, errors, cap, INSERT):
+        # The job failed while this chunk ran: its rows must not outlive the failure.
+        discard_rows(services, job)
 
 
 def check_records(
@@ -235,17 +276,17 @@ def copy_escape(text: str) -> str:
 
 
 def insert(services: Services, job: Job) -> None:
-    """Publish the job's staged rows in one transaction and close the job."""
-    store = services.customer(job.customer_id)
+    """Close the job: check the rows the chunks inserted, or remove them if the job must fail."""
     if job.options.get("on_invalid") == "fail" and job.rows_invalid:
         raise JobFailed(
             f"{job.rows_invalid} of {job.rows_total} rows are invalid and on_invalid is 'fail' (see the log)"
         )
     if job.options.get("dry_run"):
-        store.drop_staging(job.id)
         services.jobs.succeed(
             job.id, 0, f"dry run: {job.rows_valid} valid and {job.rows_invalid} invalid rows, nothing inserted"
         )
         return
-    inserted = store.publish(job.id, job.product_type, job.rows_valid)
+    inserted = services.customer(job.customer_id).count_rows(job.id, job.product_type)
+    if inserted != job.rows_valid:
+        raise JobFailed(f"the customer table holds {inserted} rows of this job, but {job.rows_valid} were valid")
     services.jobs.succeed(job.id, inserted, f"imported {inserted} rows, skipped {job.rows_invalid} invalid rows")

@@ -114,7 +114,7 @@ RETURNING id;
 
 -- name: fail_job
 UPDATE import_jobs
-SET status = 'failed', error = %s, finished_at = now(), updated_at = now()
+SET status = 'failed', error = %s, finished_at = now(), updated_at = now(), cleanup_pending = true
 WHERE id = %s AND status IN ('queued', 'running')
 RETURNING id;
 
@@ -143,3 +143,11 @@ WHERE j.status IN ('queued', 'running')
       SELECT 1 FROM dramatiq.queue q
       WHERE q.state IN ('queued', 'consumed') AND q.message -> 'args' ->> 0 = j.id::text)
 LIMIT 100;
+
+-- name: cleanups_due
+SELECT * FROM import_jobs
+WHERE status = 'failed' AND cleanup_pending AND finished_at < now() - make_interval(secs => %s)
+LIMIT 100;
+
+-- name: cleanup_done
+UPDATE import_jobs SET cleanup_pending = false WHERE id = %s;

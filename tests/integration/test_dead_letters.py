@@ -2,19 +2,29 @@
 
 from __future__ import annotations
 
+from service import blob
 from tests.conftest import query
 from tests.integration.conftest import Pipeline
 
 USERS = b"external_id,email\nu1,a@example.com\nu2,b@example.com\n"
 
 
-def test_an_unexpected_error_is_retried_then_fails_the_job_with_the_reason(pipeline: Pipeline) -> None:
-    # A customer table of the same name but another shape: publishing into it cannot work.
+def test_a_customer_table_of_another_shape_fails_the_job_with_the_databases_reason(pipeline: Pipeline) -> None:
     query(pipeline.customer_dsns["globex"], "CREATE TABLE users (id integer PRIMARY KEY, name text)")
     job = pipeline.run("globex", "users", "u.csv", USERS)
     assert job.status == "failed"
-    assert "import_insert" in job.error and "source_row" in job.error
+    assert "refused the import" in job.error and "job_id" in job.error
     assert query(pipeline.customer_dsns["globex"], "SELECT count(*) FROM users") == [(0,)]
+
+
+def test_an_unexpected_error_is_retried_then_fails_the_job_with_the_reason(pipeline: Pipeline) -> None:
+    # A job whose product has no schema in the worker (as if its schema file was removed after
+    # the enqueue): nothing the stage expects, so Dramatiq retries, gives up, dead-letters it.
+    path = pipeline.put("acme", "ghost.csv", USERS)
+    job, _ = pipeline.jobs.create_job("acme", "ghosts", blob.uri_for(path), {})
+    ended = pipeline.wait(job.id, timeout=60)
+    assert ended.status == "failed"
+    assert "import_fetch" in ended.error and "ghosts" in ended.error
     dead = query(pipeline.app_dsn, "SELECT count(*) FROM dramatiq.queue WHERE state = 'rejected'")
     assert dead[0][0] >= 1
 

@@ -65,14 +65,21 @@ def test_a_chunk_run_twice_after_a_crash_before_it_was_counted_stages_its_rows_o
     assert [r for (r,) in rows] == list(range(1, 11))
 
 
-def test_a_publish_repeated_after_it_committed_inserts_nothing_more(services: pipeline.Services) -> None:
-    job_id = start_job(services, 3)
+def test_a_failed_job_loses_the_rows_its_chunks_inserted_and_is_swept_once_more(services: pipeline.Services) -> None:
+    job_id = start_job(services, 6)
     pipeline.run_stage(services, pipeline.validate, job_id, 0)
-    store = services.customer("acme")
-    assert store.publish(job_id, "users", 3) == 3
-    assert store.publish(job_id, "users", 3) == 3  # staging is gone; counts what is there
-    count = query(services.config.customers["acme"], "SELECT count(*) FROM users WHERE job_id = %s", (job_id,))
-    assert count == [(3,)]
+    customer = services.config.customers["acme"]
+    assert query(customer, "SELECT count(*) FROM users WHERE job_id = %s", (job_id,)) == [(4,)]
+    job = services.jobs.get(job_id)
+    assert job is not None
+    pipeline.fail_job(services, job, "stopped by the test")
+    assert query(customer, "SELECT count(*) FROM users WHERE job_id = %s", (job_id,)) == [(0,)]
+    # The sweep deletes once more later, for chunks that were still running at the failure.
+    assert [j.id for j in services.jobs.cleanups_due(0)] == [job_id]
+    for due in services.jobs.cleanups_due(0):
+        assert pipeline.discard_rows(services, due)
+        services.jobs.cleanup_done(due.id)
+    assert services.jobs.cleanups_due(0) == []
 
 
 def test_parse_run_twice_plans_each_chunk_once(services: pipeline.Services) -> None:
