@@ -111,6 +111,12 @@ def start_master(env: dict[str, str]) -> subprocess.Popen[bytes]:
     )
 
 
+def start_supervisor(env: dict[str, str], output: int | None = subprocess.DEVNULL) -> subprocess.Popen[bytes]:
+    """`importctl worker` with one worker process (its threads: WORKER_CONCURRENCY)."""
+    command = [str(Path(sys.executable).parent / "importctl"), "worker", "--processes=1"]
+    return subprocess.Popen(command, env=env, cwd=ROOT, start_new_session=True, stdout=output, stderr=output)
+
+
 def end(process: subprocess.Popen[bytes]) -> None:
     if process.poll() is None:
         os.killpg(process.pid, signal.SIGTERM)
@@ -136,14 +142,7 @@ def chunk_running(faults: Faults, job_id: str) -> bool:
 
 @pytest.mark.parametrize("stage", ["parse", "validate", "insert"])
 def test_a_worker_killed_mid_stage_under_importctl_worker_finishes_the_job_exactly(faults: Faults, stage: str) -> None:
-    supervisor = subprocess.Popen(
-        [str(Path(sys.executable).parent / "importctl"), "worker", "--processes=1", "--threads=2"],
-        env=faults.env,
-        cwd=ROOT,
-        start_new_session=True,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    supervisor = start_supervisor(faults.env)
     try:
         job_id = faults.enqueue("acme", faults.big_file)
         if stage == "validate":
@@ -181,14 +180,7 @@ def test_an_abandoned_chunk_is_picked_up_by_a_worker_that_was_already_running(fa
 
 
 def test_a_chunk_that_kills_its_worker_every_time_fails_the_job_instead_of_looping(faults: Faults) -> None:
-    supervisor = subprocess.Popen(
-        [str(Path(sys.executable).parent / "importctl"), "worker", "--processes=1", "--threads=1"],
-        env=faults.env,
-        cwd=ROOT,
-        start_new_session=True,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    supervisor = start_supervisor(faults.env)
     try:
         job_id = faults.enqueue("acme", faults.big_file)
         for crashes in range(3):
@@ -249,15 +241,14 @@ def test_a_customer_db_dropped_mid_job_fails_the_job_cleanly(faults: Faults, dat
 
 
 def test_sigterm_to_the_workers_mid_job_hands_work_back_and_the_job_ends_exactly(faults: Faults) -> None:
-    command = [str(Path(sys.executable).parent / "importctl"), "worker", "--processes=1", "--threads=2"]
-    first = subprocess.Popen(command, env=faults.env, cwd=ROOT, start_new_session=True)
+    first = start_supervisor(faults.env, output=None)
     job_id = faults.enqueue("acme", faults.big_file)
     faults.until(lambda: chunk_running(faults, job_id))
     stopped_at = time.monotonic()
     first.send_signal(signal.SIGTERM)
     assert first.wait(timeout=35) == 0
     assert time.monotonic() - stopped_at < 30
-    second = subprocess.Popen(command, env=faults.env, cwd=ROOT, start_new_session=True)
+    second = start_supervisor(faults.env, output=None)
     try:
         job = faults.wait(job_id, timeout=90)
         assert job.status == "succeeded", job.error
