@@ -7,6 +7,7 @@ The dramatiq master stops all its worker processes when one child dies (dramatiq
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import subprocess
 import sys
@@ -44,8 +45,10 @@ def run_workers(processes: int, threads: int) -> int:
         "--worker-shutdown-timeout",
         str(SHUTDOWN_TIMEOUT_MS),
     ]
+    # The actors read their thread count from WORKER_CONCURRENCY (SPEC 4), so pass it on.
+    env = dict(os.environ, WORKER_CONCURRENCY=str(threads))
     while True:
-        child = subprocess.Popen(command)
+        child = subprocess.Popen(command, env=env)
         code = child.wait()
         if stopping:
             return 0
