@@ -153,22 +153,6 @@ def ping(dsn: str) -> None:
         conn.close()
 
 
-def pending_migrations(dsn: str) -> list[str]:
-    """Names of migrations the database has not applied (all of them on an empty DB)."""
-    conn = connect(dsn, autocommit=True)
-    try:
-        with conn.cursor() as cur:
-            cur.execute("SELECT to_regclass('schema_migrations') IS NOT NULL")
-            done: set[int] = set()
-            if cur.fetchone()[0]:
-                cur.execute("SELECT version FROM schema_migrations")
-                done = {r[0] for r in cur.fetchall()}
-    finally:
-        conn.close()
-    files = sorted((SQL_DIR / "migrations").glob("*.sql"))
-    return [p.name for p in files if int(p.name.split("_", 1)[0]) not in done]
-
-
 class JobStore:
     """Jobs, logs and chunk plans in the app DB, over a small thread-safe connection pool."""
 

@@ -12,12 +12,31 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Mapping
 from types import FrameType
 
 log = logging.getLogger(__name__)
 
 RESTART_DELAY_SECONDS = 1.0
 SHUTDOWN_TIMEOUT_MS = 25_000  # SPEC 10: a worker exits within 30 s of SIGTERM
+
+
+def worker_command(processes: int, threads: int, environ: Mapping[str, str]) -> tuple[list[str], dict[str, str]]:
+    """The `dramatiq actors` command line and environment for this many processes and threads."""
+    command = [
+        sys.executable,
+        "-m",
+        "dramatiq",
+        "actors",
+        "--processes",
+        str(processes),
+        "--threads",
+        str(threads),
+        "--worker-shutdown-timeout",
+        str(SHUTDOWN_TIMEOUT_MS),
+    ]
+    # The actors take their thread count from WORKER_CONCURRENCY (SPEC 4), so pass it on.
+    return command, dict(environ, WORKER_CONCURRENCY=str(threads))
 
 
 def run_workers(processes: int, threads: int) -> int:
@@ -33,20 +52,7 @@ def run_workers(processes: int, threads: int) -> int:
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
-    command = [
-        sys.executable,
-        "-m",
-        "dramatiq",
-        "actors",
-        "--processes",
-        str(processes),
-        "--threads",
-        str(threads),
-        "--worker-shutdown-timeout",
-        str(SHUTDOWN_TIMEOUT_MS),
-    ]
-    # The actors read their thread count from WORKER_CONCURRENCY (SPEC 4), so pass it on.
-    env = dict(os.environ, WORKER_CONCURRENCY=str(threads))
+    command, env = worker_command(processes, threads, os.environ)
     while True:
         child = subprocess.Popen(command, env=env)
         code = child.wait()

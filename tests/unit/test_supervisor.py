@@ -1,0 +1,18 @@
+"""`importctl worker` hands its process and thread counts to `dramatiq actors`."""
+
+from __future__ import annotations
+
+from service.supervisor import SHUTDOWN_TIMEOUT_MS, worker_command
+
+
+def test_the_thread_count_reaches_the_actors_through_worker_concurrency() -> None:
+    command, env = worker_command(3, 5, {"WORKER_CONCURRENCY": "8", "APP_DB_DSN": "dbname=app"})
+    assert command[command.index("--processes") + 1] == "3"
+    assert command[command.index("--threads") + 1] == "5"
+    # The actors' WorkerConcurrency middleware sets threads from this variable, over --threads.
+    assert env["WORKER_CONCURRENCY"] == "5" and env["APP_DB_DSN"] == "dbname=app"
+
+
+def test_workers_are_told_to_stop_within_the_thirty_seconds_of_spec_10() -> None:
+    command, _ = worker_command(1, 1, {})
+    assert int(command[command.index("--worker-shutdown-timeout") + 1]) == SHUTDOWN_TIMEOUT_MS < 30_000
