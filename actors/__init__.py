@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import sys
 import threading
+import time
 from typing import Any
 
 import dramatiq
@@ -16,7 +17,7 @@ import psycopg2
 from dramatiq.middleware import Middleware
 
 from actors.broker import RecoverySweep, make_broker
-from service import pipeline
+from service import control, pipeline
 from service.config import Config, load_config
 from service.db import app_dsn, redact
 from service.errors import ConfigError, ImportServiceError, Retryable
@@ -43,13 +44,21 @@ def _boot() -> tuple[Config, str]:
 
 
 def sweep_jobs() -> None:
-    """Fail unfinished jobs that no message will move on; finish failed jobs' cleanups."""
+    """Fail unfinished jobs that no message will move on; finish cleanups; wake stalled turns."""
     for job in services().jobs.orphaned_jobs(ORPHAN_AFTER_SECONDS):
         pipeline.fail_job(services(), job, "its queued work vanished (a message was lost or deleted); enqueue it again")
     pipeline.sweep_cleanups(services())
+    services().jobs.wake_stalled(STALLED_TURN_SECONDS)
+    global _purged_at
+    if time.monotonic() - _purged_at > PURGE_EVERY_SECONDS:
+        _purged_at = time.monotonic()
+        pipeline.purge_history(services())
 
 
 ORPHAN_AFTER_SECONDS = 60.0
+STALLED_TURN_SECONDS = 10.0
+PURGE_EVERY_SECONDS = 3600.0
+_purged_at = -PURGE_EVERY_SECONDS
 CONFIG, APP_DSN = _boot()
 broker = make_broker(APP_DSN, extra=[RecoverySweep(after_sweep=sweep_jobs)])
 dramatiq.set_broker(broker)
@@ -101,14 +110,20 @@ def import_parse(job_id: str) -> None:
     actor_name=pipeline.VALIDATE, queue_name=CHUNKS_QUEUE, time_limit=pipeline.CHUNK_TIME_LIMIT_SECONDS * 1000, **RETRY
 )
 def import_validate(job_id: str, chunk_no: int) -> None:
-    """Validate one chunk and stage its valid rows."""
+    """Validate one chunk and write (or stage, for an atomic job) its valid rows."""
     pipeline.run_stage(services(), pipeline.validate, job_id, chunk_no)
 
 
 @dramatiq.actor(actor_name=pipeline.INSERT, queue_name=JOBS_QUEUE, time_limit=3_600_000, **RETRY)
 def import_insert(job_id: str) -> None:
-    """Publish the staged rows and close the job."""
+    """Close the job: check a streaming job's rows, or publish an atomic job's in one commit."""
     pipeline.run_stage(services(), pipeline.insert, job_id)
+
+
+@dramatiq.actor(actor_name=pipeline.UNDO, queue_name=JOBS_QUEUE, time_limit=3_600_000, **RETRY)
+def import_undo(job_id: str) -> None:
+    """Finish a big undo in one transaction of the customer DB."""
+    control.finish_undo(services(), job_id)
 
 
 class FailJobOnDeadLetter(Middleware):

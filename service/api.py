@@ -19,7 +19,7 @@ from service.products import ProductRegistry
 from service.requests import check_request, enqueue
 
 IDEMPOTENCY_KEY = re.compile(r"(?=.*\S)[^\x00-\x1f\x7f]{1,200}\Z")
-STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
+STATUSES = ("queued", "running", "succeeded", "failed", "cancelled", "undone")
 MAX_LIST_LIMIT = 1000
 DEFAULT_LIST_LIMIT = 100
 
@@ -91,6 +91,29 @@ class Api:
             raise JobNotFound(f"no job {job_id}")
         return job
 
+    def cancel(self, access: Access, job_id: str) -> tuple[Job, bool]:
+        """Cancel a queued or running job: (job, True) once it is `cancelled`, False while it ends.
+
+        Raises JobConflict for a job that already ended otherwise (a cancelled one answers as is).
+        """
+        from service import control
+
+        return control.cancel(self._services(), self.job(access, job_id))
+
+    def undo(self, access: Access, job_id: str) -> tuple[Job, bool]:
+        """Undo a succeeded job: (job, True) once it is `undone`, False when a worker completes it.
+
+        Raises JobConflict naming the later jobs to undo first, or why the job cannot be undone.
+        """
+        from service import control
+
+        return control.undo(self._services(), self.job(access, job_id))
+
+    def _services(self) -> Any:
+        from service.pipeline import Services
+
+        return Services(self.config, self.jobs, self.products, self.jobs.dsn)
+
     def logs(self, access: Access, job_id: str) -> list[LogLine]:
         """The job's log lines, oldest first."""
         return self.jobs.logs(self.job(access, job_id).id)
@@ -142,10 +165,15 @@ def job_view(job: Job) -> dict[str, Any]:
         "rows_valid": job.rows_valid,
         "rows_invalid": job.rows_invalid,
         "rows_inserted": job.rows_inserted,
+        "rows_updated": job.rows_updated,
+        "rows_unchanged": job.rows_unchanged,
+        "rows_duplicate": job.rows_duplicate,
+        "rows_deleted": job.rows_deleted,
         "error": job.error,
         "created_at": iso(job.created_at),
         "started_at": iso(job.started_at),
         "finished_at": iso(job.finished_at),
+        "undone_at": iso(job.undone_at),
     }
 
 

@@ -53,6 +53,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("max_record_bytes", "MAX_RECORD_BYTES", "int", 10 * MiB),
     Setting("max_xlsx_bytes", "MAX_XLSX_BYTES", "int", 1 * GiB),
     Setting("log_level", "LOG_LEVEL", "str", "INFO"),
+    Setting("undo_retention_days", "UNDO_RETENTION_DAYS", "int", 30),
 )
 
 
@@ -77,6 +78,7 @@ class Config:
     max_record_bytes: int = 10 * MiB
     max_xlsx_bytes: int = 1 * GiB
     log_level: str = "INFO"
+    undo_retention_days: int = 30
     customers: Mapping[str, str] = field(default_factory=dict)
     tokens: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
 

@@ -23,6 +23,12 @@ log = logging.getLogger(__name__)
 _INHERITED = ("host", "port", "user", "password")
 
 
+def load_queries(path: Path) -> dict[str, str]:
+    """Split a .sql file into blocks headed `-- name: x` (jobs.py and store.py run them)."""
+    blocks = re.split(r"^-- name: (\w+)\s*$", path.read_text(), flags=re.MULTILINE)
+    return {name: body.strip() for name, body in zip(blocks[1::2], blocks[2::2], strict=True)}
+
+
 def app_dsn(config: Config) -> str:
     """The app DB's DSN: the configured one, else an embedded server under data_dir."""
     if config.app_db_dsn:

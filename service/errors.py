@@ -54,6 +54,14 @@ class BlobRefused(JobFailed):
     """The blob URI is unsupported, outside the customer's area, or not a regular file."""
 
 
+class JobConflict(ImportServiceError):
+    """The job's state does not allow the operation (cancel a finished job, undo a failed one...)."""
+
+
+class JobCancelled(ImportServiceError):
+    """The job was cancelled while a stage ran: the stage stops and leaves nothing."""
+
+
 class Retryable(ImportServiceError):
     """A transient fault (a dropped connection, an unreachable database)."""
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import re
 import threading
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -23,13 +22,15 @@ import psycopg2
 import psycopg2.extras
 import psycopg2.pool
 
-from service.db import connect
+from service.db import connect, load_queries
 from service.errors import ImportServiceError, RowError
 
 log = logging.getLogger(__name__)
 
 SQL_DIR = Path(__file__).parent / "sql"
 MIGRATION_LOCK = 7_245_117_011  # any constant: serialises concurrent `migrate` runs
+
+FINAL_STATUSES = ("succeeded", "failed", "cancelled", "undone")
 
 # (actor name, args) -> (queue name, message id, encoded message): provided by actors/.
 Dispatch = Callable[[str, tuple[Any, ...]], tuple[str, str, dict[str, Any]]]
@@ -40,13 +41,7 @@ class IdempotencyConflict(ImportServiceError):
     """The idempotency key was used before with a different request."""
 
 
-def _load_queries(path: Path) -> dict[str, str]:
-    """Split a .sql file into blocks headed `-- name: x`."""
-    blocks = re.split(r"^-- name: (\w+)\s*$", path.read_text(), flags=re.MULTILINE)
-    return {name: body.strip() for name, body in zip(blocks[1::2], blocks[2::2], strict=True)}
-
-
-Q = _load_queries(SQL_DIR / "queries.sql")
+Q = load_queries(SQL_DIR / "queries.sql")
 
 
 @dataclass(frozen=True)
@@ -63,6 +58,10 @@ class Job:
     rows_valid: int
     rows_invalid: int
     rows_inserted: int
+    rows_updated: int
+    rows_unchanged: int
+    rows_duplicate: int
+    rows_deleted: int
     error: str | None
     created_at: datetime
     started_at: datetime | None
@@ -73,6 +72,10 @@ class Job:
     chunks_done: int
     logged_errors: int
     idempotency_key: str | None
+    undone_at: datetime | None = None
+    waiting: bool = False
+    publishing: bool = False
+    undo_pending: bool = False
 
     @classmethod
     def from_row(cls, row: dict[str, Any]) -> Job:
@@ -85,7 +88,38 @@ class Job:
     @property
     def finished(self) -> bool:
         """Whether the job reached a final status."""
-        return self.status in ("succeeded", "failed", "cancelled")
+        return self.status in FINAL_STATUSES
+
+    @property
+    def mode(self) -> str:
+        """The write mode: append (default), upsert or replace."""
+        return str(self.options.get("mode", "append"))
+
+    @property
+    def atomic(self) -> bool:
+        """Whether the job's rows become visible in one commit (upsert, replace, atomic append)."""
+        return self.mode != "append" or bool(self.options.get("atomic"))
+
+
+@dataclass(frozen=True)
+class Counts:
+    """What a job did to the product table (SPEC 12)."""
+
+    inserted: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    duplicate: int = 0
+    deleted: int = 0
+
+    def as_params(self) -> dict[str, int]:
+        """The counts as query parameters."""
+        return {
+            "inserted": self.inserted,
+            "updated": self.updated,
+            "unchanged": self.unchanged,
+            "duplicate": self.duplicate,
+            "deleted": self.deleted,
+        }
 
 
 @dataclass(frozen=True)
@@ -156,12 +190,20 @@ def ping(dsn: str) -> None:
 class JobStore:
     """Jobs, logs and chunk plans in the app DB, over a small thread-safe connection pool."""
 
-    def __init__(self, dsn: str, dispatch: Dispatch | None = None, maxconn: int = 8) -> None:
+    def __init__(
+        self, dsn: str, dispatch: Dispatch | None = None, maxconn: int = 8, publish_stage: str = "import_insert"
+    ) -> None:
         self._dsn = dsn
+        self._publish_stage = publish_stage
         self._dispatch = dispatch
         self._maxconn = maxconn
         self._pool: psycopg2.pool.ThreadedConnectionPool | None = None
         self._lock = threading.Lock()
+
+    @property
+    def dsn(self) -> str:
+        """The app DB's DSN."""
+        return self._dsn
 
     def close(self) -> None:
         """Close every pooled connection."""
@@ -288,15 +330,22 @@ class JobStore:
             self._send(cur, sends)
             return True
 
-    def add_chunks(self, job_id: str, chunks: Sequence[tuple[int, int, int, int, int]], stage: str) -> None:
-        """Record chunks (no, first_row, first_line, start_pos, rows) and send `stage` for each new one."""
+    def add_chunks(self, job_id: str, chunks: Sequence[tuple[int, int, int, int, int]], stage: str) -> bool:
+        """Record chunks (no, first_row, first_line, start_pos, rows) and send `stage` for each new one.
+
+        Returns False, recording nothing, when the job is no longer running (cancelled or failed)."""
         with self.transaction() as cur:
+            cur.execute(Q["job_status"], (job_id,))
+            row = cur.fetchone()
+            if row is None or row["status"] != "running":
+                return False
             new: list[int] = []
             for chunk in chunks:
                 cur.execute(Q["insert_chunk"], (job_id, *chunk))
                 if cur.fetchone() is not None:
                     new.append(chunk[0])
             self._send(cur, [(stage, (job_id, n)) for n in new])
+            return True
 
     def finish_planning(self, job_id: str, chunks_total: int, final_stage: str) -> None:
         """Fix the number of chunks; when all are already done, send the final stage."""
@@ -360,25 +409,114 @@ class JobStore:
                 self._send(cur, [(final_stage, (job_id,))])
             return True
 
-    def succeed(self, job_id: str, rows_inserted: int, message: str) -> bool:
-        """Mark the job succeeded with its inserted count and a closing log line."""
+    def succeed(self, job_id: str, counts: Counts, message: str, warnings: Sequence[tuple[int, str]] = ()) -> bool:
+        """Mark the job succeeded with its counts, row warnings and a closing line; wake jobs waiting for it."""
         with self.transaction() as cur:
-            cur.execute(Q["succeed_job"], (rows_inserted, job_id))
-            if cur.fetchone() is None:
+            cur.execute(Q["succeed_counts"], {**counts.as_params(), "id": job_id})
+            row = cur.fetchone()
+            if row is None:
                 return False
-            _insert_logs(cur, job_id, [("info", None, None, message)])
+            lines = [("warning", source_row, None, text) for source_row, text in warnings]
+            _insert_logs(cur, job_id, [*lines, ("info", None, None, message)])
             cur.execute(Q["delete_chunks"], (job_id,))
+            self._wake_waiters(cur, row["customer_id"], row["product_type"])
             return True
 
     def fail(self, job_id: str, error: str) -> bool:
-        """Mark the job failed (if it is not finished) and log the reason."""
+        """Mark the job failed (if it is not finished) and log the reason; wake jobs waiting for it."""
         with self.transaction() as cur:
             cur.execute(Q["fail_job"], (error, job_id))
-            if cur.fetchone() is None:
+            row = cur.fetchone()
+            if row is None:
                 return False
             _insert_logs(cur, job_id, [("error", None, None, error)])
             cur.execute(Q["delete_chunks"], (job_id,))
+            self._wake_waiters(cur, row["customer_id"], row["product_type"])
             return True
+
+    def cancel(self, job_id: str) -> bool:
+        """Mark a queued or running job cancelled and drop its queued work; False if it cannot be now."""
+        with self.transaction() as cur:
+            cur.execute(Q["cancel_job"], (job_id,))
+            row = cur.fetchone()
+            if row is None:
+                return False
+            _insert_logs(cur, job_id, [("info", None, None, "cancelled; its rows are discarded")])
+            cur.execute(Q["drop_queued_messages"], (job_id,))
+            cur.execute(Q["delete_chunks"], (job_id,))
+            self._wake_waiters(cur, row["customer_id"], row["product_type"])
+            return True
+
+    # -- turns: jobs of one customer and product publish in the order they were enqueued -----
+
+    def wait_turn(self, job: Job) -> list[str]:
+        """Park the job if earlier jobs of its customer and product may still write; their ids."""
+        with self.transaction() as cur:
+            cur.execute(Q["publish_order_lock"], (job.customer_id, job.product_type))
+            cur.execute(Q["earlier_unfinished"], (job.id,))
+            earlier = [str(r["id"]) for r in cur.fetchall()]
+            if earlier:
+                cur.execute(Q["start_waiting"], (job.id,))
+                message = "waiting for earlier job(s) of this product to end before publishing: " + ", ".join(earlier)
+                _insert_logs(cur, job.id, [("info", None, None, message)])
+            return earlier
+
+    def _wake_waiters(self, cur: Any, customer_id: str, product_type: str) -> None:
+        """Send the publish of every waiting job whose earlier jobs have all ended (same transaction)."""
+        cur.execute(Q["publish_order_lock"], (customer_id, product_type))
+        cur.execute(Q["wake_waiters"], (customer_id, product_type))
+        woken = [str(r["id"]) for r in cur.fetchall()]
+        if woken and self._publish_stage:
+            self._send(cur, [(self._publish_stage, (job_id,)) for job_id in woken])
+
+    def wake_stalled(self, min_age_seconds: float) -> None:
+        """Wake waiting jobs whose turn came without them being woken (a safety net for the sweep)."""
+        with self.transaction() as cur:
+            cur.execute(Q["waiting_turns"], (min_age_seconds,))
+            turns = [(r["customer_id"], r["product_type"]) for r in cur.fetchall()]
+        for customer_id, product_type in turns:
+            with self.transaction() as cur:
+                self._wake_waiters(cur, customer_id, product_type)
+
+    def start_publishing(self, job_id: str) -> bool:
+        """Claim the last instant before a publish commits; False when the job was cancelled."""
+        with self.transaction() as cur:
+            cur.execute(Q["start_publishing"], (job_id,))
+            return cur.fetchone() is not None
+
+    def status(self, job_id: str) -> str | None:
+        """The job's status alone (cheap, for watchers)."""
+        with self.transaction() as cur:
+            cur.execute(Q["job_status"], (job_id,))
+            row = cur.fetchone()
+        return str(row["status"]) if row else None
+
+    # -- undo ------------------------------------------------------------------------------
+
+    def request_undo(self, job_id: str, stage: str) -> bool:
+        """Hand a big undo to a worker: flag it and send `stage`, atomically; False if already asked."""
+        with self.transaction() as cur:
+            cur.execute(Q["request_undo"], (job_id,))
+            if cur.fetchone() is None:
+                return False
+            self._send(cur, [(stage, (job_id,))])
+            return True
+
+    def mark_undone(self, job_id: str, message: str) -> bool:
+        """Mark a succeeded job undone, with a log line."""
+        with self.transaction() as cur:
+            cur.execute(Q["mark_undone"], (job_id,))
+            if cur.fetchone() is None:
+                return False
+            _insert_logs(cur, job_id, [("info", None, None, message)])
+            return True
+
+    def end_undo_request(self, job_id: str, message: str | None = None) -> None:
+        """Clear a worker undo that was refused or failed, logging why."""
+        with self.transaction() as cur:
+            cur.execute(Q["end_undo_request"], (job_id,))
+            if message:
+                _insert_logs(cur, job_id, [("error", None, None, message)])
 
     def log(
         self, job_id: str, level: str, message: str, row_number: int | None = None, field: str | None = None

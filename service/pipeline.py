@@ -19,14 +19,22 @@ from typing import Any
 from service import blob, formats
 from service.config import Config
 from service.db import customer_dsn
-from service.errors import CustomerDBRefused, CustomerDBUnavailable, FileRejected, JobFailed, RowError
-from service.jobs import ChunkWork, Job, JobStore
+from service.errors import (
+    CustomerDBRefused,
+    CustomerDBUnavailable,
+    FileRejected,
+    JobCancelled,
+    JobFailed,
+    RowError,
+)
+from service.jobs import ChunkWork, Counts, Job, JobStore
 from service.products import Product, ProductRegistry
 from service.store import CustomerStore
 
 log = logging.getLogger(__name__)
 
 FETCH, PARSE, VALIDATE, INSERT = "import_fetch", "import_parse", "import_validate", "import_insert"
+UNDO = "import_undo"  # a big undo, finished by a worker (service.control)
 # A chunk's time limit (its actor's) bounds how long after a failure it may still commit
 # rows; the final cleanup of a failed job waits that long.
 CHUNK_TIME_LIMIT_SECONDS = 300
@@ -75,6 +83,8 @@ def run_stage(services: Services, stage: Callable[..., None], job_id: str, *args
                 raise JobFailed(f"a worker died {crashes} times while running stage {stage.__name__}; giving up")
         stage(services, job, *args)
         log.info("job %s: %s%s done in %.3f s", job_id, stage.__name__, list(args), time.perf_counter() - started)
+    except JobCancelled:
+        log.info("job %s: %s stopped, the job was cancelled", job_id, stage.__name__)
     except JobFailed as exc:
         fail_job(services, job, str(exc))
     except CustomerDBUnavailable as exc:
@@ -90,12 +100,16 @@ def run_stage(services: Services, stage: Callable[..., None], job_id: str, *args
 
 
 def fail_job(services: Services, job: Job, error: str) -> None:
-    """Delete the job's rows, mark it failed, delete again; the sweep deletes once more later.
+    """Mark the job failed and delete what it left; the sweep deletes once more later.
 
-    Deleting first means nobody sees a `failed` job with rows; deleting again catches a
-    chunk that committed meanwhile (a chunk committing later sees the job failed and
-    deletes its own rows; see `sweep_cleanups` for one that dies in between).
+    An atomic job whose publish committed (its journal says so) succeeded after all: it is
+    finished as such, never failed with its rows in the table. A streaming job's rows are
+    deleted before and after it is marked failed, so nobody sees a `failed` job with rows; a
+    chunk committing later sees the job failed and deletes its own (see `sweep_cleanups` for
+    one that dies in between).
     """
+    if job.atomic and _finish_published(services, job):
+        return
     reachable = discard_rows(services, job)
     if services.jobs.fail(job.id, error):
         log.info("job %s failed: %s", job.id, error)
@@ -103,27 +117,50 @@ def fail_job(services: Services, job: Job, error: str) -> None:
         discard_rows(services, job)
 
 
-def discard_rows(services: Services, job: Job) -> bool:
-    """Delete the job's rows from the customer table; False when the database is unreachable."""
+def _finish_published(services: Services, job: Job) -> bool:
+    """Succeed an atomic job whose publish committed before the app DB heard of it."""
     try:
-        deleted = services.customer(job.customer_id).discard(job.id, job.product_type)
+        publication = services.customer(job.customer_id).journal(job.id)
+    except (CustomerDBUnavailable, CustomerDBRefused) as exc:
+        log.warning("job %s: cannot check whether its publish committed: %s", job.id, exc)
+        return False
+    if publication is None:
+        return False
+    services.jobs.succeed(job.id, publication.counts, summarize(job, publication.counts))
+    return True
+
+
+def discard_rows(services: Services, job: Job, lock_timeout_ms: int = 0) -> bool:
+    """Delete what a failed or cancelled job left; False when the database is unreachable."""
+    try:
+        deleted = services.customer(job.customer_id).discard(job.id, job.product_type, job.atomic, lock_timeout_ms)
     except CustomerDBUnavailable as exc:
         log.warning("job %s: rows not deleted yet, the sweep will retry: %s", job.id, exc)
         return False
     except CustomerDBRefused as exc:
-        # A table the service did not create (no job_id column): it cannot hold rows of ours.
+        # A table the service did not create (no job_id column): it cannot hold rows of ours;
+        # or a staging table still locked by a chunk in flight, which discards after itself.
         log.warning("job %s: %s", job.id, exc)
         return True
     if deleted:
-        log.info("job %s: deleted %d rows of the failed job", job.id, deleted)
+        log.info("job %s: deleted %d rows of the %s job", job.id, deleted, job.status)
     return True
 
 
 def sweep_cleanups(services: Services) -> None:
-    """Delete failed jobs' rows once more, after any chunk in flight at the failure has ended."""
+    """Delete failed or cancelled jobs' leftovers once more, after any chunk in flight then has ended."""
     for job in services.jobs.cleanups_due(CLEANUP_AFTER_SECONDS):
         if discard_rows(services, job):
             services.jobs.cleanup_done(job.id)
+
+
+def purge_history(services: Services) -> None:
+    """Delete undo history past `undo_retention_days` in every customer database."""
+    for customer_id in services.config.customers:
+        try:
+            services.customer(customer_id).purge_history(services.config.undo_retention_days)
+        except (CustomerDBUnavailable, CustomerDBRefused) as exc:
+            log.warning("customer %s: undo history not purged this time: %s", customer_id, exc)
 
 
 def _open_plan(services: Services, job: Job) -> tuple[Path, formats.FileFormat, formats.Header, dict[str, Any]]:
@@ -152,7 +189,9 @@ def fetch(services: Services, job: Job) -> None:
             warnings.append("unknown column(s) ignored: " + ", ".join(column_map.unknown))
         if column_map.blank:
             warnings.append("column(s) with a blank header ignored: " + ", ".join(map(str, column_map.blank)))
-    services.customer(job.customer_id).prepare(product.name)
+    keyed = job.mode != "append"
+    stage_for = job.id if job.atomic and not job.options.get("dry_run") else None
+    services.customer(job.customer_id).prepare(product.name, product.key if keyed else None, stage_for)
     plan = {
         "format": asdict(fmt),
         "header": asdict(header),
@@ -178,16 +217,18 @@ def parse(services: Services, job: Job) -> None:
         pending.append((planned, cut.first_row, cut.first_line, cut.start, cut.rows))
         planned += 1
         if len(pending) >= CHUNKS_PER_TRANSACTION:
-            services.jobs.add_chunks(job.id, pending, VALIDATE)
+            if not services.jobs.add_chunks(job.id, pending, VALIDATE):
+                raise JobCancelled(f"job {job.id} is no longer running")
             pending = []
-    services.jobs.add_chunks(job.id, pending, VALIDATE)
+    if not services.jobs.add_chunks(job.id, pending, VALIDATE):
+        raise JobCancelled(f"job {job.id} is no longer running")
     if unknown_keys:
         services.jobs.log(job.id, "warning", "unknown key(s) ignored: " + ", ".join(sorted(unknown_keys)))
     services.jobs.finish_planning(job.id, planned, INSERT)
 
 
 def validate(services: Services, job: Job, chunk_no: int) -> None:
-    """Coerce and validate one chunk; stage its valid rows, log its invalid ones, count it once."""
+    """Coerce and validate one chunk; write or stage its valid rows, log its invalid ones, count it once."""
     work = services.jobs.begin_chunk(job.id, chunk_no)
     if work is None:
         return
@@ -201,7 +242,9 @@ def validate(services: Services, job: Job, chunk_no: int) -> None:
 
 
 def _validate_chunk(services: Services, job: Job, work: ChunkWork) -> None:
-    """Read, coerce and validate one chunk's records, stage the valid ones, count the chunk."""
+    """Read, coerce and validate one chunk's records, COPY the valid ones, count the chunk.
+
+    A streaming append job COPYs into the product table, an atomic one into its staging table."""
     first, last = work.first_row, work.first_row + work.row_count - 1
     path, fmt, header, plan = _open_plan(services, job)
     product = services.products.get(job.product_type)
@@ -216,7 +259,8 @@ def _validate_chunk(services: Services, job: Job, work: ChunkWork) -> None:
         max_records=work.row_count,
     )
     buffer = io.StringIO()
-    prefix = f"{job.id}\t"
+    staged = job.atomic
+    prefix = CustomerStore.copy_prefix(job.id, staged)
     dry_run = bool(job.options.get("dry_run"))
     valid, invalid = 0, 0
     errors: list[RowError] = []
@@ -234,7 +278,7 @@ def _validate_chunk(services: Services, job: Job, work: ChunkWork) -> None:
         raise FileRejected(f"rows {first}-{last} read back {valid + invalid} records, expected {work.row_count}")
     if not dry_run:
         services.customer(job.customer_id).copy_chunk(
-            job.id, job.product_type, first, last, buffer, rerun=work.attempts > 1
+            job.id, job.product_type, first, last, buffer, staged=staged, rerun=work.attempts > 1
         )
     if not services.jobs.complete_chunk(job.id, work.chunk_no, valid, invalid, errors, cap, INSERT):
         # The job failed while this chunk ran: its rows must not outlive the failure.
@@ -276,17 +320,53 @@ def copy_escape(text: str) -> str:
 
 
 def insert(services: Services, job: Job) -> None:
-    """Close the job: check the rows the chunks inserted, or remove them if the job must fail."""
-    if job.options.get("on_invalid") == "fail" and job.rows_invalid:
+    """Close the job: check and journal a streaming job's rows, or publish an atomic job's."""
+    on_invalid = job.options.get("on_invalid", "fail" if job.mode == "replace" else "skip")
+    if on_invalid == "fail" and job.rows_invalid:
         raise JobFailed(
             f"{job.rows_invalid} of {job.rows_total} rows are invalid and on_invalid is 'fail' (see the log)"
         )
     if job.options.get("dry_run"):
-        services.jobs.succeed(
-            job.id, 0, f"dry run: {job.rows_valid} valid and {job.rows_invalid} invalid rows, nothing inserted"
-        )
+        message = f"dry run: {job.rows_valid} valid and {job.rows_invalid} invalid rows, nothing written"
+        services.jobs.succeed(job.id, Counts(), message)
         return
-    inserted = services.customer(job.customer_id).count_rows(job.id, job.product_type)
-    if inserted != job.rows_valid:
-        raise JobFailed(f"the customer table holds {inserted} rows of this job, but {job.rows_valid} were valid")
-    services.jobs.succeed(job.id, inserted, f"imported {inserted} rows, skipped {job.rows_invalid} invalid rows")
+    if job.mode == "replace" and job.rows_valid == 0 and not job.options.get("allow_empty"):
+        raise JobFailed("replace found no valid rows and would empty the table; set allow_empty: true to allow it")
+    store = services.customer(job.customer_id)
+    if not job.atomic:
+        inserted = store.count_rows(job.id, job.product_type)
+        if inserted != job.rows_valid:
+            raise JobFailed(f"the customer table holds {inserted} rows of this job, but {job.rows_valid} were valid")
+        store.record_append(job.id, job.product_type, inserted)
+        services.jobs.succeed(job.id, Counts(inserted=inserted), summarize(job, Counts(inserted=inserted)))
+        return
+    if services.jobs.wait_turn(job):
+        return  # the last earlier job to end sends this stage again
+    publish(services, job)
+
+
+def publish(services: Services, job: Job) -> None:
+    """Publish an atomic job's staged rows in one commit, then mark it succeeded."""
+    product = services.products.get(job.product_type)
+    room = max(0, services.config.max_logged_errors - job.logged_errors)
+    publication = services.customer(job.customer_id).publish(
+        job.id,
+        job.product_type,
+        job.mode,
+        product.key,
+        job.rows_valid,
+        room,
+        still_running=lambda: services.jobs.status(job.id) == "running",
+        confirm=lambda: services.jobs.start_publishing(job.id),
+    )
+    services.jobs.succeed(job.id, publication.counts, summarize(job, publication.counts), publication.warnings)
+
+
+def summarize(job: Job, counts: Counts) -> str:
+    """The closing log line of a succeeded job."""
+    parts = [f"{counts.inserted} inserted"]
+    if job.mode != "append":
+        parts += [f"{counts.updated} updated", f"{counts.unchanged} unchanged", f"{counts.duplicate} duplicate"]
+    if job.mode == "replace":
+        parts.append(f"{counts.deleted} deleted")
+    return f"{job.mode}: " + ", ".join(parts) + f"; {job.rows_invalid} invalid rows skipped"

@@ -332,13 +332,18 @@ _FAILS: Final = {
 _MAX_PLANS = 256  # field orders remembered per product (a key=value file may vary them per record)
 
 
+def _keywords(schema: dict[str, Any]) -> set[str]:
+    """A schema's keywords, less this service's own `x-` extensions (validators ignore them)."""
+    return {name for name in schema if not name.startswith("x-")}
+
+
 def _compilable(schema: dict[str, Any]) -> bool:
     """Tell whether the generated code checks every keyword of a (supported) schema."""
-    if not set(schema) <= _TOP_KEYWORDS or not isinstance(schema.get("additionalProperties", False), bool):
+    if not _keywords(schema) <= _TOP_KEYWORDS or not isinstance(schema.get("additionalProperties", False), bool):
         return False
     for prop in schema["properties"].values():
         kind = prop["type"]
-        if not set(prop) - {"type"} - _ANNOTATIONS <= _PROPERTY_KEYWORDS[kind]:
+        if not _keywords(prop) - {"type"} - _ANNOTATIONS <= _PROPERTY_KEYWORDS[kind]:
             return False
     return True
 
@@ -442,6 +447,7 @@ class Product:
         "_order",
         "_plans",
         "fields",
+        "key",
         "name",
         "required",
         "schema",
@@ -457,6 +463,8 @@ class Product:
         properties: dict[str, Any] = schema["properties"]
         self.fields: tuple[str, ...] = tuple(properties)
         self.required: tuple[str, ...] = tuple(schema.get("required", ()))
+        # The field upsert and replace match rows by (SPEC 12); None: only append is possible.
+        self.key: str | None = schema.get("x-key")
         self._by_key = {_header_key(field): field for field in self.fields}
         self._coercers: dict[str, Coercer] = {f: build_coercer(p) for f, p in properties.items()}
         self._order = {field: index for index, field in enumerate(self.fields)}
@@ -649,6 +657,10 @@ def _check_supported(schema: Any) -> None:
         raise ConfigError("two properties differ only in case")
     if not set(schema.get("required", ())) <= set(properties):
         raise ConfigError("a required field is not a property")
+    key = schema.get("x-key")
+    if key is not None and (key not in schema.get("required", ()) or properties[key].get("type") != "string"):
+        # Upsert and replace match rows by this value: every valid row must carry it, as text.
+        raise ConfigError(f"x-key {key!r} must name a required string property")
 
 
 def _check_property(field: str, prop: Any) -> None:

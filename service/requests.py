@@ -21,9 +21,13 @@ OPTION_TYPES: dict[str, type] = {
     "sheet": str,
     "on_invalid": str,
     "dry_run": bool,
+    "mode": str,
+    "atomic": bool,
+    "allow_empty": bool,
 }
 FORMATS = ("csv", "tsv", "kv", "xlsx")
 ON_INVALID = ("skip", "fail")
+MODES = ("append", "upsert", "replace")
 
 
 @dataclass(frozen=True)
@@ -51,8 +55,13 @@ def check_request(body: Any, config: Config, products: ProductRegistry) -> Enque
     customer = body["customer_id"]
     if customer not in config.customers:
         raise RequestRefused(f"unknown customer {customer!r}", field="customer_id")
-    products.get(body["product_type"])
+    product = products.get(body["product_type"])
     options = check_options(body.get("options", {}))
+    if options.get("mode", "append") != "append" and product.key is None:
+        raise RequestRefused(
+            f"product {product.name} has no x-key in its schema, so only mode append is possible",
+            field="options.mode",
+        )
     try:
         path = blob.resolve(body["blob_uri"], customer, config.blob_root)
         blob.check_regular(path, config.max_file_bytes)
@@ -97,6 +106,16 @@ def _check_option_values(options: Mapping[str, Any]) -> None:
         raise RequestRefused(f"option format must be one of {', '.join(FORMATS)}", field="options.format")
     if options.get("on_invalid", "skip") not in ON_INVALID:
         raise RequestRefused("option on_invalid must be 'skip' or 'fail'", field="options.on_invalid")
+    mode = options.get("mode", "append")
+    if mode not in MODES:
+        raise RequestRefused(f"option mode must be one of {', '.join(MODES)}, got {mode!r}", field="options.mode")
+    if mode != "append" and options.get("atomic") is False:
+        raise RequestRefused(
+            f"option atomic cannot be false in mode {mode}: upsert and replace always publish in one commit",
+            field="options.atomic",
+        )
+    if "allow_empty" in options and mode != "replace":
+        raise RequestRefused("option allow_empty applies only to mode replace", field="options.allow_empty")
     delimiter = options.get("delimiter")
     if delimiter is not None and (len(delimiter) != 1 or delimiter in '"\r\n'):
         raise RequestRefused(

@@ -114,9 +114,10 @@ RETURNING id;
 
 -- name: fail_job
 UPDATE import_jobs
-SET status = 'failed', error = %s, finished_at = now(), updated_at = now(), cleanup_pending = true
+SET status = 'failed', error = %s, finished_at = now(), updated_at = now(), cleanup_pending = true,
+    waiting = false, publishing = false
 WHERE id = %s AND status IN ('queued', 'running')
-RETURNING id;
+RETURNING customer_id, product_type;
 
 -- name: mark_unreachable
 UPDATE import_jobs SET unreachable_since = coalesce(unreachable_since, now()), updated_at = now()
@@ -137,7 +138,7 @@ GROUP BY j.chunks_total;
 -- same transaction, so this only happens when a message was dead-lettered or deleted and
 -- the job could not be failed at that moment.
 SELECT j.* FROM import_jobs j
-WHERE j.status IN ('queued', 'running')
+WHERE j.status IN ('queued', 'running') AND NOT j.waiting
   AND j.updated_at < now() - make_interval(secs => %s)
   AND NOT EXISTS (
       SELECT 1 FROM dramatiq.queue q
@@ -146,8 +147,79 @@ LIMIT 100;
 
 -- name: cleanups_due
 SELECT * FROM import_jobs
-WHERE status = 'failed' AND cleanup_pending AND finished_at < now() - make_interval(secs => %s)
+WHERE status IN ('failed', 'cancelled') AND cleanup_pending AND finished_at < now() - make_interval(secs => %s)
 LIMIT 100;
 
 -- name: cleanup_done
 UPDATE import_jobs SET cleanup_pending = false WHERE id = %s;
+
+-- name: succeed_counts
+UPDATE import_jobs
+SET status = 'succeeded', rows_inserted = %(inserted)s, rows_updated = %(updated)s,
+    rows_unchanged = %(unchanged)s, rows_duplicate = %(duplicate)s, rows_deleted = %(deleted)s,
+    finished_at = now(), updated_at = now(), unreachable_since = NULL, publishing = false
+WHERE id = %(id)s AND status = 'running'
+RETURNING customer_id, product_type;
+
+-- name: publish_order_lock
+-- Serialises the turn-taking of one customer's product: a job starting to wait and an
+-- earlier job ending (which wakes it) never miss each other.
+SELECT pg_advisory_xact_lock(hashtext('import-service:turns:' || %s || '/' || %s));
+
+-- name: earlier_unfinished
+-- Jobs of the same customer and product, enqueued before this one, that may still write.
+SELECT e.id FROM import_jobs e, import_jobs w
+WHERE w.id = %s AND e.customer_id = w.customer_id AND e.product_type = w.product_type
+  AND e.status IN ('queued', 'running') AND (e.created_at, e.id) < (w.created_at, w.id)
+  AND NOT coalesce((e.options ->> 'dry_run')::boolean, false)
+ORDER BY e.created_at, e.id
+LIMIT 5;
+
+-- name: start_waiting
+UPDATE import_jobs SET waiting = true, updated_at = now() WHERE id = %s AND status = 'running' RETURNING id;
+
+-- name: wake_waiters
+-- Waiting jobs of a customer's product none of whose earlier jobs may still write.
+UPDATE import_jobs w SET waiting = false, updated_at = now()
+WHERE w.customer_id = %s AND w.product_type = %s AND w.status = 'running' AND w.waiting
+  AND NOT EXISTS (
+      SELECT 1 FROM import_jobs e
+      WHERE e.customer_id = w.customer_id AND e.product_type = w.product_type
+        AND e.status IN ('queued', 'running') AND (e.created_at, e.id) < (w.created_at, w.id)
+        AND NOT coalesce((e.options ->> 'dry_run')::boolean, false))
+RETURNING w.id;
+
+-- name: waiting_turns
+SELECT DISTINCT customer_id, product_type FROM import_jobs
+WHERE status = 'running' AND waiting AND updated_at < now() - make_interval(secs => %s);
+
+-- name: start_publishing
+-- The last step before a publish commits in the customer DB: from here on, cancel waits.
+UPDATE import_jobs SET publishing = true, updated_at = now() WHERE id = %s AND status = 'running' RETURNING id;
+
+-- name: cancel_job
+UPDATE import_jobs
+SET status = 'cancelled', error = NULL, finished_at = now(), updated_at = now(), cleanup_pending = true,
+    waiting = false
+WHERE id = %s AND status IN ('queued', 'running') AND NOT publishing
+RETURNING customer_id, product_type;
+
+-- name: drop_queued_messages
+-- A cancelled job's queued work is dropped here, so no worker thread is spent on it.
+DELETE FROM dramatiq.queue WHERE state = 'queued' AND message -> 'args' ->> 0 = %s;
+
+-- name: request_undo
+UPDATE import_jobs SET undo_pending = true, updated_at = now()
+WHERE id = %s AND status = 'succeeded'
+RETURNING id;
+
+-- name: mark_undone
+UPDATE import_jobs SET status = 'undone', undone_at = now(), updated_at = now(), undo_pending = false
+WHERE id = %s AND status = 'succeeded'
+RETURNING id;
+
+-- name: end_undo_request
+UPDATE import_jobs SET undo_pending = false, updated_at = now() WHERE id = %s;
+
+-- name: job_status
+SELECT status FROM import_jobs WHERE id = %s;

@@ -125,8 +125,15 @@ def pipeline_env(app_dsn: str, map_path: Path, blob_root: Path, **extra: str) ->
 @pytest.fixture(scope="module")
 def pipeline(databases: Databases, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pipeline]:
     """Fresh databases, a blob root and one `dramatiq actors` process (2 threads) for a test module."""
+    yield from make_pipeline(databases, tmp_path_factory, ["acme", "globex"])
+
+
+def make_pipeline(
+    databases: Databases, tmp_path_factory: pytest.TempPathFactory, names: list[str]
+) -> Iterator[Pipeline]:
+    """A Pipeline whose customers (each with a fresh database) are `names`."""
     app = databases.create("app")
-    customers = {"acme": databases.create("acme"), "globex": databases.create("globex")}
+    customers = {name: databases.create(name) for name in names}
     root = tmp_path_factory.mktemp("blobs")
     map_path = root.parent / "customer_map.json"
     import json

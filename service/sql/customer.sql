@@ -1,0 +1,159 @@
+-- Named statements run in customer databases, loaded once by service/store.py (the only
+-- module that writes them). {table} is a product table, {stage} a job's staging table and
+-- {key} the product's x-key as a literal, all composed with psycopg2.sql.
+
+-- name: product_table
+CREATE TABLE IF NOT EXISTS {table} (
+    id          bigserial PRIMARY KEY,
+    data        jsonb NOT NULL,
+    job_id      uuid NOT NULL,
+    source_row  integer NOT NULL,
+    imported_at timestamptz NOT NULL DEFAULT now(),
+    UNIQUE (job_id, source_row)
+);
+
+-- name: key_index
+-- Upsert, replace and undo find rows by key; append jobs never need it, so it is made by the
+-- first keyed job. Not unique: append jobs may have stored a key twice.
+CREATE INDEX IF NOT EXISTS {index} ON {table} ((data ->> {key}));
+
+-- name: service_schema
+-- The service's own bookkeeping in the customer's database: what each job published (the
+-- journal that makes a publish happen once) and the row versions undo restores.
+CREATE SCHEMA IF NOT EXISTS import_service;
+CREATE TABLE IF NOT EXISTS import_service.publishes (
+    job_id         uuid PRIMARY KEY,
+    product        text NOT NULL,
+    mode           text NOT NULL,
+    published_at   timestamptz NOT NULL DEFAULT now(),
+    rows_inserted  bigint NOT NULL DEFAULT 0,
+    rows_updated   bigint NOT NULL DEFAULT 0,
+    rows_unchanged bigint NOT NULL DEFAULT 0,
+    rows_duplicate bigint NOT NULL DEFAULT 0,
+    rows_deleted   bigint NOT NULL DEFAULT 0,
+    undone_at      timestamptz
+);
+-- One row per row a job updated or deleted: the row as it was before (undo puts it back).
+CREATE TABLE IF NOT EXISTS import_service.history (
+    job_id      uuid NOT NULL,
+    op          text NOT NULL CHECK (op IN ('update', 'delete')),
+    row_id      bigint NOT NULL,
+    data        jsonb NOT NULL,
+    old_job_id  uuid NOT NULL,
+    source_row  integer NOT NULL,
+    imported_at timestamptz
+);
+CREATE INDEX IF NOT EXISTS history_job ON import_service.history (job_id);
+CREATE INDEX IF NOT EXISTS history_old_job ON import_service.history (old_job_id);
+
+-- name: stage_table
+-- One table per atomic job, filled chunk by chunk and dropped by the publish that reads it.
+CREATE TABLE IF NOT EXISTS {stage} (source_row integer NOT NULL, data jsonb NOT NULL);
+
+-- name: publish_lock
+-- Publishes and undos of one product table take turns.
+SELECT pg_advisory_xact_lock(hashtext('import-service:publish:' || %(product)s));
+
+-- name: journal
+SELECT * FROM import_service.publishes WHERE job_id = %(job)s;
+
+-- name: journal_insert
+INSERT INTO import_service.publishes
+    (job_id, product, mode, rows_inserted, rows_updated, rows_unchanged, rows_duplicate, rows_deleted)
+VALUES (%(job)s, %(product)s, %(mode)s, %(inserted)s, %(updated)s, %(unchanged)s, %(duplicate)s, %(deleted)s)
+ON CONFLICT (job_id) DO NOTHING;
+
+-- name: stage_count
+SELECT count(*) FROM {stage};
+
+-- name: publish_append
+INSERT INTO {table} (data, job_id, source_row)
+SELECT data, %(job)s, source_row FROM {stage} ORDER BY source_row;
+
+-- name: latest_by_key
+-- The file's rows, one per key: the last occurrence wins.
+CREATE TEMP TABLE import_src ON COMMIT DROP AS
+SELECT DISTINCT ON (k) data ->> {key} AS k, source_row, data FROM {stage} ORDER BY k, source_row DESC;
+ANALYZE import_src;
+
+-- name: duplicates
+-- Earlier occurrences of a key, each with the row that won.
+SELECT s.source_row, w.source_row AS winner, w.k
+FROM {stage} s JOIN import_src w ON w.k = s.data ->> {key}
+WHERE s.source_row <> w.source_row
+ORDER BY s.source_row
+LIMIT %(limit)s;
+
+-- name: keys_held_twice
+SELECT t.data ->> {key} AS k
+FROM {table} t JOIN import_src s ON s.k = t.data ->> {key}
+GROUP BY 1 HAVING count(*) > 1
+ORDER BY 1
+LIMIT 10;
+
+-- name: upsert_update
+-- Rows whose key is in the file with other data: keep the old version, then overwrite.
+WITH changed AS (
+    SELECT t.id, t.data AS old_data, t.job_id AS old_job_id, t.source_row AS old_source_row,
+           t.imported_at AS old_imported_at, s.data, s.source_row
+    FROM {table} t JOIN import_src s ON s.k = t.data ->> {key}
+    WHERE t.data <> s.data
+), kept AS (
+    INSERT INTO import_service.history (job_id, op, row_id, data, old_job_id, source_row, imported_at)
+    SELECT %(job)s, 'update', id, old_data, old_job_id, old_source_row, old_imported_at FROM changed
+)
+UPDATE {table} t
+SET data = c.data, job_id = %(job)s, source_row = c.source_row, imported_at = now()
+FROM changed c WHERE t.id = c.id;
+
+-- name: upsert_insert
+INSERT INTO {table} (data, job_id, source_row)
+SELECT s.data, %(job)s, s.source_row FROM import_src s
+WHERE NOT EXISTS (SELECT 1 FROM {table} t WHERE t.data ->> {key} = s.k)
+ORDER BY s.source_row;
+
+-- name: replace_delete
+-- Rows whose key is not among the file's rows: keep them in the history, then delete.
+WITH gone AS (
+    DELETE FROM {table} t
+    WHERE NOT EXISTS (SELECT 1 FROM import_src s WHERE s.k = t.data ->> {key})
+    RETURNING t.*
+)
+INSERT INTO import_service.history (job_id, op, row_id, data, old_job_id, source_row, imported_at)
+SELECT %(job)s, 'delete', id, data, job_id, source_row, imported_at FROM gone;
+
+-- name: undo_conflicts
+-- Jobs, not undone, that changed rows this job wrote, or that now hold a key this job deleted.
+SELECT c.job_id, p.published_at FROM (
+    SELECT h.job_id FROM import_service.history h WHERE h.old_job_id = %(job)s AND h.job_id <> %(job)s
+    UNION
+    SELECT t.job_id FROM {table} t
+    JOIN import_service.history h ON h.job_id = %(job)s AND h.op = 'delete' AND t.data ->> {key} = h.data ->> {key}
+) c LEFT JOIN import_service.publishes p ON p.job_id = c.job_id
+ORDER BY p.published_at DESC NULLS FIRST
+LIMIT 20;
+
+-- name: undo_updates
+UPDATE {table} t
+SET data = h.data, job_id = h.old_job_id, source_row = h.source_row, imported_at = h.imported_at
+FROM import_service.history h
+WHERE h.job_id = %(job)s AND h.op = 'update' AND t.id = h.row_id;
+
+-- name: undo_inserts
+DELETE FROM {table} WHERE job_id = %(job)s;
+
+-- name: undo_deletes
+INSERT INTO {table} (id, data, job_id, source_row, imported_at)
+SELECT row_id, data, old_job_id, source_row, imported_at FROM import_service.history
+WHERE job_id = %(job)s AND op = 'delete'
+ORDER BY row_id;
+
+-- name: undo_done
+DELETE FROM import_service.history WHERE job_id = %(job)s;
+UPDATE import_service.publishes SET undone_at = now() WHERE job_id = %(job)s;
+
+-- name: purge_history
+-- Undo history past the retention period (SPEC 13).
+DELETE FROM import_service.history h USING import_service.publishes p
+WHERE p.job_id = h.job_id AND p.published_at < now() - make_interval(days => %(days)s);
+DELETE FROM import_service.publishes WHERE published_at < now() - make_interval(days => %(days)s);
