@@ -1,7 +1,8 @@
 """`make run`: import every file in sample/ for the sample customers through the real pipeline.
 
-Starts `dramatiq actors` worker processes, enqueues one job per sample file (product from
-the file name: `users.csv`, `courses-extra.kv` ...), waits for all, prints a summary.
+Starts `dramatiq actors` worker processes, enqueues one upsert job per sample file (product
+from the file name: `users.csv`, `courses-extra.kv` ...), waits for all, prints a summary.
+Upsert by key makes the command repeatable: a second run finds every row unchanged.
 """
 
 from __future__ import annotations
@@ -64,7 +65,12 @@ def main() -> int:
     try:
         ids = []
         for customer, product, path in sample_files(config.blob_root, list(config.customers)):
-            body = {"customer_id": customer, "product_type": product, "blob_uri": blob.uri_for(path)}
+            body = {
+                "customer_id": customer,
+                "product_type": product,
+                "blob_uri": blob.uri_for(path),
+                "options": {"mode": "upsert"},
+            }
             job, _ = enqueue(check_request(body, config, products), jobs)
             ids.append((path, job.id))
         finished = [_wait(jobs, job_id) for _, job_id in ids]
@@ -92,14 +98,17 @@ def _wait(jobs: JobStore, job_id: str) -> Job:
 
 
 def _print_summary(root: Path, rows: list[tuple[Path, Job]]) -> None:
-    header = f"{'job':<36}  {'file':<28} {'product':<14} {'status':<9} {'total':>6} {'valid':>6} {'invalid':>7} {'inserted':>8}"
+    header = (
+        f"{'job':<36}  {'file':<26} {'status':<9} {'total':>5} {'valid':>5} {'invalid':>7} "
+        f"{'inserted':>8} {'updated':>7} {'unchanged':>9}"
+    )
     print(header)
     print("-" * len(header))
     for path, job in rows:
         name = str(path.relative_to(root))
         print(
-            f"{job.id:<36}  {name:<28} {job.product_type:<14} {job.status:<9} {job.rows_total:>6} "
-            f"{job.rows_valid:>6} {job.rows_invalid:>7} {job.rows_inserted:>8}"
+            f"{job.id:<36}  {name:<26} {job.status:<9} {job.rows_total:>5} {job.rows_valid:>5} "
+            f"{job.rows_invalid:>7} {job.rows_inserted:>8} {job.rows_updated:>7} {job.rows_unchanged:>9}"
         )
         if job.error:
             print(f"{'':<38}error: {job.error}")

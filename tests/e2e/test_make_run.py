@@ -23,8 +23,20 @@ EXPECTED = {
 }
 
 
+def _run(env: dict[str, str]) -> dict[str, list[str]]:
+    result = subprocess.run(
+        [sys.executable, "-m", "service.demo"], env=env, capture_output=True, text=True, timeout=300, cwd=ROOT
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    return {
+        line.split()[1]: line.split() for line in result.stdout.splitlines() if line[:8].count("-") == 0 and "/" in line
+    }
+
+
 @pytest.mark.slow
-def test_the_sample_run_imports_every_file_with_the_documented_counts(databases: Databases, tmp_path: Path) -> None:
+def test_the_sample_run_imports_every_file_with_the_documented_counts_and_again_changes_nothing(
+    databases: Databases, tmp_path: Path
+) -> None:
     app = databases.create("app")
     # Customer databases that do not exist yet: the run creates them, as on a new machine.
     names = {c: f"importsvc_run_{c}_{uuid.uuid4().hex[:8]}" for c in ("acme", "globex")}
@@ -32,17 +44,17 @@ def test_the_sample_run_imports_every_file_with_the_documented_counts(databases:
     map_path = tmp_path / "customer_map.json"
     map_path.write_text(json.dumps({c: f"dbname={n}" for c, n in names.items()}))
     env = pipeline_env(app, map_path, ROOT / "sample", DATA_DIR=str(tmp_path / "data"))
-    result = subprocess.run(
-        [sys.executable, "-m", "service.demo"], env=env, capture_output=True, text=True, timeout=300, cwd=ROOT
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
-    lines = {
-        line.split()[1]: line.split() for line in result.stdout.splitlines() if line[:8].count("-") == 0 and "/" in line
-    }
+    first = _run(env)
     for name, (total, valid, invalid) in EXPECTED.items():
-        row = lines[name]
-        assert row[3] == "succeeded"
-        assert tuple(map(int, row[4:8])) == (total, valid, invalid, valid), row
+        row = first[name]
+        assert row[2] == "succeeded"
+        # total valid invalid inserted updated unchanged
+        assert tuple(map(int, row[3:9])) == (total, valid, invalid, valid, 0, 0), row
     acme = databases.dsn(names["acme"])
     assert query(acme, "SELECT count(*) FROM users") == [(14,)]
     assert query(acme, "SELECT data->>'first_name' FROM users WHERE data->>'external_id' = '1001'") != []
+    before = query(acme, "SELECT id, data, job_id, source_row, imported_at FROM users ORDER BY id")
+    second = _run(env)
+    for name, (total, valid, invalid) in EXPECTED.items():
+        assert tuple(map(int, second[name][3:9])) == (total, valid, invalid, 0, 0, valid), second[name]
+    assert query(acme, "SELECT id, data, job_id, source_row, imported_at FROM users ORDER BY id") == before

@@ -124,7 +124,9 @@ def test_upsert_refuses_a_table_that_already_holds_a_key_twice_and_changes_nothi
 
 
 def test_replace_leaves_exactly_the_files_rows(pipeline: Pipeline) -> None:
-    pipeline.run("c5", "users", "u.csv", users(("r1", "a@x.io"), ("r2", "b@x.io"), ("r3", "c@x.io")), {"mode": "upsert"})
+    pipeline.run(
+        "c5", "users", "u.csv", users(("r1", "a@x.io"), ("r2", "b@x.io"), ("r3", "c@x.io")), {"mode": "upsert"}
+    )
     job = pipeline.run("c5", "users", "u.csv", users(("r2", "b@x.io", "B"), ("r4", "d@x.io")), {"mode": "replace"})
     assert job.status == "succeeded", job.error
     assert counts(job) == (1, 1, 0, 0, 2)
@@ -216,7 +218,9 @@ def test_cancelling_a_queued_job_ends_it_and_cancelling_again_answers_the_same(
 def test_a_later_job_waits_for_an_earlier_one_and_its_rows_win(pipeline: Pipeline) -> None:
     path = pipeline.put("c12", "early.csv", users(("w1", "early@x.io")))
     early = pipeline.enqueue_held("c12", "users", path)
-    late = pipeline.enqueue("c12", "users", pipeline.put("c12", "late.csv", users(("w1", "late@x.io"))), {"mode": "upsert"})
+    late = pipeline.enqueue(
+        "c12", "users", pipeline.put("c12", "late.csv", users(("w1", "late@x.io"))), {"mode": "upsert"}
+    )
     time.sleep(2)
     assert pipeline.jobs.get(late.id).status == "running"  # waiting for its turn
     pipeline.release()
@@ -224,3 +228,40 @@ def test_a_later_job_waits_for_an_earlier_one_and_its_rows_win(pipeline: Pipelin
     assert pipeline.wait(late.id).status == "succeeded"
     rows = table(pipeline, "c12")
     assert len(rows) == 1 and rows[0][1]["email"] == "late@x.io" and rows[0][2] == late.id
+
+
+def test_undo_of_a_replace_is_refused_while_a_later_job_holds_a_key_it_deleted(
+    pipeline: Pipeline, services: Services
+) -> None:
+    pipeline.run("c14", "users", "u.csv", users(("v1", "a@x.io"), ("v2", "b@x.io")), {"mode": "upsert"})
+    replaced = pipeline.run("c14", "users", "u.csv", users(("v1", "a@x.io")), {"mode": "replace"})
+    assert replaced.rows_deleted == 1
+    later = pipeline.run("c14", "users", "u.csv", users(("v2", "again@x.io")))
+    with pytest.raises(JobConflict) as refused:
+        control.undo(services, replaced)
+    assert later.id in str(refused.value)
+    control.undo(services, later)
+    control.undo(services, replaced)
+    assert by_key(pipeline, "c14")["v2"]["email"] == "b@x.io"
+
+
+def test_undo_history_past_the_retention_period_is_refused_and_purged(pipeline: Pipeline, services: Services) -> None:
+    old = pipeline.run("c11", "users", "u.csv", users(("p1", "a@x.io")), {"mode": "upsert"})
+    changed = pipeline.run("c11", "users", "u.csv", users(("p1", "b@x.io")), {"mode": "upsert"})
+    dsn = pipeline.customer_dsns["c11"]
+    query(
+        dsn,
+        "UPDATE import_service.publishes SET published_at = now() - interval '31 days' WHERE job_id = %s",
+        (changed.id,),
+    )
+    with pytest.raises(JobConflict, match="undo_retention_days"):
+        control.undo(services, changed)
+    history = "SELECT count(*) FROM import_service.history WHERE job_id = %s"
+    assert query(dsn, history, (changed.id,)) == [(1,)]
+    from service.pipeline import purge_history
+
+    purge_history(services)
+    assert query(dsn, history, (changed.id,)) == [(0,)]
+    with pytest.raises(JobConflict, match="no history"):
+        control.undo(services, changed)
+    assert old.status == "succeeded"
