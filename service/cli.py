@@ -6,6 +6,8 @@ Usage:
   importctl status JOB [--json]
   importctl logs JOB
   importctl watch JOB
+  importctl cancel JOB
+  importctl undo JOB
   importctl worker [--processes=N] [--threads=N]
   importctl migrate
   importctl (-h | --help)
@@ -22,8 +24,11 @@ Options:
   --processes=N         Worker processes [default: 2].
   --threads=N           Threads per worker process (default: WORKER_CONCURRENCY).
 
-Exit codes: 0 ok, 1 a job this command waited for (import, enqueue --wait, watch) failed
-(or no such job), 2 usage or config error.
+`cancel` stops a queued or running job; `undo` takes back what a succeeded job wrote. Both
+print the job; when a worker completes the change, they say so (`status` shows when it has).
+
+Exit codes: 0 ok, 1 a job this command waited for (import, enqueue --wait, watch) failed,
+no such job, or a cancel or undo the job's state refuses; 2 usage or config error.
 Configuration: CONFIG_PATH / CONFIG_ENV and the variables of the README; no token is needed.
 """
 
@@ -41,11 +46,13 @@ from typing import Any
 from docopt import DocoptExit, docopt
 
 from service import blob
-from service.api import job_view
+from service.api import OPERATOR, Api, job_view
 from service.config import Config, load_config
 from service.db import app_dsn, redact
 from service.errors import ConfigError, ImportServiceError, RequestRefused
 from service.jobs import Job, JobStore, migrate
+from service.requests import OPTION_TYPES
+from service.watch import counts, watch
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 POLL_SECONDS = 0.2
@@ -90,6 +97,8 @@ def _dispatch(args: dict[str, Any]) -> int:
         return EXIT_OK
     if args["enqueue"] or args["import"]:
         return _enqueue(args, config)
+    if args["cancel"] or args["undo"]:
+        return _change(args, config, dsn)
     jobs = JobStore(dsn, maxconn=2)
     job = jobs.get(args["JOB"])
     if job is None:
@@ -98,8 +107,6 @@ def _dispatch(args: dict[str, Any]) -> int:
     if args["status"]:
         print(json.dumps(job_view(job), indent=2) if args["--json"] else summary(job))
     elif args["watch"]:
-        from service.watch import watch
-
         job = watch(jobs, job.id, sys.stdout, interactive=sys.stdout.isatty())
         return EXIT_OK if job.status == "succeeded" else EXIT_FAILED
     elif args["logs"]:
@@ -107,6 +114,25 @@ def _dispatch(args: dict[str, Any]) -> int:
             where = f" row {line.row_number}" if line.row_number is not None else ""
             field = f" [{line.field}]" if line.field else ""
             print(f"{line.at.isoformat()} {line.level:<7}{where}{field} {line.message}")
+    return EXIT_OK
+
+
+def _change(args: dict[str, Any], config: Config, dsn: str) -> int:
+    """Cancel or undo a job as the operator and print it; JobConflict and JobNotFound exit 1 in main."""
+    from service.messages import dispatch
+    from service.products import ProductRegistry
+
+    jobs = JobStore(dsn, dispatch=dispatch, maxconn=2)
+    try:
+        api = Api(config, jobs, ProductRegistry.load(config.schemas_dir))
+        change = api.cancel if args["cancel"] else api.undo
+        job, complete = change(OPERATOR, args["JOB"])
+    finally:
+        jobs.close()
+    print(summary(job))
+    if not complete:
+        ending = "cancelled" if args["cancel"] else "undone"
+        print(f"importctl: a worker completes this; `importctl status {job.id}` shows it {ending}", file=sys.stderr)
     return EXIT_OK
 
 
@@ -189,10 +215,10 @@ def parse_options(pairs: list[str]) -> dict[str, Any]:
         key, sep, value = pair.partition("=")
         if not sep or not key:
             raise RequestRefused(f"--option must be K=V, got {pair!r}", field="option")
-        if key == "dry_run":
+        if OPTION_TYPES.get(key) is bool:
             lowered = value.strip().lower()
             if lowered not in ("true", "false", "yes", "no", "1", "0"):
-                raise RequestRefused(f"dry_run must be true or false, got {value!r}", field="options.dry_run")
+                raise RequestRefused(f"{key} must be true or false, got {value!r}", field=f"options.{key}")
             options[key] = lowered in ("true", "yes", "1")
         else:
             options[key] = value
@@ -200,11 +226,10 @@ def parse_options(pairs: list[str]) -> dict[str, Any]:
 
 
 def summary(job: Job) -> str:
-    """One line per job: id, what, status and counts."""
-    line = (
-        f"{job.id}  {job.customer_id}/{job.product_type}  {job.status:<9}  total={job.rows_total} "
-        f"valid={job.rows_valid} invalid={job.rows_invalid} inserted={job.rows_inserted}"
-    )
+    """One line per job: id, what, status and counts (and when it was undone, or why it failed)."""
+    line = f"{job.id}  {job.customer_id}/{job.product_type}  {job.status:<9}  total={job.rows_total} {counts(job)}"
+    if job.undone_at is not None:
+        line += f"  undone_at={job.undone_at.isoformat()}"
     return f"{line}  error: {job.error}" if job.error else line
 
 

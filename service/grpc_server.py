@@ -27,7 +27,7 @@ from grpc_reflection.v1alpha import reflection
 
 from service.api import Access, Api, JobNotFound, PermissionDenied, Unauthenticated
 from service.db import describe, redact
-from service.errors import ConfigError, RequestRefused
+from service.errors import ConfigError, JobConflict, RequestRefused
 from service.generated import importer_pb2, importer_pb2_grpc
 from service.jobs import IdempotencyConflict, Job
 from service.wiring import Edge, build_edge
@@ -45,12 +45,24 @@ MAX_DETAILS = 500
 POLL_SECONDS = 0.2
 GRACE_SECONDS = 10.0
 EXIT_OK, EXIT_CONFIG = 0, 2
-PROGRESS = ("status", "rows_total", "rows_valid", "rows_invalid", "rows_inserted")
+COUNTS = (
+    "rows_total",
+    "rows_valid",
+    "rows_invalid",
+    "rows_inserted",
+    "rows_updated",
+    "rows_unchanged",
+    "rows_duplicate",
+    "rows_deleted",
+)
+TIMES = ("created_at", "started_at", "finished_at", "undone_at")
+PROGRESS = ("status", *COUNTS)
 ERROR_CODES: tuple[tuple[type[Exception], grpc.StatusCode], ...] = (
     (Unauthenticated, grpc.StatusCode.UNAUTHENTICATED),
     (PermissionDenied, grpc.StatusCode.PERMISSION_DENIED),
     (JobNotFound, grpc.StatusCode.NOT_FOUND),
     (IdempotencyConflict, grpc.StatusCode.ALREADY_EXISTS),
+    (JobConflict, grpc.StatusCode.FAILED_PRECONDITION),
 )
 
 Method = TypeVar("Method", bound=Callable[..., Any])
@@ -178,15 +190,12 @@ def job_message(job: Job) -> importer_pb2.Job:
         product_type=job.product_type,
         blob_uri=job.blob_uri,
         status=job.status,
-        rows_total=job.rows_total,
-        rows_valid=job.rows_valid,
-        rows_invalid=job.rows_invalid,
-        rows_inserted=job.rows_inserted,
+        **{name: getattr(job, name) for name in COUNTS},
     )
     message.options.update(job.options)
     if job.error is not None:
         message.error = job.error
-    for name in ("created_at", "started_at", "finished_at"):
+    for name in TIMES:
         if getattr(job, name) is not None:
             getattr(message, name).FromDatetime(getattr(job, name))
     return message
@@ -228,6 +237,32 @@ class ImporterServicer(importer_pb2_grpc.ImporterServicer):
     def GetJob(self, request: importer_pb2.GetJobRequest, context: grpc.ServicerContext) -> importer_pb2.Job:
         """The job, if the caller may see it."""
         return job_message(self._api.job(self._access(context), request.job_id))
+
+    @unary
+    def CancelJob(self, request: importer_pb2.GetJobRequest, context: grpc.ServicerContext) -> importer_pb2.Job:
+        """Cancel a queued or running job; the Job as it is now (it may still be ending)."""
+        job, _ = self._api.cancel(self._access(context), request.job_id)
+        return job_message(job)
+
+    @unary
+    def UndoJob(self, request: importer_pb2.GetJobRequest, context: grpc.ServicerContext) -> importer_pb2.Job:
+        """Undo a succeeded job; the Job as it is now (a worker may still be undoing it)."""
+        job, _ = self._api.undo(self._access(context), request.job_id)
+        return job_message(job)
+
+    @unary
+    def ReplayRejects(self, request: importer_pb2.GetJobRequest, context: grpc.ServicerContext) -> importer_pb2.Job:
+        """Not served yet (SPEC section 14): UNIMPLEMENTED, after authentication."""
+        self._access(context)
+        raise Refused(grpc.StatusCode.UNIMPLEMENTED, "ReplayRejects is not served yet")
+
+    @streaming
+    def ListRejects(
+        self, request: importer_pb2.ListRejectsRequest, context: grpc.ServicerContext
+    ) -> Iterator[importer_pb2.Reject]:
+        """Not served yet (SPEC section 14): UNIMPLEMENTED, after authentication."""
+        self._access(context)
+        raise Refused(grpc.StatusCode.UNIMPLEMENTED, "ListRejects is not served yet")
 
     @streaming
     def WatchJob(

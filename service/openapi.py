@@ -10,7 +10,7 @@ import copy
 from typing import Any
 
 from service.api import DEFAULT_LIST_LIMIT, MAX_LIST_LIMIT, STATUSES
-from service.requests import FORMATS, ON_INVALID, OPTION_TYPES
+from service.requests import FORMATS, MODES, ON_INVALID, OPTION_TYPES
 
 MAX_BODY_BYTES = 1024 * 1024
 JSON = "application/json"
@@ -21,7 +21,9 @@ _ERRORS = {
     401: "No bearer token, or one that is not configured.",
     403: "The token may not act for that customer.",
     404: "No such job, or a job of a customer the token may not see.",
-    409: "The Idempotency-Key was used before with another request body.",
+    409: "A conflict, named in the message: the Idempotency-Key was used before with another request "
+    "body, or the job's state does not allow the change (cancelling a finished job; undoing a job that "
+    "did not succeed, one whose history is past retention, or one later jobs changed: undo those first).",
     413: f"The body is over {MAX_BODY_BYTES} bytes.",
     415: "The Content-Type is not JSON.",
     500: "An unexpected fault; the server logged it.",
@@ -57,7 +59,31 @@ def _options_schema() -> dict[str, Any]:
     properties["on_invalid"]["enum"] = list(ON_INVALID)
     properties["delimiter"].update(minLength=1, maxLength=1)
     properties["sheet"]["minLength"] = 1
-    return {"type": "object", "properties": properties, "additionalProperties": False}
+    properties["mode"].update(
+        enum=list(MODES),
+        description="append (default) adds the rows; upsert inserts or replaces rows by the product's key; "
+        "replace does the same and deletes the rows whose key is not in the file.",
+    )
+    properties["atomic"]["description"] = "Publish the whole job in one commit; upsert and replace always do."
+    properties["allow_empty"]["description"] = "Let a replace with no valid rows empty the table."
+    atomic_modes = [mode for mode in MODES if mode != "append"]
+    return {
+        "type": "object",
+        "properties": properties,
+        "additionalProperties": False,
+        # The checker's rules across options: atomic cannot be false in an atomic mode, and
+        # allow_empty applies only to replace.
+        "allOf": [
+            {
+                "if": {"required": ["mode"], "properties": {"mode": {"enum": atomic_modes}}},
+                "then": {"properties": {"atomic": {"const": True}}},
+            },
+            {
+                "if": {"not": {"required": ["mode"], "properties": {"mode": {"const": "replace"}}}},
+                "then": {"not": {"required": ["allow_empty"]}},
+            },
+        ],
+    }
 
 
 def _nullable(kind: str, **extra: Any) -> dict[str, Any]:
@@ -78,10 +104,15 @@ def _job_schema() -> dict[str, Any]:
         "rows_valid": count,
         "rows_invalid": count,
         "rows_inserted": count,
+        "rows_updated": count,
+        "rows_unchanged": count,
+        "rows_duplicate": count,
+        "rows_deleted": count,
         "error": _nullable("string"),
         "created_at": {"type": "string", "format": "date-time"},
         "started_at": _nullable("string", format="date-time"),
         "finished_at": _nullable("string", format="date-time"),
+        "undone_at": _nullable("string", format="date-time"),
     }
     return {"type": "object", "properties": properties, "required": list(properties), "additionalProperties": False}
 
@@ -143,6 +174,11 @@ def _job_id() -> dict[str, Any]:
     }
 
 
+def _location() -> dict[str, Any]:
+    """The Location header of a 202: where to follow the job."""
+    return {"description": "/jobs/<job_id>", "schema": {"type": "string", "pattern": "^/jobs/"}}
+
+
 def _enqueue() -> dict[str, Any]:
     """POST /enqueue."""
     key = {
@@ -152,7 +188,6 @@ def _enqueue() -> dict[str, Any]:
         "description": "Replaying a key with the same body returns the first job (200); another body is 409.",
         "schema": {"type": "string", "minLength": 1, "maxLength": 200},
     }
-    location = {"description": "/jobs/<job_id>", "schema": {"type": "string", "pattern": "^/jobs/"}}
     return {
         "post": {
             "operationId": "enqueue",
@@ -160,7 +195,7 @@ def _enqueue() -> dict[str, Any]:
             "parameters": [key],
             "requestBody": {"required": True, "content": {JSON: {"schema": _ref("EnqueueRequest")}}},
             "responses": {
-                "202": _json(_ref("Enqueued"), "The job is queued.", headers={"Location": location}),
+                "202": _json(_ref("Enqueued"), "The job is queued.", headers={"Location": _location()}),
                 "200": _json(_ref("Job"), "A replay of an Idempotency-Key: the job it created."),
                 **_errors(400, 401, 403, 409, 413, 415, 500, 503),
             },
@@ -212,6 +247,22 @@ def _jobs() -> dict[str, Any]:
     }
 
 
+def _change(operation_id: str, summary: str, done: str, pending: str) -> dict[str, Any]:
+    """POST /jobs/{job_id}/cancel or /undo: no body needed (any is ignored), the job in the answer."""
+    return {
+        "post": {
+            "operationId": operation_id,
+            "summary": summary,
+            "parameters": [_job_id()],
+            "responses": {
+                "200": _json(_ref("Job"), done),
+                "202": _json(_ref("Job"), pending, headers={"Location": _location()}),
+                **_errors(401, 404, 409, 500, 503),
+            },
+        }
+    }
+
+
 def _public(operation_id: str, summary: str, responses: dict[str, Any]) -> dict[str, Any]:
     """A GET that needs no token."""
     return {"get": {"operationId": operation_id, "summary": summary, "security": [], "responses": responses}}
@@ -222,6 +273,20 @@ def _paths() -> dict[str, Any]:
     return {
         "/enqueue": _enqueue(),
         **_jobs(),
+        "/jobs/{job_id}/cancel": _change(
+            "cancelJob",
+            "Cancel a queued or running job; it leaves what a failed job leaves. Cancelling a cancelled "
+            "job again answers 200; any other finished job, 409.",
+            "The job is cancelled.",
+            "The job stops taking new work; a worker ends it `cancelled` within 10 s.",
+        ),
+        "/jobs/{job_id}/undo": _change(
+            "undoJob",
+            "Undo a succeeded job in one commit: its inserted rows are deleted, updated and deleted rows "
+            "come back. Undoing an undone job again answers 200 and changes nothing.",
+            "The job is undone.",
+            "A big undo: a worker completes it, and the job's status then becomes `undone`.",
+        ),
         "/healthz": _public(
             "healthz", "The process is alive (no database involved).", {"200": _json(_ref("Health"), "Alive.")}
         ),

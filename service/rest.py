@@ -10,17 +10,18 @@ import json
 import logging
 import sys
 import traceback
+from collections.abc import Callable
 from typing import Any, NoReturn
 
 import falcon
 import psycopg2
 import psycopg2.pool
 
-from service.api import Api, JobNotFound, PermissionDenied, Unauthenticated, job_view, log_view
+from service.api import Access, Api, JobNotFound, PermissionDenied, Unauthenticated, job_view, log_view
 from service.config import Config, load_config
 from service.db import describe, redact
-from service.errors import ConfigError, RequestRefused
-from service.jobs import IdempotencyConflict, ping
+from service.errors import ConfigError, JobConflict, RequestRefused
+from service.jobs import IdempotencyConflict, Job, ping
 from service.openapi import MAX_BODY_BYTES, document
 from service.wiring import Edge, build_edge
 
@@ -33,10 +34,11 @@ ERROR_STATUS: tuple[tuple[type[Exception], int], ...] = (
     (PermissionDenied, 403),
     (JobNotFound, 404),
     (IdempotencyConflict, 409),
+    (JobConflict, 409),
 )
 DB_UNAVAILABLE = (psycopg2.OperationalError, psycopg2.InterfaceError, psycopg2.pool.PoolError)
 _READ_CHUNK = 64 * 1024
-DRAIN_BYTES = 8 * 1024 * 1024  # what a refused body may cost us to read and drop
+DRAIN_BYTES = 8 * 1024 * 1024  # what a refused or ignored body may cost us to read and drop
 
 
 # -- resources: parse, call the Api, serialize ------------------------------------------
@@ -80,6 +82,22 @@ class JobLogsResource:
     def on_get(self, req: falcon.Request, resp: falcon.Response, job_id: str) -> None:
         """The job's log lines, oldest first."""
         resp.media = {"logs": [log_view(line) for line in self.api.logs(req.context.access, job_id)]}
+
+
+class JobChangeResource:
+    """POST /jobs/{job_id}/cancel and POST /jobs/{job_id}/undo: one Api call, no body needed."""
+
+    def __init__(self, change: Callable[[Access, str], tuple[Job, bool]]) -> None:
+        self.change = change
+
+    def on_post(self, req: falcon.Request, resp: falcon.Response, job_id: str) -> None:
+        """200 with the job once the change is complete, 202 while a worker completes it."""
+        discard_body(req)
+        job, complete = self.change(req.context.access, job_id)
+        if not complete:
+            resp.status = falcon.HTTP_202
+            resp.location = f"/jobs/{job.id}"
+        resp.media = job_view(job)
 
 
 class JobListResource:
@@ -150,12 +168,8 @@ def read_json(req: falcon.Request) -> Any:
 def read_body(req: falcon.Request, limit: int) -> bytes:
     """Read at most limit bytes of body; 413 when the declared or the actual size is larger."""
     length = req.content_length
-    if length is not None:
-        stream: Any = req.bounded_stream
-    elif req.env.get("wsgi.input_terminated"):
-        # A chunked body has no Content-Length; the server marks its end, so reading is safe.
-        stream = req.stream
-    else:
+    stream = _body_stream(req)
+    if stream is None:
         return b""
     if length is not None and length > limit:
         _refuse_too_large(stream, limit, length)
@@ -170,6 +184,28 @@ def read_body(req: falcon.Request, limit: int) -> bytes:
     if size > limit:
         _refuse_too_large(stream, limit, length)
     return b"".join(chunks)
+
+
+def discard_body(req: falcon.Request) -> None:
+    """Read and drop a body the route has no use for (clients often send `{}`), up to DRAIN_BYTES.
+
+    Unread data would make the kernel reset the connection when the worker closes it, and the
+    client could lose the answer (see _refuse_too_large).
+    """
+    stream = _body_stream(req)
+    dropped = 0
+    while stream is not None and dropped < DRAIN_BYTES and (chunk := stream.read(_READ_CHUNK)):
+        dropped += len(chunk)
+
+
+def _body_stream(req: falcon.Request) -> Any:
+    """The stream a body can be read from safely, or None when the request has no body."""
+    if req.content_length is not None:
+        return req.bounded_stream
+    if req.env.get("wsgi.input_terminated"):
+        # A chunked body has no Content-Length; the server marks its end, so reading is safe.
+        return req.stream
+    return None
 
 
 def _refuse_too_large(stream: Any, limit: int, length: int | None) -> NoReturn:
@@ -257,6 +293,8 @@ def routes(edge: Edge) -> list[tuple[str, object]]:
         ("/jobs", JobListResource(edge.api)),
         ("/jobs/{job_id}", JobResource(edge.api)),
         ("/jobs/{job_id}/logs", JobLogsResource(edge.api)),
+        ("/jobs/{job_id}/cancel", JobChangeResource(edge.api.cancel)),
+        ("/jobs/{job_id}/undo", JobChangeResource(edge.api.undo)),
         ("/healthz", HealthResource()),
         ("/readyz", ReadyResource(edge.dsn)),
         ("/openapi.json", OpenApiResource()),

@@ -10,6 +10,16 @@ from service.jobs import Job, JobStore
 
 BAR_WIDTH = 30
 POLL_SECONDS = 0.25
+# What each row of the file became (SPEC 8 and 12), in the order they are shown.
+OUTCOMES = (
+    ("valid", "rows_valid"),
+    ("invalid", "rows_invalid"),
+    ("inserted", "rows_inserted"),
+    ("updated", "rows_updated"),
+    ("unchanged", "rows_unchanged"),
+    ("duplicate", "rows_duplicate"),
+    ("deleted", "rows_deleted"),
+)
 
 
 def watch(
@@ -22,7 +32,7 @@ def watch(
         job = jobs.get(job_id)
         assert job is not None, f"job {job_id} vanished"
         planned, complete = jobs.planned_rows(job_id)
-        state = (job.status, job.rows_total, job.rows_valid, job.rows_invalid, job.rows_inserted, planned, complete)
+        state = (job.status, job.rows_total, *(getattr(job, name) for _, name in OUTCOMES), planned, complete)
         if state != last:
             rate = job.rows_total / max(clock() - started, 1e-6)
             total = job.rows_total if job.finished else planned
@@ -36,6 +46,11 @@ def watch(
         time.sleep(POLL_SECONDS)
 
 
+def counts(job: Job) -> str:
+    """The job's row counts as `valid=N invalid=N inserted=N updated=N ...`."""
+    return " ".join(f"{label}={getattr(job, name)}" for label, name in OUTCOMES)
+
+
 def _of(total: int, complete: bool) -> str:
     return f"{total:,}" if complete else f"{total:,}+"
 
@@ -47,7 +62,7 @@ def render_bar(job: Job, total: int, complete: bool, rate: float) -> str:
     bar = "#" * filled + "-" * (BAR_WIDTH - filled)
     text = f"\r[{bar}] {job.rows_total:,}/{_of(total, complete)} rows  {rate:,.0f} rows/s  {job.status}"
     if job.finished:
-        text += f"  valid={job.rows_valid} invalid={job.rows_invalid} inserted={job.rows_inserted}"
+        text += f"  {counts(job)}"
         if job.error:
             text += f"  error: {job.error}"
     return text + "\x1b[K"
@@ -55,8 +70,5 @@ def render_bar(job: Job, total: int, complete: bool, rate: float) -> str:
 
 def render_line(job: Job, total: int, complete: bool) -> str:
     """One plain line per change, for logs and pipes."""
-    text = (
-        f"{job.status} rows={job.rows_total}/{_of(total, complete)} valid={job.rows_valid} "
-        f"invalid={job.rows_invalid} inserted={job.rows_inserted}"
-    )
+    text = f"{job.status} rows={job.rows_total}/{_of(total, complete)} {counts(job)}"
     return text + (f" error: {job.error}" if job.error else "") + "\n"

@@ -2,9 +2,10 @@ import datetime
 
 from google.protobuf import struct_pb2 as _struct_pb2
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
+from google.protobuf.internal import containers as _containers
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
-from collections.abc import Mapping as _Mapping
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
 from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
@@ -16,7 +17,7 @@ class GetJobRequest(_message.Message):
     def __init__(self, job_id: _Optional[str] = ...) -> None: ...
 
 class Job(_message.Message):
-    __slots__ = ("job_id", "customer_id", "product_type", "blob_uri", "options", "status", "rows_total", "rows_valid", "rows_invalid", "rows_inserted", "error", "created_at", "started_at", "finished_at")
+    __slots__ = ("job_id", "customer_id", "product_type", "blob_uri", "options", "status", "rows_total", "rows_valid", "rows_invalid", "rows_inserted", "error", "created_at", "started_at", "finished_at", "rows_updated", "rows_unchanged", "rows_duplicate", "rows_deleted", "undone_at")
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
     CUSTOMER_ID_FIELD_NUMBER: _ClassVar[int]
     PRODUCT_TYPE_FIELD_NUMBER: _ClassVar[int]
@@ -31,6 +32,11 @@ class Job(_message.Message):
     CREATED_AT_FIELD_NUMBER: _ClassVar[int]
     STARTED_AT_FIELD_NUMBER: _ClassVar[int]
     FINISHED_AT_FIELD_NUMBER: _ClassVar[int]
+    ROWS_UPDATED_FIELD_NUMBER: _ClassVar[int]
+    ROWS_UNCHANGED_FIELD_NUMBER: _ClassVar[int]
+    ROWS_DUPLICATE_FIELD_NUMBER: _ClassVar[int]
+    ROWS_DELETED_FIELD_NUMBER: _ClassVar[int]
+    UNDONE_AT_FIELD_NUMBER: _ClassVar[int]
     job_id: str
     customer_id: str
     product_type: str
@@ -45,4 +51,37 @@ class Job(_message.Message):
     created_at: _timestamp_pb2.Timestamp
     started_at: _timestamp_pb2.Timestamp
     finished_at: _timestamp_pb2.Timestamp
-    def __init__(self, job_id: _Optional[str] = ..., customer_id: _Optional[str] = ..., product_type: _Optional[str] = ..., blob_uri: _Optional[str] = ..., options: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., status: _Optional[str] = ..., rows_total: _Optional[int] = ..., rows_valid: _Optional[int] = ..., rows_invalid: _Optional[int] = ..., rows_inserted: _Optional[int] = ..., error: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., finished_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    rows_updated: int
+    rows_unchanged: int
+    rows_duplicate: int
+    rows_deleted: int
+    undone_at: _timestamp_pb2.Timestamp
+    def __init__(self, job_id: _Optional[str] = ..., customer_id: _Optional[str] = ..., product_type: _Optional[str] = ..., blob_uri: _Optional[str] = ..., options: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., status: _Optional[str] = ..., rows_total: _Optional[int] = ..., rows_valid: _Optional[int] = ..., rows_invalid: _Optional[int] = ..., rows_inserted: _Optional[int] = ..., error: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., finished_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., rows_updated: _Optional[int] = ..., rows_unchanged: _Optional[int] = ..., rows_duplicate: _Optional[int] = ..., rows_deleted: _Optional[int] = ..., undone_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class ListRejectsRequest(_message.Message):
+    __slots__ = ("job_id", "after", "limit")
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    AFTER_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    job_id: str
+    after: int
+    limit: int
+    def __init__(self, job_id: _Optional[str] = ..., after: _Optional[int] = ..., limit: _Optional[int] = ...) -> None: ...
+
+class Reject(_message.Message):
+    __slots__ = ("source_row", "record", "errors")
+    SOURCE_ROW_FIELD_NUMBER: _ClassVar[int]
+    RECORD_FIELD_NUMBER: _ClassVar[int]
+    ERRORS_FIELD_NUMBER: _ClassVar[int]
+    source_row: int
+    record: _struct_pb2.Struct
+    errors: _containers.RepeatedCompositeFieldContainer[FieldError]
+    def __init__(self, source_row: _Optional[int] = ..., record: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., errors: _Optional[_Iterable[_Union[FieldError, _Mapping]]] = ...) -> None: ...
+
+class FieldError(_message.Message):
+    __slots__ = ("field", "message")
+    FIELD_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    field: str
+    message: str
+    def __init__(self, field: _Optional[str] = ..., message: _Optional[str] = ...) -> None: ...

@@ -50,6 +50,26 @@ class ImporterStub:
                 request_serializer=service_dot_generated_dot_importer__pb2.GetJobRequest.SerializeToString,
                 response_deserializer=service_dot_generated_dot_importer__pb2.Job.FromString,
                 _registered_method=True)
+        self.CancelJob = channel.unary_unary(
+                '/importer.Importer/CancelJob',
+                request_serializer=service_dot_generated_dot_importer__pb2.GetJobRequest.SerializeToString,
+                response_deserializer=service_dot_generated_dot_importer__pb2.Job.FromString,
+                _registered_method=True)
+        self.UndoJob = channel.unary_unary(
+                '/importer.Importer/UndoJob',
+                request_serializer=service_dot_generated_dot_importer__pb2.GetJobRequest.SerializeToString,
+                response_deserializer=service_dot_generated_dot_importer__pb2.Job.FromString,
+                _registered_method=True)
+        self.ReplayRejects = channel.unary_unary(
+                '/importer.Importer/ReplayRejects',
+                request_serializer=service_dot_generated_dot_importer__pb2.GetJobRequest.SerializeToString,
+                response_deserializer=service_dot_generated_dot_importer__pb2.Job.FromString,
+                _registered_method=True)
+        self.ListRejects = channel.unary_stream(
+                '/importer.Importer/ListRejects',
+                request_serializer=service_dot_generated_dot_importer__pb2.ListRejectsRequest.SerializeToString,
+                response_deserializer=service_dot_generated_dot_importer__pb2.Reject.FromString,
+                _registered_method=True)
 
 
 class ImporterServicer:
@@ -76,6 +96,38 @@ class ImporterServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CancelJob(self, request, context):
+        """Cancel a queued or running job (SPEC section 13); FAILED_PRECONDITION for a finished one,
+        except that a cancelled job is returned as it is. The Job may be returned before it is
+        `cancelled`: a worker then ends it so within 10 s (REST answers 202 there).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UndoJob(self, request, context):
+        """Undo a succeeded job (SPEC section 13); FAILED_PRECONDITION naming why not (later jobs to
+        undo first, a job that did not succeed, history past retention). An undone job is returned
+        as it is. A big undo returns the Job before it is `undone`: a worker completes it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ReplayRejects(self, request, context):
+        """Run a job's rejected rows again as a new job, which is returned (SPEC section 14).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListRejects(self, request, context):
+        """A job's rejected rows in source order, those after `after` (a source_row), at most `limit`.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ImporterServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -93,6 +145,26 @@ def add_ImporterServicer_to_server(servicer, server):
                     servicer.WatchJob,
                     request_deserializer=service_dot_generated_dot_importer__pb2.GetJobRequest.FromString,
                     response_serializer=service_dot_generated_dot_importer__pb2.Job.SerializeToString,
+            ),
+            'CancelJob': grpc.unary_unary_rpc_method_handler(
+                    servicer.CancelJob,
+                    request_deserializer=service_dot_generated_dot_importer__pb2.GetJobRequest.FromString,
+                    response_serializer=service_dot_generated_dot_importer__pb2.Job.SerializeToString,
+            ),
+            'UndoJob': grpc.unary_unary_rpc_method_handler(
+                    servicer.UndoJob,
+                    request_deserializer=service_dot_generated_dot_importer__pb2.GetJobRequest.FromString,
+                    response_serializer=service_dot_generated_dot_importer__pb2.Job.SerializeToString,
+            ),
+            'ReplayRejects': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReplayRejects,
+                    request_deserializer=service_dot_generated_dot_importer__pb2.GetJobRequest.FromString,
+                    response_serializer=service_dot_generated_dot_importer__pb2.Job.SerializeToString,
+            ),
+            'ListRejects': grpc.unary_stream_rpc_method_handler(
+                    servicer.ListRejects,
+                    request_deserializer=service_dot_generated_dot_importer__pb2.ListRejectsRequest.FromString,
+                    response_serializer=service_dot_generated_dot_importer__pb2.Reject.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -176,6 +248,114 @@ class Importer:
             '/importer.Importer/WatchJob',
             service_dot_generated_dot_importer__pb2.GetJobRequest.SerializeToString,
             service_dot_generated_dot_importer__pb2.Job.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CancelJob(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/importer.Importer/CancelJob',
+            service_dot_generated_dot_importer__pb2.GetJobRequest.SerializeToString,
+            service_dot_generated_dot_importer__pb2.Job.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UndoJob(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/importer.Importer/UndoJob',
+            service_dot_generated_dot_importer__pb2.GetJobRequest.SerializeToString,
+            service_dot_generated_dot_importer__pb2.Job.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReplayRejects(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/importer.Importer/ReplayRejects',
+            service_dot_generated_dot_importer__pb2.GetJobRequest.SerializeToString,
+            service_dot_generated_dot_importer__pb2.Job.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListRejects(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/importer.Importer/ListRejects',
+            service_dot_generated_dot_importer__pb2.ListRejectsRequest.SerializeToString,
+            service_dot_generated_dot_importer__pb2.Reject.FromString,
             options,
             channel_credentials,
             insecure,

@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -110,8 +111,9 @@ def test_enqueue_wait_with_real_workers_exits_0_on_success_and_1_on_failure(cli:
         stop_workers(workers)
 
 
-def test_unknown_job_exits_1(cli: Cli) -> None:
-    result = cli.run("status", "00000000-0000-0000-0000-000000000000")
+@pytest.mark.parametrize("command", ["status", "cancel", "undo"])
+def test_unknown_job_exits_1(cli: Cli, command: str) -> None:
+    result = cli.run(command, "00000000-0000-0000-0000-000000000000")
     assert result.returncode == 1
     assert "no job" in result.stderr
 
@@ -129,6 +131,31 @@ def test_unknown_job_exits_1(cli: Cli) -> None:
             ["enqueue", "--customer=acme", "--product=users", "--uri=file:///x.csv", "--option=colour=red"],
             "unknown option",
         ),
+        (
+            ["enqueue", "--customer=acme", "--product=users", "--uri=file:///x.csv", "--option=mode=merge"],
+            "options.mode",
+        ),
+        (
+            [
+                "enqueue",
+                "--customer=acme",
+                "--product=users",
+                "--uri=file:///x.csv",
+                "--option=mode=upsert",
+                "--option=atomic=false",
+            ],
+            "options.atomic",
+        ),
+        (
+            ["import", "--customer=acme", "--product=users", "--uri=file:///x.csv", "--option=allow_empty=true"],
+            "options.allow_empty",
+        ),
+        (
+            ["enqueue", "--customer=acme", "--product=users", "--uri=file:///x.csv", "--option=atomic=maybe"],
+            "options.atomic",
+        ),
+        (["cancel"], "Usage"),
+        (["undo", "a", "b"], "Usage"),
     ],
 )
 def test_usage_and_refused_requests_exit_2_with_one_clear_line(cli: Cli, args: list[str], message: str) -> None:
@@ -196,7 +223,7 @@ def test_watch_prints_plain_lines_when_piped_and_exits_by_the_jobs_outcome(cli: 
         watched = cli.run("watch", good.stdout.strip())
         assert watched.returncode == 0, watched.stderr
         last = watched.stdout.strip().splitlines()[-1]
-        assert last.startswith("succeeded rows=3/3 valid=2 invalid=1 inserted=2")
+        assert last == "succeeded rows=3/3 valid=2 invalid=1 inserted=2 updated=0 unchanged=0 duplicate=0 deleted=0"
         assert "\r" not in watched.stdout
         no_email = cli.file("v2.csv", "id\nx\n")
         bad = cli.run("enqueue", "--customer=acme", "--product=users", f"--file={no_email}")
@@ -233,3 +260,93 @@ def test_watch_draws_a_live_bar_on_a_terminal(cli: Cli) -> None:
         assert "\r[" in text and "rows/s" in text and "3/3 rows" in text and "succeeded" in text
     finally:
         stop_workers(workers)
+
+
+# -- write modes, cancel and undo (SPEC 12-13) -------------------------------------------------
+
+COUNTS = "total=4 valid=3 invalid=1 inserted=2 updated=0 unchanged=0 duplicate=1 deleted=0"
+
+
+def organizations_file(cli: Cli) -> tuple[Path, str]:
+    """A fresh organizations file and the prefix of its keys.
+
+    Rows 1 and 3 valid, row 2 invalid (no name), row 4 repeats row 1's key.
+    """
+    prefix = f"org-{uuid.uuid4().hex[:8]}-"
+    rows = [f"{prefix}1,One,FR", f"{prefix}2,,FR", f"{prefix}3,Three,DE", f"{prefix}1,Uno,IT"]
+    return cli.file(f"{prefix}orgs.csv", "external_id,name,country\n" + "\n".join(rows) + "\n"), prefix
+
+
+def held_rows(cli: Cli, prefix: str) -> int:
+    """How many organizations rows have a key starting with prefix."""
+    statement = "SELECT count(*) FROM organizations WHERE data->>'external_id' LIKE %s"
+    return int(query(cli.customer_dsn, statement, (f"{prefix}%",))[0][0])
+
+
+def imported_upsert(cli: Cli) -> tuple[str, str]:
+    """Import a fresh organizations file in mode upsert; (job id, key prefix)."""
+    path, prefix = organizations_file(cli)
+    result = cli.run("import", "--customer=acme", "--product=organizations", f"--file={path}", "--option=mode=upsert")
+    assert result.returncode == 0, result.stderr
+    assert "succeeded" in result.stdout and COUNTS in result.stdout, result.stdout
+    return result.stdout.split()[0], prefix
+
+
+def test_an_upsert_import_prints_every_count_and_status_shows_them(cli: Cli) -> None:
+    job_id, prefix = imported_upsert(cli)
+    assert held_rows(cli, prefix) == 2
+    view = json.loads(cli.run("status", job_id, "--json").stdout)
+    assert view["options"] == {"mode": "upsert"} and view["undone_at"] is None
+    counts = ("rows_inserted", "rows_updated", "rows_unchanged", "rows_duplicate", "rows_deleted")
+    assert [view[name] for name in counts] == [2, 0, 0, 1, 0]
+    plain = cli.run("status", job_id)
+    assert plain.returncode == 0 and COUNTS in plain.stdout and "undone_at" not in plain.stdout
+
+
+def test_undo_of_a_succeeded_upsert_prints_it_undone_and_again_the_same(cli: Cli) -> None:
+    job_id, prefix = imported_upsert(cli)
+    undone = cli.run("undo", job_id)
+    assert undone.returncode == 0, undone.stderr
+    assert undone.stdout.startswith(job_id) and " undone " in undone.stdout and "undone_at=" in undone.stdout
+    assert undone.stderr == ""  # complete at once: no word of a worker finishing it
+    assert held_rows(cli, prefix) == 0
+    again = cli.run("undo", job_id)
+    assert (again.returncode, again.stdout) == (0, undone.stdout)
+    assert cli.run("status", job_id).stdout == undone.stdout
+    assert json.loads(cli.run("status", job_id, "--json").stdout)["undone_at"] is not None
+
+
+def test_undo_of_a_failed_job_exits_1_and_says_why(cli: Cli) -> None:
+    path, _ = organizations_file(cli)
+    result = cli.run(
+        "import", "--customer=acme", "--product=organizations", f"--file={path}", "--option=on_invalid=fail"
+    )
+    assert result.returncode == 1 and "failed" in result.stdout
+    undo = cli.run("undo", result.stdout.split()[0])
+    assert undo.returncode == 1
+    assert "failed" in undo.stderr and "Traceback" not in undo.stderr and undo.stdout == ""
+
+
+def test_cancel_of_a_succeeded_job_exits_1_and_says_why(cli: Cli) -> None:
+    job_id, _ = imported_upsert(cli)
+    cancel = cli.run("cancel", job_id)
+    assert cancel.returncode == 1
+    assert "succeeded" in cancel.stderr and "Traceback" not in cancel.stderr
+    assert json.loads(cli.run("status", job_id, "--json").stdout)["status"] == "succeeded"
+
+
+def test_cancel_of_a_queued_job_exits_0_and_cancelling_it_again_prints_it_cancelled_twice(cli: Cli) -> None:
+    path = cli.blob_root / "acme" / f"to-cancel-{uuid.uuid4().hex[:8]}.csv"
+    path.write_text(USERS)
+    enqueued = cli.run("enqueue", "--customer=acme", "--product=courses", f"--uri={path.as_uri()}")
+    job_id = enqueued.stdout.strip()  # no worker runs in this test: the job stays queued
+    first = cli.run("cancel", job_id)
+    assert first.returncode == 0, first.stderr
+    assert first.stdout.startswith(job_id)
+    deadline = time.monotonic() + 10  # SPEC 13: a cancelled job ends within 10 s
+    while (view := json.loads(cli.run("status", job_id, "--json").stdout))["status"] != "cancelled":
+        assert time.monotonic() < deadline, view
+        time.sleep(0.2)
+    again = [cli.run("cancel", job_id) for _ in range(2)]
+    assert [(result.returncode, result.stderr) for result in again] == [(0, ""), (0, "")]
+    assert again[0].stdout == again[1].stdout and " cancelled " in again[0].stdout

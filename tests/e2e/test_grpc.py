@@ -20,15 +20,15 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from service import blob
 from service.generated import importer_pb2, importer_pb2_grpc
-from service.grpc_server import MAX_WATCHES, status_for
+from service.grpc_server import MAX_WATCHES, PROGRESS, status_for
 from service.jobs import JobStore, Q
-from tests.conftest import ROOT
+from tests.conftest import ROOT, query
 from tests.e2e.conftest import Stack
 
 ACME = (("authorization", "Bearer tok-acme"),)
 GLOBEX = (("authorization", "Bearer tok-globex"),)
 ADMIN = (("authorization", "Bearer tok-admin"),)
-FINAL = ("succeeded", "failed", "cancelled")
+FINAL = ("succeeded", "failed", "cancelled", "undone")
 TIMEOUT = 60.0
 
 
@@ -136,7 +136,7 @@ def test_watch_job_streams_each_change_and_ends_after_the_final_status(stack: St
     last = updates[-1]
     assert last.status == "succeeded"
     assert (last.rows_total, last.rows_valid, last.rows_invalid, last.rows_inserted) == (3, 2, 1, 2)
-    progress = [(u.status, u.rows_total, u.rows_valid, u.rows_invalid, u.rows_inserted) for u in updates]
+    progress = [tuple(getattr(u, name) for name in PROGRESS) for u in updates]
     assert all(before != after for before, after in zip(progress, progress[1:], strict=False))
     assert importer.GetJob(request, metadata=ACME, timeout=TIMEOUT) == last
 
@@ -171,6 +171,10 @@ INVALID = {
     "a list for options": ({"options": ["csv"]}, "options"),
     "an unknown option": ({"options": {"colour": "red"}}, "options.colour"),
     "a number for a bool option": ({"options": {"dry_run": 1}}, "options.dry_run"),
+    "an unknown mode": ({"options": {"mode": "merge"}}, "options.mode"),
+    "atomic false with upsert": ({"options": {"mode": "upsert", "atomic": False}}, "options.atomic"),
+    "allow_empty without replace": ({"options": {"mode": "upsert", "allow_empty": True}}, "options.allow_empty"),
+    "a string for atomic": ({"options": {"atomic": "true"}}, "options.atomic"),
     "a path outside the blob area": ({"blob_uri": "file:///etc/passwd"}, "blob_uri"),
     "an unsupported scheme": ({"blob_uri": "s3://bucket/users.csv"}, "blob_uri"),
     "an unknown customer": ({"customer_id": "nobody"}, "customer_id"),
@@ -223,6 +227,10 @@ def test_every_importer_call_without_a_good_token_is_unauthenticated(
         (importer.Enqueue, users_request(stack)),
         (importer.GetJob, job_id),
         (importer.WatchJob, job_id),
+        (importer.CancelJob, job_id),
+        (importer.UndoJob, job_id),
+        (importer.ReplayRejects, job_id),
+        (importer.ListRejects, importer_pb2.ListRejectsRequest(job_id=job_id.job_id)),
     ):
         error = refusal(call, request, metadata=metadata)
         assert error.code() == grpc.StatusCode.UNAUTHENTICATED
@@ -240,6 +248,116 @@ def test_a_job_the_caller_may_not_see_is_not_found(stack: Stack, importer: Any, 
     request = importer_pb2.GetJobRequest(job_id=job_id)
     for call in (importer.GetJob, importer.WatchJob):
         assert refusal(call, request, metadata=GLOBEX).code() == grpc.StatusCode.NOT_FOUND
+
+
+# -- write modes, cancel and undo (SPEC 12-13) -------------------------------------------------
+
+
+def organizations_request(stack: Stack, **extra: Any) -> tuple[struct_pb2.Struct, str]:
+    """An Enqueue request for a fresh acme organizations file, and the prefix of its keys.
+
+    Rows 1 and 3 valid, row 2 invalid (no name), row 4 repeats row 1's key. Jobs nobody runs are
+    users jobs, so nothing queued before holds an organizations job up.
+    """
+    prefix = f"org-{uuid.uuid4().hex[:8]}-"
+    rows = [f"{prefix}1,One,FR", f"{prefix}2,,FR", f"{prefix}3,Three,DE", f"{prefix}1,Uno,IT"]
+    path = stack.blob("acme", f"{prefix}orgs.csv", "external_id,name,country\n" + "\n".join(rows) + "\n")
+    request = struct(customer_id="acme", product_type="organizations", blob_uri=blob.uri_for(path), **extra)
+    return request, prefix
+
+
+def held_rows(stack: Stack, prefix: str) -> int:
+    """How many acme organizations rows have a key starting with prefix."""
+    statement = "SELECT count(*) FROM organizations WHERE data->>'external_id' LIKE %s"
+    return int(query(stack.customer_dsns["acme"], statement, (f"{prefix}%",))[0][0])
+
+
+def succeeded_upsert(stack: Stack, importer: Any) -> tuple[importer_pb2.Job, str]:
+    """Run an upsert of a fresh organizations file to its end, watching it; (last update, prefix)."""
+    request, prefix = organizations_request(stack, options={"mode": "upsert"})
+    reply = importer.Enqueue(request, metadata=ACME, timeout=TIMEOUT)
+    updates = list(
+        importer.WatchJob(importer_pb2.GetJobRequest(job_id=reply["job_id"]), metadata=ACME, timeout=TIMEOUT)
+    )
+    return updates[-1], prefix
+
+
+def test_an_upsert_job_runs_and_the_job_carries_every_write_mode_count(stack: Stack, importer: Any) -> None:
+    job, prefix = succeeded_upsert(stack, importer)
+    assert (job.status, dict(job.options)) == ("succeeded", {"mode": "upsert"})
+    assert (job.rows_total, job.rows_valid, job.rows_invalid) == (4, 3, 1)
+    assert (job.rows_inserted, job.rows_updated, job.rows_unchanged, job.rows_duplicate, job.rows_deleted) == (
+        2,
+        0,
+        0,
+        1,
+        0,
+    )
+    assert not job.HasField("undone_at")
+    assert held_rows(stack, prefix) == 2
+    assert importer.GetJob(importer_pb2.GetJobRequest(job_id=job.job_id), metadata=ACME, timeout=TIMEOUT) == job
+
+
+def test_undoing_a_succeeded_upsert_returns_it_undone_and_again_unchanged(stack: Stack, importer: Any) -> None:
+    job, prefix = succeeded_upsert(stack, importer)
+    assert job.status == "succeeded", job
+    request = importer_pb2.GetJobRequest(job_id=job.job_id)
+    undone = importer.UndoJob(request, metadata=ACME, timeout=TIMEOUT)
+    assert undone.status == "undone" and undone.HasField("undone_at")
+    assert undone.undone_at.ToDatetime() >= undone.finished_at.ToDatetime()
+    assert held_rows(stack, prefix) == 0
+    assert importer.UndoJob(request, metadata=ACME, timeout=TIMEOUT) == undone
+    assert importer.GetJob(request, metadata=ACME, timeout=TIMEOUT) == undone
+
+
+def test_undoing_a_failed_job_is_failed_precondition(stack: Stack, importer: Any) -> None:
+    reply = importer.Enqueue(users_request(stack, options={"on_invalid": "fail"}), metadata=ACME, timeout=TIMEOUT)
+    assert wait_finished(importer, reply["job_id"]).status == "failed"
+    error = refusal(importer.UndoJob, importer_pb2.GetJobRequest(job_id=reply["job_id"]), metadata=ACME)
+    assert error.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert "failed" in error.details()
+
+
+def test_cancelling_a_succeeded_job_is_failed_precondition(stack: Stack, importer: Any) -> None:
+    reply = importer.Enqueue(users_request(stack), metadata=ACME, timeout=TIMEOUT)
+    assert wait_finished(importer, reply["job_id"]).status == "succeeded"
+    error = refusal(importer.CancelJob, importer_pb2.GetJobRequest(job_id=reply["job_id"]), metadata=ACME)
+    assert error.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert "succeeded" in error.details()
+
+
+def test_cancelling_a_queued_job_ends_it_cancelled_and_cancelling_it_again_returns_it_twice(
+    stack: Stack, importer: Any
+) -> None:
+    request = importer_pb2.GetJobRequest(job_id=job_nobody_runs(stack))
+    first = importer.CancelJob(request, metadata=ACME, timeout=TIMEOUT)
+    assert first.status in ("queued", "cancelled")
+    deadline = time.monotonic() + 10  # SPEC 13: a cancelled job ends within 10 s
+    while (job := importer.GetJob(request, metadata=ACME, timeout=TIMEOUT)).status != "cancelled":
+        assert time.monotonic() < deadline, job
+        time.sleep(0.1)
+    assert job.HasField("finished_at")
+    again = [importer.CancelJob(request, metadata=ACME, timeout=TIMEOUT) for _ in range(2)]
+    assert again == [job, job]
+
+
+@pytest.mark.parametrize("kind", ["another customer's job", "an unknown job", "an id that is no UUID"])
+def test_cancel_and_undo_of_a_job_the_caller_may_not_see_are_not_found(stack: Stack, importer: Any, kind: str) -> None:
+    job_id = {"another customer's job": job_nobody_runs(stack), "an unknown job": str(uuid.uuid4())}.get(kind, "nope")
+    request = importer_pb2.GetJobRequest(job_id=job_id)
+    for call in (importer.CancelJob, importer.UndoJob):
+        assert refusal(call, request, metadata=GLOBEX).code() == grpc.StatusCode.NOT_FOUND
+    if kind == "another customer's job":
+        assert importer.GetJob(request, metadata=ACME, timeout=TIMEOUT).status == "queued"
+
+
+def test_replay_and_list_rejects_are_unimplemented_for_now(stack: Stack, importer: Any) -> None:
+    job_id = job_nobody_runs(stack)
+    for call, request in (
+        (importer.ReplayRejects, importer_pb2.GetJobRequest(job_id=job_id)),
+        (importer.ListRejects, importer_pb2.ListRejectsRequest(job_id=job_id, after=0, limit=10)),
+    ):
+        assert refusal(call, request, metadata=ACME).code() == grpc.StatusCode.UNIMPLEMENTED
 
 
 def test_the_admin_token_sees_every_customers_job(stack: Stack, importer: Any) -> None:

@@ -1,8 +1,9 @@
 """The OpenAPI document tells the truth about the falcon app: routes, methods, schemas, errors.
 
 The app runs in process here (falcon's test client, no database): the routes it registers are
-walked, and the answers that need a broken database or a bug (500, 503) are checked against
-the document. tests/e2e/test_rest.py checks every other answer of a real gunicorn.
+walked, and the answers that need a broken database or a bug (500, 503), or that the core decides
+on its own (the 202 of a cancel or undo a worker completes), are checked against the document.
+tests/e2e/test_rest.py checks every other answer of a real gunicorn.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import logging
 import socket
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from typing import Any
 
 import falcon
@@ -17,10 +19,10 @@ import falcon.testing
 import pytest
 from jsonschema import Draft202012Validator
 
-from service.api import Access, Api
+from service.api import Access, Api, JobNotFound
 from service.config import Config
-from service.errors import RequestRefused
-from service.jobs import JobStore
+from service.errors import JobConflict, RequestRefused
+from service.jobs import Job, JobStore
 from service.openapi import document
 from service.products import ProductRegistry
 from service.requests import check_options
@@ -38,6 +40,53 @@ class BuggyApi(Api):
 
     def logs(self, access: Access, job_id: str) -> Any:
         raise RuntimeError(f"boom while reading postgresql://importer:{PASSWORD}@db/app for {job_id}")
+
+
+# Job ids that tell ScriptedApi how to answer a cancel or an undo.
+COMPLETE, PENDING, CONFLICT = (f"6f1c0c9e-4a57-4d7e-9f55-1d5c2f1a0b{n}" for n in (21, 22, 23))
+AFTER = {"cancel": ("cancelled", "running"), "undo": ("undone", "succeeded")}
+
+
+class ScriptedApi(Api):
+    """An Api whose cancel and undo answer by the job id, without a database."""
+
+    def cancel(self, access: Access, job_id: str) -> tuple[Job, bool]:
+        return self._answer("cancel", job_id)
+
+    def undo(self, access: Access, job_id: str) -> tuple[Job, bool]:
+        return self._answer("undo", job_id)
+
+    def _answer(self, action: str, job_id: str) -> tuple[Job, bool]:
+        if job_id == CONFLICT:
+            raise JobConflict(f"cannot {action} job {job_id}: it failed")
+        if job_id not in (COMPLETE, PENDING):
+            raise JobNotFound(f"no job {job_id}")
+        done, ongoing = AFTER[action]
+        now = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
+        row: dict[str, Any] = {
+            "id": job_id,
+            "customer_id": "acme",
+            "product_type": "users",
+            "blob_uri": "file:///b/acme/u.csv",
+            "options": {"mode": "upsert"},
+            "status": done if job_id == COMPLETE else ongoing,
+            **dict.fromkeys(("rows_total", "rows_valid", "rows_inserted", "rows_updated"), 2),
+            **dict.fromkeys(("rows_invalid", "rows_unchanged", "rows_duplicate", "rows_deleted", "chunks_done"), 0),
+            **dict.fromkeys(("error", "plan", "chunks_total", "idempotency_key"), None),
+            **dict.fromkeys(("created_at", "started_at", "finished_at", "updated_at"), now),
+            "logged_errors": 0,
+            "undone_at": now if (action, job_id) == ("undo", COMPLETE) else None,
+        }
+        return Job.from_row(row), job_id == COMPLETE
+
+
+@pytest.fixture(scope="module")
+def scripted() -> falcon.testing.TestClient:
+    """The app over ScriptedApi (its app DB is never reached)."""
+    dsn = f"host=127.0.0.1 port={_closed_port()} dbname=app connect_timeout=2"
+    config = Config(app_db_dsn=dsn, tokens={TOKEN: ("*",)})
+    api = ScriptedApi(config, JobStore(dsn, maxconn=1), ProductRegistry.load(config.schemas_dir))
+    return falcon.testing.TestClient(create_app(Edge(config, dsn, api)))
 
 
 def _closed_port() -> int:
@@ -85,7 +134,7 @@ def test_every_route_of_the_app_is_documented_with_the_same_methods(client: falc
     registered = {template: methods for template, methods in _routes(client.app)}
     documented = {path: {m.upper() for m in operations} for path, operations in document()["paths"].items()}
     assert registered == documented
-    assert len(registered) == 7
+    assert len(registered) == 9
 
 
 def test_every_component_schema_is_valid_and_every_ref_resolves() -> None:
@@ -133,6 +182,13 @@ def test_every_error_answer_uses_the_error_schema_and_every_guarded_route_docume
         {"on_invalid": "ignore"},
         {"sheet": ""},
         {"encoding": 8},
+        {"mode": "merge"},
+        {"mode": "upsert", "atomic": False},
+        {"mode": "replace", "atomic": False},
+        {"allow_empty": True},
+        {"mode": "upsert", "allow_empty": False},
+        {"atomic": "yes"},
+        {"mode": "replace", "allow_empty": 1},
         "fast",
     ],
 )
@@ -149,6 +205,10 @@ def test_options_the_document_forbids_are_refused_by_the_request_checker(options
         {},
         {"format": "tsv", "delimiter": "\t", "encoding": "latin-1", "on_invalid": "fail", "dry_run": True},
         {"sheet": "S"},
+        {"mode": "append", "atomic": False},
+        {"atomic": True},
+        {"mode": "upsert", "atomic": True},
+        {"mode": "replace", "allow_empty": True, "on_invalid": "skip"},
     ],
 )
 def test_options_the_checker_accepts_fit_the_document(options: dict[str, Any]) -> None:
@@ -189,3 +249,46 @@ def test_the_enqueue_request_schema_closes_the_body_like_the_checker() -> None:
     _validate(schema, good)
     for bad in ({**good, "colour": "red"}, {k: v for k, v in good.items() if k != "blob_uri"}, {**good, "options": []}):
         assert not Draft202012Validator({**schema, "components": document()["components"]}).is_valid(bad)
+
+
+@pytest.mark.parametrize("action", ["cancel", "undo"])
+def test_a_complete_change_answers_200_and_one_a_worker_completes_202_with_location(
+    scripted: falcon.testing.TestClient, action: str
+) -> None:
+    path = f"/jobs/{{job_id}}/{action}"
+    done = scripted.simulate_post(f"/jobs/{COMPLETE}/{action}", headers=AUTH)
+    assert (done.status_code, done.json["status"]) == (200, AFTER[action][0])
+    _check(done, path, "post")
+    pending = scripted.simulate_post(f"/jobs/{PENDING}/{action}", headers=AUTH)
+    assert (pending.status_code, pending.json["status"]) == (202, AFTER[action][1])
+    _check(pending, path, "post")
+    assert pending.headers["location"] == f"/jobs/{PENDING}"
+
+
+@pytest.mark.parametrize("action", ["cancel", "undo"])
+def test_cancel_and_undo_ignore_any_body(scripted: falcon.testing.TestClient, action: str) -> None:
+    for body, content_type in (("{}", "application/json"), ("not json", "text/plain"), ("x" * 70_000, None)):
+        headers = {**AUTH, **({"Content-Type": content_type} if content_type else {})}
+        result = scripted.simulate_post(f"/jobs/{COMPLETE}/{action}", body=body, headers=headers)
+        assert result.status_code == 200, result.text
+
+
+@pytest.mark.parametrize("action", ["cancel", "undo"])
+def test_a_job_state_conflict_answers_409_and_a_hidden_job_404_in_the_error_shape(
+    scripted: falcon.testing.TestClient, action: str
+) -> None:
+    conflict = scripted.simulate_post(f"/jobs/{CONFLICT}/{action}", headers=AUTH)
+    assert conflict.json == {
+        "error": {"status": 409, "message": f"cannot {action} job {CONFLICT}: it failed", "field": None}
+    }
+    _check(conflict, f"/jobs/{{job_id}}/{action}", "post")
+    hidden = scripted.simulate_post(f"/jobs/{JOB_ID}/{action}", headers=AUTH)
+    assert hidden.status_code == 404
+    _check(hidden, f"/jobs/{{job_id}}/{action}", "post")
+
+
+def test_cancel_and_undo_answer_503_while_the_app_database_is_unreachable(client: falcon.testing.TestClient) -> None:
+    for action in ("cancel", "undo"):
+        result = client.simulate_post(f"/jobs/{JOB_ID}/{action}", headers=AUTH)
+        assert result.status_code == 503, result.text
+        _check(result, f"/jobs/{{job_id}}/{action}", "post")

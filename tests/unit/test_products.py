@@ -28,6 +28,7 @@ from service.products import (
     is_email,
     is_hostname,
 )
+from tests.conftest import ROOT
 
 SCHEMAS = Path(__file__).resolve().parents[2] / "schemas"
 
@@ -152,6 +153,31 @@ def test_a_schema_we_cannot_coerce_or_check_fails_loading(tmp_path: Path, prop: 
     (tmp_path / "things.json").write_text(json.dumps(schema))
     with pytest.raises(ConfigError, match=complaint):
         ProductRegistry.load(tmp_path)
+
+
+@pytest.mark.parametrize(
+    "key",
+    ["nope", "age", "name"],  # not a property; not a string; not required
+)
+def test_an_x_key_that_is_not_a_required_string_property_fails_loading(tmp_path: Path, key: str) -> None:
+    schema = {
+        "type": "object",
+        "x-key": key,
+        "properties": {"id": {"type": "string"}, "age": {"type": "integer"}, "name": {"type": "string"}},
+        "required": ["id", "age"],
+    }
+    (tmp_path / "things.json").write_text(json.dumps(schema))
+    with pytest.raises(ConfigError, match="things.json: product things: x-key"):
+        ProductRegistry.load(tmp_path)
+
+
+def test_every_shipped_product_is_keyed_by_external_id() -> None:
+    registry = ProductRegistry.load(ROOT / "schemas")
+    assert {name: registry.get(name).key for name in registry.names()} == {
+        "courses": "external_id",
+        "organizations": "external_id",
+        "users": "external_id",
+    }
 
 
 def test_a_schema_of_another_draft_fails_loading(tmp_path: Path) -> None:

@@ -47,6 +47,14 @@ def body(config: Config, **changes: object) -> dict[str, object]:
         ({"options": {"encoding": "klingon"}}, "options.encoding"),
         ({"options": {"on_invalid": "ignore"}}, "options.on_invalid"),
         ({"options": {"sheet": "a\x00b"}}, "options.sheet"),
+        ({"options": {"mode": "merge"}}, "options.mode"),
+        ({"options": {"mode": 1}}, "options.mode"),
+        ({"options": {"mode": "upsert", "atomic": False}}, "options.atomic"),
+        ({"options": {"mode": "replace", "atomic": False}}, "options.atomic"),
+        ({"options": {"atomic": "true"}}, "options.atomic"),
+        ({"options": {"allow_empty": True}}, "options.allow_empty"),
+        ({"options": {"mode": "upsert", "allow_empty": True}}, "options.allow_empty"),
+        ({"options": {"mode": "replace", "allow_empty": "yes"}}, "options.allow_empty"),
         ({"blob_uri": "s3://bucket/u.csv"}, "blob_uri"),
         ({"blob_uri": "file:///etc/passwd"}, "blob_uri"),
         ({"blob_uri": "file:///nowhere/\x00"}, "blob_uri"),
@@ -56,6 +64,33 @@ def test_a_bad_request_is_refused_naming_its_field(config: Config, changes: dict
     with pytest.raises(RequestRefused) as caught:
         check_request(body(config, **changes), config, PRODUCTS)
     assert caught.value.field == field
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"mode": "append"},
+        {"mode": "append", "atomic": True},
+        {"mode": "append", "atomic": False},
+        {"mode": "upsert"},
+        {"mode": "upsert", "atomic": True},
+        {"mode": "replace", "allow_empty": True, "on_invalid": "skip"},
+    ],
+)
+def test_every_valid_combination_of_write_options_passes(config: Config, options: dict[str, object]) -> None:
+    assert check_request(body(config, options=options), config, PRODUCTS).options == options
+
+
+def test_upsert_is_refused_for_a_product_without_a_key(config: Config, tmp_path: Path) -> None:
+    schemas = tmp_path / "schemas"
+    schemas.mkdir()
+    (schemas / "notes.json").write_text('{"type": "object", "properties": {"text": {"type": "string"}}}')
+    products = ProductRegistry.load(schemas)
+    request = body(config, product_type="notes", options={"mode": "upsert"})
+    with pytest.raises(RequestRefused, match="x-key") as caught:
+        check_request(request, config, products)
+    assert caught.value.field == "options.mode"
+    assert check_request(body(config, product_type="notes"), config, products).product_type == "notes"
 
 
 def test_a_good_request_passes_with_its_options(config: Config) -> None:
