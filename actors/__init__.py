@@ -143,6 +143,10 @@ class FailJobOnDeadLetter(Middleware):
         reason = f"{type(exc).__name__}: {exc}" if exc is not None else "no reason recorded"
         error = f"internal error in stage {message.actor_name} ({how} after retries): {redact(reason)}"
         try:
+            if message.actor_name == pipeline.UNDO:
+                # The job stays succeeded, its rows as they were (the undo is one transaction).
+                services().jobs.end_undo_request(job_id, f"undo did not complete: {error}")
+                return
             job = services().jobs.get(job_id)
             if job is not None and not job.finished:
                 pipeline.fail_job(services(), job, error)

@@ -108,7 +108,8 @@ def _dispatch(args: dict[str, Any]) -> int:
         print(json.dumps(job_view(job), indent=2) if args["--json"] else summary(job))
     elif args["watch"]:
         job = watch(jobs, job.id, sys.stdout, interactive=sys.stdout.isatty())
-        return EXIT_OK if job.status == "succeeded" else EXIT_FAILED
+        # An undone job had succeeded; failed and cancelled ones did not import their file.
+        return EXIT_OK if job.status in ("succeeded", "undone") else EXIT_FAILED
     elif args["logs"]:
         for line in jobs.logs(job.id):
             where = f" row {line.row_number}" if line.row_number is not None else ""

@@ -225,6 +225,9 @@ def test_watch_prints_plain_lines_when_piped_and_exits_by_the_jobs_outcome(cli: 
         last = watched.stdout.strip().splitlines()[-1]
         assert last == "succeeded rows=3/3 valid=2 invalid=1 inserted=2 updated=0 unchanged=0 duplicate=0 deleted=0"
         assert "\r" not in watched.stdout
+        assert cli.run("undo", good.stdout.strip()).returncode == 0
+        undone = cli.run("watch", good.stdout.strip())
+        assert undone.returncode == 0 and undone.stdout.startswith("undone "), undone.stdout
         no_email = cli.file("v2.csv", "id\nx\n")
         bad = cli.run("enqueue", "--customer=acme", "--product=users", f"--file={no_email}")
         failed = cli.run("watch", bad.stdout.strip())
