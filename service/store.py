@@ -47,9 +47,14 @@ def product_table(product: str) -> sql.Identifier:
     return sql.Identifier(product)
 
 
+def stage_name(job_id: str) -> str:
+    """The staging table's name of an atomic job (made from the job's UUID only)."""
+    return f"stage_{uuid.UUID(job_id).hex}"
+
+
 def stage_table(job_id: str) -> sql.Identifier:
-    """The staging table of an atomic job (its name comes from the job's UUID only)."""
-    return sql.Identifier("import_service", f"stage_{uuid.UUID(job_id).hex}")
+    """The staging table of an atomic job."""
+    return sql.Identifier("import_service", stage_name(job_id))
 
 
 def _q(name: str, product: str | None = None, key: str | None = None, job_id: str | None = None) -> sql.Composed:
@@ -204,8 +209,7 @@ class CustomerStore:
     def journal(self, job_id: str) -> Publication | None:
         """What the job published, if it did."""
         with self._transaction() as cur:
-            cur.execute("SELECT to_regclass('import_service.publishes') IS NOT NULL AS present")
-            if not cur.fetchone()["present"]:
+            if not _exists(cur, "import_service.publishes"):
                 return None
             cur.execute(Q["journal"], {"job": job_id})
             row = cur.fetchone()
@@ -233,10 +237,7 @@ class CustomerStore:
             row = cur.fetchone()
             if row is not None:
                 return Publication(_counts(row), already=True)
-            cur.execute(
-                "SELECT to_regclass(%s) IS NOT NULL AS present", (f"import_service.stage_{uuid.UUID(job_id).hex}",)
-            )
-            if not cur.fetchone()["present"]:
+            if not _exists(cur, f"import_service.{stage_name(job_id)}"):
                 raise JobFailed("the job's staged rows are gone from the customer database; enqueue it again")
             cur.execute(_q("stage_count", job_id=job_id))
             staged = int(cur.fetchone()["count"])
@@ -340,24 +341,24 @@ class CustomerStore:
             if atomic:
                 cur.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(stage_table(job_id)))
                 return 0
-            cur.execute("SELECT to_regclass(%s) IS NOT NULL AS present", (product,))
-            if not cur.fetchone()["present"]:
+            if not _exists(cur, product):
                 return 0
             cur.execute(sql.SQL("DELETE FROM {} WHERE job_id = %s").format(product_table(product)), (job_id,))
             deleted = int(cur.rowcount)
-            if _has_journal(cur):
+            if _exists(cur, "import_service.publishes"):
                 cur.execute("DELETE FROM import_service.publishes WHERE job_id = %s", (job_id,))
             return deleted
 
     def purge_history(self, retention_days: int) -> None:
         """Delete undo history older than the retention period."""
         with self._transaction() as cur:
-            if _has_journal(cur):
+            if _exists(cur, "import_service.publishes"):
                 cur.execute(Q["purge_history"], {"days": retention_days})
 
 
-def _has_journal(cur: Any) -> bool:
-    cur.execute("SELECT to_regclass('import_service.publishes') IS NOT NULL AS present")
+def _exists(cur: Any, relation: str) -> bool:
+    """Whether a table (schema-qualified, or on the search path) exists."""
+    cur.execute("SELECT to_regclass(%s) IS NOT NULL AS present", (relation,))
     return bool(cur.fetchone()["present"])
 
 
