@@ -251,7 +251,8 @@ class CustomerStore:
                 publication = self._merge(cur, job_id, product, mode, key, staged, max_warnings)
             params = {"job": job_id, "product": product, "mode": mode, **publication.counts.as_params()}
             cur.execute(Q["journal_insert"], params)
-            cur.execute(sql.SQL("DROP TABLE {}").format(stage_table(job_id)))
+            # CASCADE: the temporary view of the file's rows depends on it.
+            cur.execute(sql.SQL("DROP TABLE {} CASCADE").format(stage_table(job_id)))
             cur.check_cancelled()
             if not confirm():
                 raise JobCancelled("the job was cancelled")
@@ -261,16 +262,19 @@ class CustomerStore:
         self, cur: _Cursor, job_id: str, product: str, mode: str, key: str, staged: int, max_warnings: int
     ) -> Publication:
         """Upsert (and for replace, delete the rest of) the staged rows by key, keeping history."""
-        cur.execute(_q("latest_by_key", key=key, job_id=job_id))
-        cur.execute("SELECT count(*) AS n FROM import_src")
+        cur.execute(_q("distinct_keys", key=key, job_id=job_id))
         distinct = int(cur.fetchone()["n"])
+        cur.execute(_q("all_rows" if distinct == staged else "latest_by_key", key=key, job_id=job_id))
         warnings: list[tuple[int, str]] = []
         if distinct < staged and max_warnings > 0:
             cur.execute(_q("duplicates", key=key, job_id=job_id), {"limit": max_warnings})
             for row in cur.fetchall():
                 text = f"duplicate key {row['k']!r}: row {row['winner']} has the same key and wins"
                 warnings.append((row["source_row"], text))
-        cur.execute(_q("keys_held_twice", product, key))
+        cur.execute(_q("match_keys", product, key))
+        matched = cur.rowcount
+        cur.execute(Q["analyze_match"])
+        cur.execute(_q("keys_held_twice"))
         twice = [row["k"] for row in cur.fetchall()]
         if twice:
             named = ", ".join(repr(k) for k in twice[:MAX_KEYS_NAMED])
@@ -280,8 +284,10 @@ class CustomerStore:
             )
         cur.execute(_q("upsert_update", product, key), {"job": job_id})
         updated = cur.rowcount
-        cur.execute(_q("upsert_insert", product, key), {"job": job_id})
-        inserted = cur.rowcount
+        inserted = 0
+        if matched < distinct:  # (no key matched twice, checked above) some keys are new
+            cur.execute(_q("upsert_insert", product, key), {"job": job_id})
+            inserted = cur.rowcount
         deleted = 0
         if mode == "replace":
             cur.execute(_q("replace_delete", product, key), {"job": job_id})

@@ -70,6 +70,14 @@ SELECT count(*) FROM {stage};
 INSERT INTO {table} (data, job_id, source_row)
 SELECT data, %(job)s, source_row FROM {stage} ORDER BY source_row;
 
+-- name: distinct_keys
+SELECT count(*) AS n FROM (SELECT data ->> {key} FROM {stage} GROUP BY 1) keys;
+
+-- name: all_rows
+-- No key repeats: the file's rows are the staged rows as they are (no copy, no sort).
+ANALYZE {stage};
+CREATE TEMP VIEW import_src AS SELECT data ->> {key} AS k, source_row, data FROM {stage};
+
 -- name: latest_by_key
 -- The file's rows, one per key: the last occurrence wins.
 CREATE TEMP TABLE import_src ON COMMIT DROP AS
@@ -84,39 +92,44 @@ WHERE s.source_row <> w.source_row
 ORDER BY s.source_row
 LIMIT %(limit)s;
 
+-- name: match_keys
+-- One join of the file's keys with the table: which rows they match, and the new data of
+-- those that change (NULL when identical). Every later step reads this instead of joining again.
+CREATE TEMP TABLE import_match ON COMMIT DROP AS
+SELECT s.k, t.id, CASE WHEN t.data = s.data THEN NULL ELSE s.data END AS data, s.source_row
+FROM import_src s JOIN {table} t ON t.data ->> {key} = s.k;
+
+-- name: analyze_match
+ANALYZE import_match;
+
 -- name: keys_held_twice
-SELECT t.data ->> {key} AS k
-FROM {table} t JOIN import_src s ON s.k = t.data ->> {key}
-GROUP BY 1 HAVING count(*) > 1
-ORDER BY 1
-LIMIT 10;
+SELECT k FROM import_match GROUP BY k HAVING count(*) > 1 ORDER BY k LIMIT 10;
 
 -- name: upsert_update
--- Rows whose key is in the file with other data: keep the old version, then overwrite.
-WITH changed AS (
-    SELECT t.id, t.data AS old_data, t.job_id AS old_job_id, t.source_row AS old_source_row,
-           t.imported_at AS old_imported_at, s.data, s.source_row
-    FROM {table} t JOIN import_src s ON s.k = t.data ->> {key}
-    WHERE t.data <> s.data
-), kept AS (
+-- Matched rows with other data: keep the old version (the statement reads the table as it
+-- was before it), then overwrite.
+WITH kept AS (
     INSERT INTO import_service.history (job_id, op, row_id, data, old_job_id, source_row, imported_at)
-    SELECT %(job)s, 'update', id, old_data, old_job_id, old_source_row, old_imported_at FROM changed
+    SELECT %(job)s, 'update', t.id, t.data, t.job_id, t.source_row, t.imported_at
+    FROM import_match m JOIN {table} t ON t.id = m.id
+    WHERE m.data IS NOT NULL
 )
 UPDATE {table} t
-SET data = c.data, job_id = %(job)s, source_row = c.source_row, imported_at = now()
-FROM changed c WHERE t.id = c.id;
+SET data = m.data, job_id = %(job)s, source_row = m.source_row, imported_at = now()
+FROM import_match m WHERE t.id = m.id AND m.data IS NOT NULL;
 
 -- name: upsert_insert
 INSERT INTO {table} (data, job_id, source_row)
 SELECT s.data, %(job)s, s.source_row FROM import_src s
-WHERE NOT EXISTS (SELECT 1 FROM {table} t WHERE t.data ->> {key} = s.k)
+WHERE NOT EXISTS (SELECT 1 FROM import_match m WHERE m.k = s.k)
 ORDER BY s.source_row;
 
 -- name: replace_delete
--- Rows whose key is not among the file's rows: keep them in the history, then delete.
+-- Rows no key of the file matched, other than those just inserted: keep them in the
+-- history, then delete.
 WITH gone AS (
     DELETE FROM {table} t
-    WHERE NOT EXISTS (SELECT 1 FROM import_src s WHERE s.k = t.data ->> {key})
+    WHERE t.job_id <> %(job)s AND NOT EXISTS (SELECT 1 FROM import_match m WHERE m.id = t.id)
     RETURNING t.*
 )
 INSERT INTO import_service.history (job_id, op, row_id, data, old_job_id, source_row, imported_at)
