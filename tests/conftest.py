@@ -7,9 +7,11 @@ answers, else the embedded pgserver under .data/test-pg.
 from __future__ import annotations
 
 import os
+import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import psycopg2
 import psycopg2.extensions
@@ -96,3 +98,24 @@ def query(dsn: str, statement: str, params: tuple = ()) -> list[tuple]:
             return cur.fetchall() if cur.description else []
     finally:
         conn.close()
+
+
+def until(condition: Callable[[], object], timeout: float = 60, interval: float = 0.01) -> None:
+    """Poll until condition() is true; fail the test after timeout seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(interval)
+    raise AssertionError(f"condition never became true within {timeout} s")
+
+
+def wait_finished(jobs: Any, job_id: str, timeout: float) -> Any:
+    """Poll a JobStore until the job reaches a final status; return it."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        job = jobs.get(job_id)
+        if job is not None and job.finished:
+            return job
+        time.sleep(0.1)
+    raise AssertionError(f"job {job_id} not finished after {timeout} s: {jobs.get(job_id)}")

@@ -9,7 +9,7 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,7 +23,7 @@ from service.messages import dispatch
 from service.pipeline import Services
 from service.products import ProductRegistry
 from service.requests import check_request, enqueue
-from tests.conftest import Databases, query
+from tests.conftest import Databases, query, until, wait_finished
 from tests.e2e.test_faults import chunk_running, end, stage_running, start_supervisor
 from tests.integration.conftest import pipeline_env
 
@@ -66,21 +66,10 @@ class Stand:
         return job.id
 
     def wait(self, job_id: str, timeout: float = 120) -> Job:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            job = self.jobs.get(job_id)
-            if job is not None and job.finished:
-                return job
-            time.sleep(0.1)
-        raise AssertionError(f"job {job_id} not finished after {timeout} s: {self.jobs.get(job_id)}")
+        return wait_finished(self.jobs, job_id, timeout)
 
-    def until(self, condition: object, timeout: float = 60) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if condition():  # type: ignore[operator]
-                return
-            time.sleep(0.005)
-        raise AssertionError("condition never became true")
+    def until(self, condition: Callable[[], object], timeout: float = 60) -> None:
+        until(condition, timeout, interval=0.005)
 
     def state(self, customer: str) -> tuple[int, int, int]:
         """(rows, distinct keys, rows named 'New') of the customer's users table."""

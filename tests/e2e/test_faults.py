@@ -22,7 +22,7 @@ from service.jobs import Job, JobStore, migrate
 from service.messages import dispatch
 from service.products import ProductRegistry
 from service.requests import check_request, enqueue
-from tests.conftest import ROOT, Databases, query
+from tests.conftest import ROOT, Databases, query, until, wait_finished
 from tests.e2e.conftest import free_port
 from tests.integration.conftest import pipeline_env
 
@@ -47,22 +47,11 @@ class Faults:
         job, _ = enqueue(check_request(body, self.config, self.products), self.jobs)
         return job.id
 
-    def wait(self, job_id: str, timeout: float) -> Job:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            job = self.jobs.get(job_id)
-            if job is not None and job.finished:
-                return job
-            time.sleep(0.2)
-        raise AssertionError(f"job {job_id} not finished after {timeout} s: {self.jobs.get(job_id)}")
+    def wait(self, job_id: str, timeout: float = 120) -> Job:
+        return wait_finished(self.jobs, job_id, timeout)
 
-    def until(self, condition: Callable[[], bool], timeout: float = 60) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if condition():
-                return
-            time.sleep(0.01)
-        raise AssertionError("condition never became true")
+    def until(self, condition: Callable[[], object], timeout: float = 60) -> None:
+        until(condition, timeout, interval=0.005)
 
     def rows(self, customer: str, job_id: str) -> tuple[int, int]:
         (row,) = query(
