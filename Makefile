@@ -39,10 +39,11 @@ test: $(STAMP)
 test-fast: $(STAMP)
 	$(PY) -m pytest -q -m "not slow"
 
-# ROWS=N (default 1000000), INVALID_RATIO=0.1, PROCESSES=2; BENCH_DATABASE_URL or APP_DB_DSN
-# picks the Postgres server (else the embedded one).
+# ROWS=N (default 1000000), INVALID_RATIO=0.1, PROCESSES=2, THREADS=N (default: the configured
+# worker_concurrency), MODES=append,upsert,upsert10,undo (default: all); BENCH_DATABASE_URL or
+# APP_DB_DSN picks the Postgres server (else the embedded one).
 bench: $(STAMP)
-	$(PY) -m bench --rows $(or $(ROWS),1000000) --invalid-ratio $(or $(INVALID_RATIO),0) --processes $(or $(PROCESSES),2)
+	$(PY) -m bench --rows $(or $(ROWS),1000000) --invalid-ratio $(or $(INVALID_RATIO),0) --processes $(or $(PROCESSES),2) $(if $(THREADS),--threads $(THREADS))
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check service actors tests bench
