@@ -258,7 +258,9 @@ def _validate_chunk(services: Services, job: Job, work: ChunkWork) -> None:
         first_line=work.first_line,
         max_records=work.row_count,
     )
-    buffer = io.StringIO()
+    # UTF-8 bytes, not a StringIO: one non-ASCII character makes a str buffer 4 bytes per
+    # character, and a chunk's buffer is most of what a chunk in flight holds.
+    buffer = io.BytesIO()
     staged = job.atomic
     prefix = CustomerStore.copy_prefix(job.id, staged)
     dry_run = bool(job.options.get("dry_run"))
@@ -268,7 +270,7 @@ def _validate_chunk(services: Services, job: Job, work: ChunkWork) -> None:
     for source_row, data, row_errors in check_records(product, plan["columns"], records):
         if data is not None:
             if not dry_run:
-                buffer.write(f"{prefix}{source_row}\t{copy_escape(data)}\n")
+                buffer.write(f"{prefix}{source_row}\t{copy_escape(data)}\n".encode())
             valid += 1
         else:
             invalid += 1

@@ -163,7 +163,7 @@ class CustomerStore:
         product: str,
         first_row: int,
         last_row: int,
-        copy_text: io.StringIO,
+        copy_text: io.BytesIO,
         staged: bool,
         rerun: bool,
     ) -> None:
