@@ -126,6 +126,12 @@ def import_undo(job_id: str) -> None:
     control.finish_undo(services(), job_id)
 
 
+@dramatiq.actor(actor_name=pipeline.DISCARD, queue_name=JOBS_QUEUE, time_limit=3_600_000, **RETRY)
+def import_discard(job_id: str) -> None:
+    """Delete what a cancelled job left in the customer database."""
+    pipeline.discard_cancelled(services(), job_id)
+
+
 class FailJobOnDeadLetter(Middleware):
     """A message Dramatiq gives up on ends its job `failed` with the reason, never stuck."""
 

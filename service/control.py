@@ -7,7 +7,7 @@ import time
 
 from service.errors import JobConflict
 from service.jobs import Job
-from service.pipeline import UNDO, Services, discard_rows
+from service.pipeline import DISCARD, UNDO, Services
 
 log = logging.getLogger(__name__)
 
@@ -22,7 +22,7 @@ POLL_SECONDS = 0.1
 def cancel(services: Services, job: Job) -> tuple[Job, bool]:
     """Stop a queued or running job at once and delete what it left; (job, complete)."""
     deadline = time.monotonic() + COMMIT_WAIT_SECONDS
-    while not services.jobs.cancel(job.id):
+    while not services.jobs.cancel(job.id, DISCARD):
         job = _reload(services, job)
         if job.status == "cancelled":
             return job, True
@@ -32,12 +32,10 @@ def cancel(services: Services, job: Job) -> tuple[Job, bool]:
         if time.monotonic() > deadline:
             raise JobConflict(f"job {job.id} is committing its rows right now; ask again in a few seconds")
         time.sleep(POLL_SECONDS)  # its publish is committing: it is about to end one way or the other
-    job = _reload(services, job)
+    # A worker deletes what the job left (the cancel sent it); a chunk still in flight deletes
+    # its own rows when it sees the job ended, and the sweep deletes once more later.
     log.info("job %s: cancelled", job.id)
-    # A chunk still in flight deletes its own rows when it sees the job ended, and the sweep
-    # deletes once more later; a staging table a chunk is writing to waits for that chunk.
-    discard_rows(services, job, lock_timeout_ms=1000)
-    return job, True
+    return _reload(services, job), True
 
 
 def undo(services: Services, job: Job) -> tuple[Job, bool]:

@@ -395,7 +395,11 @@ class JobStore:
         with self.transaction() as cur:
             cur.execute(Q["complete_chunk"], (valid, invalid, job_id, chunk_no))
             if cur.fetchone() is None:
-                return True  # counted already: a redelivered message
+                # Counted already (a redelivered message), or the job failed or was cancelled
+                # meanwhile, which deleted its chunk plan: then this chunk's rows must go.
+                cur.execute(Q["job_status"], (job_id,))
+                row = cur.fetchone()
+                return row is None or row["status"] not in ("failed", "cancelled")
             cur.execute(Q["job_for_update"], (job_id,))
             job = cur.fetchone()
             room = max(0, max_logged - job["logged_errors"])
@@ -434,8 +438,10 @@ class JobStore:
             self._wake_waiters(cur, row["customer_id"], row["product_type"])
             return True
 
-    def cancel(self, job_id: str) -> bool:
-        """Mark a queued or running job cancelled and drop its queued work; False if it cannot be now."""
+    def cancel(self, job_id: str, cleanup_stage: str) -> bool:
+        """Mark a queued or running job cancelled, drop its queued work and send `cleanup_stage`.
+
+        False when it cannot be cancelled now (it ended, or its publish is committing)."""
         with self.transaction() as cur:
             cur.execute(Q["cancel_job"], (job_id,))
             row = cur.fetchone()
@@ -444,6 +450,7 @@ class JobStore:
             _insert_logs(cur, job_id, [("info", None, None, "cancelled; its rows are discarded")])
             cur.execute(Q["drop_queued_messages"], (job_id,))
             cur.execute(Q["delete_chunks"], (job_id,))
+            self._send(cur, [(cleanup_stage, (job_id,))])
             self._wake_waiters(cur, row["customer_id"], row["product_type"])
             return True
 

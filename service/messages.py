@@ -10,11 +10,18 @@ import time
 import uuid
 from typing import Any
 
-from service.pipeline import FETCH, INSERT, PARSE, UNDO, VALIDATE
+from service.pipeline import DISCARD, FETCH, INSERT, PARSE, UNDO, VALIDATE
 
 JOBS_QUEUE = "imports"  # job-level stages: fetch, parse, insert
 CHUNKS_QUEUE = "import_chunks"  # one message per chunk: validate
-QUEUES = {FETCH: JOBS_QUEUE, PARSE: JOBS_QUEUE, VALIDATE: CHUNKS_QUEUE, INSERT: JOBS_QUEUE, UNDO: JOBS_QUEUE}
+QUEUES = {
+    FETCH: JOBS_QUEUE,
+    PARSE: JOBS_QUEUE,
+    VALIDATE: CHUNKS_QUEUE,
+    INSERT: JOBS_QUEUE,
+    UNDO: JOBS_QUEUE,
+    DISCARD: JOBS_QUEUE,
+}
 
 
 def dispatch(actor_name: str, args: tuple[Any, ...]) -> tuple[str, str, dict[str, Any]]:

@@ -35,6 +35,7 @@ log = logging.getLogger(__name__)
 
 FETCH, PARSE, VALIDATE, INSERT = "import_fetch", "import_parse", "import_validate", "import_insert"
 UNDO = "import_undo"  # a big undo, finished by a worker (service.control)
+DISCARD = "import_discard"  # deletes what a cancelled job left
 # A chunk's time limit (its actor's) bounds how long after a failure it may still commit
 # rows; the final cleanup of a failed job waits that long.
 CHUNK_TIME_LIMIT_SECONDS = 300
@@ -130,21 +131,27 @@ def _finish_published(services: Services, job: Job) -> bool:
     return True
 
 
-def discard_rows(services: Services, job: Job, lock_timeout_ms: int = 0) -> bool:
+def discard_rows(services: Services, job: Job) -> bool:
     """Delete what a failed or cancelled job left; False when the database is unreachable."""
     try:
-        deleted = services.customer(job.customer_id).discard(job.id, job.product_type, job.atomic, lock_timeout_ms)
+        deleted = services.customer(job.customer_id).discard(job.id, job.product_type, job.atomic)
     except CustomerDBUnavailable as exc:
         log.warning("job %s: rows not deleted yet, the sweep will retry: %s", job.id, exc)
         return False
     except CustomerDBRefused as exc:
-        # A table the service did not create (no job_id column): it cannot hold rows of ours;
-        # or a staging table still locked by a chunk in flight, which discards after itself.
+        # A table the service did not create (no job_id column): it cannot hold rows of ours.
         log.warning("job %s: %s", job.id, exc)
         return True
     if deleted:
         log.info("job %s: deleted %d rows of the %s job", job.id, deleted, job.status)
     return True
+
+
+def discard_cancelled(services: Services, job_id: str) -> None:
+    """Delete what a cancelled job left (a worker does it, so a cancel request never waits on it)."""
+    job = services.jobs.get(job_id)
+    if job is not None and job.status == "cancelled":
+        discard_rows(services, job)
 
 
 def sweep_cleanups(services: Services) -> None:

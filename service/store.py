@@ -336,14 +336,12 @@ class CustomerStore:
             cur.execute(Q["undo_done"], {"job": job_id})
         return Undone(restored, removed, revived)
 
-    def discard(self, job_id: str, product: str, atomic: bool, lock_timeout_ms: int = 0) -> int:
+    def discard(self, job_id: str, product: str, atomic: bool) -> int:
         """Delete what a failed or cancelled job left: its staging table, or its streamed rows.
 
         An atomic job's rows reach the product table only through its journaled publish,
         which the caller has checked did not happen; so only the staging table goes."""
         with self._transaction() as cur:
-            if lock_timeout_ms:
-                cur.execute("SELECT set_config('lock_timeout', %s, true)", (f"{lock_timeout_ms}ms",))
             if atomic:
                 cur.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(stage_table(job_id)))
                 return 0

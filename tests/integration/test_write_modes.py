@@ -211,8 +211,10 @@ def test_cancelling_a_queued_job_ends_it_and_cancelling_again_answers_the_same(
     done = pipeline.run("c11", "users", "u.csv", users(("q2", "b@x.io")))
     with pytest.raises(JobConflict, match="already ended"):
         control.cancel(services, done)
-    queued = query(pipeline.app_dsn, "SELECT count(*) FROM dramatiq.queue WHERE message->'args'->>0 = %s", (job.id,))
-    assert queued == [(0,)]
+    messages = query(
+        pipeline.app_dsn, "SELECT message->>'actor_name' FROM dramatiq.queue WHERE message->'args'->>0 = %s", (job.id,)
+    )
+    assert messages == [("import_discard",)]  # its fetch message is gone; the cleanup was sent
 
 
 def test_a_later_job_waits_for_an_earlier_one_and_its_rows_win(pipeline: Pipeline) -> None:
