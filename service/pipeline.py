@@ -7,7 +7,9 @@ is safe to run twice.
 
 from __future__ import annotations
 
+import datetime
 import io
+import json
 import logging
 import time
 from collections.abc import Callable, Iterator
@@ -271,23 +273,32 @@ def _validate_chunk(services: Services, job: Job, work: ChunkWork) -> None:
     staged = job.atomic
     prefix = CustomerStore.copy_prefix(job.id, staged)
     dry_run = bool(job.options.get("dry_run"))
+    rejects = io.BytesIO()  # every invalid row, with its cells as read (SPEC 14)
     valid, invalid = 0, 0
     errors: list[RowError] = []
     cap = services.config.max_logged_errors
-    for source_row, data, row_errors in check_records(product, plan["columns"], records):
+    for record, data, row_errors in check_records(product, plan["columns"], records):
         if data is not None:
             if not dry_run:
-                buffer.write(f"{prefix}{source_row}\t{copy_escape(data)}\n".encode())
+                buffer.write(f"{prefix}{record.source_row}\t{copy_escape(data)}\n".encode())
             valid += 1
         else:
             invalid += 1
+            rejects.write(reject_line(job.id, record, row_errors))
             if len(errors) < cap:
                 errors.extend(row_errors[: cap - len(errors)])
     if valid + invalid != work.row_count:
         raise FileRejected(f"rows {first}-{last} read back {valid + invalid} records, expected {work.row_count}")
-    if not dry_run:
+    if invalid or not dry_run:
         services.customer(job.customer_id).copy_chunk(
-            job.id, job.product_type, first, last, buffer, staged=staged, rerun=work.attempts > 1
+            job.id,
+            job.product_type,
+            first,
+            last,
+            None if dry_run else buffer,
+            staged=staged,
+            rerun=work.attempts > 1,
+            rejects=rejects if invalid else None,
         )
     if not services.jobs.complete_chunk(job.id, work.chunk_no, valid, invalid, errors, cap, INSERT):
         # The job failed while this chunk ran: its rows must not outlive the failure.
@@ -296,14 +307,14 @@ def _validate_chunk(services: Services, job: Job, work: ChunkWork) -> None:
 
 def check_records(
     product: Product, columns: list[str | None], records: Iterator[formats.Record]
-) -> Iterator[tuple[int, str | None, list[RowError]]]:
-    """Map each record's cells to fields, coerce and validate it: (row, JSON text or None, errors)."""
+) -> Iterator[tuple[formats.Record, str | None, list[RowError]]]:
+    """Map each record's cells to fields, coerce and validate it: (record, JSON text or None, errors)."""
     width = len(columns)
     key_maps: dict[tuple[str, ...], dict[str, str]] = {}
     for record in records:
         row = record.source_row
         if record.error:
-            yield row, None, [RowError(row, None, record.error)]
+            yield record, None, [RowError(row, None, record.error)]
             continue
         cells = record.cells
         if isinstance(cells, dict):
@@ -316,11 +327,37 @@ def check_records(
             extra = [c for c in cells[width:] if c not in (None, "")]
             if extra:
                 message = f"line {record.line}: the record has {len(cells)} cells but the header has {width} columns"
-                yield row, None, [RowError(row, None, message)]
+                yield record, None, [RowError(row, None, message)]
                 continue
             raw = {field: cells[i] for i, field in enumerate(columns) if field is not None and i < len(cells)}
         data, row_errors = product.check_json(row, raw)
-        yield row, data, row_errors
+        yield record, data, row_errors
+
+
+def reject_line(job_id: str, record: formats.Record, errors: list[RowError]) -> bytes:
+    """One COPY line of an invalid row: job, row, its cells as read (as text) and its errors."""
+    cells = record.cells
+    kept: list[str] | dict[str, str] = (
+        {key: cell_text(value) for key, value in cells.items()}
+        if isinstance(cells, dict)
+        else [cell_text(value) for value in cells]
+    )
+    problems = [{"field": e.field, "message": e.message} for e in errors]
+    fields = (json.dumps(kept, ensure_ascii=False), json.dumps(problems, ensure_ascii=False))
+    return f"{job_id}\t{record.source_row}\t{copy_escape(fields[0])}\t{copy_escape(fields[1])}\n".encode()
+
+
+def cell_text(value: Any) -> str:
+    """A cell as text, as a customer would type it again: empty for nothing, ISO 8601 for a date."""
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "TRUE" if value else "FALSE"
+    if isinstance(value, datetime.datetime | datetime.date | datetime.time):
+        return value.isoformat()
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))  # a spreadsheet shows 3, not 3.0
+    return str(value)
 
 
 def copy_escape(text: str) -> str:

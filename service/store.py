@@ -163,15 +163,27 @@ class CustomerStore:
         product: str,
         first_row: int,
         last_row: int,
-        copy_text: io.BytesIO,
+        copy_text: io.BytesIO | None,
         staged: bool,
         rerun: bool,
+        rejects: io.BytesIO | None = None,
     ) -> None:
-        """COPY one chunk's rows into the staging table (`source_row<TAB>json` lines) or the
-        product table (`job_id<TAB>source_row<TAB>json`, see `copy_prefix`).
+        """COPY one chunk's valid rows into the staging table (`source_row<TAB>json` lines) or
+        the product table (`job_id<TAB>source_row<TAB>json`, see `copy_prefix`), and its
+        invalid ones into the rejects (`job_id<TAB>source_row<TAB>record<TAB>errors`), at once.
 
         A rerun first deletes what an earlier attempt at the same rows left."""
         with self._transaction() as cur:
+            if rejects is not None:
+                if rerun:
+                    cur.execute(
+                        "DELETE FROM import_service.rejects WHERE job_id = %s AND source_row BETWEEN %s AND %s",
+                        (job_id, first_row, last_row),
+                    )
+                rejects.seek(0)
+                cur.copy_expert("COPY import_service.rejects (job_id, source_row, record, errors) FROM STDIN", rejects)
+            if copy_text is None:
+                return
             if staged:
                 target: sql.Composable = stage_table(job_id)
                 where = sql.SQL("source_row BETWEEN %s AND %s")

@@ -45,6 +45,17 @@ CREATE TABLE IF NOT EXISTS import_service.history (
 );
 CREATE INDEX IF NOT EXISTS history_job ON import_service.history (job_id);
 CREATE INDEX IF NOT EXISTS history_old_job ON import_service.history (old_job_id);
+-- Every invalid row of every job (SPEC 14): its cells as read (a JSON array in the file's
+-- column order, or for key=value files an object in the record's key order; `json`, not
+-- `jsonb`, keeps that order) and its errors [{"field", "message"}].
+CREATE TABLE IF NOT EXISTS import_service.rejects (
+    job_id     uuid NOT NULL,
+    source_row integer NOT NULL,
+    record     json NOT NULL,
+    errors     jsonb NOT NULL,
+    stored_at  timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (job_id, source_row)
+);
 
 -- name: stage_table
 -- One table per atomic job, filled chunk by chunk and dropped by the publish that reads it.
@@ -170,3 +181,4 @@ UPDATE import_service.publishes SET undone_at = now() WHERE job_id = %(job)s;
 DELETE FROM import_service.history h USING import_service.publishes p
 WHERE p.job_id = h.job_id AND p.published_at < now() - make_interval(days => %(days)s);
 DELETE FROM import_service.publishes WHERE published_at < now() - make_interval(days => %(days)s);
+DELETE FROM import_service.rejects WHERE stored_at < now() - make_interval(days => %(days)s);

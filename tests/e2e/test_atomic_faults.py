@@ -31,7 +31,7 @@ pytestmark = pytest.mark.slow
 
 ROWS = 200_000
 HEADER = "external_id,email,first_name,last_name,role,age,active,created_at\n"
-CUSTOMERS = ("k1", "k2", "k3", "k4", "k5", "k6", "k7", "k8", "k9")
+CUSTOMERS = ("k1", "k2", "k3", "k4", "k5", "k6", "k7", "k8", "k9", "k10")
 
 
 def write(path: Path, rows: int, changed_every: int = 0) -> Path:
@@ -239,3 +239,25 @@ def test_a_cancelled_streaming_append_leaves_none_of_its_rows(stand: Stand, work
     stand.until(lambda: stand.state("k9") == (0, 0, 0) and not chunk_running(stand, job_id), timeout=10)  # type: ignore[arg-type]
     time.sleep(2)  # a chunk that was in flight has ended and deleted its own rows by now
     assert stand.state("k9") == (0, 0, 0)
+
+
+def test_a_chunk_rerun_after_kill_9_stores_each_reject_once(stand: Stand, workers: object) -> None:
+    path = stand.config.blob_root / "k10" / "invalid.csv"
+    with path.open("w") as out:
+        out.write(HEADER)
+        for i in range(1, ROWS + 1):
+            email = "broken" if i % 10 == 0 else f"user{i}@example.com"
+            out.write(f"u{i},{email},Old,Müller,student,{i % 90},yes,2024-03-01T09:30:00Z\n")
+    job_id = stand.enqueue("k10", path, "upsert")
+    stand.until(lambda: chunk_running(stand, job_id))  # type: ignore[arg-type]
+    kill_workers(workers)
+    job = stand.wait(job_id)
+    assert job.status == "succeeded", job.error
+    assert (job.rows_valid, job.rows_invalid) == (ROWS - ROWS // 10, ROWS // 10)
+    (stored,) = query(
+        stand.customers["k10"],
+        "SELECT count(*), count(DISTINCT source_row), min(source_row), max(source_row) "
+        "FROM import_service.rejects WHERE job_id = %s",
+        (job_id,),
+    )
+    assert stored == (ROWS // 10, ROWS // 10, 10, ROWS)

@@ -64,8 +64,8 @@ def read_all(content: bytes, kind: str) -> list[formats.Record]:
             else []
         )
         # Whatever the reader yields, the product layer turns it into data or row errors.
-        for row, data, errors in check_records(PRODUCTS.get("users"), columns, iter(records)):
-            assert (data is None) == bool(errors), (row, data, errors)
+        for record, data, errors in check_records(PRODUCTS.get("users"), columns, iter(records)):
+            assert (data is None) == bool(errors), (record, data, errors)
         return records
 
 
