@@ -320,13 +320,21 @@ class JobStore:
             row = cur.fetchone()
         return Job.from_row(row) if row else None
 
-    def save_plan(self, job_id: str, plan: dict[str, Any], warnings: Sequence[str], sends: Sequence[Send]) -> bool:
-        """Record the file's layout, log warnings and send the next stage, atomically."""
+    def save_plan(
+        self,
+        job_id: str,
+        plan: dict[str, Any],
+        warnings: Sequence[str],
+        sends: Sequence[Send],
+        notes: Sequence[str] = (),
+    ) -> bool:
+        """Record the file's layout, log warnings and notes (info) and send the next stage, atomically."""
         with self.transaction() as cur:
             cur.execute(Q["save_plan"], (psycopg2.extras.Json(plan), job_id))
             if cur.rowcount == 0:
                 return False
-            _insert_logs(cur, job_id, [("warning", None, None, w) for w in warnings])
+            lines = [("warning", None, None, w) for w in warnings] + [("info", None, None, n) for n in notes]
+            _insert_logs(cur, job_id, lines)
             self._send(cur, sends)
             return True
 

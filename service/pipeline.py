@@ -190,6 +190,7 @@ def fetch(services: Services, job: Job) -> None:
     fmt = formats.detect_format(path, job.options)
     header = formats.read_header(path, fmt, services.limits)
     warnings: list[str] = []
+    notes: list[str] = []
     columns: list[str | None] = []
     if fmt.kind != "kv":
         column_map = product.map_header(header.names)
@@ -198,6 +199,7 @@ def fetch(services: Services, job: Job) -> None:
             warnings.append("unknown column(s) ignored: " + ", ".join(column_map.unknown))
         if column_map.blank:
             warnings.append("column(s) with a blank header ignored: " + ", ".join(map(str, column_map.blank)))
+        notes = [f"column {name!r} read as field {field} (an alias)" for name, field in column_map.aliases]
     keyed = job.mode != "append"
     stage_for = job.id if job.atomic and not job.options.get("dry_run") else None
     services.customer(job.customer_id).prepare(product.name, product.key if keyed else None, stage_for)
@@ -208,7 +210,7 @@ def fetch(services: Services, job: Job) -> None:
         "size": info.st_size,
         "mtime_ns": info.st_mtime_ns,
     }
-    services.jobs.save_plan(job.id, plan, warnings, [(PARSE, (job.id,))])
+    services.jobs.save_plan(job.id, plan, warnings, [(PARSE, (job.id,))], notes)
 
 
 def parse(services: Services, job: Job) -> None:
@@ -216,12 +218,13 @@ def parse(services: Services, job: Job) -> None:
     path, fmt, header, _ = _open_plan(services, job)
     product = services.products.get(job.product_type)
     pending: list[tuple[int, int, int, int, int]] = []
-    unknown_keys: set[str] = set()
+    keys: set[str] = set()  # every key of a key=value file
     planned = 0
     cuts = formats.scan_chunks(path, fmt, header, services.limits, services.config.chunk_rows, CHUNK_BYTES)
     for cut in cuts:
-        if cut.keys:
-            unknown_keys.update(product.map_keys(cut.keys)[1])
+        if cut.keys and not keys.issuperset(cut.keys):
+            keys.update(cut.keys)
+            product.map_keys(keys)  # two keys of the file for one field (e.g. email, mail) reject it
         # Each batch of chunks is planned and sent at once, so validation overlaps the scan.
         pending.append((planned, cut.first_row, cut.first_line, cut.start, cut.rows))
         planned += 1
@@ -231,8 +234,11 @@ def parse(services: Services, job: Job) -> None:
             pending = []
     if not services.jobs.add_chunks(job.id, pending, VALIDATE):
         raise JobCancelled(f"job {job.id} is no longer running")
+    unknown_keys = product.map_keys(keys)[1]
     if unknown_keys:
         services.jobs.log(job.id, "warning", "unknown key(s) ignored: " + ", ".join(sorted(unknown_keys)))
+    for key, field in product.aliases_used(keys):
+        services.jobs.log(job.id, "info", f"key {key!r} read as field {field} (an alias)")
     services.jobs.finish_planning(job.id, planned, INSERT)
 
 

@@ -229,11 +229,15 @@ class ColumnMap:
     fields: tuple[str | None, ...]  # per column index: the schema property, or None if ignored
     unknown: tuple[str, ...]  # header names that match no property (trimmed, case kept)
     blank: tuple[int, ...]  # 1-based positions of blank header names (ignored columns)
+    # (header name, field) for each column matched through an x-aliases entry, in column order;
+    # the name is as written in the file, trimmed (case and inner spaces kept), like `unknown`.
+    aliases: tuple[tuple[str, str], ...] = ()
 
 
 def _header_key(name: str) -> str:
-    """Normalise a header name or key for matching: trimmed, case-folded."""
-    return name.strip().casefold()
+    """Normalise a header name, key or alias for matching: trimmed, runs of inner white space
+    made one space, case-folded ("E-Mail  Address " matches "e-mail address")."""
+    return " ".join(name.split()).casefold()
 
 
 # --- JSON text ----------------------------------------------------------------
@@ -440,6 +444,7 @@ class Product:
 
     __slots__ = (
         "_by_key",
+        "_canonical",
         "_coercers",
         "_compilable",
         "_fast",
@@ -465,7 +470,12 @@ class Product:
         self.required: tuple[str, ...] = tuple(schema.get("required", ()))
         # The field upsert and replace match rows by (SPEC 12); None: only append is possible.
         self.key: str | None = schema.get("x-key")
-        self._by_key = {_header_key(field): field for field in self.fields}
+        # Normalised header name -> field, for names and aliases; _canonical: the names alone.
+        self._canonical = frozenset(_header_key(field) for field in self.fields)
+        self._by_key = {
+            _header_key(alias): field for field, prop in properties.items() for alias in prop.get("x-aliases", ())
+        }
+        self._by_key.update((_header_key(field), field) for field in self.fields)
         self._coercers: dict[str, Coercer] = {f: build_coercer(p) for f, p in properties.items()}
         self._order = {field: index for index, field in enumerate(self.fields)}
         self._fast = compile_fast(schema)
@@ -478,11 +488,14 @@ class Product:
         return f"Product({self.name!r})"
 
     def map_header(self, names: list[str]) -> ColumnMap:
-        """Match header names to fields; duplicates and missing required columns reject the file."""
+        """Match header names and aliases to fields; a name twice, two columns for one field
+        or a missing required column rejects the file."""
         fields: list[str | None] = []
         unknown: list[str] = []
         blank: list[int] = []
+        aliases: list[tuple[str, str]] = []
         seen: dict[str, int] = {}
+        taken: dict[str, tuple[int, str]] = {}  # field -> (position, name) of its column
         for position, written in enumerate(names, start=1):
             # A spreadsheet header cell may be empty (None) or a number.
             name = ("" if written is None else str(written)).strip()
@@ -490,15 +503,25 @@ class Product:
                 blank.append(position)
                 fields.append(None)
                 continue
-            first = seen.setdefault(name.casefold(), position)
+            key = _header_key(name)
+            first = seen.setdefault(key, position)
             if first != position:
                 raise FileRejected(f"duplicate column {name!r} (columns {first} and {position})", line=1)
-            field = self._by_key.get(name.casefold())
+            field = self._by_key.get(key)
             fields.append(field)
             if field is None:
                 unknown.append(name)
+                continue
+            if field in taken:
+                other, other_name = taken[field]
+                raise FileRejected(
+                    f"columns {other_name!r} ({other}) and {name!r} ({position}) both map to field {field}", line=1
+                )
+            taken[field] = (position, name)
+            if key not in self._canonical:
+                aliases.append((name, field))
         self._require(fields)
-        return ColumnMap(tuple(fields), tuple(unknown), tuple(blank))
+        return ColumnMap(tuple(fields), tuple(unknown), tuple(blank), tuple(aliases))
 
     def _require(self, present: Iterable[str | None]) -> None:
         """Reject the file if a required field has no column."""
@@ -508,16 +531,29 @@ class Product:
             raise FileRejected(f"missing required column(s): {', '.join(missing)}", line=1)
 
     def map_keys(self, keys: Iterable[str]) -> tuple[dict[str, str], list[str]]:
-        """Map the keys of a key=value record to fields; return the mapping and the unknown keys."""
+        """Map the keys of key=value records to fields (names or aliases), returning the mapping
+        and the unknown keys; two keys for one field reject the file (FileRejected, no line)."""
         mapping: dict[str, str] = {}
         unknown: list[str] = []
+        taken: dict[str, str] = {}  # field -> the key that maps to it
         for key in keys:
             field = self._by_key.get(_header_key(key))
             if field is None:
                 unknown.append(key)
-            else:
-                mapping[key] = field
+                continue
+            other = taken.setdefault(field, key)
+            if other != key:
+                # Sorted: a set of keys has no order, and the message must not vary between runs.
+                one, two = sorted((other, key))
+                raise FileRejected(f"keys {one!r} and {two!r} both map to field {field}")
+            mapping[key] = field
         return mapping, unknown
+
+    def aliases_used(self, keys: Iterable[str]) -> list[tuple[str, str]]:
+        """(key, field) for each key that maps through an alias, sorted by key; like map_keys,
+        two keys for one field reject the file."""
+        mapping = self.map_keys(keys)[0]
+        return sorted((key, field) for key, field in mapping.items() if _header_key(key) not in self._canonical)
 
     def check(self, source_row: int, raw: dict[str, Any]) -> tuple[dict[str, Any] | None, list[RowError]]:
         """Coerce and validate one record: (data, []) if valid, else (None, errors).
@@ -654,7 +690,8 @@ def _check_supported(schema: Any) -> None:
     for field, prop in properties.items():
         _check_property(field, prop)
     if len({_header_key(field) for field in properties}) != len(properties):
-        raise ConfigError("two properties differ only in case")
+        raise ConfigError("two properties differ only in case or white space")
+    _check_aliases(properties)
     if not set(schema.get("required", ())) <= set(properties):
         raise ConfigError("a required field is not a property")
     key = schema.get("x-key")
@@ -676,6 +713,24 @@ def _check_property(field: str, prop: Any) -> None:
             _pattern_regex(prop["pattern"])
         except re.error as exc:
             raise ConfigError(f"{field} pattern: {exc}") from None
+
+
+def _check_aliases(properties: dict[str, Any]) -> None:
+    """Refuse an `x-aliases` that is not a list of non-empty strings, or an alias that matches
+    another property's name or alias: a header column must map to one field only."""
+    owners = {_header_key(field): ("the name", field) for field in properties}
+    for field, prop in properties.items():
+        aliases = prop.get("x-aliases", [])
+        if not isinstance(aliases, list):
+            raise ConfigError(f"property {field}: x-aliases must be a list of non-empty strings, not {aliases!r}")
+        for alias in aliases:
+            if not isinstance(alias, str) or not alias.strip():
+                raise ConfigError(f"property {field}: alias {alias!r} in x-aliases is not a non-empty string")
+            what, owner = owners.setdefault(_header_key(alias), ("an alias", field))
+            if owner != field:
+                raise ConfigError(
+                    f"property {field}: alias {alias!r} is ambiguous: it is also {what} of property {owner}"
+                )
 
 
 class ProductRegistry:

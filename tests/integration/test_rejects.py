@@ -81,3 +81,30 @@ def test_rejects_past_the_retention_period_are_purged(pipeline: Pipeline) -> Non
     purge_history(Services(pipeline.config, pipeline.jobs, pipeline.products, pipeline.app_dsn))
     assert rejects_of(pipeline, "globex", job.id) == []
     assert len(rejects_of(pipeline, "globex", fresh.id)) == 1
+
+
+def test_alias_columns_import_and_each_alias_used_is_logged_once(pipeline: Pipeline) -> None:
+    job = pipeline.run("acme", "users", "a.csv", b"User_ID,E-Mail,first_name\nal1,al1@x.io,Al\n")
+    assert job.status == "succeeded" and job.rows_inserted == 1, job.error
+    rows = query(pipeline.customer_dsns["acme"], "SELECT data FROM users WHERE job_id = %s", (job.id,))
+    assert rows == [({"external_id": "al1", "email": "al1@x.io", "first_name": "Al"},)]
+    infos = query(pipeline.app_dsn, "SELECT message FROM import_logs WHERE job_id = %s AND level = 'info'", (job.id,))
+    aliases = sorted(m for (m,) in infos if "alias" in m)
+    assert aliases == [
+        "column 'E-Mail' read as field email (an alias)",
+        "column 'User_ID' read as field external_id (an alias)",
+    ]
+
+
+def test_two_columns_for_one_field_fail_the_job_naming_both(pipeline: Pipeline) -> None:
+    job = pipeline.run("acme", "users", "b.csv", b"external_id,email,Mail\nx1,a@x.io,b@x.io\n")
+    assert job.status == "failed"
+    assert "'email'" in job.error and "'Mail'" in job.error and "line 1" in job.error
+
+
+def test_two_keys_for_one_field_anywhere_in_a_key_value_file_fail_the_job(pipeline: Pipeline) -> None:
+    lines = [f"id=k{i} email=k{i}@x.io" for i in range(6)] + ["id=k9 mail=k9@x.io"]
+    job = pipeline.run("acme", "users", "c.kv", ("\n".join(lines) + "\n").encode())
+    assert job.status == "failed"
+    assert "'email'" in job.error and "'mail'" in job.error
+    assert query(pipeline.customer_dsns["acme"], "SELECT count(*) FROM users WHERE job_id = %s", (job.id,)) == [(0,)]

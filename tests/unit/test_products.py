@@ -171,6 +171,22 @@ def test_an_x_key_that_is_not_a_required_string_property_fails_loading(tmp_path:
         ProductRegistry.load(tmp_path)
 
 
+@pytest.mark.parametrize("other", ["Code", "code ", "CODE"])
+def test_properties_that_differ_only_in_case_or_white_space_fail_loading(tmp_path: Path, other: str) -> None:
+    schema = {"type": "object", "properties": {"code": {"type": "string"}, other: {"type": "string"}}}
+    (tmp_path / "things.json").write_text(json.dumps(schema))
+    with pytest.raises(ConfigError, match="things.json: product things: two properties differ only in case"):
+        ProductRegistry.load(tmp_path)
+
+
+def test_runs_of_inner_white_space_in_a_header_name_count_as_one_space(tmp_path: Path) -> None:
+    schema = {"type": "object", "properties": {"first name": {"type": "string"}}}
+    (tmp_path / "things.json").write_text(json.dumps(schema))
+    things = ProductRegistry.load(tmp_path).get("things")
+    assert things.map_header(["First\t  Name"]).fields == ("first name",)
+    assert things.map_keys(["FIRST  NAME"]) == ({"FIRST  NAME": "first name"}, [])
+
+
 def test_every_shipped_product_is_keyed_by_external_id() -> None:
     registry = ProductRegistry.load(ROOT / "schemas")
     assert {name: registry.get(name).key for name in registry.names()} == {
