@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import hmac
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from service import rejects
 from service.config import CUSTOMER_ID, Config
 from service.errors import ImportServiceError, RequestRefused
 from service.jobs import Job, JobStore, LogLine
@@ -109,6 +110,43 @@ class Api:
 
         return control.undo(self._services(), self.job(access, job_id))
 
+    def rejects_page(
+        self, access: Access, job_id: str, after: Any = None, limit: Any = None
+    ) -> tuple[list[dict[str, Any]], int | None]:
+        """One page of the job's rejected rows (views) and the `after` of the next page (None: last)."""
+        job, start, count = self._rejects_request(access, job_id, after, limit)
+        items = list(self._store(job).iter_rejects(job.id, start, count + 1))
+        names = rejects.header_names(job.plan)
+        following = items[count - 1].source_row if len(items) > count else None
+        return [reject_view(item, names) for item in items[:count]], following
+
+    def rejects_stream(self, access: Access, job_id: str, after: Any = None, limit: Any = None) -> Iterator[Any]:
+        """The job's rejected rows after `after` (at most `limit`, 0 = the default), with the header names."""
+        job, start, count = self._rejects_request(access, job_id, after, limit)
+        names = rejects.header_names(job.plan)
+        return ((item, rejects.record(item, names)) for item in self._store(job).iter_rejects(job.id, start, count))
+
+    def rejects_csv(self, access: Access, job_id: str) -> Iterator[bytes]:
+        """The job's rejects.csv as UTF-8 pieces, read as they are written (constant memory)."""
+        job = self.job(access, job_id)
+        store = self._store(job)
+        return rejects.csv_bytes(lambda: store.iter_rejects(job.id), rejects.header_names(job.plan))
+
+    def _rejects_request(self, access: Access, job_id: str, after: Any, limit: Any) -> tuple[Job, int, int]:
+        job = self.job(access, job_id)
+        try:
+            start = rejects.after_row(after)
+        except (TypeError, ValueError):
+            raise RequestRefused("after must be a whole number (a source_row), 0 or more", field="after") from None
+        try:
+            count = rejects.page_limit(limit)
+        except (TypeError, ValueError):
+            raise RequestRefused(f"limit must be a whole number from 1 to {rejects.MAX_PAGE}", field="limit") from None
+        return job, start, count
+
+    def _store(self, job: Job) -> Any:
+        return self._services().customer(job.customer_id)
+
     def _services(self) -> Any:
         from service.pipeline import Services
 
@@ -175,6 +213,11 @@ def job_view(job: Job) -> dict[str, Any]:
         "finished_at": iso(job.finished_at),
         "undone_at": iso(job.undone_at),
     }
+
+
+def reject_view(item: rejects.Reject, names: list[str] | None) -> dict[str, Any]:
+    """The public view of one rejected row (SPEC 14)."""
+    return {"source_row": item.source_row, "record": rejects.record(item, names), "errors": item.errors}
 
 
 def log_view(line: LogLine) -> dict[str, Any]:

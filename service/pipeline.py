@@ -18,7 +18,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-from service import blob, formats
+from service import blob, formats, rejects
 from service.config import Config
 from service.db import customer_dsn
 from service.errors import (
@@ -195,8 +195,10 @@ def fetch(services: Services, job: Job) -> None:
     if fmt.kind != "kv":
         column_map = product.map_header(header.names)
         columns = list(column_map.fields)
-        if column_map.unknown:
-            warnings.append("unknown column(s) ignored: " + ", ".join(column_map.unknown))
+        # A rejects.csv coming back, fixed: its `errors` column is ours, not the customer's.
+        unknown = [name for name in column_map.unknown if name.strip().casefold() != rejects.ERRORS_COLUMN]
+        if unknown:
+            warnings.append("unknown column(s) ignored: " + ", ".join(unknown))
         if column_map.blank:
             warnings.append("column(s) with a blank header ignored: " + ", ".join(map(str, column_map.blank)))
         notes = [f"column {name!r} read as field {field} (an alias)" for name, field in column_map.aliases]

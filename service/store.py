@@ -14,6 +14,7 @@ A failed or cancelled job's rows and staging table are deleted by job id.
 from __future__ import annotations
 
 import io
+import json
 import logging
 import threading
 import uuid
@@ -32,6 +33,7 @@ from service.db import connect, database_name, describe, load_queries
 from service.errors import CustomerDBRefused, CustomerDBUnavailable, JobCancelled, JobConflict, JobFailed
 from service.jobs import Counts
 from service.products import PRODUCT_NAME
+from service.rejects import Reject
 
 log = logging.getLogger(__name__)
 
@@ -100,6 +102,34 @@ class CustomerStore:
 
     def __init__(self, dsn: str) -> None:
         self._dsn = dsn
+
+    def iter_rejects(self, job_id: str, after: int = 0, limit: int | None = None) -> Iterator[Reject]:
+        """The job's rejects after `after`, in source_row order, read in batches (constant memory)."""
+        with self._transaction() as cur:
+            if not _exists(cur, "import_service.rejects"):
+                return
+        try:
+            conn = connect(self._dsn)
+        except psycopg2.OperationalError as exc:
+            raise CustomerDBUnavailable(
+                f"customer database {database_name(self._dsn)!r} is unreachable: {describe(exc)}"
+            ) from None
+        try:
+            with conn, conn.cursor(name="rejects") as cur:
+                cur.itersize = 2000
+                cur.execute(
+                    "SELECT source_row, record::text, errors FROM import_service.rejects "
+                    "WHERE job_id = %s AND source_row > %s ORDER BY source_row LIMIT %s",
+                    (job_id, after, limit),
+                )
+                for source_row, cells, errors in cur:
+                    yield Reject(source_row, json.loads(cells), errors)
+        except (psycopg2.OperationalError, psycopg2.InterfaceError) as exc:
+            raise CustomerDBUnavailable(
+                f"customer database {database_name(self._dsn)!r} failed: {describe(exc)}"
+            ) from None
+        finally:
+            conn.close()
 
     @contextmanager
     def _transaction(self, still_running: Callable[[], bool] | None = None) -> Iterator[Any]:

@@ -108,3 +108,78 @@ def test_two_keys_for_one_field_anywhere_in_a_key_value_file_fail_the_job(pipeli
     assert job.status == "failed"
     assert "'email'" in job.error and "'mail'" in job.error
     assert query(pipeline.customer_dsns["acme"], "SELECT count(*) FROM users WHERE job_id = %s", (job.id,)) == [(0,)]
+
+
+def _api(pipeline: Pipeline) -> Any:
+    from service.api import Api
+
+    return Api(pipeline.config, pipeline.jobs, pipeline.products)
+
+
+def test_the_rejects_csv_gives_back_the_files_cells_byte_for_byte_and_round_trips(pipeline: Pipeline) -> None:
+    from service.api import OPERATOR
+
+    content = (
+        "external_id;email;first_name;notes\r\n"
+        'r1;"bad, with comma";"Zoë ""Z""";"two\nlines"\r\n'
+        "r2;ok@x.io;Ann;fine\r\n"
+        "0042;also bad;山田;\r\n"
+    ).encode()
+    job = pipeline.run("globex", "users", "rt.csv", content)
+    assert (job.rows_valid, job.rows_invalid) == (1, 2)
+    body = b"".join(_api(pipeline).rejects_csv(OPERATOR, job.id))
+    lines = body.decode().split("\r\n")
+    assert lines[0] == "external_id,email,first_name,notes,errors"
+    assert (
+        lines[1]
+        == 'r1,"bad, with comma","Zoë ""Z""","two\nlines","email: \'bad, with comma\' is not a valid email address"'
+    )
+    assert lines[2] == "0042,also bad,山田,,email: 'also bad' is not a valid email address"
+    assert lines[3] == ""
+    fixed = body.replace(b"bad, with comma", b"r1@x.io").replace(b"also bad", b"z@x.io")
+    again = pipeline.run("globex", "users", "rejects.csv", fixed)
+    assert again.status == "succeeded" and (again.rows_valid, again.rows_invalid) == (2, 0), again.error
+    rows = query(
+        pipeline.customer_dsns["globex"], "SELECT data FROM users WHERE job_id = %s ORDER BY source_row", (again.id,)
+    )
+    assert rows[0][0] == {"external_id": "r1", "email": "r1@x.io", "first_name": 'Zoë "Z"'}
+    assert rows[1][0]["external_id"] == "0042" and rows[1][0]["first_name"] == "山田"
+    warnings = query(
+        pipeline.app_dsn, "SELECT message FROM import_logs WHERE job_id = %s AND level = 'warning'", (again.id,)
+    )
+    assert [m for (m,) in warnings] == ["unknown column(s) ignored: notes"]  # not `errors`
+
+
+def test_rejects_page_by_source_row_and_refuse_bad_limits(pipeline: Pipeline) -> None:
+    import pytest
+
+    from service.api import OPERATOR, Access, JobNotFound
+    from service.errors import RequestRefused
+
+    content = b"external_id,email\n" + b"".join(f"p{i},bad{i}\n".encode() for i in range(7))
+    job = pipeline.run("acme", "users", "pg.csv", content)
+    api = _api(pipeline)
+    first, after = api.rejects_page(OPERATOR, job.id, None, 3)
+    assert [r["source_row"] for r in first] == [1, 2, 3] and after == 3
+    assert first[0]["record"] == {"external_id": "p0", "email": "bad0"}
+    rest, after = api.rejects_page(OPERATOR, job.id, 6, 3)
+    assert [r["source_row"] for r in rest] == [7] and after is None
+    for bad in ("0x", 1001, -1, True):
+        with pytest.raises(RequestRefused):
+            api.rejects_page(OPERATOR, job.id, None, bad)
+    with pytest.raises(RequestRefused):
+        api.rejects_page(OPERATOR, job.id, "x", 5)
+    with pytest.raises(JobNotFound):
+        api.rejects_page(Access(frozenset({"globex"})), job.id)
+
+
+def test_a_key_value_rejects_csv_has_every_key_in_first_seen_order(pipeline: Pipeline) -> None:
+    from service.api import OPERATOR
+
+    content = b"external_id=K1 title=T credits=-1\nexternal_id=K2 title=U\nsubtitle=x external_id=K3 credits=-5\n"
+    job = pipeline.run("acme", "courses", "k.kv", content)
+    assert job.rows_invalid == 2
+    body = b"".join(_api(pipeline).rejects_csv(OPERATOR, job.id)).decode().split("\r\n")
+    assert body[0] == "external_id,title,credits,subtitle,errors"
+    assert body[1].startswith("K1,T,-1,,credits: ") and "credits: credits" not in body[1]
+    assert body[2].startswith("K3,,-5,x,")

@@ -1,0 +1,111 @@
+"""Rejected rows as a customer gets them back (SPEC 14): one formatting for the CSV download,
+the JSON pages, the gRPC stream and `importctl rejects`.
+
+A reject is stored with its cells as read: for a file with a header, a list in the file's
+column order (the names are the job plan's header); for a key=value file, an object.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+ERRORS_COLUMN = "errors"  # the last column of a rejects.csv; ignored when the file comes back
+DEFAULT_PAGE, MAX_PAGE = 100, 1000
+_FLUSH_BYTES = 64 * 1024
+
+
+@dataclass(frozen=True)
+class Reject:
+    """One stored invalid row."""
+
+    source_row: int
+    cells: list[str] | dict[str, str]
+    errors: list[dict[str, Any]]
+
+
+def header_names(plan: dict[str, Any] | None) -> list[str] | None:
+    """The file's header names (blank ones as `column N`), or None for a key=value file."""
+    if not plan or plan["format"]["kind"] == "kv":
+        return None
+    names = [("" if name is None else str(name)).strip() for name in plan["header"]["names"]]
+    return [name or f"column {i}" for i, name in enumerate(names, start=1)]
+
+
+def record(reject: Reject, names: list[str] | None) -> dict[str, str]:
+    """The reject's cells keyed by the file's header names (or its own keys), in file order."""
+    if isinstance(reject.cells, dict):
+        return dict(reject.cells)
+    names = names or []
+    extra = [f"column {i}" for i in range(len(names) + 1, len(reject.cells) + 1)]
+    return dict(zip(names + extra, reject.cells, strict=False))
+
+
+def errors_text(errors: Iterable[dict[str, Any]]) -> str:
+    """`field: message` for each error, joined by `; `.
+
+    Our messages already start with their field (`email: 'x' is not an email address`), and
+    are not prefixed twice; a whole-record error has no field."""
+    return "; ".join(_error_text(e.get("field"), str(e["message"])) for e in errors)
+
+
+def _error_text(field: str | None, message: str) -> str:
+    return (
+        message
+        if not field or message.startswith(f"{field}:") or message.startswith(f"{field} ")
+        else f"{field}: {message}"
+    )
+
+
+def csv_bytes(rejects: Callable[[], Iterator[Reject]], names: list[str] | None) -> Iterator[bytes]:
+    """The rejects.csv, as UTF-8 pieces of about 64 KiB: header, one line per reject.
+
+    For a key=value file the columns are every key the rejects have, in first-seen order,
+    which takes one pass over them before the one that writes (`rejects` is called twice).
+    """
+    if names is None:
+        seen: dict[str, None] = {}
+        for reject in rejects():
+            seen.update(dict.fromkeys(reject.cells))
+        names = list(seen)
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\r\n")
+    writer.writerow([*names, ERRORS_COLUMN])
+    for reject in rejects():
+        if isinstance(reject.cells, dict):
+            cells = [reject.cells.get(name, "") for name in names]
+        else:
+            cells = list(reject.cells) + [""] * (len(names) - len(reject.cells))
+        writer.writerow([*cells, errors_text(reject.errors)])
+        if out.tell() >= _FLUSH_BYTES:
+            yield out.getvalue().encode()
+            out.seek(0)
+            out.truncate()
+    yield out.getvalue().encode()
+
+
+def page_limit(value: Any, default: int = DEFAULT_PAGE) -> int:
+    """A page size from 1 to MAX_PAGE; ValueError for anything else."""
+    if value is None or value == "" or value == 0:
+        return default
+    if isinstance(value, bool):
+        raise ValueError
+    number = int(value)
+    if not 1 <= number <= MAX_PAGE:
+        raise ValueError
+    return number
+
+
+def after_row(value: Any) -> int:
+    """The source_row to page after (0 = from the start); ValueError for anything else."""
+    if value is None or value == "":
+        return 0
+    if isinstance(value, bool):
+        raise ValueError
+    number = int(value)
+    if number < 0:
+        raise ValueError
+    return number
