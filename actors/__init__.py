@@ -126,6 +126,12 @@ def import_undo(job_id: str) -> None:
     control.finish_undo(services(), job_id)
 
 
+@dramatiq.actor(actor_name=pipeline.REPLAY, queue_name=JOBS_QUEUE, time_limit=600_000, **RETRY)
+def import_replay(job_id: str) -> None:
+    """Plan a replay job from the stored rejects of the job it replays."""
+    pipeline.run_stage(services(), pipeline.replay, job_id)
+
+
 @dramatiq.actor(actor_name=pipeline.DISCARD, queue_name=JOBS_QUEUE, time_limit=3_600_000, **RETRY)
 def import_discard(job_id: str) -> None:
     """Delete what a cancelled job left in the customer database."""

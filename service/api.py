@@ -110,6 +110,23 @@ class Api:
 
         return control.undo(self._services(), self.job(access, job_id))
 
+    def replay(self, access: Access, job_id: str) -> Job:
+        """A new job that validates the job's stored rejects against the schema as it is now.
+
+        Raises JobConflict when the job has not ended or has no rejects."""
+        from service import replay
+        from service.errors import JobConflict
+        from service.pipeline import REPLAY
+
+        job = self.job(access, job_id)
+        if job.status not in replay.REPLAYABLE:
+            raise JobConflict(f"job {job.id} is {job.status}; only the rejects of a job that has ended can be replayed")
+        if not self._store(job).has_rejects(job.id):
+            raise JobConflict(f"job {job.id} has no rejected rows to replay")
+        options = replay.replay_options(job)
+        created, _ = self.jobs.create_job(job.customer_id, job.product_type, job.blob_uri, options, first_stage=REPLAY)
+        return created
+
     def rejects_page(
         self, access: Access, job_id: str, after: Any = None, limit: Any = None
     ) -> tuple[list[dict[str, Any]], int | None]:

@@ -96,6 +96,12 @@ class Job:
         return str(self.options.get("mode", "append"))
 
     @property
+    def replay_of(self) -> str | None:
+        """The job whose rejects this job replays (SPEC 14), if it is a replay."""
+        value = self.options.get("replay_of")
+        return str(value) if value else None
+
+    @property
     def atomic(self) -> bool:
         """Whether the job's rows become visible in one commit (upsert, replace, atomic append)."""
         return self.mode != "append" or bool(self.options.get("atomic"))

@@ -10,7 +10,7 @@ import time
 import uuid
 from typing import Any
 
-from service.pipeline import DISCARD, FETCH, INSERT, PARSE, UNDO, VALIDATE
+from service.pipeline import DISCARD, FETCH, INSERT, PARSE, REPLAY, UNDO, VALIDATE
 
 JOBS_QUEUE = "imports"  # job-level stages: fetch, parse, insert
 CHUNKS_QUEUE = "import_chunks"  # one message per chunk: validate
@@ -21,6 +21,7 @@ QUEUES = {
     INSERT: JOBS_QUEUE,
     UNDO: JOBS_QUEUE,
     DISCARD: JOBS_QUEUE,
+    REPLAY: JOBS_QUEUE,
 }
 
 

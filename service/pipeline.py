@@ -38,6 +38,7 @@ log = logging.getLogger(__name__)
 FETCH, PARSE, VALIDATE, INSERT = "import_fetch", "import_parse", "import_validate", "import_insert"
 UNDO = "import_undo"  # a big undo, finished by a worker (service.control)
 DISCARD = "import_discard"  # deletes what a cancelled job left
+REPLAY = "import_replay"  # the first stage of a replay job, instead of fetch and parse
 # A chunk's time limit (its actor's) bounds how long after a failure it may still commit
 # rows; the final cleanup of a failed job waits that long.
 CHUNK_TIME_LIMIT_SECONDS = 300
@@ -71,7 +72,7 @@ class Services:
 
 def run_stage(services: Services, stage: Callable[..., None], job_id: str, *args: Any) -> None:
     """Run one stage for a running job: bad files fail the job, an unreachable customer DB is retried."""
-    job = services.jobs.start(job_id) if stage is fetch else services.jobs.get(job_id)
+    job = services.jobs.start(job_id) if stage in (fetch, replay) else services.jobs.get(job_id)
     if job is None or job.status != "running":
         log.info("job %s: %s skipped, job is %s", job_id, stage.__name__, job.status if job else "unknown")
         return
@@ -189,22 +190,8 @@ def fetch(services: Services, job: Job) -> None:
     info = blob.check_regular(path, services.config.max_file_bytes)
     fmt = formats.detect_format(path, job.options)
     header = formats.read_header(path, fmt, services.limits)
-    warnings: list[str] = []
-    notes: list[str] = []
-    columns: list[str | None] = []
-    if fmt.kind != "kv":
-        column_map = product.map_header(header.names)
-        columns = list(column_map.fields)
-        # A rejects.csv coming back, fixed: its `errors` column is ours, not the customer's.
-        unknown = [name for name in column_map.unknown if name.strip().casefold() != rejects.ERRORS_COLUMN]
-        if unknown:
-            warnings.append("unknown column(s) ignored: " + ", ".join(unknown))
-        if column_map.blank:
-            warnings.append("column(s) with a blank header ignored: " + ", ".join(map(str, column_map.blank)))
-        notes = [f"column {name!r} read as field {field} (an alias)" for name, field in column_map.aliases]
-    keyed = job.mode != "append"
-    stage_for = job.id if job.atomic and not job.options.get("dry_run") else None
-    services.customer(job.customer_id).prepare(product.name, product.key if keyed else None, stage_for)
+    columns, warnings, notes = map_columns(product, header.names) if fmt.kind != "kv" else ([], [], [])
+    prepare_tables(services, job, product)
     plan = {
         "format": asdict(fmt),
         "header": asdict(header),
@@ -213,6 +200,27 @@ def fetch(services: Services, job: Job) -> None:
         "mtime_ns": info.st_mtime_ns,
     }
     services.jobs.save_plan(job.id, plan, warnings, [(PARSE, (job.id,))], notes)
+
+
+def map_columns(product: Product, names: list[str]) -> tuple[list[str | None], list[str], list[str]]:
+    """Map a header to fields: (field per column, warnings, info notes) for the job's log."""
+    column_map = product.map_header(names)
+    warnings = []
+    # A rejects.csv coming back, fixed: its `errors` column is ours, not the customer's.
+    unknown = [name for name in column_map.unknown if name.strip().casefold() != rejects.ERRORS_COLUMN]
+    if unknown:
+        warnings.append("unknown column(s) ignored: " + ", ".join(unknown))
+    if column_map.blank:
+        warnings.append("column(s) with a blank header ignored: " + ", ".join(map(str, column_map.blank)))
+    notes = [f"column {name!r} read as field {field} (an alias)" for name, field in column_map.aliases]
+    return list(column_map.fields), warnings, notes
+
+
+def prepare_tables(services: Services, job: Job, product: Product) -> None:
+    """Create what the job writes to: the product table, its key index (keyed modes), a staging table."""
+    keyed = job.mode != "append"
+    stage_for = job.id if job.atomic and not job.options.get("dry_run") else None
+    services.customer(job.customer_id).prepare(product.name, product.key if keyed else None, stage_for)
 
 
 def parse(services: Services, job: Job) -> None:
@@ -244,6 +252,13 @@ def parse(services: Services, job: Job) -> None:
     services.jobs.finish_planning(job.id, planned, INSERT)
 
 
+def replay(services: Services, job: Job) -> None:
+    """Plan a replay job's chunks from the stored rejects of the job it replays (service.replay)."""
+    from service import replay as replays
+
+    replays.plan(services, job)
+
+
 def validate(services: Services, job: Job, chunk_no: int) -> None:
     """Coerce and validate one chunk; write or stage its valid rows, log its invalid ones, count it once."""
     work = services.jobs.begin_chunk(job.id, chunk_no)
@@ -262,26 +277,33 @@ def _validate_chunk(services: Services, job: Job, work: ChunkWork) -> None:
     """Read, coerce and validate one chunk's records, COPY the valid ones, count the chunk.
 
     A streaming append job COPYs into the product table, an atomic one into its staging table."""
-    first, last = work.first_row, work.first_row + work.row_count - 1
-    path, fmt, header, plan = _open_plan(services, job)
     product = services.products.get(job.product_type)
-    records = formats.iter_records(
-        path,
-        fmt,
-        header,
-        services.limits,
-        start=work.start_pos,
-        first_row=first,
-        first_line=work.first_line,
-        max_records=work.row_count,
-    )
+    if job.replay_of:
+        from service import replay
+
+        plan = job.plan or {}
+        first, last = work.first_row, replay.last_row(work)
+        records = replay.records(services, job, work)
+    else:
+        first, last = work.first_row, work.first_row + work.row_count - 1
+        path, fmt, header, plan = _open_plan(services, job)
+        records = formats.iter_records(
+            path,
+            fmt,
+            header,
+            services.limits,
+            start=work.start_pos,
+            first_row=first,
+            first_line=work.first_line,
+            max_records=work.row_count,
+        )
     # UTF-8 bytes, not a StringIO: one non-ASCII character makes a str buffer 4 bytes per
     # character, and a chunk's buffer is most of what a chunk in flight holds.
     buffer = io.BytesIO()
     staged = job.atomic
     prefix = CustomerStore.copy_prefix(job.id, staged)
     dry_run = bool(job.options.get("dry_run"))
-    rejects = io.BytesIO()  # every invalid row, with its cells as read (SPEC 14)
+    rejected = io.BytesIO()  # every invalid row, with its cells as read (SPEC 14)
     valid, invalid = 0, 0
     errors: list[RowError] = []
     cap = services.config.max_logged_errors
@@ -292,7 +314,7 @@ def _validate_chunk(services: Services, job: Job, work: ChunkWork) -> None:
             valid += 1
         else:
             invalid += 1
-            rejects.write(reject_line(job.id, record, row_errors))
+            rejected.write(reject_line(job.id, record, row_errors))
             if len(errors) < cap:
                 errors.extend(row_errors[: cap - len(errors)])
     if valid + invalid != work.row_count:
@@ -306,7 +328,7 @@ def _validate_chunk(services: Services, job: Job, work: ChunkWork) -> None:
             None if dry_run else buffer,
             staged=staged,
             rerun=work.attempts > 1,
-            rejects=rejects if invalid else None,
+            rejects=rejected if invalid else None,
         )
     if not services.jobs.complete_chunk(job.id, work.chunk_no, valid, invalid, errors, cap, INSERT):
         # The job failed while this chunk ran: its rows must not outlive the failure.

@@ -103,6 +103,24 @@ class CustomerStore:
     def __init__(self, dsn: str) -> None:
         self._dsn = dsn
 
+    def has_rejects(self, job_id: str) -> bool:
+        """Whether any rejected row of the job is stored."""
+        with self._transaction() as cur:
+            if not _exists(cur, "import_service.rejects"):
+                return False
+            cur.execute("SELECT EXISTS (SELECT 1 FROM import_service.rejects WHERE job_id = %s) AS found", (job_id,))
+            return bool(cur.fetchone()["found"])
+
+    def reject_rows(self, job_id: str) -> list[int]:
+        """The source rows of the job's rejects, in order."""
+        with self._transaction() as cur:
+            if not _exists(cur, "import_service.rejects"):
+                return []
+            cur.execute(
+                "SELECT source_row FROM import_service.rejects WHERE job_id = %s ORDER BY source_row", (job_id,)
+            )
+            return [int(row["source_row"]) for row in cur.fetchall()]
+
     def iter_rejects(self, job_id: str, after: int = 0, limit: int | None = None) -> Iterator[Reject]:
         """The job's rejects after `after`, in source_row order, read in batches (constant memory)."""
         with self._transaction() as cur:

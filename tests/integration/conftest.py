@@ -39,6 +39,13 @@ class Pipeline:
     customer_dsns: dict[str, str]
     env: dict[str, str]
     workers_pid: int = 0  # the `dramatiq actors` master
+    workers: Any = None  # its Popen, for restart_workers
+
+    def restart_workers(self) -> None:
+        """Stop the workers and start new ones (they read the schemas again, as after a deploy)."""
+        stop_workers(self.workers)
+        self.workers = start_workers(self.env)
+        self.workers_pid = self.workers.pid
 
     def put(self, customer: str, name: str, content: bytes) -> Path:
         """Write a blob into the customer's area."""
@@ -129,9 +136,9 @@ def pipeline(databases: Databases, tmp_path_factory: pytest.TempPathFactory) -> 
 
 
 def make_pipeline(
-    databases: Databases, tmp_path_factory: pytest.TempPathFactory, names: list[str]
+    databases: Databases, tmp_path_factory: pytest.TempPathFactory, names: list[str], schemas_dir: Path | None = None
 ) -> Iterator[Pipeline]:
-    """A Pipeline whose customers (each with a fresh database) are `names`."""
+    """A Pipeline whose customers (each with a fresh database) are `names` (and products, schemas_dir's)."""
     app = databases.create("app")
     customers = {name: databases.create(name) for name in names}
     root = tmp_path_factory.mktemp("blobs")
@@ -141,7 +148,10 @@ def make_pipeline(
     map_path.write_text(json.dumps(customers))
     migrate(app)
     settings = {"CHUNK_ROWS": "3", "MAX_LOGGED_ERRORS": "5", "WORKER_CONCURRENCY": "2"}
+    if schemas_dir is not None:
+        settings["SCHEMAS_DIR"] = str(schemas_dir)
     config = Config(
+        schemas_dir=schemas_dir or Config().schemas_dir,
         app_db_dsn=app,
         blob_root=root.resolve(),
         customer_map_path=map_path,
@@ -153,8 +163,11 @@ def make_pipeline(
     env = pipeline_env(app, map_path, root, **settings)
     jobs = JobStore(app, dispatch=dispatch)
     workers = start_workers(env)
+    pipeline = Pipeline(
+        config, jobs, ProductRegistry.load(config.schemas_dir), app, customers, env, workers.pid, workers
+    )
     try:
-        yield Pipeline(config, jobs, ProductRegistry.load(config.schemas_dir), app, customers, env, workers.pid)
+        yield pipeline
     finally:
-        stop_workers(workers)
+        stop_workers(pipeline.workers)
         jobs.close()

@@ -6,11 +6,11 @@ import dramatiq
 from dramatiq_pg.utils import tidy4json
 
 from service.messages import QUEUES, dispatch
-from service.pipeline import DISCARD, FETCH, INSERT, PARSE, UNDO, VALIDATE
+from service.pipeline import DISCARD, FETCH, INSERT, PARSE, REPLAY, UNDO, VALIDATE
 
 
 def test_every_stage_has_a_queue_with_a_name_short_enough_for_its_notify_channel() -> None:
-    assert set(QUEUES) == {FETCH, PARSE, VALIDATE, INSERT, UNDO, DISCARD}
+    assert set(QUEUES) == {FETCH, PARSE, VALIDATE, INSERT, UNDO, DISCARD, REPLAY}
     # dramatiq-pg notifies on `dramatiq.<queue>.DQ.enqueue`, at most 63 bytes.
     assert all(len(f"dramatiq.{q}.DQ.enqueue") <= 63 for q in QUEUES.values())
 
