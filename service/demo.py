@@ -15,10 +15,11 @@ import time
 from pathlib import Path
 
 from service import blob
-from service.config import load_config
+from service.config import Config, load_config
 from service.db import app_dsn, customer_dsn, ensure_database
 from service.errors import ConfigError, ImportServiceError
 from service.jobs import Job, JobStore, migrate
+from service.products import ProductRegistry
 
 TIMEOUT_SECONDS = 300
 FORMATS = {".csv", ".tsv", ".kv", ".txt", ".xlsx"}
@@ -49,7 +50,6 @@ def main() -> int:
         if ensure_database(customer_dsn(config, customer, dsn)):
             print(f"created database for sample customer {customer}")
     from service.messages import dispatch
-    from service.products import ProductRegistry
     from service.requests import check_request, enqueue
 
     jobs = JobStore(dsn, dispatch=dispatch)
@@ -81,10 +81,26 @@ def main() -> int:
         workers.send_signal(signal.SIGTERM)
         workers.wait(timeout=60)
     _print_summary(config.blob_root, [(p, j) for (p, _), j in zip(ids, finished, strict=True)])
+    _write_rejects(config, jobs, products, finished)
     operator_tokens = [t for t, customers in config.tokens.items() if "*" in customers]
     if operator_tokens:
         print(f"\nnext: `make serve` for REST and gRPC; dev token (api_tokens.json): {operator_tokens[0]}")
     return 0 if all(j.status == "succeeded" for j in finished) else 1
+
+
+def _write_rejects(config: Config, jobs: JobStore, products: ProductRegistry, finished: list[Job]) -> None:
+    """Write the rejected rows of the first job that has some to a CSV, as a customer gets them."""
+    from service.api import OPERATOR, Api
+
+    job = next((j for j in finished if j.rows_invalid), None)
+    if job is None:
+        return
+    path = config.data_dir / f"rejects-{job.customer_id}-{job.product_type}.csv"
+    with path.open("wb") as out:
+        for piece in Api(config, jobs, products).rejects_csv(OPERATOR, job.id):
+            out.write(piece)
+    print(f"\nthe {job.rows_invalid} rejected rows of job {job.id}, with the reasons: {path}")
+    print("fix them there and import the file again, or fix the schema and replay the job")
 
 
 def _wait(jobs: JobStore, job_id: str) -> Job:

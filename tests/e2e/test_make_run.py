@@ -28,6 +28,11 @@ def _run(env: dict[str, str]) -> dict[str, list[str]]:
         [sys.executable, "-m", "service.demo"], env=env, capture_output=True, text=True, timeout=300, cwd=ROOT
     )
     assert result.returncode == 0, result.stdout + result.stderr
+    # It ends by writing one job's rejected rows to a file, and says where.
+    (named,) = [line for line in result.stdout.splitlines() if "rejected rows of job" in line]
+    rejects = Path(named.rsplit(": ", 1)[1]).read_text(encoding="utf-8").splitlines()
+    assert rejects[0] == "external_id,title,organization_id,start_date,credits,active,errors"
+    assert len(rejects) == 3 and rejects[1].startswith("C-4,Databases,ORG-2,2025-02-30,")
     return {
         line.split()[1]: line.split() for line in result.stdout.splitlines() if line[:8].count("-") == 0 and "/" in line
     }
