@@ -8,6 +8,7 @@ Usage:
   importctl watch JOB
   importctl cancel JOB
   importctl undo JOB
+  importctl rejects JOB [--output=PATH]
   importctl worker [--processes=N] [--threads=N]
   importctl migrate
   importctl (-h | --help)
@@ -21,14 +22,17 @@ Options:
   --idempotency-key=KEY Enqueue at most one job for this key and request.
   --wait                Wait for the job to end; exit 1 if it failed.
   --json                Print the job as JSON.
+  --output=PATH         Write the rejects.csv there (replaced once complete) instead of to stdout.
   --processes=N         Worker processes [default: 2].
   --threads=N           Threads per worker process (default: WORKER_CONCURRENCY).
 
 `cancel` stops a queued or running job; `undo` takes back what a succeeded job wrote. Both
 print the job; when a worker completes the change, they say so (`status` shows when it has).
+`rejects` writes the job's rejected rows as a CSV file: its header columns plus `errors`.
 
 Exit codes: 0 ok, 1 a job this command waited for (import, enqueue --wait, watch) failed,
-no such job, or a cancel or undo the job's state refuses; 2 usage or config error.
+no such job, a cancel or undo the job's state refuses, or an unreachable customer
+database; 2 usage or config error.
 Configuration: CONFIG_PATH / CONFIG_ENV and the variables of the README; no token is needed.
 """
 
@@ -36,12 +40,14 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import shutil
 import sys
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from docopt import DocoptExit, docopt
 
@@ -99,6 +105,8 @@ def _dispatch(args: dict[str, Any]) -> int:
         return _enqueue(args, config)
     if args["cancel"] or args["undo"]:
         return _change(args, config, dsn)
+    if args["rejects"]:
+        return _rejects(args, config, dsn)
     jobs = JobStore(dsn, maxconn=2)
     job = jobs.get(args["JOB"])
     if job is None:
@@ -135,6 +143,80 @@ def _change(args: dict[str, Any], config: Config, dsn: str) -> int:
         ending = "cancelled" if args["cancel"] else "undone"
         print(f"importctl: a worker completes this; `importctl status {job.id}` shows it {ending}", file=sys.stderr)
     return EXIT_OK
+
+
+def _rejects(args: dict[str, Any], config: Config, dsn: str) -> int:
+    """Write the job's rejects.csv, as the operator, to --output or stdout; JobNotFound exits 1 in main."""
+    from service.products import ProductRegistry
+
+    output = args["--output"]
+    jobs = JobStore(dsn, maxconn=2)
+    try:
+        api = Api(config, jobs, ProductRegistry.load(config.schemas_dir))
+        pieces = api.rejects_csv(OPERATOR, args["JOB"])
+        if output is None:
+            _write(pieces, sys.stdout.buffer)
+            return EXIT_OK
+        written = write_file(pieces, Path(output))
+    except BrokenPipeError:  # `importctl rejects JOB | head`: the reader has enough
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_FAILED
+    except OSError as exc:
+        print(f"importctl: cannot write {output or 'stdout'}: {exc.strerror or exc}", file=sys.stderr)
+        return EXIT_FAILED
+    finally:
+        jobs.close()
+    print(f"importctl: wrote {written} rejects to {output}", file=sys.stderr)
+    return EXIT_OK
+
+
+def write_file(pieces: Iterator[bytes], path: Path) -> int:
+    """Write a rejects.csv to path and return how many rejects it holds.
+
+    A regular file is written beside it and renamed once complete, so a failure leaves no
+    short file that looks whole; anything else (a pipe, /dev/stdout) is written in place.
+    """
+    if path.exists() and not path.is_file():
+        with path.open("wb") as out:
+            return _write(pieces, out)
+    partial = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.part")
+    try:
+        with partial.open("wb") as out:
+            written = _write(pieces, out)
+        os.replace(partial, path)
+    finally:
+        partial.unlink(missing_ok=True)
+    return written
+
+
+def _write(pieces: Iterator[bytes], out: BinaryIO) -> int:
+    """Copy the pieces of a rejects.csv to out; the number of rejects (records after the header)."""
+    records = RecordCounter()
+    for piece in pieces:
+        out.write(piece)
+        records.feed(piece)
+    out.flush()
+    return max(records.complete - 1, 0)
+
+
+class RecordCounter:
+    """Counts the records of a CSV fed in pieces: a line end inside quotes belongs to a cell.
+
+    csv.writer quotes every cell holding a quote and doubles the quotes inside, so an odd
+    number of quotes since the last record's end means a quoted cell is still open.
+    """
+
+    def __init__(self) -> None:
+        self.complete = 0
+        self._quoted = False
+
+    def feed(self, piece: bytes) -> None:
+        """Count the records that end in this piece."""
+        *ended, rest = piece.split(b"\n")
+        for line in ended:
+            self._quoted ^= line.count(b'"') % 2 == 1
+            self.complete += not self._quoted
+        self._quoted ^= rest.count(b'"') % 2 == 1
 
 
 def _app_dsn(config: Config) -> str:

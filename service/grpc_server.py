@@ -27,9 +27,10 @@ from grpc_reflection.v1alpha import reflection
 
 from service.api import Access, Api, JobNotFound, PermissionDenied, Unauthenticated
 from service.db import describe, redact
-from service.errors import ConfigError, JobConflict, RequestRefused
+from service.errors import ConfigError, CustomerDBUnavailable, JobConflict, RequestRefused
 from service.generated import importer_pb2, importer_pb2_grpc
 from service.jobs import IdempotencyConflict, Job
+from service.rejects import Reject
 from service.wiring import Edge, build_edge
 
 log = logging.getLogger(__name__)
@@ -129,6 +130,10 @@ def _status(exc: Exception) -> tuple[grpc.StatusCode, str]:
         # The app DB is down or restarting: a client may retry, so not INTERNAL.
         log.warning("app database unavailable: %s", describe(exc))
         return grpc.StatusCode.UNAVAILABLE, "the job database is unavailable; try again"
+    if isinstance(exc, CustomerDBUnavailable):
+        # Its message names the database: for the log, not for the client.
+        log.warning("%s", redact(str(exc)))
+        return grpc.StatusCode.UNAVAILABLE, "the customer database is unavailable; try again"
     log.error("unexpected error in a gRPC call\n%s", redact("".join(traceback.format_exception(exc))))
     return grpc.StatusCode.INTERNAL, "internal error"
 
@@ -201,6 +206,14 @@ def job_message(job: Job) -> importer_pb2.Job:
     return message
 
 
+def reject_message(reject: Reject, record: dict[str, str]) -> importer_pb2.Reject:
+    """The Reject message for a stored rejected row: its cells by header name, its errors ("" for no field)."""
+    errors = [importer_pb2.FieldError(field=e.get("field") or "", message=str(e["message"])) for e in reject.errors]
+    message = importer_pb2.Reject(source_row=reject.source_row, errors=errors)
+    message.record.update(record)
+    return message
+
+
 def _progress(job: Job) -> tuple[Any, ...]:
     """What a watcher is told about when it changes."""
     return tuple(getattr(job, name) for name in PROGRESS)
@@ -260,9 +273,10 @@ class ImporterServicer(importer_pb2_grpc.ImporterServicer):
     def ListRejects(
         self, request: importer_pb2.ListRejectsRequest, context: grpc.ServicerContext
     ) -> Iterator[importer_pb2.Reject]:
-        """Not served yet (SPEC section 14): UNIMPLEMENTED, after authentication."""
-        self._access(context)
-        raise Refused(grpc.StatusCode.UNIMPLEMENTED, "ListRejects is not served yet")
+        """The job's rejected rows after `after`, in source_row order, at most `limit` (0: 100)."""
+        access = self._access(context)
+        for reject, record in self._api.rejects_stream(access, request.job_id, request.after, request.limit):
+            yield reject_message(reject, record)
 
     @streaming
     def WatchJob(

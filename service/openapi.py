@@ -10,10 +10,12 @@ import copy
 from typing import Any
 
 from service.api import DEFAULT_LIST_LIMIT, MAX_LIST_LIMIT, STATUSES
+from service.rejects import DEFAULT_PAGE, ERRORS_COLUMN, MAX_PAGE
 from service.requests import FORMATS, MODES, ON_INVALID, OPTION_TYPES
 
 MAX_BODY_BYTES = 1024 * 1024
 JSON = "application/json"
+CSV = "text/csv"
 _JSON_TYPES = {str: "string", bool: "boolean", int: "integer", float: "number"}
 
 _ERRORS = {
@@ -27,7 +29,8 @@ _ERRORS = {
     413: f"The body is over {MAX_BODY_BYTES} bytes.",
     415: "The Content-Type is not JSON.",
     500: "An unexpected fault; the server logged it.",
-    503: "The app database is not reachable right now; try again.",
+    503: "A database the answer needs is not reachable right now (the app database; for rejects and undo "
+    "also the customer's); try again.",
 }
 
 
@@ -129,6 +132,22 @@ def _log_schema() -> dict[str, Any]:
     return {"type": "object", "properties": properties, "required": list(properties), "additionalProperties": False}
 
 
+def _reject_schema() -> dict[str, Any]:
+    """One rejected row (service.api.reject_view)."""
+    record = {
+        "type": "object",
+        "additionalProperties": {"type": "string"},
+        "description": "The row's cells as read, keyed by the file's header names (a key=value file: its keys).",
+    }
+    return _object(
+        {
+            "source_row": {"type": "integer", "minimum": 1},
+            "record": record,
+            "errors": {"type": "array", "items": _ref("FieldError")},
+        }
+    )
+
+
 def _object(required: dict[str, Any], **optional: Any) -> dict[str, Any]:
     """A closed object schema: these required properties, these optional ones, nothing else."""
     return {
@@ -157,6 +176,16 @@ def _schemas() -> dict[str, Any]:
         "JobList": _object({"jobs": {"type": "array", "items": _ref("Job")}}),
         "LogLine": _log_schema(),
         "Logs": _object({"logs": {"type": "array", "items": _ref("LogLine")}}),
+        "FieldError": _object({"field": _nullable("string"), "message": {"type": "string"}}),
+        "Reject": _reject_schema(),
+        "RejectPage": _object(
+            {
+                "rejects": {"type": "array", "items": _ref("Reject"), "maxItems": MAX_PAGE},
+                "next": _nullable(
+                    "integer", minimum=1, description="The `after` of the next page; null on the last page."
+                ),
+            }
+        ),
         "Health": _object({"status": {"const": "ok"}}),
         "Ready": _object({"status": {"const": "ready"}}),
         "OpenApiDocument": {"type": "object", "required": ["openapi", "info", "paths"]},
@@ -247,6 +276,62 @@ def _jobs() -> dict[str, Any]:
     }
 
 
+def _page_parameters() -> list[dict[str, Any]]:
+    """The query parameters of GET /jobs/{job_id}/rejects."""
+    return [
+        {
+            "name": "after",
+            "in": "query",
+            "required": False,
+            "description": "The source_row to page after: the `next` of the previous page (0: from the start).",
+            "schema": {"type": "integer", "minimum": 0, "default": 0},
+        },
+        {
+            "name": "limit",
+            "in": "query",
+            "required": False,
+            "schema": {"type": "integer", "minimum": 1, "maximum": MAX_PAGE, "default": DEFAULT_PAGE},
+        },
+    ]
+
+
+def _rejects() -> dict[str, Any]:
+    """GET /jobs/{job_id}/rejects and GET /jobs/{job_id}/rejects.csv (SPEC 14)."""
+    disposition = {
+        "description": 'attachment; filename="<job_id>-rejects.csv"',
+        "schema": {"type": "string", "pattern": '^attachment; filename="[0-9a-f-]{36}-rejects\\.csv"$'},
+    }
+    csv_file = {
+        "description": "The job's rejected rows, UTF-8, streamed: the file's header columns in its order (a "
+        f"key=value file: every key, first seen first) and a last column `{ERRORS_COLUMN}` (`field: message` "
+        "joined by `; `), one line per row in source_row order. Fixed, it imports again; the "
+        f"`{ERRORS_COLUMN}` column is ignored.",
+        "content": {CSV: {"schema": {"type": "string"}}},
+        "headers": {"Content-Disposition": disposition},
+    }
+    return {
+        "/jobs/{job_id}/rejects": {
+            "get": {
+                "operationId": "listJobRejects",
+                "summary": "The job's rejected rows, a page at a time, by source_row.",
+                "parameters": [_job_id(), *_page_parameters()],
+                "responses": {
+                    "200": _json(_ref("RejectPage"), "One page of rejected rows."),
+                    **_errors(400, 401, 404, 500, 503),
+                },
+            }
+        },
+        "/jobs/{job_id}/rejects.csv": {
+            "get": {
+                "operationId": "getJobRejectsCsv",
+                "summary": "The job's rejected rows as a CSV file to fix and import again.",
+                "parameters": [_job_id()],
+                "responses": {"200": csv_file, **_errors(401, 404, 500, 503)},
+            }
+        },
+    }
+
+
 def _change(operation_id: str, summary: str, done: str, pending: str) -> dict[str, Any]:
     """POST /jobs/{job_id}/cancel or /undo: no body needed (any is ignored), the job in the answer."""
     return {
@@ -273,6 +358,7 @@ def _paths() -> dict[str, Any]:
     return {
         "/enqueue": _enqueue(),
         **_jobs(),
+        **_rejects(),
         "/jobs/{job_id}/cancel": _change(
             "cancelJob",
             "Cancel a queued or running job; it leaves what a failed job leaves. Cancelling a cancelled "

@@ -36,12 +36,19 @@ def header_names(plan: dict[str, Any] | None) -> list[str] | None:
 
 
 def record(reject: Reject, names: list[str] | None) -> dict[str, str]:
-    """The reject's cells keyed by the file's header names (or its own keys), in file order."""
+    """The reject's cells keyed by the file's header names (or its own keys), in file order.
+
+    An `errors` column (a rejects.csv imported again) is left out: a new one is made."""
     if isinstance(reject.cells, dict):
-        return dict(reject.cells)
+        return {key: value for key, value in reject.cells.items() if not _ours(key)}
     names = names or []
     extra = [f"column {i}" for i in range(len(names) + 1, len(reject.cells) + 1)]
-    return dict(zip(names + extra, reject.cells, strict=False))
+    return {name: cell for name, cell in zip(names + extra, reject.cells, strict=False) if not _ours(name)}
+
+
+def _ours(name: str) -> bool:
+    """Whether a column is the `errors` column of an earlier rejects.csv."""
+    return name.strip().casefold() == ERRORS_COLUMN
 
 
 def errors_text(errors: Iterable[dict[str, Any]]) -> str:
@@ -70,16 +77,20 @@ def csv_bytes(rejects: Callable[[], Iterator[Reject]], names: list[str] | None) 
         seen: dict[str, None] = {}
         for reject in rejects():
             seen.update(dict.fromkeys(reject.cells))
-        names = list(seen)
+        keys = [key for key in seen if not _ours(key)]
+        columns = list(range(len(keys)))
+    else:
+        keys = names
+        columns = [i for i, name in enumerate(names) if not _ours(name)]
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\r\n")
-    writer.writerow([*names, ERRORS_COLUMN])
+    writer.writerow([*(keys[i] for i in columns), ERRORS_COLUMN])
     for reject in rejects():
         if isinstance(reject.cells, dict):
-            cells = [reject.cells.get(name, "") for name in names]
+            row = [reject.cells.get(keys[i], "") for i in columns]
         else:
-            cells = list(reject.cells) + [""] * (len(names) - len(reject.cells))
-        writer.writerow([*cells, errors_text(reject.errors)])
+            row = [reject.cells[i] if i < len(reject.cells) else "" for i in columns]
+        writer.writerow([*row, errors_text(reject.errors)])
         if out.tell() >= _FLUSH_BYTES:
             yield out.getvalue().encode()
             out.seek(0)

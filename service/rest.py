@@ -10,7 +10,7 @@ import json
 import logging
 import sys
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, NoReturn
 
 import falcon
@@ -20,7 +20,7 @@ import psycopg2.pool
 from service.api import Access, Api, JobNotFound, PermissionDenied, Unauthenticated, job_view, log_view
 from service.config import Config, load_config
 from service.db import describe, redact
-from service.errors import ConfigError, JobConflict, RequestRefused
+from service.errors import ConfigError, CustomerDBUnavailable, JobConflict, RequestRefused
 from service.jobs import IdempotencyConflict, Job, ping
 from service.openapi import MAX_BODY_BYTES, document
 from service.wiring import Edge, build_edge
@@ -38,6 +38,7 @@ ERROR_STATUS: tuple[tuple[type[Exception], int], ...] = (
 )
 DB_UNAVAILABLE = (psycopg2.OperationalError, psycopg2.InterfaceError, psycopg2.pool.PoolError)
 _READ_CHUNK = 64 * 1024
+CSV = "text/csv; charset=utf-8"
 DRAIN_BYTES = 8 * 1024 * 1024  # what a refused or ignored body may cost us to read and drop
 
 
@@ -82,6 +83,56 @@ class JobLogsResource:
     def on_get(self, req: falcon.Request, resp: falcon.Response, job_id: str) -> None:
         """The job's log lines, oldest first."""
         resp.media = {"logs": [log_view(line) for line in self.api.logs(req.context.access, job_id)]}
+
+
+class JobRejectsResource:
+    """GET /jobs/{job_id}/rejects?after=&limit=."""
+
+    def __init__(self, api: Api) -> None:
+        self.api = api
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response, job_id: str) -> None:
+        """One page of the job's rejected rows by source_row, and the `after` of the next page."""
+        after, limit = req.get_param("after"), req.get_param("limit")
+        rejects, following = self.api.rejects_page(req.context.access, job_id, after, limit)
+        resp.media = {"rejects": rejects, "next": following}
+
+
+class JobRejectsCsvResource:
+    """GET /jobs/{job_id}/rejects.csv."""
+
+    def __init__(self, api: Api) -> None:
+        self.api = api
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response, job_id: str) -> None:
+        """The job's rejects.csv, streamed as the customer database yields it."""
+        job = self.api.job(req.context.access, job_id)
+        pieces = self.api.rejects_csv(req.context.access, job.id)
+        # The first piece is read before the answer starts: an unreachable customer database is
+        # then a 503, not a 200 cut short. Later failures can only cut the stream (see _streamed).
+        first = next(pieces, b"")
+        resp.content_type = CSV
+        resp.set_header("Content-Disposition", f'attachment; filename="{job.id}-rejects.csv"')
+        resp.stream = _streamed(first, pieces, job.id)
+
+
+def _streamed(first: bytes, pieces: Iterator[bytes], job_id: str) -> Iterator[bytes]:
+    """The first piece, then the rest; a failure once the status is sent is logged and cuts the answer.
+
+    Re-raising makes the server close the connection without the last chunk, so the client
+    sees an incomplete download rather than a short file that looks whole. A client that
+    leaves early closes this generator, and with it the customer database's cursor.
+    """
+    try:
+        yield first
+        yield from pieces
+    except Exception as exc:
+        log.error("job %s: rejects.csv cut short: %s", job_id, redact(str(exc)))
+        raise
+    finally:
+        close = getattr(pieces, "close", None)
+        if close is not None:
+            close()
 
 
 class JobChangeResource:
@@ -273,6 +324,16 @@ def _unavailable(req: falcon.Request, resp: falcon.Response, error: Exception, p
     resp.media = error_body(503, "the app database is unavailable; try again shortly")
 
 
+def _customer_db_unavailable(
+    req: falcon.Request, resp: falcon.Response, error: Exception, params: dict[str, Any]
+) -> None:
+    """The customer's database cannot be reached: 503 like the app database; the reason goes to the log."""
+    job = (params or {}).get("job_id", "-")
+    log.warning("%s %r (job %r): %s", req.method, req.path, job, redact(str(error)))
+    resp.status = 503
+    resp.media = error_body(503, "the customer database is unavailable; try again shortly")
+
+
 def _crashed(req: falcon.Request, resp: falcon.Response, error: Exception, params: dict[str, Any]) -> None:
     """Anything else is our fault: log it without secrets and answer a bare 500."""
     job = (params or {}).get("job_id", "-")
@@ -293,6 +354,8 @@ def routes(edge: Edge) -> list[tuple[str, object]]:
         ("/jobs", JobListResource(edge.api)),
         ("/jobs/{job_id}", JobResource(edge.api)),
         ("/jobs/{job_id}/logs", JobLogsResource(edge.api)),
+        ("/jobs/{job_id}/rejects", JobRejectsResource(edge.api)),
+        ("/jobs/{job_id}/rejects.csv", JobRejectsCsvResource(edge.api)),
         ("/jobs/{job_id}/cancel", JobChangeResource(edge.api.cancel)),
         ("/jobs/{job_id}/undo", JobChangeResource(edge.api.undo)),
         ("/healthz", HealthResource()),
@@ -310,6 +373,7 @@ def create_app(edge: Edge) -> falcon.App:
     app.add_error_handler(Exception, _crashed)
     for unavailable in DB_UNAVAILABLE:
         app.add_error_handler(unavailable, _unavailable)
+    app.add_error_handler(CustomerDBUnavailable, _customer_db_unavailable)
     for kind, _ in ERROR_STATUS:
         app.add_error_handler(kind, _service_error)
     app.set_error_serializer(_http_error)

@@ -248,6 +248,8 @@ def test_a_job_the_caller_may_not_see_is_not_found(stack: Stack, importer: Any, 
     request = importer_pb2.GetJobRequest(job_id=job_id)
     for call in (importer.GetJob, importer.WatchJob):
         assert refusal(call, request, metadata=GLOBEX).code() == grpc.StatusCode.NOT_FOUND
+    rejects = importer_pb2.ListRejectsRequest(job_id=job_id)
+    assert refusal(importer.ListRejects, rejects, metadata=GLOBEX).code() == grpc.StatusCode.NOT_FOUND
 
 
 # -- write modes, cancel and undo (SPEC 12-13) -------------------------------------------------
@@ -351,13 +353,21 @@ def test_cancel_and_undo_of_a_job_the_caller_may_not_see_are_not_found(stack: St
         assert importer.GetJob(request, metadata=ACME, timeout=TIMEOUT).status == "queued"
 
 
-def test_replay_and_list_rejects_are_unimplemented_for_now(stack: Stack, importer: Any) -> None:
-    job_id = job_nobody_runs(stack)
-    for call, request in (
-        (importer.ReplayRejects, importer_pb2.GetJobRequest(job_id=job_id)),
-        (importer.ListRejects, importer_pb2.ListRejectsRequest(job_id=job_id, after=0, limit=10)),
-    ):
-        assert refusal(call, request, metadata=ACME).code() == grpc.StatusCode.UNIMPLEMENTED
+def test_replay_rejects_is_unimplemented_for_now(stack: Stack, importer: Any) -> None:
+    request = importer_pb2.GetJobRequest(job_id=job_nobody_runs(stack))
+    assert refusal(importer.ReplayRejects, request, metadata=ACME).code() == grpc.StatusCode.UNIMPLEMENTED
+
+
+def test_list_rejects_streams_a_jobs_rejected_rows_with_their_cells_and_errors(stack: Stack, importer: Any) -> None:
+    reply = importer.Enqueue(users_request(stack), metadata=ACME, timeout=TIMEOUT)
+    assert wait_finished(importer, reply["job_id"]).rows_invalid == 1
+    request = importer_pb2.ListRejectsRequest(job_id=reply["job_id"])
+    (reject,) = importer.ListRejects(request, metadata=ACME, timeout=TIMEOUT)
+    assert reject.source_row == 2
+    assert dict(reject.record.items()) == {"external_id": "u2", "email": "broken", "age": "31"}
+    assert [(e.field, e.message) for e in reject.errors] == [("email", "email: 'broken' is not a valid email address")]
+    later = importer_pb2.ListRejectsRequest(job_id=reply["job_id"], after=2, limit=1)
+    assert list(importer.ListRejects(later, metadata=ACME, timeout=TIMEOUT)) == []
 
 
 def test_the_admin_token_sees_every_customers_job(stack: Stack, importer: Any) -> None:

@@ -37,6 +37,7 @@ ACME = {"Authorization": "Bearer tok-acme"}
 GLOBEX = {"Authorization": "Bearer tok-globex"}
 ADMIN = {"Authorization": "Bearer tok-admin"}
 FINAL = ("succeeded", "failed", "cancelled", "undone")
+CSV_TYPE = "text/csv; charset=utf-8"
 # Statuses the unit tests produce (tests/unit/test_openapi.py): not reachable with a healthy stack.
 NOT_PROVOKED_HERE = {500, 503}
 # Answers the core gives on its own terms, also produced there: a cancel is complete when it
@@ -104,7 +105,10 @@ class Client:
             return
         documented = operation["responses"].get(str(answer.status))
         assert documented is not None, f"{method} {template} answered undocumented {answer.status}: {answer.body}"
-        _validate(self.document, documented["content"]["application/json"]["schema"], answer.body)
+        media = "text/csv" if answer.headers.get("content-type") == CSV_TYPE else "application/json"
+        assert media in documented["content"], f"{method} {template} {answer.status} answered {media}"
+        if media == "application/json":
+            _validate(self.document, documented["content"][media]["schema"], answer.body)
         for name, header in documented.get("headers", {}).items():
             assert name.lower() in answer.headers, f"{method} {template} {answer.status} lacks {name}"
             _validate(self.document, header["schema"], answer.headers[name.lower()])
@@ -122,8 +126,11 @@ class Client:
 
 
 def _read(response: http.client.HTTPResponse) -> Answer:
+    """The answer, its body parsed as JSON (a CSV download stays bytes)."""
     raw = response.read()
     headers = {name.lower(): value for name, value in response.getheaders()}
+    if headers.get("content-type") == CSV_TYPE:
+        return Answer(response.status, headers, raw)
     assert headers.get("content-type", "").startswith("application/json"), headers
     return Answer(response.status, headers, json.loads(raw))
 
@@ -357,6 +364,8 @@ def test_a_missing_or_unknown_token_answers_401_with_www_authenticate(
         ("GET", "/jobs", None),
         ("GET", f"/jobs/{job_id}", None),
         ("GET", f"/jobs/{job_id}/logs", None),
+        ("GET", f"/jobs/{job_id}/rejects", None),
+        ("GET", f"/jobs/{job_id}/rejects.csv", None),
         ("POST", f"/jobs/{job_id}/cancel", None),
         ("POST", f"/jobs/{job_id}/undo", None),
     ):
@@ -381,7 +390,7 @@ def test_another_customers_job_answers_404_exactly_like_an_unknown_one(stack: St
     theirs = client.call("POST", "/enqueue", body(stack, "globex"), headers=GLOBEX).body["job_id"]
     unknown = str(uuid.uuid4())
     for job_id in (theirs, unknown, "not-a-uuid", "1'; DROP TABLE import_jobs; --"):
-        for suffix in ("", "/logs"):
+        for suffix in ("", "/logs", "/rejects", "/rejects.csv"):
             answer = client.call("GET", f"/jobs/{_quote(job_id)}{suffix}", headers=ACME)
             assert_error(answer, 404)
     assert client.call("GET", f"/jobs/{theirs}", headers=ADMIN).status == 200
@@ -428,6 +437,41 @@ def test_a_content_type_that_is_not_json_answers_415(stack: Stack, client: Clien
     raw = json.dumps(body(stack)).encode()
     answer = client.call("POST", "/enqueue", raw=raw, headers={"Content-Type": "text/csv", **ACME})
     assert_error(answer, 415)
+
+
+# -- rejected rows (SPEC 14; tests/e2e/test_rejects_edges.py compares the three edges) --------
+
+
+def test_a_jobs_rejected_rows_download_as_csv_and_read_as_pages(stack: Stack, client: Client) -> None:
+    job = client.wait(client.call("POST", "/enqueue", body(stack), headers=ACME).body["job_id"], ACME)
+    assert job["rows_invalid"] == 1, job
+    download = client.call("GET", f"/jobs/{job['job_id']}/rejects.csv", headers=ACME)
+    assert download.status == 200
+    assert (
+        download.body
+        == b"external_id,email,age,errors\r\nu2,broken,31,email: 'broken' is not a valid email address\r\n"
+    )
+    assert download.headers["content-disposition"] == f'attachment; filename="{job["job_id"]}-rejects.csv"'
+    page = client.call("GET", f"/jobs/{job['job_id']}/rejects?after=0&limit=1", headers=ACME)
+    assert page.status == 200
+    assert page.body == {
+        "rejects": [
+            {
+                "source_row": 2,
+                "record": {"external_id": "u2", "email": "broken", "age": "31"},
+                "errors": [{"field": "email", "message": "email: 'broken' is not a valid email address"}],
+            }
+        ],
+        "next": None,
+    }
+
+
+@pytest.mark.parametrize("query, field", [("limit=1001", "limit"), ("limit=abc", "limit"), ("after=-1", "after")])
+def test_a_bad_after_or_limit_of_a_rejects_page_answers_400_naming_it(
+    stack: Stack, client: Client, query: str, field: str
+) -> None:
+    job_id = client.call("POST", "/enqueue", body(stack), headers=ACME).body["job_id"]
+    assert_error(client.call("GET", f"/jobs/{job_id}/rejects?{query}", headers=ACME), 400, field, field)
 
 
 # -- write modes, cancel and undo (SPEC 12-13) -----------------------------------------------

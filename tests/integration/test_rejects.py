@@ -136,6 +136,12 @@ def test_the_rejects_csv_gives_back_the_files_cells_byte_for_byte_and_round_trip
     )
     assert lines[2] == "0042,also bad,山田,,email: 'also bad' is not a valid email address"
     assert lines[3] == ""
+    half_fixed = body.replace(b"bad, with comma", b"r1@x.io")
+    second = pipeline.run("globex", "users", "rejects-1.csv", half_fixed)
+    assert (second.rows_valid, second.rows_invalid) == (1, 1)
+    again_body = b"".join(_api(pipeline).rejects_csv(OPERATOR, second.id)).decode().split("\r\n")
+    assert again_body[0] == "external_id,email,first_name,notes,errors"  # one errors column, new
+    assert again_body[1] == lines[2]
     fixed = body.replace(b"bad, with comma", b"r1@x.io").replace(b"also bad", b"z@x.io")
     again = pipeline.run("globex", "users", "rejects.csv", fixed)
     assert again.status == "succeeded" and (again.rows_valid, again.rows_invalid) == (2, 0), again.error

@@ -21,7 +21,7 @@ from jsonschema import Draft202012Validator
 
 from service.api import Access, Api, JobNotFound
 from service.config import Config
-from service.errors import JobConflict, RequestRefused
+from service.errors import CustomerDBUnavailable, JobConflict, RequestRefused
 from service.jobs import Job, JobStore
 from service.openapi import document
 from service.products import ProductRegistry
@@ -62,22 +62,48 @@ class ScriptedApi(Api):
         if job_id not in (COMPLETE, PENDING):
             raise JobNotFound(f"no job {job_id}")
         done, ongoing = AFTER[action]
-        now = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
-        row: dict[str, Any] = {
-            "id": job_id,
-            "customer_id": "acme",
-            "product_type": "users",
-            "blob_uri": "file:///b/acme/u.csv",
-            "options": {"mode": "upsert"},
-            "status": done if job_id == COMPLETE else ongoing,
-            **dict.fromkeys(("rows_total", "rows_valid", "rows_inserted", "rows_updated"), 2),
-            **dict.fromkeys(("rows_invalid", "rows_unchanged", "rows_duplicate", "rows_deleted", "chunks_done"), 0),
-            **dict.fromkeys(("error", "plan", "chunks_total", "idempotency_key"), None),
-            **dict.fromkeys(("created_at", "started_at", "finished_at", "updated_at"), now),
-            "logged_errors": 0,
-            "undone_at": now if (action, job_id) == ("undo", COMPLETE) else None,
-        }
-        return Job.from_row(row), job_id == COMPLETE
+        status = done if job_id == COMPLETE else ongoing
+        return a_job(job_id, status, undone=(action, job_id) == ("undo", COMPLETE)), job_id == COMPLETE
+
+
+def a_job(job_id: str, status: str, undone: bool = False) -> Job:
+    """An acme users upsert job in this status, as the job store would return it."""
+    now = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
+    row: dict[str, Any] = {
+        "id": job_id,
+        "customer_id": "acme",
+        "product_type": "users",
+        "blob_uri": "file:///b/acme/u.csv",
+        "options": {"mode": "upsert"},
+        "status": status,
+        **dict.fromkeys(("rows_total", "rows_valid", "rows_inserted", "rows_updated"), 2),
+        **dict.fromkeys(("rows_invalid", "rows_unchanged", "rows_duplicate", "rows_deleted", "chunks_done"), 0),
+        **dict.fromkeys(("error", "plan", "chunks_total", "idempotency_key"), None),
+        **dict.fromkeys(("created_at", "started_at", "finished_at", "updated_at"), now),
+        "logged_errors": 0,
+        "undone_at": now if undone else None,
+    }
+    return Job.from_row(row)
+
+
+class UnreachableCustomerApi(ScriptedApi):
+    """An Api whose jobs exist but whose customer database cannot be reached for their rejects."""
+
+    def job(self, access: Access, job_id: str) -> Job:
+        return a_job(job_id, "succeeded")
+
+    def rejects_page(self, access: Access, job_id: str, after: Any = None, limit: Any = None) -> Any:
+        raise self._unreachable()
+
+    def rejects_csv(self, access: Access, job_id: str) -> Iterator[bytes]:
+        def pieces() -> Iterator[bytes]:  # like the real one: nothing is read before the first piece
+            raise self._unreachable()
+            yield b""
+
+        return pieces()
+
+    def _unreachable(self) -> CustomerDBUnavailable:
+        return CustomerDBUnavailable(f"customer database postgresql://importer:{PASSWORD}@db/acme is unreachable")
 
 
 @pytest.fixture(scope="module")
@@ -86,6 +112,15 @@ def scripted() -> falcon.testing.TestClient:
     dsn = f"host=127.0.0.1 port={_closed_port()} dbname=app connect_timeout=2"
     config = Config(app_db_dsn=dsn, tokens={TOKEN: ("*",)})
     api = ScriptedApi(config, JobStore(dsn, maxconn=1), ProductRegistry.load(config.schemas_dir))
+    return falcon.testing.TestClient(create_app(Edge(config, dsn, api)))
+
+
+@pytest.fixture(scope="module")
+def unreachable_customer() -> falcon.testing.TestClient:
+    """The app over UnreachableCustomerApi (no database is reached)."""
+    dsn = f"host=127.0.0.1 port={_closed_port()} dbname=app connect_timeout=2"
+    config = Config(app_db_dsn=dsn, tokens={TOKEN: ("*",)})
+    api = UnreachableCustomerApi(config, JobStore(dsn, maxconn=1), ProductRegistry.load(config.schemas_dir))
     return falcon.testing.TestClient(create_app(Edge(config, dsn, api)))
 
 
@@ -134,7 +169,7 @@ def test_every_route_of_the_app_is_documented_with_the_same_methods(client: falc
     registered = {template: methods for template, methods in _routes(client.app)}
     documented = {path: {m.upper() for m in operations} for path, operations in document()["paths"].items()}
     assert registered == documented
-    assert len(registered) == 9
+    assert len(registered) == 11
 
 
 def test_every_component_schema_is_valid_and_every_ref_resolves() -> None:
@@ -234,7 +269,15 @@ def test_an_unreachable_app_database_answers_503_on_readyz_and_reads_while_healt
         ready = client.simulate_get("/readyz")
         listed = client.simulate_get("/jobs", headers=AUTH)
         job = client.simulate_get(f"/jobs/{JOB_ID}", headers=AUTH)
-    for result, path in ((ready, "/readyz"), (listed, "/jobs"), (job, "/jobs/{job_id}")):
+        page = client.simulate_get(f"/jobs/{JOB_ID}/rejects", headers=AUTH)
+        download = client.simulate_get(f"/jobs/{JOB_ID}/rejects.csv", headers=AUTH)
+    for result, path in (
+        (ready, "/readyz"),
+        (listed, "/jobs"),
+        (job, "/jobs/{job_id}"),
+        (page, "/jobs/{job_id}/rejects"),
+        (download, "/jobs/{job_id}/rejects.csv"),
+    ):
         assert result.status_code == 503, result.text
         _check(result, path)
         assert PASSWORD not in result.text
@@ -292,3 +335,18 @@ def test_cancel_and_undo_answer_503_while_the_app_database_is_unreachable(client
         result = client.simulate_post(f"/jobs/{JOB_ID}/{action}", headers=AUTH)
         assert result.status_code == 503, result.text
         _check(result, f"/jobs/{{job_id}}/{action}", "post")
+
+
+@pytest.mark.parametrize("path", ["/jobs/{job_id}/rejects", "/jobs/{job_id}/rejects.csv"])
+def test_an_unreachable_customer_database_answers_503_to_rejects_and_the_log_names_the_job_without_secrets(
+    unreachable_customer: falcon.testing.TestClient, caplog: pytest.LogCaptureFixture, path: str
+) -> None:
+    with caplog.at_level(logging.WARNING, logger="service.rest"):
+        result = unreachable_customer.simulate_get(path.format(job_id=JOB_ID), headers=AUTH)
+    assert result.status_code == 503, result.text
+    assert result.json == {
+        "error": {"status": 503, "message": "the customer database is unavailable; try again shortly", "field": None}
+    }
+    _check(result, path)
+    assert JOB_ID in caplog.text and "unreachable" in caplog.text
+    assert PASSWORD not in caplog.text and PASSWORD not in result.text
