@@ -189,3 +189,17 @@ def test_a_key_value_rejects_csv_has_every_key_in_first_seen_order(pipeline: Pip
     assert body[0] == "external_id,title,credits,subtitle,errors"
     assert body[1].startswith("K1,T,-1,,credits: ") and "credits: credits" not in body[1]
     assert body[2].startswith("K3,,-5,x,")
+
+
+def test_tsv_with_a_bom_and_utf16_sources_come_back_as_utf8_csv(pipeline: Pipeline) -> None:
+    from service.api import OPERATOR
+
+    text = 'external_id\temail\tfirst_name\r\nt1\tbad\tZoë, "Z"\r\nt2\tok@x.io\tAnn\r\n'
+    expected = (
+        'external_id,email,first_name,errors\r\nt1,bad,"Zoë, ""Z""",email: \'bad\' is not a valid email address\r\n'
+    )
+    for name, content in (("b.tsv", b"\xef\xbb\xbf" + text.encode()), ("u.tsv", text.encode("utf-16"))):
+        job = pipeline.run("acme", "users", name, content)
+        assert (job.rows_valid, job.rows_invalid) == (1, 1), job.error
+        body = b"".join(_api(pipeline).rejects_csv(OPERATOR, job.id))
+        assert body == expected.encode("utf-8"), name
