@@ -9,6 +9,7 @@ Usage:
   importctl cancel JOB
   importctl undo JOB
   importctl rejects JOB [--output=PATH]
+  importctl replay JOB [--wait]
   importctl worker [--processes=N] [--threads=N]
   importctl migrate
   importctl (-h | --help)
@@ -29,10 +30,12 @@ Options:
 `cancel` stops a queued or running job; `undo` takes back what a succeeded job wrote. Both
 print the job; when a worker completes the change, they say so (`status` shows when it has).
 `rejects` writes the job's rejected rows as a CSV file: its header columns plus `errors`.
+`replay` validates the rejected rows of a job that has ended again, against the product
+schema as it is now, in a new job (nothing is read from the file); it prints that job's id.
 
-Exit codes: 0 ok, 1 a job this command waited for (import, enqueue --wait, watch) failed,
-no such job, a cancel or undo the job's state refuses, or an unreachable customer
-database; 2 usage or config error.
+Exit codes: 0 ok, 1 a job this command waited for (import, enqueue --wait, replay --wait,
+watch) failed, no such job, a cancel, undo or replay the job's state refuses, or an
+unreachable customer database; 2 usage or config error.
 Configuration: CONFIG_PATH / CONFIG_ENV and the variables of the README; no token is needed.
 """
 
@@ -46,6 +49,7 @@ import sys
 import time
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -107,6 +111,8 @@ def _dispatch(args: dict[str, Any]) -> int:
         return _change(args, config, dsn)
     if args["rejects"]:
         return _rejects(args, config, dsn)
+    if args["replay"]:
+        return _replay(args, config, dsn)
     jobs = JobStore(dsn, maxconn=2)
     job = jobs.get(args["JOB"])
     if job is None:
@@ -126,23 +132,43 @@ def _dispatch(args: dict[str, Any]) -> int:
     return EXIT_OK
 
 
-def _change(args: dict[str, Any], config: Config, dsn: str) -> int:
-    """Cancel or undo a job as the operator and print it; JobConflict and JobNotFound exit 1 in main."""
+@contextmanager
+def _operator_api(config: Config, dsn: str) -> Iterator[Api]:
+    """An Api that may send stage messages (the workers pick them up), its pool closed after use."""
     from service.messages import dispatch
     from service.products import ProductRegistry
 
     jobs = JobStore(dsn, dispatch=dispatch, maxconn=2)
     try:
-        api = Api(config, jobs, ProductRegistry.load(config.schemas_dir))
-        change = api.cancel if args["cancel"] else api.undo
-        job, complete = change(OPERATOR, args["JOB"])
+        yield Api(config, jobs, ProductRegistry.load(config.schemas_dir))
     finally:
         jobs.close()
+
+
+def _change(args: dict[str, Any], config: Config, dsn: str) -> int:
+    """Cancel or undo a job as the operator and print it; JobConflict and JobNotFound exit 1 in main."""
+    with _operator_api(config, dsn) as api:
+        change = api.cancel if args["cancel"] else api.undo
+        job, complete = change(OPERATOR, args["JOB"])
     print(summary(job))
     if not complete:
         ending = "cancelled" if args["cancel"] else "undone"
         print(f"importctl: a worker completes this; `importctl status {job.id}` shows it {ending}", file=sys.stderr)
     return EXIT_OK
+
+
+def _replay(args: dict[str, Any], config: Config, dsn: str) -> int:
+    """Replay a job's rejects as the operator and print the new job's id; with --wait, exit by its end.
+
+    JobConflict (not ended, no rejects) and JobNotFound exit 1 in main."""
+    with _operator_api(config, dsn) as api:
+        job = api.replay(OPERATOR, args["JOB"])
+        print(job.id, flush=True)  # before a long wait: a script reading stdout gets it at once
+        if not args["--wait"]:
+            return EXIT_OK
+        job = wait_for(job.id, api.jobs)
+    print(summary(job), file=sys.stderr)
+    return EXIT_OK if job.status == "succeeded" else EXIT_FAILED
 
 
 def _rejects(args: dict[str, Any], config: Config, dsn: str) -> int:

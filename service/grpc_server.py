@@ -265,9 +265,8 @@ class ImporterServicer(importer_pb2_grpc.ImporterServicer):
 
     @unary
     def ReplayRejects(self, request: importer_pb2.GetJobRequest, context: grpc.ServicerContext) -> importer_pb2.Job:
-        """Not served yet (SPEC section 14): UNIMPLEMENTED, after authentication."""
-        self._access(context)
-        raise Refused(grpc.StatusCode.UNIMPLEMENTED, "ReplayRejects is not served yet")
+        """A new job that validates the job's stored rejects again (SPEC 14); the new job, queued."""
+        return job_message(self._api.replay(self._access(context), request.job_id))
 
     @streaming
     def ListRejects(

@@ -25,12 +25,13 @@ _ERRORS = {
     404: "No such job, or a job of a customer the token may not see.",
     409: "A conflict, named in the message: the Idempotency-Key was used before with another request "
     "body, or the job's state does not allow the change (cancelling a finished job; undoing a job that "
-    "did not succeed, one whose history is past retention, or one later jobs changed: undo those first).",
+    "did not succeed, one whose history is past retention, or one later jobs changed: undo those first; "
+    "replaying a job that has not ended or has no rejected rows).",
     413: f"The body is over {MAX_BODY_BYTES} bytes.",
     415: "The Content-Type is not JSON.",
     500: "An unexpected fault; the server logged it.",
-    503: "A database the answer needs is not reachable right now (the app database; for rejects and undo "
-    "also the customer's); try again.",
+    503: "A database the answer needs is not reachable right now (the app database; for rejects, undo and "
+    "replay also the customer's); try again.",
 }
 
 
@@ -348,6 +349,24 @@ def _change(operation_id: str, summary: str, done: str, pending: str) -> dict[st
     }
 
 
+def _replay() -> dict[str, Any]:
+    """POST /jobs/{job_id}/replay (SPEC 14): no body needed (any is ignored), a new job in the answer."""
+    return {
+        "post": {
+            "operationId": "replayJobRejects",
+            "summary": "Validate a finished job's stored rejected rows again, against the product schema as it "
+            "is now, in a new job that writes those that pass with the original job's mode (a replace upserts). "
+            "The new job's options are the original's plus `replay_of`, the original job's id. Nothing is read "
+            "from the file.",
+            "parameters": [_job_id()],
+            "responses": {
+                "202": _json(_ref("Enqueued"), "The new job is queued.", headers={"Location": _location()}),
+                **_errors(401, 404, 409, 500, 503),
+            },
+        }
+    }
+
+
 def _public(operation_id: str, summary: str, responses: dict[str, Any]) -> dict[str, Any]:
     """A GET that needs no token."""
     return {"get": {"operationId": operation_id, "summary": summary, "security": [], "responses": responses}}
@@ -373,6 +392,7 @@ def _paths() -> dict[str, Any]:
             "The job is undone.",
             "A big undo: a worker completes it, and the job's status then becomes `undone`.",
         ),
+        "/jobs/{job_id}/replay": _replay(),
         "/healthz": _public(
             "healthz", "The process is alive (no database involved).", {"200": _json(_ref("Health"), "Alive.")}
         ),

@@ -56,11 +56,16 @@ class EnqueueResource:
         body = read_json(req)
         job, created = self.api.enqueue(req.context.access, body, req.get_header("Idempotency-Key"))
         if created:
-            resp.status = falcon.HTTP_202
-            resp.location = f"/jobs/{job.id}"
-            resp.media = {"job_id": job.id, "status": job.status}
+            accepted(resp, job)
         else:
             resp.media = job_view(job)
+
+
+def accepted(resp: falcon.Response, job: Job) -> None:
+    """202 for a new job: its id and status, and where to follow it."""
+    resp.status = falcon.HTTP_202
+    resp.location = f"/jobs/{job.id}"
+    resp.media = {"job_id": job.id, "status": job.status}
 
 
 class JobResource:
@@ -149,6 +154,18 @@ class JobChangeResource:
             resp.status = falcon.HTTP_202
             resp.location = f"/jobs/{job.id}"
         resp.media = job_view(job)
+
+
+class JobReplayResource:
+    """POST /jobs/{job_id}/replay: no body needed."""
+
+    def __init__(self, api: Api) -> None:
+        self.api = api
+
+    def on_post(self, req: falcon.Request, resp: falcon.Response, job_id: str) -> None:
+        """202 with a new job that validates the job's stored rejects again, like an enqueue."""
+        discard_body(req)
+        accepted(resp, self.api.replay(req.context.access, job_id))
 
 
 class JobListResource:
@@ -358,6 +375,7 @@ def routes(edge: Edge) -> list[tuple[str, object]]:
         ("/jobs/{job_id}/rejects.csv", JobRejectsCsvResource(edge.api)),
         ("/jobs/{job_id}/cancel", JobChangeResource(edge.api.cancel)),
         ("/jobs/{job_id}/undo", JobChangeResource(edge.api.undo)),
+        ("/jobs/{job_id}/replay", JobReplayResource(edge.api)),
         ("/healthz", HealthResource()),
         ("/readyz", ReadyResource(edge.dsn)),
         ("/openapi.json", OpenApiResource()),

@@ -111,7 +111,7 @@ def test_enqueue_wait_with_real_workers_exits_0_on_success_and_1_on_failure(cli:
         stop_workers(workers)
 
 
-@pytest.mark.parametrize("command", ["status", "cancel", "undo", "rejects"])
+@pytest.mark.parametrize("command", ["status", "cancel", "undo", "rejects", "replay"])
 def test_unknown_job_exits_1(cli: Cli, command: str) -> None:
     result = cli.run(command, "00000000-0000-0000-0000-000000000000")
     assert result.returncode == 1
@@ -157,6 +157,8 @@ def test_unknown_job_exits_1(cli: Cli, command: str) -> None:
         (["cancel"], "Usage"),
         (["undo", "a", "b"], "Usage"),
         (["rejects"], "Usage"),
+        (["replay"], "Usage"),
+        (["replay", "a", "--output=x.csv"], "Usage"),
         (["rejects", "a", "--output"], "--output requires argument"),
     ],
 )

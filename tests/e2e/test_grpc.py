@@ -344,18 +344,43 @@ def test_cancelling_a_queued_job_ends_it_cancelled_and_cancelling_it_again_retur
 
 
 @pytest.mark.parametrize("kind", ["another customer's job", "an unknown job", "an id that is no UUID"])
-def test_cancel_and_undo_of_a_job_the_caller_may_not_see_are_not_found(stack: Stack, importer: Any, kind: str) -> None:
+def test_cancel_undo_and_replay_of_a_job_the_caller_may_not_see_are_not_found(
+    stack: Stack, importer: Any, kind: str
+) -> None:
     job_id = {"another customer's job": job_nobody_runs(stack), "an unknown job": str(uuid.uuid4())}.get(kind, "nope")
     request = importer_pb2.GetJobRequest(job_id=job_id)
-    for call in (importer.CancelJob, importer.UndoJob):
+    for call in (importer.CancelJob, importer.UndoJob, importer.ReplayRejects):
         assert refusal(call, request, metadata=GLOBEX).code() == grpc.StatusCode.NOT_FOUND
     if kind == "another customer's job":
         assert importer.GetJob(request, metadata=ACME, timeout=TIMEOUT).status == "queued"
 
 
-def test_replay_rejects_is_unimplemented_for_now(stack: Stack, importer: Any) -> None:
-    request = importer_pb2.GetJobRequest(job_id=job_nobody_runs(stack))
-    assert refusal(importer.ReplayRejects, request, metadata=ACME).code() == grpc.StatusCode.UNIMPLEMENTED
+def test_replay_rejects_returns_the_new_queued_job_which_validates_the_rejects_again(
+    stack: Stack, importer: Any
+) -> None:
+    reply = importer.Enqueue(users_request(stack), metadata=ACME, timeout=TIMEOUT)
+    original = wait_finished(importer, reply["job_id"])
+    assert (original.status, original.rows_invalid) == ("succeeded", 1)
+    job = importer.ReplayRejects(importer_pb2.GetJobRequest(job_id=original.job_id), metadata=ACME, timeout=TIMEOUT)
+    assert job.job_id != original.job_id and (job.status, job.blob_uri) == ("queued", original.blob_uri)
+    assert dict(job.options) == {"replay_of": original.job_id}
+    assert job.HasField("created_at") and not job.HasField("started_at")
+    replayed = wait_finished(importer, job.job_id)
+    assert (replayed.status, replayed.rows_total, replayed.rows_invalid) == ("succeeded", 1, 1), replayed
+
+
+def test_replay_rejects_of_a_queued_job_or_one_without_rejects_is_failed_precondition(
+    stack: Stack, importer: Any
+) -> None:
+    queued = importer_pb2.GetJobRequest(job_id=job_nobody_runs(stack))
+    error = refusal(importer.ReplayRejects, queued, metadata=ACME)
+    assert error.code() == grpc.StatusCode.FAILED_PRECONDITION and "queued" in error.details()
+    path = stack.blob("acme", f"clean-{uuid.uuid4().hex[:8]}.csv", "external_id,email\nk1,k1@x.io\n")
+    request = struct(customer_id="acme", product_type="users", blob_uri=blob.uri_for(path))
+    clean = wait_finished(importer, importer.Enqueue(request, metadata=ACME, timeout=TIMEOUT)["job_id"])
+    assert (clean.status, clean.rows_invalid) == ("succeeded", 0)
+    error = refusal(importer.ReplayRejects, importer_pb2.GetJobRequest(job_id=clean.job_id), metadata=ACME)
+    assert error.code() == grpc.StatusCode.FAILED_PRECONDITION and "no rejected rows" in error.details()
 
 
 def test_list_rejects_streams_a_jobs_rejected_rows_with_their_cells_and_errors(stack: Stack, importer: Any) -> None:

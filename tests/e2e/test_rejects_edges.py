@@ -1,5 +1,6 @@
 """Rejected rows (SPEC 14) through all three edges at once: a real gunicorn, a real gRPC server
-and the real `importctl`, over one stack and the same jobs, must give back the same rows.
+and the real `importctl`, over one stack and the same jobs, must give back the same rows, and
+replay them as new jobs the stack's real workers run.
 
 REST answers are checked against the served OpenAPI document (tests/e2e/test_rest.py's Client).
 """
@@ -26,7 +27,7 @@ from service import blob
 from service.generated import importer_pb2, importer_pb2_grpc
 from tests.conftest import ROOT
 from tests.e2e.conftest import Stack
-from tests.e2e.test_rest import ACME, ADMIN, CSV_TYPE, GLOBEX, Client, assert_error
+from tests.e2e.test_rest import ACME, ADMIN, CSV_TYPE, GLOBEX, Client, assert_error, job_nobody_runs
 
 IMPORTCTL = shutil.which("importctl", path=str(Path(sys.executable).parent)) or "importctl"
 GRPC_ACME = (("authorization", "Bearer tok-acme"),)
@@ -70,14 +71,23 @@ def importer(stack: Stack) -> Iterator[importer_pb2_grpc.ImporterStub]:
         yield importer_pb2_grpc.ImporterStub(channel)
 
 
-def imported(stack: Stack, client: Client, content: str, customer: str = "acme") -> str:
-    """Import this users file over REST as that customer, to its end; the job id."""
+def imported(
+    stack: Stack,
+    client: Client,
+    content: str,
+    customer: str = "acme",
+    options: dict[str, Any] | None = None,
+    ends: str = "succeeded",
+) -> str:
+    """Import this users file over REST as that customer, to its end (`ends`); the job id."""
     path = stack.blob_root / customer / f"rejects-{uuid.uuid4().hex[:8]}.csv"
     path.write_bytes(content.encode())
     headers = {"acme": ACME, "globex": GLOBEX}[customer]
     request = {"customer_id": customer, "product_type": "users", "blob_uri": blob.uri_for(path)}
+    if options is not None:
+        request["options"] = options
     job = client.wait(client.call("POST", "/enqueue", request, headers=headers).body["job_id"], headers, TIMEOUT)
-    assert job["status"] == "succeeded", job
+    assert job["status"] == ends, job
     return str(job["job_id"])
 
 
@@ -283,3 +293,131 @@ def test_a_download_of_20000_rejects_completes_streamed(client: Client, many: st
     assert len(rows) == MANY + 1
     assert rows[0] == ["external_id", "email", "first_name", "errors"]
     assert rows[-1][:2] == [f"m{MANY - 1}", f"not-an-email-{MANY - 1}"]
+
+
+# -- replay (SPEC 14): a new job over the stored rejects, through each edge ---------------------------
+
+
+def replay_over(edge: str, stack: Stack, client: Client, importer: Any, job_id: str) -> str:
+    """Ask one edge, as acme (importctl: as the operator), to replay the job's rejects; the new job's id."""
+    if edge == "rest":
+        answer = client.call(
+            "POST", f"/jobs/{job_id}/replay", raw=b"{}", headers={"Content-Type": "application/json", **ACME}
+        )
+        assert answer.status == 202 and answer.body["status"] == "queued", answer
+        assert answer.headers["location"] == f"/jobs/{answer.body['job_id']}"
+        return str(answer.body["job_id"])
+    if edge == "grpc":
+        job = importer.ReplayRejects(importer_pb2.GetJobRequest(job_id=job_id), metadata=GRPC_ACME, timeout=TIMEOUT)
+        assert (job.status, dict(job.options)) == ("queued", {"replay_of": job_id}), job
+        assert job.blob_uri and not job.HasField("started_at")
+        return str(job.job_id)
+    result = importctl(stack, "replay", job_id)
+    assert result.returncode == 0 and result.stderr == b"", result.stderr
+    return result.stdout.decode().strip()
+
+
+@pytest.mark.parametrize("edge", ["rest", "grpc", "importctl"])
+def test_each_edge_replays_a_jobs_rejects_as_a_new_job_that_validates_them_again(
+    stack: Stack, client: Client, importer: Any, tricky: str, edge: str
+) -> None:
+    original = client.call("GET", f"/jobs/{tricky}", headers=ACME).body
+    replay_id = replay_over(edge, stack, client, importer, tricky)
+    assert uuid.UUID(replay_id) and replay_id != tricky
+    job = client.wait(replay_id, ACME, TIMEOUT)
+    assert (job["status"], job["options"], job["product_type"]) == ("succeeded", {"replay_of": tricky}, "users"), job
+    assert job["rows_total"] == original["rows_invalid"] == 3
+    # The schema has not changed: the same rows fail again, and become the replay's own rejects,
+    # under the original file's header and row numbers (replayable in turn).
+    assert (job["rows_valid"], job["rows_invalid"], job["rows_inserted"]) == (0, 3, 0)
+    assert page(client, replay_id, "?limit=1000") == page(client, tricky, "?limit=1000")
+    assert download(client, replay_id) == TRICKY_CSV
+    assert client.call("GET", f"/jobs/{tricky}", headers=ACME).body == original  # the original is left as it was
+
+
+def test_a_replay_reads_no_file_it_succeeds_after_the_original_file_was_deleted(stack: Stack, client: Client) -> None:
+    original_id = imported(stack, client, "external_id,email\nd1,d1@x.io\nd2,gone-bad\nd3,also-bad\n")
+    original = client.call("GET", f"/jobs/{original_id}", headers=ACME).body
+    path = blob.resolve(original["blob_uri"], "acme", stack.blob_root)
+    path.unlink()
+    answer = client.call("POST", f"/jobs/{original_id}/replay", headers=ACME)
+    assert answer.status == 202, answer
+    job = client.wait(answer.body["job_id"], ACME, TIMEOUT)
+    assert job["status"] == "succeeded" and job["error"] is None, job
+    assert job["options"] == {"replay_of": original_id} and job["blob_uri"] == original["blob_uri"]
+    assert (job["rows_total"], job["rows_invalid"]) == (original["rows_invalid"], 2)
+    assert [r["record"]["external_id"] for r in page(client, job["job_id"])["rejects"]] == ["d2", "d3"]
+    assert not path.exists()
+
+
+def test_a_failed_jobs_replay_keeps_its_options_and_importctl_wait_exits_1_when_it_fails(
+    stack: Stack, client: Client
+) -> None:
+    failed = imported(
+        stack, client, "external_id,email\nf1,f1@x.io\nf2,bad\n", options={"on_invalid": "fail"}, ends="failed"
+    )
+    result = importctl(stack, "replay", failed, "--wait")
+    replay_id = result.stdout.decode().strip()
+    assert result.returncode == 1, result.stderr
+    assert replay_id in result.stderr.decode() and "failed" in result.stderr.decode()
+    job = client.call("GET", f"/jobs/{replay_id}", headers=ACME).body
+    assert job["options"] == {"on_invalid": "fail", "replay_of": failed}
+    assert (job["status"], job["rows_total"], job["rows_invalid"]) == ("failed", 1, 1), job
+
+
+def test_importctl_replay_wait_prints_the_new_id_and_the_summary_and_exits_0(
+    stack: Stack, client: Client, tricky: str
+) -> None:
+    result = importctl(stack, "replay", tricky, "--wait")
+    assert result.returncode == 0, result.stderr
+    replay_id = result.stdout.decode().strip()
+    assert uuid.UUID(replay_id) and result.stdout == f"{replay_id}\n".encode()
+    summary = result.stderr.decode()
+    assert summary.startswith(replay_id) and " succeeded " in summary and "total=3" in summary, summary
+    assert client.call("GET", f"/jobs/{replay_id}", headers=ACME).body["options"] == {"replay_of": tricky}
+
+
+def test_replaying_a_job_without_rejects_is_409_failed_precondition_and_exit_1(
+    stack: Stack, client: Client, importer: Any, clean: str
+) -> None:
+    assert_error(client.call("POST", f"/jobs/{clean}/replay", headers=ACME), 409, None, "no rejected rows")
+    with pytest.raises(grpc.RpcError) as caught:
+        importer.ReplayRejects(importer_pb2.GetJobRequest(job_id=clean), metadata=GRPC_ACME, timeout=TIMEOUT)
+    assert caught.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert "no rejected rows" in caught.value.details()
+    result = importctl(stack, "replay", clean, "--wait")
+    assert (result.returncode, result.stdout) == (1, b"")
+    assert b"no rejected rows" in result.stderr and b"Traceback" not in result.stderr
+    listed = client.call("GET", "/jobs?limit=1000", headers=ACME).body["jobs"]
+    assert [job["job_id"] for job in listed if job["options"].get("replay_of") == clean] == []  # no job was made
+
+
+def test_replaying_a_queued_job_is_409_failed_precondition_and_exit_1(
+    stack: Stack, client: Client, importer: Any
+) -> None:
+    queued = job_nobody_runs(stack)  # a courses job: no other job here waits for it
+    try:
+        assert_error(client.call("POST", f"/jobs/{queued}/replay", headers=ACME), 409, None, "queued")
+        with pytest.raises(grpc.RpcError) as caught:
+            importer.ReplayRejects(importer_pb2.GetJobRequest(job_id=queued), metadata=GRPC_ACME, timeout=TIMEOUT)
+        assert caught.value.code() == grpc.StatusCode.FAILED_PRECONDITION and "queued" in caught.value.details()
+        result = importctl(stack, "replay", queued)
+        assert (result.returncode, result.stdout) == (1, b"") and b"queued" in result.stderr
+    finally:
+        client.call("POST", f"/jobs/{queued}/cancel", headers=ACME)
+
+
+def test_replaying_another_customers_job_is_404_and_not_found_like_an_unknown_one(
+    stack: Stack, client: Client, importer: Any
+) -> None:
+    theirs = imported(stack, client, TRICKY, customer="globex")
+    for job_id in (theirs, str(uuid.uuid4()), "not-a-uuid"):
+        assert_error(client.call("POST", f"/jobs/{job_id}/replay", headers=ACME), 404, None, job_id)
+        with pytest.raises(grpc.RpcError) as caught:
+            importer.ReplayRejects(importer_pb2.GetJobRequest(job_id=job_id), metadata=GRPC_ACME, timeout=TIMEOUT)
+        assert caught.value.code() == grpc.StatusCode.NOT_FOUND
+    everyone = client.call("GET", "/jobs?limit=1000", headers=ADMIN).body["jobs"]
+    assert [job["job_id"] for job in everyone if job["options"].get("replay_of") == theirs] == []  # none made
+    unknown = str(uuid.uuid4())
+    result = importctl(stack, "replay", unknown)
+    assert (result.returncode, result.stdout) == (1, b"") and f"no job {unknown}".encode() in result.stderr

@@ -368,6 +368,7 @@ def test_a_missing_or_unknown_token_answers_401_with_www_authenticate(
         ("GET", f"/jobs/{job_id}/rejects.csv", None),
         ("POST", f"/jobs/{job_id}/cancel", None),
         ("POST", f"/jobs/{job_id}/undo", None),
+        ("POST", f"/jobs/{job_id}/replay", None),
     ):
         answer = client.call(method, path, payload, headers=headers)
         assert_error(answer, 401)
@@ -414,6 +415,7 @@ def test_a_wrong_method_answers_405_in_the_error_shape_with_allow(client: Client
         ("POST", "/healthz"),
         ("GET", f"/jobs/{uuid.uuid4()}/cancel"),
         ("PUT", f"/jobs/{uuid.uuid4()}/undo"),
+        ("GET", f"/jobs/{uuid.uuid4()}/replay"),
     ):
         answer = client.call(method, path, headers=ACME)
         assert_error(answer, 405, None, "not allowed")
@@ -590,13 +592,47 @@ def test_cancelling_a_queued_job_ends_it_cancelled_and_cancelling_it_again_answe
     assert [(answer.status, answer.body) for answer in again] == [(200, view), (200, view)]
 
 
-def test_cancel_and_undo_of_another_customers_job_answer_404_and_change_nothing(stack: Stack, client: Client) -> None:
+def test_cancel_undo_and_replay_of_another_customers_job_answer_404_and_change_nothing(
+    stack: Stack, client: Client
+) -> None:
     theirs = client.call("POST", "/enqueue", body(stack, "globex"), headers=GLOBEX).body["job_id"]
     assert client.wait(theirs, GLOBEX)["status"] == "succeeded"
     for job_id in (theirs, str(uuid.uuid4()), "not-a-uuid"):
-        for action in ("cancel", "undo"):
+        for action in ("cancel", "undo", "replay"):
             assert_error(client.call("POST", f"/jobs/{job_id}/{action}", headers=ACME), 404)
     assert client.call("GET", f"/jobs/{theirs}", headers=GLOBEX).body["status"] == "succeeded"
+    everyone = client.call("GET", "/jobs?limit=1000", headers=ADMIN).body["jobs"]
+    assert [job["job_id"] for job in everyone if job["options"].get("replay_of") == theirs] == []
+
+
+# -- replay (SPEC 14; tests/e2e/test_rejects_edges.py replays through all three edges) ---------
+
+
+def test_replaying_a_jobs_rejects_answers_202_with_location_and_the_new_job_runs(stack: Stack, client: Client) -> None:
+    original = client.wait(client.call("POST", "/enqueue", body(stack), headers=ACME).body["job_id"], ACME)
+    assert (original["status"], original["rows_invalid"]) == ("succeeded", 1), original
+    answer = client.call("POST", f"/jobs/{original['job_id']}/replay", headers=ACME)
+    assert answer.status == 202 and answer.body["status"] == "queued", answer
+    assert answer.headers["location"] == f"/jobs/{answer.body['job_id']}"
+    job = client.wait(answer.body["job_id"], ACME)
+    assert (job["status"], job["options"], job["blob_uri"]) == (
+        "succeeded",
+        {"replay_of": original["job_id"]},
+        original["blob_uri"],
+    ), job
+    assert (job["rows_total"], job["rows_valid"], job["rows_invalid"]) == (1, 0, 1)
+
+
+def test_replaying_a_job_without_rejects_or_a_queued_one_answers_409(stack: Stack, client: Client) -> None:
+    request = body(stack)
+    blob.resolve(request["blob_uri"], "acme", stack.blob_root).write_text("external_id,email\nk1,k1@x.io\n")
+    clean = client.wait(client.call("POST", "/enqueue", request, headers=ACME).body["job_id"], ACME)
+    assert (clean["status"], clean["rows_invalid"]) == ("succeeded", 0), clean
+    answer = client.call("POST", f"/jobs/{clean['job_id']}/replay", headers=ACME)
+    assert_error(answer, 409, None, "no rejected rows")
+    queued = job_nobody_runs(stack)
+    assert_error(client.call("POST", f"/jobs/{queued}/replay", headers=ACME), 409, None, "queued")
+    assert client.call("POST", f"/jobs/{queued}/cancel", headers=ACME).status in (200, 202)
 
 
 # -- listing ----------------------------------------------------------------------------

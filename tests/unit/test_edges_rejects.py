@@ -1,5 +1,6 @@
 """The edges' part of rejected rows (SPEC 14) without a database: the REST download as a WSGI
-stream, the page's parameters, the gRPC Reject and status, and how importctl writes the file.
+stream, the page's parameters, the gRPC Reject and status, ReplayRejects, and how importctl
+writes the file.
 
 tests/e2e/test_rejects_edges.py runs the same through real servers; tests/unit/test_openapi.py
 checks the 503 of an unreachable customer database against the document.
@@ -8,8 +9,10 @@ checks the 503 of an unreachable customer database against the document.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import logging
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,9 +24,9 @@ import pytest
 from service.api import Access, Api
 from service.cli import RecordCounter, write_file
 from service.config import Config
-from service.errors import CustomerDBUnavailable
+from service.errors import CustomerDBUnavailable, JobConflict
 from service.generated import importer_pb2
-from service.grpc_server import reject_message, status_for
+from service.grpc_server import ImporterServicer, reject_message, status_for
 from service.jobs import Job, JobStore
 from service.products import ProductRegistry
 from service.rejects import Reject, csv_bytes
@@ -34,6 +37,7 @@ from tests.unit.test_openapi import a_job
 TOKEN = "tok-unit-rejects"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 JOB_ID = "5d0c2a8e-3b1f-4e6a-9c7d-2f4b6a8c0e13"
+REPLAY_ID = "5d0c2a8e-3b1f-4e6a-9c7d-2f4b6a8c0e14"
 HARD = [
     Reject(1, ["r1", "bad, with comma", 'Zoë "Z"', "two\nlines"], [{"field": "email", "message": "email: bad"}]),
     Reject(3, ["0042", "also bad", "山田", ""], [{"field": None, "message": "the row is empty"}]),
@@ -71,6 +75,12 @@ class ScriptedRejectsApi(Api):
 
         self.asked.append((job_id,))
         return pieces()
+
+    def replay(self, access: Access, job_id: str) -> Job:
+        self.asked.append(("replay", access, job_id))
+        if job_id != JOB_ID:
+            raise JobConflict(f"job {job_id} has no rejected rows to replay")
+        return dataclasses.replace(a_job(REPLAY_ID, "queued"), options={"mode": "upsert", "replay_of": JOB_ID})
 
 
 @pytest.fixture
@@ -153,6 +163,48 @@ def test_the_grpc_reject_carries_the_record_as_a_struct_and_a_missing_field_as_e
         "after": 2,
         "limit": 3,
     }
+
+
+class Aborted(Exception):
+    """What FakeContext.abort raises, as grpc's does, with the code and message."""
+
+
+class FakeContext:
+    """A ServicerContext with this metadata whose abort raises Aborted."""
+
+    def __init__(self, metadata: tuple[tuple[str, str], ...]) -> None:
+        self.metadata = metadata
+
+    def invocation_metadata(self) -> tuple[tuple[str, str], ...]:
+        return self.metadata
+
+    def abort(self, code: grpc.StatusCode, details: str) -> None:
+        raise Aborted(code, details)
+
+
+def test_replay_rejects_asks_the_api_as_the_caller_and_returns_the_new_job(api: ScriptedRejectsApi) -> None:
+    servicer = ImporterServicer(api, threading.Event())
+    request = importer_pb2.GetJobRequest(job_id=JOB_ID)
+    job = servicer.ReplayRejects(request, FakeContext((("authorization", f"Bearer {TOKEN}"),)))
+    assert (job.job_id, job.status, dict(job.options)) == (REPLAY_ID, "queued", {"mode": "upsert", "replay_of": JOB_ID})
+    assert api.asked == [("replay", Access(None), JOB_ID)]
+
+
+def test_replay_rejects_refused_by_the_jobs_state_is_failed_precondition_and_needs_a_token_first(
+    api: ScriptedRejectsApi,
+) -> None:
+    servicer = ImporterServicer(api, threading.Event())
+    request = importer_pb2.GetJobRequest(job_id=REPLAY_ID)
+    with pytest.raises(Aborted) as refused:
+        servicer.ReplayRejects(request, FakeContext((("authorization", f"Bearer {TOKEN}"),)))
+    assert refused.value.args == (
+        grpc.StatusCode.FAILED_PRECONDITION,
+        f"job {REPLAY_ID} has no rejected rows to replay",
+    )
+    with pytest.raises(Aborted) as anonymous:
+        servicer.ReplayRejects(request, FakeContext(()))
+    assert anonymous.value.args[0] == grpc.StatusCode.UNAUTHENTICATED
+    assert len(api.asked) == 1  # the call without a token never reached the Api
 
 
 def test_an_unreachable_customer_database_is_unavailable_and_its_name_stays_in_the_log(

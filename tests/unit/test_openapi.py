@@ -2,7 +2,8 @@
 
 The app runs in process here (falcon's test client, no database): the routes it registers are
 walked, and the answers that need a broken database or a bug (500, 503), or that the core decides
-on its own (the 202 of a cancel or undo a worker completes), are checked against the document.
+on its own (the 202 of a cancel or undo a worker completes), are checked against the document,
+as are replay's answers (202, 404, 409, 503).
 tests/e2e/test_rest.py checks every other answer of a real gunicorn.
 """
 
@@ -42,8 +43,8 @@ class BuggyApi(Api):
         raise RuntimeError(f"boom while reading postgresql://importer:{PASSWORD}@db/app for {job_id}")
 
 
-# Job ids that tell ScriptedApi how to answer a cancel or an undo.
-COMPLETE, PENDING, CONFLICT = (f"6f1c0c9e-4a57-4d7e-9f55-1d5c2f1a0b{n}" for n in (21, 22, 23))
+# Job ids that tell ScriptedApi how to answer a cancel, an undo or a replay (REPLAYED: the new job).
+COMPLETE, PENDING, CONFLICT, REPLAYED = (f"6f1c0c9e-4a57-4d7e-9f55-1d5c2f1a0b{n}" for n in (21, 22, 23, 24))
 AFTER = {"cancel": ("cancelled", "running"), "undo": ("undone", "succeeded")}
 
 
@@ -55,6 +56,13 @@ class ScriptedApi(Api):
 
     def undo(self, access: Access, job_id: str) -> tuple[Job, bool]:
         return self._answer("undo", job_id)
+
+    def replay(self, access: Access, job_id: str) -> Job:
+        if job_id == CONFLICT:
+            raise JobConflict(f"job {job_id} has no rejected rows to replay")
+        if job_id != COMPLETE:
+            raise JobNotFound(f"no job {job_id}")
+        return a_job(REPLAYED, "queued")
 
     def _answer(self, action: str, job_id: str) -> tuple[Job, bool]:
         if job_id == CONFLICT:
@@ -101,6 +109,9 @@ class UnreachableCustomerApi(ScriptedApi):
             yield b""
 
         return pieces()
+
+    def replay(self, access: Access, job_id: str) -> Job:
+        raise self._unreachable()  # the real one asks the customer database whether it holds rejects
 
     def _unreachable(self) -> CustomerDBUnavailable:
         return CustomerDBUnavailable(f"customer database postgresql://importer:{PASSWORD}@db/acme is unreachable")
@@ -169,7 +180,7 @@ def test_every_route_of_the_app_is_documented_with_the_same_methods(client: falc
     registered = {template: methods for template, methods in _routes(client.app)}
     documented = {path: {m.upper() for m in operations} for path, operations in document()["paths"].items()}
     assert registered == documented
-    assert len(registered) == 11
+    assert len(registered) == 12
 
 
 def test_every_component_schema_is_valid_and_every_ref_resolves() -> None:
@@ -330,8 +341,10 @@ def test_a_job_state_conflict_answers_409_and_a_hidden_job_404_in_the_error_shap
     _check(hidden, f"/jobs/{{job_id}}/{action}", "post")
 
 
-def test_cancel_and_undo_answer_503_while_the_app_database_is_unreachable(client: falcon.testing.TestClient) -> None:
-    for action in ("cancel", "undo"):
+def test_cancel_undo_and_replay_answer_503_while_the_app_database_is_unreachable(
+    client: falcon.testing.TestClient,
+) -> None:
+    for action in ("cancel", "undo", "replay"):
         result = client.simulate_post(f"/jobs/{JOB_ID}/{action}", headers=AUTH)
         assert result.status_code == 503, result.text
         _check(result, f"/jobs/{{job_id}}/{action}", "post")
@@ -348,5 +361,47 @@ def test_an_unreachable_customer_database_answers_503_to_rejects_and_the_log_nam
         "error": {"status": 503, "message": "the customer database is unavailable; try again shortly", "field": None}
     }
     _check(result, path)
+    assert JOB_ID in caplog.text and "unreachable" in caplog.text
+    assert PASSWORD not in caplog.text and PASSWORD not in result.text
+
+
+def test_a_replay_answers_202_with_the_new_job_and_where_to_follow_it_whatever_the_body(
+    scripted: falcon.testing.TestClient,
+) -> None:
+    for body, content_type in (
+        (None, None),
+        ("{}", "application/json"),
+        ("not json", "text/plain"),
+        ("x" * 70_000, None),
+    ):
+        headers = {**AUTH, **({"Content-Type": content_type} if content_type else {})}
+        result = scripted.simulate_post(f"/jobs/{COMPLETE}/replay", body=body, headers=headers)
+        assert (result.status_code, result.json) == (202, {"job_id": REPLAYED, "status": "queued"}), result.text
+        assert result.headers["location"] == f"/jobs/{REPLAYED}"
+        _check(result, "/jobs/{job_id}/replay", "post")
+
+
+def test_a_replay_the_job_refuses_answers_409_and_a_hidden_job_404_in_the_error_shape(
+    scripted: falcon.testing.TestClient,
+) -> None:
+    conflict = scripted.simulate_post(f"/jobs/{CONFLICT}/replay", headers=AUTH)
+    assert conflict.json == {
+        "error": {"status": 409, "message": f"job {CONFLICT} has no rejected rows to replay", "field": None}
+    }
+    _check(conflict, "/jobs/{job_id}/replay", "post")
+    hidden = scripted.simulate_post(f"/jobs/{JOB_ID}/replay", headers=AUTH)
+    assert hidden.json == {"error": {"status": 404, "message": f"no job {JOB_ID}", "field": None}}
+    _check(hidden, "/jobs/{job_id}/replay", "post")
+
+
+def test_a_replay_answers_503_while_the_customer_database_is_unreachable_and_keeps_its_name_in_the_log(
+    unreachable_customer: falcon.testing.TestClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.WARNING, logger="service.rest"):
+        result = unreachable_customer.simulate_post(f"/jobs/{JOB_ID}/replay", headers=AUTH)
+    assert result.json == {
+        "error": {"status": 503, "message": "the customer database is unavailable; try again shortly", "field": None}
+    }
+    _check(result, "/jobs/{job_id}/replay", "post")
     assert JOB_ID in caplog.text and "unreachable" in caplog.text
     assert PASSWORD not in caplog.text and PASSWORD not in result.text
