@@ -448,6 +448,7 @@ class Product:
         "_coercers",
         "_compilable",
         "_fast",
+        "_alone",
         "_full",
         "_order",
         "_plans",
@@ -480,6 +481,13 @@ class Product:
         self._order = {field: index for index, field in enumerate(self.fields)}
         self._fast = compile_fast(schema)
         self._full = full_validator(schema)
+        # Each property alone, for explaining a rejected record cheaply (see _explain); None
+        # when a property cannot stand alone (a $ref into the schema's definitions...).
+        self._alone: dict[str, Any] | None
+        try:
+            self._alone = {field: _alone(prop) for field, prop in properties.items()}
+        except Exception:  # fastjsonschema and jsonschema raise their own kinds
+            self._alone = None
         self._compilable = _compilable(schema)
         # Field order of a record (its keys, in order) -> generated functions, or None: no fast path.
         self._plans: dict[tuple[Any, ...], _Plan | None] = {}
@@ -618,6 +626,17 @@ class Product:
 
     def reference_check(self, source_row: int, raw: dict[str, Any]) -> tuple[dict[str, Any] | None, list[RowError]]:
         """What check answers, the slow way: the coercers, fastjsonschema, and jsonschema's messages."""
+        data, failed = self.coerce(raw)
+        if failed is None:
+            try:
+                self._fast(data)
+                return data, []
+            except fastjsonschema.JsonSchemaException as exc:
+                return None, self._explain(source_row, data, {}, str(exc))
+        return None, self._explain(source_row, data, failed, "")
+
+    def coerce(self, raw: dict[str, Any]) -> tuple[dict[str, Any], dict[str, str] | None]:
+        """Coerce each cell: (the data, the coercion message of each field that failed or None)."""
         data: dict[str, Any] = {}
         failed: dict[str, str] | None = None
         coercers = self._coercers
@@ -636,16 +655,38 @@ class Product:
                 continue
             if value is not ABSENT:
                 data[name] = value
-        if failed is None:
-            try:
-                self._fast(data)
-                return data, []
-            except fastjsonschema.JsonSchemaException as exc:
-                return None, self._explain(source_row, data, {}, str(exc))
-        return None, self._explain(source_row, data, failed, "")
+        return data, failed
 
     def _explain(self, source_row: int, data: dict[str, Any], failed: dict[str, str], verdict: str) -> list[RowError]:
-        """List every problem of a rejected record, in field order."""
+        """List every problem of a rejected record, in field order: what `explain_fully` says, cheaper.
+
+        jsonschema walks every property of the record to build its messages (about 80 us a
+        row). When the record has every required field and no unknown one, only properties
+        can be wrong: each present one is checked alone by its compiled validator (about
+        1 us), and jsonschema explains just those that fail.
+        """
+        alone = self._alone
+        missing = any(field not in data and field not in failed for field in self.required)
+        if alone is None or missing or any(field not in self._order for field in data):
+            return self.explain_fully(source_row, data, failed, verdict)
+        found = dict(failed)
+        for field, value in data.items():
+            fast, full = alone[field]
+            try:
+                fast({field: value})
+            except fastjsonschema.JsonSchemaException:
+                for error in full.iter_errors({field: value}):
+                    for name, message in self._messages(error, data):
+                        found.setdefault(name, message)
+        if len(found) == len(failed) and not failed:
+            return self.explain_fully(source_row, data, failed, verdict)  # nothing found: ask the whole schema
+        ordered = sorted(found.items(), key=lambda item: self._order.get(item[0], len(self._order)))
+        return [RowError(source_row, field or None, message) for field, message in ordered]
+
+    def explain_fully(
+        self, source_row: int, data: dict[str, Any], failed: dict[str, str], verdict: str
+    ) -> list[RowError]:
+        """List every problem of a rejected record, in field order, with jsonschema on the whole record."""
         found = dict(failed)  # field (or "" for the record) -> message
         for error in self._full.iter_errors(data):
             for field, message in self._messages(error, data):
@@ -672,6 +713,27 @@ class Product:
             yield field, _describe(error, field)
         else:
             yield "", error.message
+
+
+def _alone(prop: dict[str, Any]) -> tuple[Callable[[dict[str, Any]], Any], Draft7Validator]:
+    """The fast and the explaining validator of an object schema with this one property."""
+    schema = {"type": "object", "properties": {"_": prop}}
+    fast, full = compile_fast(schema), full_validator(schema)
+
+    def rename(value: dict[str, Any]) -> Any:
+        return fast({"_": next(iter(value.values()))})
+
+    class Renamed:
+        """full_validator under the field's own name, so error paths name the field."""
+
+        def iter_errors(self, value: dict[str, Any]) -> Iterator[ValidationError]:
+            ((field, item),) = value.items()
+            for error in full.iter_errors({"_": item}):
+                error.path.popleft()
+                error.path.appendleft(field)
+                yield error
+
+    return rename, Renamed()  # type: ignore[return-value]
 
 
 def _check_supported(schema: Any) -> None:

@@ -663,3 +663,33 @@ def test_endlessly_varying_field_orders_stop_growing_the_plans_but_stay_correct(
         assert_hot_path_agrees(product, raw)
     assert len(product._plans) == limit
     assert product.fast_data(raw) is None  # past the limit, a new order takes the slow path
+
+
+# --- explaining a rejected record: the cheap way says what jsonschema on the whole record says
+
+
+@pytest.mark.parametrize("name", PRODUCTS)
+@SETTINGS
+@given(data=st.data())
+def test_the_cheap_explanation_of_a_rejected_record_is_the_full_one(name: str, data: st.DataObject) -> None:
+    product = REGISTRY.get(name)
+    raw = data.draw(record_for(name, raw_cell))
+    coerced, failed = product.coerce(raw)
+    if failed is None and product._full.is_valid(coerced):
+        return
+    cheap = product._explain(3, coerced, failed or {}, "verdict")
+    assert cheap == product.explain_fully(3, coerced, failed or {}, "verdict"), raw
+
+
+@pytest.mark.parametrize("name", PRODUCTS)
+def test_the_cheap_explanation_agrees_on_every_grid_value_of_every_field(name: str) -> None:
+    product = REGISTRY.get(name)
+    base = {field: "x" for field in product.required}
+    for field in [*product.fields, "unknown_column"]:
+        for value in GRID_VALUES:
+            coerced, failed = product.coerce({**base, field: value})
+            if failed is None and product._full.is_valid(coerced):
+                continue
+            assert product._explain(1, coerced, failed or {}, "v") == product.explain_fully(
+                1, coerced, failed or {}, "v"
+            )
