@@ -126,12 +126,7 @@ class CustomerStore:
         with self._transaction() as cur:
             if not _exists(cur, "import_service.rejects"):
                 return
-        try:
-            conn = connect(self._dsn)
-        except psycopg2.OperationalError as exc:
-            raise CustomerDBUnavailable(
-                f"customer database {database_name(self._dsn)!r} is unreachable: {describe(exc)}"
-            ) from None
+        conn = self._connect()
         try:
             with conn, conn.cursor(name="rejects") as cur:
                 cur.itersize = 2000
@@ -143,11 +138,22 @@ class CustomerStore:
                 for source_row, cells, errors in cur:
                     yield Reject(source_row, json.loads(cells), errors)
         except (psycopg2.OperationalError, psycopg2.InterfaceError) as exc:
-            raise CustomerDBUnavailable(
-                f"customer database {database_name(self._dsn)!r} failed: {describe(exc)}"
-            ) from None
+            raise self._failed(exc) from None
         finally:
             conn.close()
+
+    def _connect(self) -> Any:
+        """A fresh connection; an unreachable database becomes CustomerDBUnavailable."""
+        try:
+            return connect(self._dsn)
+        except psycopg2.OperationalError as exc:
+            raise CustomerDBUnavailable(
+                f"customer database {database_name(self._dsn)!r} is unreachable: {describe(exc)}"
+            ) from None
+
+    def _failed(self, exc: Exception) -> CustomerDBUnavailable:
+        """A dropped connection or a failing server, as the retryable error jobs wait on."""
+        return CustomerDBUnavailable(f"customer database {database_name(self._dsn)!r} failed: {describe(exc)}")
 
     @contextmanager
     def _transaction(self, still_running: Callable[[], bool] | None = None) -> Iterator[Any]:
@@ -156,12 +162,7 @@ class CustomerStore:
         With `still_running`, a watcher cancels the statement in progress once it says False,
         and the transaction ends in JobCancelled.
         """
-        try:
-            conn = connect(self._dsn)
-        except psycopg2.OperationalError as exc:
-            raise CustomerDBUnavailable(
-                f"customer database {database_name(self._dsn)!r} is unreachable: {describe(exc)}"
-            ) from None
+        conn = self._connect()
         cancelled = threading.Event()
         done = threading.Event()
         watcher = None
@@ -178,9 +179,7 @@ class CustomerStore:
                 f"customer database {database_name(self._dsn)!r} cancelled a statement"
             ) from None
         except (psycopg2.OperationalError, psycopg2.InterfaceError) as exc:
-            raise CustomerDBUnavailable(
-                f"customer database {database_name(self._dsn)!r} failed: {describe(exc)}"
-            ) from None
+            raise self._failed(exc) from None
         except psycopg2.Error as exc:
             # The database answered but refused (a table of another shape, no permission...):
             # retrying will not help, the customer must act.
