@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import datetime
 import io
-import json
 import logging
 import time
 from collections.abc import Callable, Iterator
@@ -30,7 +29,7 @@ from service.errors import (
     RowError,
 )
 from service.jobs import ChunkWork, Counts, Job, JobStore
-from service.products import Product, ProductRegistry
+from service.products import Product, ProductRegistry, encode_json
 from service.store import CustomerStore
 
 log = logging.getLogger(__name__)
@@ -368,12 +367,12 @@ def reject_line(job_id: str, record: formats.Record, errors: list[RowError]) -> 
     """One COPY line of an invalid row: job, row, its cells as read (as text) and its errors."""
     cells = record.cells
     kept: list[str] | dict[str, str] = (
-        {key: cell_text(value) for key, value in cells.items()}
+        {key: value if value.__class__ is str else cell_text(value) for key, value in cells.items()}
         if isinstance(cells, dict)
-        else [cell_text(value) for value in cells]
+        else [value if value.__class__ is str else cell_text(value) for value in cells]
     )
     problems = [{"field": e.field, "message": e.message} for e in errors]
-    fields = (json.dumps(kept, ensure_ascii=False), json.dumps(problems, ensure_ascii=False))
+    fields = (encode_json(kept), encode_json(problems))
     return f"{job_id}\t{record.source_row}\t{copy_escape(fields[0])}\t{copy_escape(fields[1])}\n".encode()
 
 

@@ -693,3 +693,40 @@ def test_the_cheap_explanation_agrees_on_every_grid_value_of_every_field(name: s
             assert product._explain(1, coerced, failed or {}, "v") == product.explain_fully(
                 1, coerced, failed or {}, "v"
             )
+
+
+# Keyword order decides which message a field gets when a value fails two keywords, and
+# exclusive limits are not worded by _sentence: the cheap path must follow jsonschema in both.
+ORDERED = {
+    "type": "object",
+    "properties": {
+        "code": {"type": "string", "pattern": "^[a-z]+$", "minLength": 3, "maxLength": 5},
+        "name": {"type": "string", "maxLength": 4, "minLength": 2, "pattern": "^[A-Z]", "enum": ["Ab", "ABCDE"]},
+        "n": {"type": "integer", "maximum": 10, "exclusiveMinimum": 0},
+        "x": {"type": "number", "exclusiveMaximum": 1.5, "minimum": -2},
+        "day": {"type": "string", "format": "date", "maxLength": 8},
+    },
+    "required": ["code"],
+    "additionalProperties": False,
+}
+
+
+@pytest.mark.parametrize("order", [1, -1])
+def test_the_cheap_explanation_follows_the_keyword_order_and_exclusive_limits(order: int) -> None:
+    properties = {
+        field: dict(list(prop.items())[:1] + list(prop.items())[1:][::order])
+        for field, prop in ORDERED["properties"].items()
+    }
+    product = Product("ordered", {**ORDERED, "properties": properties})
+    values = [*GRID_VALUES, "A", "AB", "ab", "abcdef", "ABCDEF", "a1", "2024-01-01", "20240101x", 0, 10, 11, 1.5, -3]
+    explained = 0
+    for field in properties:
+        for value in values:
+            raw = {"code": "abc", field: value}
+            coerced, failed = product.coerce(raw)
+            if failed is None and product._full.is_valid(coerced):
+                continue
+            explained += 1
+            cheap = product._explain(1, coerced, failed or {}, "v")
+            assert cheap == product.explain_fully(1, coerced, failed or {}, "v"), raw
+    assert explained > 40
