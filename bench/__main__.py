@@ -4,7 +4,8 @@ Generates a deterministic users CSV (and a twin with 10% of its rows changed), C
 records as JSONB into a plain table for the baseline, then on one set of real `dramatiq
 actors` worker processes (as many threads each as the configuration gives) and one fresh
 customer database: appends the file, upserts it again (all unchanged), upserts the twin,
-and undoes those jobs newest first. Prints one table.
+and undoes those jobs newest first. With invalid rows, it also downloads the append job's
+rejects.csv through a real gunicorn REST server. Prints one table.
 """
 
 from __future__ import annotations
@@ -103,6 +104,13 @@ def report(
     print(f"{'enqueue -> first rows inserted':<30}{result.first_rows_seconds:>10.2f} s")
     for run in result.runs:
         print(_run_line(run, copy_rate))
+    if result.download is not None:
+        got = result.download
+        print(f"{'rejects.csv download':<30}{got.seconds:>10.2f} s{got.rows:>10,} rows{got.size / MB:>8.1f} MiB")
+        print(
+            f"{'REST worker peak RSS':<30}{got.rss_before / MB:>10.1f} -> {got.rss_after / MB:.1f} MiB"
+            " (before -> after the download)"
+        )
     for i, peak in enumerate(peaks):
         print(f"{'worker ' + str(i + 1) + ' peak RSS':<30}{peak / MB:>10.1f} MiB (whole session)")
     growth = (

@@ -3,14 +3,20 @@
 append (the file into an empty table), upsert (the same file again: all unchanged), upsert10
 (a twin with 10% of rows changed), undo (those jobs, newest first). Each run checks its job's
 counts and the table, and stops the bench with a message when something is not as it must be.
+When the file has invalid rows, the append job's rejects.csv is also downloaded through a real
+gunicorn REST server (started as `make serve` starts it), timed and checked row by row.
 """
 
 from __future__ import annotations
 
+import csv
+import http.client
 import json
 import os
 import signal
+import socket
 import subprocess
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -20,7 +26,7 @@ from typing import IO, Any
 import psutil
 import psycopg2
 
-from bench.data import Files
+from bench.data import HEADER, Files
 from service import control
 from service.config import PROJECT_ROOT, Config
 from service.errors import ImportServiceError
@@ -29,6 +35,7 @@ from service.messages import dispatch
 from service.pipeline import Services
 from service.products import ProductRegistry
 from service.requests import EnqueueRequest, enqueue
+from service.serve import commands
 from service.supervisor import worker_command
 
 MODES = ("append", "upsert", "upsert10", "undo")
@@ -36,6 +43,10 @@ APP_TABLES = ("dramatiq.queue", "import_jobs", "import_logs", "import_chunks")
 POLL_SECONDS = 0.05
 RUN_LIMIT_SECONDS = 3600.0  # a run still going after this long is reported as stuck
 PURGE_WAIT_SECONDS = 75  # the sweep purges acked messages a minute after they finish
+REST_START_SECONDS = 60.0  # gunicorn builds the app (and migrates) in the master before it answers
+REST_STOP_SECONDS = 40.0  # over gunicorn.conf.py's graceful_timeout of 25 s
+READ_TIMEOUT_SECONDS = 120.0  # no byte of the download for this long: the server is stuck
+READ_CHUNK = 64 * 1024
 COUNTS = ("rows_inserted", "rows_updated", "rows_unchanged", "rows_duplicate", "rows_deleted", "rows_invalid")
 
 
@@ -50,12 +61,24 @@ class Run:
 
 
 @dataclass
+class Download:
+    """The append job's rejects.csv fetched over HTTP: time, data rows, body bytes, REST worker peak RSS."""
+
+    seconds: float
+    rows: int
+    size: int
+    rss_before: int
+    rss_after: int
+
+
+@dataclass
 class Results:
     """Everything the report prints besides the COPY baseline."""
 
     append: Run
     first_rows_seconds: float
     runs: list[Run] = field(default_factory=list)
+    download: Download | None = None
     growth_job: int = 0
     growth_all: int = 0
     growth_purged: int = 0
@@ -103,13 +126,15 @@ class Session:
     def __init__(self, config: Config, app: str, customer: str, blob_root: Path, processes: int, threads: int) -> None:
         migrate(app)
         self.app, self.customer = app, customer
-        map_path = blob_root.parent / "customer_map.json"
+        self.work = blob_root.parent
+        map_path = self.work / "customer_map.json"
         map_path.write_text(json.dumps({"bench": customer}))
         env = {k: v for k, v in os.environ.items() if k not in ("CONFIG_PATH", "CONFIG_ENV")}
         env.update(APP_DB_DSN=app, CUSTOMER_MAP_PATH=str(map_path), BLOB_ROOT=str(blob_root))
+        self.env = env  # what a REST server of this session runs with too
         # The same command and WORKER_CONCURRENCY as `importctl worker` (make serve) gives.
         command, env = worker_command(processes, threads, env)
-        self.log_path = blob_root.parent / "workers.log"
+        self.log_path = self.work / "workers.log"
         self._log: IO[bytes] = self.log_path.open("wb")
         self.master = subprocess.Popen(
             command, env=env, cwd=PROJECT_ROOT, start_new_session=True, stdout=self._log, stderr=subprocess.STDOUT
@@ -171,6 +196,8 @@ def run_all(session: Session, files: Files, modes: set[str]) -> Results:
     append, job, first = import_file(session, files.original, "append", {}, expect)
     results = Results(append, first)
     results.growth_job = app_db_bytes(session.app) - before
+    if invalid:
+        results.download = download_rejects(session, job)
     undos: list[tuple[Job, str]] = []
     if "upsert" in modes:
         expect = {"rows_unchanged": files.valid, "rows_invalid": invalid}
@@ -263,6 +290,168 @@ def undo_job(session: Session, job: Job, label: str, owner: str, table_after: in
     how = "by a worker" if not complete else "in the call"
     counts = f"{how}; table now {total:,} rows; {said[-1] if said else 'no undo log line'}"
     return Run(label, elapsed, written, counts)
+
+
+class RestServer:
+    """`gunicorn service.rest:app` as `make serve` runs it (gunicorn.conf.py, default workers), on a free port.
+
+    It runs in its own process group, with the session's environment (its app DB and customer
+    map, no API tokens), until stop() or the end of the `with` block, whatever ended it.
+    """
+
+    def __init__(self, env: dict[str, str], log_path: Path) -> None:
+        self.host, self.port = "127.0.0.1", free_port()
+        self.log_path = log_path
+        self._log: IO[bytes] = log_path.open("wb")
+        command = commands(Path(sys.executable).parent, f"{self.host}:{self.port}")["rest"]
+        self.master = subprocess.Popen(
+            command, env=env, cwd=PROJECT_ROOT, start_new_session=True, stdout=self._log, stderr=subprocess.STDOUT
+        )
+        try:
+            self._wait_ready()
+        except BaseException:
+            self.stop()
+            raise
+
+    def __enter__(self) -> RestServer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def connection(self, timeout: float = READ_TIMEOUT_SECONDS) -> http.client.HTTPConnection:
+        """A new HTTP connection to the server."""
+        return http.client.HTTPConnection(self.host, self.port, timeout=timeout)
+
+    def _wait_ready(self) -> None:
+        """Until GET /readyz answers 200 (the worker serves, the app DB answers); else stop the bench."""
+        deadline = time.monotonic() + REST_START_SECONDS
+        problem = "no answer yet"
+        while time.monotonic() < deadline:
+            code = self.master.poll()
+            if code is not None:
+                raise SystemExit(f"bench: the REST server exited at start (code {code}); its output: {self.log_path}")
+            conn = self.connection(timeout=5)
+            try:
+                conn.request("GET", "/readyz")
+                response = conn.getresponse()
+                response.read()
+                if response.status == 200:
+                    return
+                problem = f"GET /readyz answered {response.status}"
+            except (OSError, http.client.HTTPException) as exc:
+                problem = f"GET /readyz: {exc!r}"
+            finally:
+                conn.close()
+            time.sleep(0.2)
+        raise SystemExit(
+            f"bench: the REST server is not ready after {REST_START_SECONDS:.0f} s ({problem}); "
+            f"its output: {self.log_path}"
+        )
+
+    def stop(self) -> None:
+        """SIGTERM to the whole process group, SIGKILL if it has not ended in time.
+
+        A master that died already needs nothing: its workers exit when they see it gone."""
+        try:
+            if self.master.poll() is None:
+                os.killpg(self.master.pid, signal.SIGTERM)
+                try:
+                    self.master.wait(timeout=REST_STOP_SECONDS)
+                except subprocess.TimeoutExpired:
+                    os.killpg(self.master.pid, signal.SIGKILL)
+                    self.master.wait()
+        except ProcessLookupError:
+            pass
+        finally:
+            self._log.close()
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 nothing listens on now."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def download_rejects(session: Session, job: Job) -> Download:
+    """GET /jobs/<id>/rejects.csv of the append job through a real REST server, timed; then check the file.
+
+    The body goes to a file as it arrives (counting bytes and line ends only, so the client
+    takes little CPU from the server), and is parsed as CSV afterwards: one data row per
+    invalid row, in source_row order, each with its errors. The REST workers' peak RSS
+    (VmHWM) is read once the server is ready and again after the download.
+    """
+    target = session.work / "rejects.csv"
+    with RestServer(session.env, session.work / "rest.log") as rest:
+        rss = PeakRss(rest.master.pid)
+        rss.sample()
+        before = max(rss.peaks.values(), default=0)
+        try:
+            started = time.perf_counter()
+            size, lines = fetch(rest, f"/jobs/{job.id}/rejects.csv", target)
+            elapsed = time.perf_counter() - started
+        finally:
+            after = max(rss.stop().values(), default=0)
+        if rest.master.poll() is not None:
+            raise SystemExit(f"bench: the REST server exited during the download; its output: {rest.log_path}")
+    if not before or not after:
+        raise SystemExit(f"bench: no gunicorn worker process found to read the RSS of; its output: {rest.log_path}")
+    rows = check_rejects_csv(target, job, lines)
+    target.unlink()
+    return Download(elapsed, rows, size, before, after)
+
+
+def fetch(rest: RestServer, path: str, target: Path) -> tuple[int, int]:
+    """GET path into target: (body bytes, line ends); stops the bench on any status but 200 or a cut body."""
+    conn = rest.connection()
+    try:
+        conn.request("GET", path)
+        response = conn.getresponse()
+        if response.status != 200:
+            text = response.read(2000).decode("utf-8", "replace")
+            raise SystemExit(
+                f"bench: GET {path} answered {response.status}: {text}\nREST server output: {rest.log_path}"
+            )
+        size = lines = 0
+        with target.open("wb") as out:
+            while chunk := response.read(READ_CHUNK):
+                out.write(chunk)
+                size += len(chunk)
+                lines += chunk.count(b"\n")
+        return size, lines
+    except (OSError, http.client.HTTPException) as exc:
+        raise SystemExit(
+            f"bench: GET {path} failed: {exc!r}\nREST server output: {rest.log_path}; what arrived: {target}"
+        ) from None
+    finally:
+        conn.close()
+
+
+def check_rejects_csv(path: Path, job: Job, lines: int) -> int:
+    """The data rows of a downloaded rejects.csv; stops the bench unless they are the job's invalid rows."""
+    expected_header = [*HEADER.strip().split(","), "errors"]
+
+    def wrong(why: str) -> SystemExit:
+        return SystemExit(f"bench: rejects.csv of job {job.id} ({lines:,} line ends): {why}; the file: {path}")
+
+    with path.open(encoding="utf-8", newline="") as source:
+        reader = csv.reader(source)
+        header = next(reader, None)
+        if header != expected_header:
+            raise wrong(f"header {header}, must be {expected_header}")
+        rows, last = 0, 0
+        for row in reader:
+            rows += 1
+            if len(row) != len(expected_header) or not row[-1]:
+                raise wrong(f"data row {rows} has {len(row)} cells (must be {len(expected_header)}) or no errors")
+            number = int(row[0][1:]) if row[0][:1] == "u" and row[0][1:].isdigit() else -1
+            if number <= last:
+                raise wrong(f"data row {rows} is {row[0]!r}, after u{last}: not in source_row order")
+            last = number
+    if rows != job.rows_invalid:
+        raise wrong(f"{rows:,} data rows, the job has rows_invalid {job.rows_invalid:,}")
+    return rows
 
 
 def app_db_bytes(dsn: str) -> int:
