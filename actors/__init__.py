@@ -44,7 +44,9 @@ def _boot() -> tuple[Config, str]:
 
 
 def sweep_jobs() -> None:
-    """Fail unfinished jobs that no message will move on; finish cleanups; wake stalled turns."""
+    """Send chunks whose turn came unsent; fail unfinished jobs that no message will move on;
+    finish cleanups; wake stalled publish turns."""
+    services().jobs.take_stalled_turns()
     for job in services().jobs.orphaned_jobs(ORPHAN_AFTER_SECONDS):
         pipeline.fail_job(services(), job, "its queued work vanished (a message was lost or deleted); enqueue it again")
     pipeline.sweep_cleanups(services())
@@ -72,7 +74,13 @@ def services() -> pipeline.Services:
     global _services
     with _services_lock:
         if _services is None:
-            jobs = JobStore(APP_DSN, dispatch=dispatch, maxconn=CONFIG.worker_concurrency + 4)
+            jobs = JobStore(
+                APP_DSN,
+                dispatch=dispatch,
+                maxconn=CONFIG.worker_concurrency + 4,
+                chunk_stage=pipeline.VALIDATE,
+                chunks_in_flight=CONFIG.chunks_in_flight,
+            )
             products = ProductRegistry.load(CONFIG.schemas_dir)
             _services = pipeline.Services(CONFIG, jobs, products, APP_DSN)
         return _services
@@ -92,6 +100,9 @@ def should_retry(retries: int, exception: BaseException) -> bool:
 
 
 RETRY: dict[str, Any] = {"retry_when": should_retry, "min_backoff": 500, "max_backoff": 10_000}
+# A worker process runs its prefetched messages lowest number first: a job's own stages
+# (a small job's fetch, parse and publish) before chunks of big jobs already waiting there.
+CHUNK_PRIORITY = 10
 
 
 @dramatiq.actor(actor_name=pipeline.FETCH, queue_name=JOBS_QUEUE, time_limit=600_000, **RETRY)
@@ -107,7 +118,11 @@ def import_parse(job_id: str) -> None:
 
 
 @dramatiq.actor(
-    actor_name=pipeline.VALIDATE, queue_name=CHUNKS_QUEUE, time_limit=pipeline.CHUNK_TIME_LIMIT_SECONDS * 1000, **RETRY
+    actor_name=pipeline.VALIDATE,
+    queue_name=CHUNKS_QUEUE,
+    time_limit=pipeline.CHUNK_TIME_LIMIT_SECONDS * 1000,
+    priority=CHUNK_PRIORITY,
+    **RETRY,
 )
 def import_validate(job_id: str, chunk_no: int) -> None:
     """Validate one chunk and write (or stage, for an atomic job) its valid rows."""

@@ -54,6 +54,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("max_xlsx_bytes", "MAX_XLSX_BYTES", "int", 1 * GiB),
     Setting("log_level", "LOG_LEVEL", "str", "INFO"),
     Setting("undo_retention_days", "UNDO_RETENTION_DAYS", "int", 30),
+    Setting("chunks_in_flight", "CHUNKS_IN_FLIGHT", "int", 8),
 )
 
 
@@ -79,6 +80,8 @@ class Config:
     max_xlsx_bytes: int = 1 * GiB
     log_level: str = "INFO"
     undo_retention_days: int = 30
+    # Chunk messages one customer may have queued or running at once (fair turns, SPEC 15).
+    chunks_in_flight: int = 8
     customers: Mapping[str, str] = field(default_factory=dict)
     tokens: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
 

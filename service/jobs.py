@@ -197,10 +197,18 @@ class JobStore:
     """Jobs, logs and chunk plans in the app DB, over a small thread-safe connection pool."""
 
     def __init__(
-        self, dsn: str, dispatch: Dispatch | None = None, maxconn: int = 8, publish_stage: str = "import_insert"
+        self,
+        dsn: str,
+        dispatch: Dispatch | None = None,
+        maxconn: int = 8,
+        publish_stage: str = "import_insert",
+        chunk_stage: str = "import_validate",
+        chunks_in_flight: int = 8,
     ) -> None:
         self._dsn = dsn
         self._publish_stage = publish_stage
+        self._chunk_stage = chunk_stage
+        self._chunks_in_flight = chunks_in_flight
         self._dispatch = dispatch
         self._maxconn = maxconn
         self._pool: psycopg2.pool.ThreadedConnectionPool | None = None
@@ -344,22 +352,56 @@ class JobStore:
             self._send(cur, sends)
             return True
 
-    def add_chunks(self, job_id: str, chunks: Sequence[tuple[int, int, int, int, int]], stage: str) -> bool:
-        """Record chunks (no, first_row, first_line, start_pos, rows) and send `stage` for each new one.
+    def add_chunks(self, job_id: str, chunks: Sequence[tuple[int, int, int, int, int]]) -> bool:
+        """Record chunks (no, first_row, first_line, start_pos, rows) and send as many chunk
+        messages as the customer's turns allow (see `_take_turns`).
 
         Returns False, recording nothing, when the job is no longer running (cancelled or failed)."""
         with self.transaction() as cur:
-            cur.execute(Q["job_status"], (job_id,))
+            customer_id = self._lock_turns(cur, job_id)
+            cur.execute(Q["job_for_update"], (job_id,))
             row = cur.fetchone()
-            if row is None or row["status"] != "running":
+            if customer_id is None or row is None or row["status"] != "running":
                 return False
-            new: list[int] = []
             for chunk in chunks:
-                cur.execute(Q["insert_chunk"], (job_id, *chunk))
-                if cur.fetchone() is not None:
-                    new.append(chunk[0])
-            self._send(cur, [(stage, (job_id, n)) for n in new])
+                cur.execute(Q["insert_chunk"], (job_id, *chunk))  # a rerun keeps what was sent
+            self._take_turns(cur, customer_id)
             return True
+
+    # -- fair turns: each customer has at most chunks_in_flight chunk messages out (SPEC 15) --
+
+    def _lock_turns(self, cur: Any, job_id: str) -> str | None:
+        """Take the job's customer's turns lock (before any row lock); the customer, None if no job."""
+        cur.execute(Q["job_customer"], (job_id,))
+        row = cur.fetchone()
+        if row is None:
+            return None
+        cur.execute(Q["customer_turns_lock"], (row["customer_id"],))
+        return str(row["customer_id"])
+
+    def _take_turns(self, cur: Any, customer_id: str) -> None:
+        """Send the customer's next chunks while it has fewer than chunks_in_flight out, each
+        from its running job with the fewest out (same transaction, under the turns lock)."""
+        cur.execute(Q["customer_in_flight"], (customer_id,))
+        room = self._chunks_in_flight - int(cur.fetchone()["n"])
+        sends: list[Send] = []
+        for _ in range(room):
+            cur.execute(Q["send_next_chunk"], {"customer": customer_id})
+            row = cur.fetchone()
+            if row is None:
+                break
+            sends.append((self._chunk_stage, (row["job_id"], row["chunk_no"])))
+        self._send(cur, sends)
+
+    def take_stalled_turns(self) -> None:
+        """Send turns of customers with unsent chunks and room for them (a safety net for the sweep)."""
+        with self.transaction() as cur:
+            cur.execute(Q["customers_with_unsent_chunks"])
+            customers = [str(r["customer_id"]) for r in cur.fetchall()]
+        for customer_id in customers:
+            with self.transaction() as cur:
+                cur.execute(Q["customer_turns_lock"], (customer_id,))
+                self._take_turns(cur, customer_id)
 
     def finish_planning(self, job_id: str, chunks_total: int, final_stage: str) -> None:
         """Fix the number of chunks; when all are already done, send the final stage."""
@@ -405,8 +447,10 @@ class JobStore:
     ) -> bool:
         """Count a chunk exactly once, log its row errors up to the job's cap, send the final stage when last.
 
-        Returns False when the job is no longer running (its rows must go)."""
+        Returns False when the job is no longer running (its rows must go). A counted chunk
+        gives its turn to the customer's next chunk (see `_take_turns`)."""
         with self.transaction() as cur:
+            customer_id = self._lock_turns(cur, job_id)
             cur.execute(Q["complete_chunk"], (valid, invalid, job_id, chunk_no))
             if cur.fetchone() is None:
                 # Counted already (a redelivered message), or the job failed or was cancelled
@@ -425,6 +469,8 @@ class JobStore:
                 return False
             if row["chunks_total"] is not None and row["chunks_done"] >= row["chunks_total"]:
                 self._send(cur, [(final_stage, (job_id,))])
+            if customer_id is not None:
+                self._take_turns(cur, customer_id)
             return True
 
     def succeed(self, job_id: str, counts: Counts, message: str, warnings: Sequence[tuple[int, str]] = ()) -> bool:
@@ -443,6 +489,7 @@ class JobStore:
     def fail(self, job_id: str, error: str) -> bool:
         """Mark the job failed (if it is not finished) and log the reason; wake jobs waiting for it."""
         with self.transaction() as cur:
+            customer_id = self._lock_turns(cur, job_id)
             cur.execute(Q["fail_job"], (error, job_id))
             row = cur.fetchone()
             if row is None:
@@ -450,6 +497,8 @@ class JobStore:
             _insert_logs(cur, job_id, [("error", None, None, error)])
             cur.execute(Q["delete_chunks"], (job_id,))
             self._wake_waiters(cur, row["customer_id"], row["product_type"])
+            if customer_id is not None:
+                self._take_turns(cur, customer_id)  # its chunks out no longer count
             return True
 
     def cancel(self, job_id: str, cleanup_stage: str) -> bool:
@@ -457,6 +506,7 @@ class JobStore:
 
         False when it cannot be cancelled now (it ended, or its publish is committing)."""
         with self.transaction() as cur:
+            customer_id = self._lock_turns(cur, job_id)
             cur.execute(Q["cancel_job"], (job_id,))
             row = cur.fetchone()
             if row is None:
@@ -466,6 +516,8 @@ class JobStore:
             cur.execute(Q["delete_chunks"], (job_id,))
             self._send(cur, [(cleanup_stage, (job_id,))])
             self._wake_waiters(cur, row["customer_id"], row["product_type"])
+            if customer_id is not None:
+                self._take_turns(cur, customer_id)  # its chunks out no longer count
             return True
 
     # -- turns: jobs of one customer and product publish in the order they were enqueued -----

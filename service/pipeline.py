@@ -238,10 +238,10 @@ def parse(services: Services, job: Job) -> None:
         pending.append((planned, cut.first_row, cut.first_line, cut.start, cut.rows))
         planned += 1
         if len(pending) >= CHUNKS_PER_TRANSACTION:
-            if not services.jobs.add_chunks(job.id, pending, VALIDATE):
+            if not services.jobs.add_chunks(job.id, pending):
                 raise JobCancelled(f"job {job.id} is no longer running")
             pending = []
-    if not services.jobs.add_chunks(job.id, pending, VALIDATE):
+    if not services.jobs.add_chunks(job.id, pending):
         raise JobCancelled(f"job {job.id} is no longer running")
     unknown_keys = product.map_keys(keys)[1]
     if unknown_keys:

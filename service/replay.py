@@ -37,7 +37,7 @@ def replay_options(original: Job) -> dict[str, Any]:
 
 def plan(services: Services, job: Job) -> None:
     """The first stage of a replay: map the original header anew, cut the rejects into chunks."""
-    from service.pipeline import INSERT, VALIDATE, map_columns, prepare_tables
+    from service.pipeline import INSERT, map_columns, prepare_tables
 
     original = services.jobs.get(job.replay_of or "")
     if original is None or not original.plan:
@@ -57,7 +57,7 @@ def plan(services: Services, job: Job) -> None:
         for n, part in enumerate(rows[i : i + size] for i in range(0, len(rows), size))
     ]
     for i in range(0, len(chunks), CHUNKS_PER_TRANSACTION):
-        services.jobs.add_chunks(job.id, chunks[i : i + CHUNKS_PER_TRANSACTION], VALIDATE)
+        services.jobs.add_chunks(job.id, chunks[i : i + CHUNKS_PER_TRANSACTION])
     services.jobs.finish_planning(job.id, len(chunks), INSERT)
 
 

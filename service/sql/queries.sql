@@ -60,6 +60,44 @@ VALUES (%s, %s, %s, %s, %s, %s)
 ON CONFLICT (job_id, chunk_no) DO NOTHING
 RETURNING chunk_no;
 
+-- name: customer_turns_lock
+-- Serialises the sending of one customer's chunks (fair turns, SPEC 15): taken before any
+-- row lock by every transaction that plans or completes a chunk of the customer.
+SELECT pg_advisory_xact_lock(hashtext('import-service:chunks:' || %s));
+
+-- name: customer_in_flight
+-- Chunk messages of the customer's running jobs that are queued or running.
+SELECT coalesce(sum(greatest(chunks_sent - chunks_done, 0)), 0)::integer AS n
+FROM import_jobs WHERE customer_id = %s AND status = 'running';
+
+-- name: send_next_chunk
+-- The customer's next turn: the lowest unsent chunk of its running job with the fewest
+-- chunks in flight (the earliest job on a tie), marked sent.
+WITH job AS (
+    SELECT j.id FROM import_jobs j
+    WHERE j.customer_id = %(customer)s AND j.status = 'running'
+      AND EXISTS (SELECT 1 FROM import_chunks c WHERE c.job_id = j.id AND NOT c.sent)
+    ORDER BY j.chunks_sent - j.chunks_done, j.created_at
+    LIMIT 1
+), chunk AS (
+    SELECT c.job_id, c.chunk_no FROM import_chunks c JOIN job ON c.job_id = job.id
+    WHERE NOT c.sent ORDER BY c.chunk_no LIMIT 1
+), marked AS (
+    UPDATE import_chunks c SET sent = true FROM chunk
+    WHERE c.job_id = chunk.job_id AND c.chunk_no = chunk.chunk_no
+    RETURNING c.job_id, c.chunk_no
+)
+UPDATE import_jobs j SET chunks_sent = j.chunks_sent + 1 FROM marked
+WHERE j.id = marked.job_id
+RETURNING marked.job_id::text AS job_id, marked.chunk_no;
+
+-- name: customers_with_unsent_chunks
+SELECT DISTINCT j.customer_id FROM import_jobs j
+WHERE j.status = 'running' AND EXISTS (SELECT 1 FROM import_chunks c WHERE c.job_id = j.id AND NOT c.sent);
+
+-- name: job_customer
+SELECT customer_id, status FROM import_jobs WHERE id = %s;
+
 -- name: finish_planning
 UPDATE import_jobs SET chunks_total = %s, updated_at = now()
 WHERE id = %s AND status = 'running'
@@ -143,6 +181,12 @@ WHERE j.status IN ('queued', 'running') AND NOT j.waiting
   AND NOT EXISTS (
       SELECT 1 FROM dramatiq.queue q
       WHERE q.state IN ('queued', 'consumed') AND q.message -> 'args' ->> 0 = j.id::text)
+  -- A job whose chunks wait for their turn is moved on by its customer's other chunks,
+  -- unless none of them has a live message either.
+  AND NOT (EXISTS (SELECT 1 FROM import_chunks c WHERE c.job_id = j.id AND NOT c.sent)
+           AND EXISTS (SELECT 1 FROM dramatiq.queue q JOIN import_jobs o ON q.message -> 'args' ->> 0 = o.id::text
+                       WHERE q.state IN ('queued', 'consumed') AND o.customer_id = j.customer_id
+                         AND o.status = 'running'))
 LIMIT 100;
 
 -- name: cleanups_due

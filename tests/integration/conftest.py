@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from service import blob
-from service.config import Config, load_customer_map
+from service.config import SETTINGS, Config, load_customer_map
 from service.jobs import Job, JobStore, migrate
 from service.messages import JOBS_QUEUE, dispatch
 from service.products import ProductRegistry
@@ -136,9 +136,15 @@ def pipeline(databases: Databases, tmp_path_factory: pytest.TempPathFactory) -> 
 
 
 def make_pipeline(
-    databases: Databases, tmp_path_factory: pytest.TempPathFactory, names: list[str], schemas_dir: Path | None = None
+    databases: Databases,
+    tmp_path_factory: pytest.TempPathFactory,
+    names: list[str],
+    schemas_dir: Path | None = None,
+    overrides: dict[str, Any] | None = None,
 ) -> Iterator[Pipeline]:
-    """A Pipeline whose customers (each with a fresh database) are `names` (and products, schemas_dir's)."""
+    """A Pipeline whose customers (each with a fresh database) are `names` (and products, schemas_dir's).
+
+    overrides: settings by their config name, for the workers (their environment) and this process alike."""
     app = databases.create("app")
     customers = {name: databases.create(name) for name in names}
     root = tmp_path_factory.mktemp("blobs")
@@ -160,8 +166,11 @@ def make_pipeline(
         max_logged_errors=5,
         worker_concurrency=2,
     )
+    by_name = {setting.key: setting.env for setting in SETTINGS}
+    settings.update({by_name[name]: str(value) for name, value in (overrides or {}).items()})
+    config = config.with_(**(overrides or {}))
     env = pipeline_env(app, map_path, root, **settings)
-    jobs = JobStore(app, dispatch=dispatch)
+    jobs = JobStore(app, dispatch=dispatch, chunks_in_flight=config.chunks_in_flight)
     workers = start_workers(env)
     pipeline = Pipeline(
         config, jobs, ProductRegistry.load(config.schemas_dir), app, customers, env, workers.pid, workers
