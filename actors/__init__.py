@@ -126,7 +126,7 @@ def import_parse(job_id: str) -> None:
 )
 def import_validate(job_id: str, chunk_no: int) -> None:
     """Validate one chunk and write (or stage, for an atomic job) its valid rows."""
-    pipeline.run_stage(services(), pipeline.validate, job_id, chunk_no)
+    pipeline.run_chunk(services(), job_id, chunk_no)
 
 
 @dramatiq.actor(actor_name=pipeline.INSERT, queue_name=JOBS_QUEUE, time_limit=3_600_000, **RETRY)

@@ -142,6 +142,9 @@ class ChunkWork:
     crashes: int
 
 
+_CHUNK_FIELDS = ("first_row", "first_line", "start_pos", "row_count", "attempts", "crashes")
+
+
 @dataclass(frozen=True)
 class LogLine:
     """A row of import_logs."""
@@ -327,13 +330,6 @@ class JobStore:
 
     # -- pipeline state ----------------------------------------------------------------
 
-    def start(self, job_id: str) -> Job | None:
-        """Mark the job running (idempotent); None when it is already finished or unknown."""
-        with self.transaction() as cur:
-            cur.execute(Q["start_job"], (job_id,))
-            row = cur.fetchone()
-        return Job.from_row(row) if row else None
-
     def save_plan(
         self,
         job_id: str,
@@ -352,20 +348,37 @@ class JobStore:
             self._send(cur, sends)
             return True
 
-    def add_chunks(self, job_id: str, chunks: Sequence[tuple[int, int, int, int, int]]) -> bool:
+    def add_chunks(
+        self,
+        job_id: str,
+        chunks: Sequence[tuple[int, int, int, int, int]],
+        *,
+        plan: dict[str, Any] | None = None,
+        lines: Sequence[tuple[str, str]] = (),
+        total: int | None = None,
+        final_stage: str = "import_insert",
+    ) -> bool:
         """Record chunks (no, first_row, first_line, start_pos, rows) and send as many chunk
-        messages as the customer's turns allow (see `_take_turns`).
+        messages as the customer's turns allow (see `_take_turns`), in one transaction.
 
-        Returns False, recording nothing, when the job is no longer running (cancelled or failed)."""
+        With `plan`, the file's layout is saved first (the chunks' messages need it); `lines`
+        are (level, message) lines for the job's log; with `total`, planning ends there (see
+        finish_planning). Returns False,
+        recording nothing, when the job is no longer running (cancelled or failed)."""
         with self.transaction() as cur:
             customer_id = self._lock_turns(cur, job_id)
             cur.execute(Q["job_for_update"], (job_id,))
             row = cur.fetchone()
             if customer_id is None or row is None or row["status"] != "running":
                 return False
+            if plan is not None:
+                cur.execute(Q["save_plan"], (psycopg2.extras.Json(plan), job_id))
+            _insert_logs(cur, job_id, [(level, None, None, message) for level, message in lines])
             for chunk in chunks:
                 cur.execute(Q["insert_chunk"], (job_id, *chunk))  # a rerun keeps what was sent
             self._take_turns(cur, customer_id)
+            if total is not None:
+                self._finish_planning(cur, job_id, total, final_stage)
             return True
 
     # -- fair turns: each customer has at most chunks_in_flight chunk messages out (SPEC 15) --
@@ -404,31 +417,39 @@ class JobStore:
                 self._take_turns(cur, customer_id)
 
     def finish_planning(self, job_id: str, chunks_total: int, final_stage: str) -> None:
-        """Fix the number of chunks; when all are already done, send the final stage."""
+        """Fix the number of chunks (the planning stage ends); when all are already done, send the final stage."""
         with self.transaction() as cur:
-            cur.execute(Q["finish_planning"], (chunks_total, job_id))
-            row = cur.fetchone()
-            if row and row["chunks_done"] >= row["chunks_total"]:
-                self._send(cur, [(final_stage, (job_id,))])
+            self._finish_planning(cur, job_id, chunks_total, final_stage)
 
-    def begin_chunk(self, job_id: str, chunk_no: int) -> ChunkWork | None:
-        """Count an attempt at a chunk; None when the chunk is done or the job is not running."""
+    def _finish_planning(self, cur: Any, job_id: str, chunks_total: int, final_stage: str) -> None:
+        cur.execute(Q["finish_planning"], (chunks_total, job_id))
+        row = cur.fetchone()
+        if row and row["chunks_done"] >= row["chunks_total"]:
+            self._send(cur, [(final_stage, (job_id,))])
+
+    def begin_chunk(self, job_id: str, chunk_no: int) -> tuple[Job, ChunkWork] | None:
+        """Count an attempt at a chunk: (its job, the chunk); None when the chunk is done or the
+        job is not running."""
         with self.transaction() as cur:
             cur.execute(Q["begin_chunk"], (job_id, chunk_no))
             row = cur.fetchone()
-        return ChunkWork(job_id=job_id, chunk_no=chunk_no, **row) if row else None
+        if row is None:
+            return None
+        work = ChunkWork(job_id=job_id, chunk_no=chunk_no, **{k: row[k] for k in _CHUNK_FIELDS})
+        return Job.from_row(row), work
 
     def end_chunk_attempt(self, job_id: str, chunk_no: int) -> None:
         """Note that an attempt at a chunk ended (in any way but the worker dying)."""
         with self.transaction() as cur:
             cur.execute(Q["end_chunk_attempt"], (job_id, chunk_no))
 
-    def enter_stage(self, job_id: str, stage: str) -> int | None:
-        """Mark a job-level stage as running; return how often it died before, None if not running."""
+    def enter_stage(self, job_id: str, stage: str, start: bool = False) -> tuple[Job, int] | None:
+        """Mark a job-level stage as running (with start, a queued job starts): (the job, how
+        often this stage died before); None when the job is not running (or queued, with start)."""
         with self.transaction() as cur:
-            cur.execute(Q["enter_stage"], {"stage": stage, "id": job_id})
+            cur.execute(Q["enter_stage"], {"stage": stage, "id": job_id, "start": start})
             row = cur.fetchone()
-        return int(row["stage_crashes"]) if row else None
+        return (Job.from_row(row), int(row["stage_crashes"])) if row else None
 
     def leave_stage(self, job_id: str, stage: str) -> None:
         """Note that a job-level stage attempt ended (in any way but the worker dying)."""

@@ -12,6 +12,7 @@ import io
 import logging
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from functools import cached_property
 from pathlib import Path
@@ -69,37 +70,67 @@ class Services:
         return formats.Limits(c.max_file_bytes, c.max_field_bytes, c.max_record_bytes, c.max_xlsx_bytes)
 
 
-def run_stage(services: Services, stage: Callable[..., None], job_id: str, *args: Any) -> None:
-    """Run one stage for a running job: bad files fail the job, an unreachable customer DB is retried."""
-    job = services.jobs.start(job_id) if stage in (fetch, replay) else services.jobs.get(job_id)
-    if job is None or job.status != "running":
-        log.info("job %s: %s skipped, job is %s", job_id, stage.__name__, job.status if job else "unknown")
+def run_stage(services: Services, stage: Callable[..., None], job_id: str) -> None:
+    """Run one job-level stage: bad files fail the job, an unreachable customer DB is retried.
+
+    One transaction loads the job and marks the stage running (the first stage also starts
+    the job). The transaction that ends the stage clears the mark (planning done, succeed,
+    fail, waiting for a turn); only a stage that stops otherwise needs a leave_stage of its own.
+    """
+    entered = services.jobs.enter_stage(job_id, stage.__name__, start=stage in (fetch, replay))
+    if entered is None:
+        log.info("job %s: %s skipped, the job is not running", job_id, stage.__name__)
         return
-    job_level = stage is not validate  # chunks keep their own count, several run at once
-    started = time.perf_counter()
+    job, crashes = entered
+    ended = False
     try:
-        if job_level:
-            crashes = services.jobs.enter_stage(job_id, stage.__name__)
-            if crashes is None:
-                return
+        with _stage_outcome(services, job, stage.__name__):
             if crashes >= MAX_CRASHES:
                 raise JobFailed(f"a worker died {crashes} times while running stage {stage.__name__}; giving up")
-        stage(services, job, *args)
-        log.info("job %s: %s%s done in %.3f s", job_id, stage.__name__, list(args), time.perf_counter() - started)
+            stage(services, job)
+        ended = True  # done, failed or cancelled; not when it raised to be retried
+    finally:
+        if not ended:
+            services.jobs.leave_stage(job_id, stage.__name__)
+
+
+def run_chunk(services: Services, job_id: str, chunk_no: int) -> None:
+    """Run the validate stage of one chunk (see validate), with the errors handled as run_stage does."""
+    begun = services.jobs.begin_chunk(job_id, chunk_no)
+    if begun is None:
+        return  # done already, or the job is not running
+    job, work = begun
+    completed = False
+    try:
+        with _stage_outcome(services, job, f"validate[{chunk_no}]"):
+            if work.crashes >= MAX_CRASHES:
+                last = work.first_row + work.row_count - 1
+                raise JobFailed(f"rows {work.first_row}-{last} made a worker die {work.crashes} times; giving up")
+            completed = validate(services, job, work)
+    finally:
+        if not completed:  # complete_chunk ends the attempt itself
+            services.jobs.end_chunk_attempt(job_id, chunk_no)
+
+
+@contextmanager
+def _stage_outcome(services: Services, job: Job, name: str) -> Iterator[None]:
+    """What a stage's errors do: a bad file fails the job, a cancel stops quietly, an
+    unreachable customer DB is retried (re-raised) until customer_db_retry_seconds."""
+    started = time.perf_counter()
+    try:
+        yield
+        log.info("job %s: %s done in %.3f s", job.id, name, time.perf_counter() - started)
     except JobCancelled:
-        log.info("job %s: %s stopped, the job was cancelled", job_id, stage.__name__)
+        log.info("job %s: %s stopped, the job was cancelled", job.id, name)
     except JobFailed as exc:
         fail_job(services, job, str(exc))
     except CustomerDBUnavailable as exc:
-        waited = services.jobs.mark_unreachable(job_id)
+        waited = services.jobs.mark_unreachable(job.id)
         if waited >= services.config.customer_db_retry_seconds:
             fail_job(services, job, f"{exc} (gave up after {waited:.0f} s)")
             return
-        log.warning("job %s: %s; will retry", job_id, exc)
+        log.warning("job %s: %s; will retry", job.id, exc)
         raise
-    finally:
-        if job_level:
-            services.jobs.leave_stage(job_id, stage.__name__)
 
 
 def fail_job(services: Services, job: Job, error: str) -> None:
@@ -172,9 +203,11 @@ def purge_history(services: Services) -> None:
             log.warning("customer %s: undo history not purged this time: %s", customer_id, exc)
 
 
-def _open_plan(services: Services, job: Job) -> tuple[Path, formats.FileFormat, formats.Header, dict[str, Any]]:
-    """Re-resolve the job's file and check it is the file the plan was made from."""
-    plan = job.plan or {}
+def _open_plan(
+    services: Services, job: Job, layout: dict[str, Any] | None = None
+) -> tuple[Path, formats.FileFormat, formats.Header, dict[str, Any]]:
+    """Re-resolve the job's file and check it is the file the plan (default: the job's) was made from."""
+    plan = layout or job.plan or {}
     path = blob.resolve(job.blob_uri, job.customer_id, services.config.blob_root)
     info = blob.check_regular(path, services.config.max_file_bytes)
     if (info.st_size, info.st_mtime_ns) != (plan["size"], plan["mtime_ns"]):
@@ -198,7 +231,8 @@ def fetch(services: Services, job: Job) -> None:
         "size": info.st_size,
         "mtime_ns": info.st_mtime_ns,
     }
-    services.jobs.save_plan(job.id, plan, warnings, [(PARSE, (job.id,))], notes)
+    lines = [("warning", text) for text in warnings] + [("info", text) for text in notes]
+    _plan_chunks(services, job, plan, lines)  # parse at once: one message less per job
 
 
 def map_columns(product: Product, names: list[str]) -> tuple[list[str | None], list[str], list[str]]:
@@ -223,8 +257,16 @@ def prepare_tables(services: Services, job: Job, product: Product) -> None:
 
 
 def parse(services: Services, job: Job) -> None:
-    """Scan the file once, checking its structure, and cut it into chunks for validation."""
-    path, fmt, header, _ = _open_plan(services, job)
+    """The parse stage of a job fetched by an earlier version (fetch now parses at once)."""
+    _plan_chunks(services, job, None, [])
+
+
+def _plan_chunks(services: Services, job: Job, plan: dict[str, Any] | None, lines: list[tuple[str, str]]) -> None:
+    """Scan the file once, checking its structure, and cut it into chunks for validation.
+
+    The first transaction saves the plan (when given) with the first chunks; a small file's
+    whole planning, log lines included, is that one transaction."""
+    path, fmt, header, _ = _open_plan(services, job, plan)
     product = services.products.get(job.product_type)
     pending: list[tuple[int, int, int, int, int]] = []
     keys: set[str] = set()  # every key of a key=value file
@@ -238,17 +280,15 @@ def parse(services: Services, job: Job) -> None:
         pending.append((planned, cut.first_row, cut.first_line, cut.start, cut.rows))
         planned += 1
         if len(pending) >= CHUNKS_PER_TRANSACTION:
-            if not services.jobs.add_chunks(job.id, pending):
+            if not services.jobs.add_chunks(job.id, pending, plan=plan, lines=lines):
                 raise JobCancelled(f"job {job.id} is no longer running")
-            pending = []
-    if not services.jobs.add_chunks(job.id, pending):
-        raise JobCancelled(f"job {job.id} is no longer running")
+            pending, plan, lines = [], None, []
     unknown_keys = product.map_keys(keys)[1]
     if unknown_keys:
-        services.jobs.log(job.id, "warning", "unknown key(s) ignored: " + ", ".join(sorted(unknown_keys)))
-    for key, field in product.aliases_used(keys):
-        services.jobs.log(job.id, "info", f"key {key!r} read as field {field} (an alias)")
-    services.jobs.finish_planning(job.id, planned, INSERT)
+        lines.append(("warning", "unknown key(s) ignored: " + ", ".join(sorted(unknown_keys))))
+    lines += [("info", f"key {key!r} read as field {field} (an alias)") for key, field in product.aliases_used(keys)]
+    if not services.jobs.add_chunks(job.id, pending, plan=plan, lines=lines, total=planned, final_stage=INSERT):
+        raise JobCancelled(f"job {job.id} is no longer running")
 
 
 def replay(services: Services, job: Job) -> None:
@@ -258,22 +298,9 @@ def replay(services: Services, job: Job) -> None:
     replays.plan(services, job)
 
 
-def validate(services: Services, job: Job, chunk_no: int) -> None:
-    """Coerce and validate one chunk; write or stage its valid rows, log its invalid ones, count it once."""
-    work = services.jobs.begin_chunk(job.id, chunk_no)
-    if work is None:
-        return
-    try:
-        if work.crashes >= MAX_CRASHES:
-            last = work.first_row + work.row_count - 1
-            raise JobFailed(f"rows {work.first_row}-{last} made a worker die {work.crashes} times; giving up")
-        _validate_chunk(services, job, work)
-    finally:
-        services.jobs.end_chunk_attempt(job.id, chunk_no)
-
-
-def _validate_chunk(services: Services, job: Job, work: ChunkWork) -> None:
-    """Read, coerce and validate one chunk's records, COPY the valid ones, count the chunk.
+def validate(services: Services, job: Job, work: ChunkWork) -> bool:
+    """Read, coerce and validate one chunk's records, COPY the valid ones and store the invalid
+    ones, count the chunk exactly once; True once it is counted (see run_chunk).
 
     A streaming append job COPYs into the product table, an atomic one into its staging table."""
     product = services.products.get(job.product_type)
@@ -332,6 +359,7 @@ def _validate_chunk(services: Services, job: Job, work: ChunkWork) -> None:
     if not services.jobs.complete_chunk(job.id, work.chunk_no, valid, invalid, errors, cap, INSERT):
         # The job failed while this chunk ran: its rows must not outlive the failure.
         discard_rows(services, job)
+    return True
 
 
 def check_records(
@@ -409,10 +437,9 @@ def insert(services: Services, job: Job) -> None:
         raise JobFailed("replace found no valid rows and would empty the table; set allow_empty: true to allow it")
     store = services.customer(job.customer_id)
     if not job.atomic:
-        inserted = store.count_rows(job.id, job.product_type)
+        inserted = store.journal_append(job.id, job.product_type, job.rows_valid)
         if inserted != job.rows_valid:
             raise JobFailed(f"the customer table holds {inserted} rows of this job, but {job.rows_valid} were valid")
-        store.record_append(job.id, job.product_type, inserted)
         services.jobs.succeed(job.id, Counts(inserted=inserted), summarize(job, Counts(inserted=inserted)))
         return
     if services.jobs.wait_turn(job):

@@ -45,12 +45,6 @@ SELECT at, level, row_number, field, message FROM import_logs WHERE job_id = %s 
 -- name: insert_log
 INSERT INTO import_logs (job_id, level, row_number, field, message) VALUES %s;
 
--- name: start_job
-UPDATE import_jobs
-SET status = 'running', started_at = coalesce(started_at, now()), updated_at = now()
-WHERE id = %s AND status IN ('queued', 'running')
-RETURNING *;
-
 -- name: save_plan
 UPDATE import_jobs SET plan = %s, updated_at = now() WHERE id = %s AND status = 'running';
 
@@ -99,7 +93,7 @@ WHERE j.status = 'running' AND EXISTS (SELECT 1 FROM import_chunks c WHERE c.job
 SELECT customer_id, status FROM import_jobs WHERE id = %s;
 
 -- name: finish_planning
-UPDATE import_jobs SET chunks_total = %s, updated_at = now()
+UPDATE import_jobs SET chunks_total = %s, stage_running = NULL, updated_at = now()
 WHERE id = %s AND status = 'running'
 RETURNING chunks_total, chunks_done;
 
@@ -109,17 +103,23 @@ UPDATE import_chunks c
 SET attempts = c.attempts + 1, crashes = c.crashes + (CASE WHEN c.running THEN 1 ELSE 0 END), running = true
 FROM import_jobs j
 WHERE c.job_id = %s AND c.chunk_no = %s AND NOT c.done AND j.id = c.job_id AND j.status = 'running'
-RETURNING c.first_row, c.first_line, c.start_pos, c.row_count, c.attempts, c.crashes;
+RETURNING c.first_row, c.first_line, c.start_pos, c.row_count, c.attempts, c.crashes, j.*;
 
 -- name: end_chunk_attempt
 UPDATE import_chunks SET running = false WHERE job_id = %s AND chunk_no = %s;
 
 -- name: enter_stage
+-- A job-level stage begins (the first one also starts the job): `stage_running` still set
+-- to this stage means its previous attempt never ended, its worker died. The row comes back.
+-- Every transaction that ends a stage clears `stage_running` (leave_stage, save_chunks with
+-- a total, succeed, fail, start_waiting).
 UPDATE import_jobs
-SET stage_crashes = CASE WHEN stage_running = %(stage)s THEN stage_crashes + 1 ELSE 0 END,
+SET status = 'running',
+    started_at = coalesce(started_at, now()),
+    stage_crashes = CASE WHEN stage_running = %(stage)s THEN stage_crashes + 1 ELSE 0 END,
     stage_running = %(stage)s, updated_at = now()
-WHERE id = %(id)s AND status = 'running'
-RETURNING stage_crashes;
+WHERE id = %(id)s AND (status = 'running' OR (%(start)s AND status = 'queued'))
+RETURNING *;
 
 -- name: leave_stage
 UPDATE import_jobs SET stage_running = NULL WHERE id = %s AND stage_running = %s;
@@ -153,7 +153,7 @@ RETURNING id;
 -- name: fail_job
 UPDATE import_jobs
 SET status = 'failed', error = %s, finished_at = now(), updated_at = now(), cleanup_pending = true,
-    waiting = false, publishing = false
+    waiting = false, publishing = false, stage_running = NULL
 WHERE id = %s AND status IN ('queued', 'running')
 RETURNING customer_id, product_type;
 
@@ -201,7 +201,7 @@ UPDATE import_jobs SET cleanup_pending = false WHERE id = %s;
 UPDATE import_jobs
 SET status = 'succeeded', rows_inserted = %(inserted)s, rows_updated = %(updated)s,
     rows_unchanged = %(unchanged)s, rows_duplicate = %(duplicate)s, rows_deleted = %(deleted)s,
-    finished_at = now(), updated_at = now(), unreachable_since = NULL, publishing = false
+    finished_at = now(), updated_at = now(), unreachable_since = NULL, publishing = false, stage_running = NULL
 WHERE id = %(id)s AND status = 'running'
 RETURNING customer_id, product_type;
 
@@ -220,7 +220,8 @@ ORDER BY e.created_at, e.id
 LIMIT 5;
 
 -- name: start_waiting
-UPDATE import_jobs SET waiting = true, updated_at = now() WHERE id = %s AND status = 'running' RETURNING id;
+UPDATE import_jobs SET waiting = true, stage_running = NULL, updated_at = now()
+WHERE id = %s AND status = 'running' RETURNING id;
 
 -- name: wake_waiters
 -- Waiting jobs of a customer's product none of whose earlier jobs may still write.

@@ -189,13 +189,13 @@ def test_a_reader_polling_during_an_atomic_job_sees_the_table_before_or_after_ne
         assert job.rows_deleted == ROWS // 4
 
 
-@pytest.mark.parametrize("when", ["parse", "validate", "publish"])
+@pytest.mark.parametrize("when", ["fetch", "validate", "publish"])  # fetch scans the file too
 def test_a_cancelled_atomic_job_stops_at_once_and_changes_nothing(stand: Stand, workers: object, when: str) -> None:
-    customer = {"parse": "k5", "validate": "k6", "publish": "k7"}[when]
+    customer = {"fetch": "k5", "validate": "k6", "publish": "k7"}[when]
     load_base(stand, customer)
     job_id = stand.enqueue(customer, stand.changed, "replace")
-    if when == "parse":
-        stand.until(lambda: stage_running(stand, job_id, "parse"))  # type: ignore[arg-type]
+    if when == "fetch":
+        stand.until(lambda: stage_running(stand, job_id, "fetch"))  # type: ignore[arg-type]
     elif when == "validate":
         stand.until(lambda: chunk_running(stand, job_id))  # type: ignore[arg-type]
     else:

@@ -129,7 +129,7 @@ def chunk_running(faults: Faults, job_id: str) -> bool:
     return query(faults.app, "SELECT count(*) FROM import_chunks WHERE job_id = %s AND running", (job_id,))[0][0] > 0
 
 
-@pytest.mark.parametrize("stage", ["parse", "validate", "insert"])
+@pytest.mark.parametrize("stage", ["fetch", "validate", "insert"])  # fetch scans the file too
 def test_a_worker_killed_mid_stage_under_importctl_worker_finishes_the_job_exactly(faults: Faults, stage: str) -> None:
     supervisor = start_supervisor(faults.env)
     try:

@@ -203,3 +203,22 @@ def test_the_queue_is_left_with_no_pending_messages(pipeline: Pipeline) -> None:
             break
         time.sleep(0.05)
     assert pending == [(0,)]
+
+
+def test_every_stage_that_ends_clears_its_running_mark(pipeline: Pipeline) -> None:
+    """The transaction that ends a stage clears stage_running (no separate leave): a mark left
+    behind would count as a crash when the stage runs again."""
+    content = (USERS_HEADER + "v1,v1@example.com,V,,,,,\nv2,bad,W,,,,,\n").encode()
+    jobs = [
+        pipeline.run("acme", "users", "ok.csv", content),
+        pipeline.run("acme", "users", "up.csv", content, {"mode": "upsert"}),
+        pipeline.run("acme", "users", "fails.csv", content, {"on_invalid": "fail"}),
+        pipeline.run("acme", "users", "dry.csv", content, {"dry_run": True}),
+    ]
+    assert [job.status for job in jobs] == ["succeeded", "succeeded", "failed", "succeeded"]
+    marks = query(
+        pipeline.app_dsn,
+        "SELECT stage_running, stage_crashes FROM import_jobs WHERE id = ANY(%s::uuid[])",
+        ([job.id for job in jobs],),
+    )
+    assert marks == [(None, 0)] * 4

@@ -42,7 +42,7 @@ def test_a_chunk_run_twice_after_a_crash_before_it_was_counted_stages_its_rows_o
     services: pipeline.Services,
 ) -> None:
     job_id = start_job(services, 10)  # chunks of 4: rows 1-4, 5-8, 9-10
-    pipeline.run_stage(services, pipeline.validate, job_id, 0)
+    pipeline.run_chunk(services, job_id, 0)
     # As if the worker died after staging but before counting: the chunk is not done.
     query(services.app_dsn, "UPDATE import_chunks SET done = false WHERE job_id = %s AND chunk_no = 0", (job_id,))
     query(
@@ -50,10 +50,10 @@ def test_a_chunk_run_twice_after_a_crash_before_it_was_counted_stages_its_rows_o
         "UPDATE import_jobs SET chunks_done = 0, rows_total = 0, rows_valid = 0 WHERE id = %s",
         (job_id,),
     )
-    pipeline.run_stage(services, pipeline.validate, job_id, 0)
-    pipeline.run_stage(services, pipeline.validate, job_id, 0)  # done now: a no-op
+    pipeline.run_chunk(services, job_id, 0)
+    pipeline.run_chunk(services, job_id, 0)  # done now: a no-op
     for chunk in (1, 2):
-        pipeline.run_stage(services, pipeline.validate, job_id, chunk)
+        pipeline.run_chunk(services, job_id, chunk)
     pipeline.run_stage(services, pipeline.insert, job_id)
     pipeline.run_stage(services, pipeline.insert, job_id)  # redelivered publish
     job = services.jobs.get(job_id)
@@ -67,7 +67,7 @@ def test_a_chunk_run_twice_after_a_crash_before_it_was_counted_stages_its_rows_o
 
 def test_a_failed_job_loses_the_rows_its_chunks_inserted_and_is_swept_once_more(services: pipeline.Services) -> None:
     job_id = start_job(services, 6)
-    pipeline.run_stage(services, pipeline.validate, job_id, 0)
+    pipeline.run_chunk(services, job_id, 0)
     customer = services.config.customers["acme"]
     assert query(customer, "SELECT count(*) FROM users WHERE job_id = %s", (job_id,)) == [(4,)]
     job = services.jobs.get(job_id)
