@@ -9,7 +9,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import threading
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -20,9 +19,8 @@ from typing import Any
 
 import psycopg2
 import psycopg2.extras
-import psycopg2.pool
 
-from service.db import connect, load_queries
+from service.db import IdleConnections, connect, load_queries
 from service.errors import ImportServiceError, RowError
 
 log = logging.getLogger(__name__)
@@ -213,9 +211,7 @@ class JobStore:
         self._chunk_stage = chunk_stage
         self._chunks_in_flight = chunks_in_flight
         self._dispatch = dispatch
-        self._maxconn = maxconn
-        self._pool: psycopg2.pool.ThreadedConnectionPool | None = None
-        self._lock = threading.Lock()
+        self._idle = IdleConnections(per_dsn=maxconn, total=maxconn)
 
     @property
     def dsn(self) -> str:
@@ -223,24 +219,14 @@ class JobStore:
         return self._dsn
 
     def close(self) -> None:
-        """Close every pooled connection."""
-        if self._pool is not None:
-            self._pool.closeall()
-            self._pool = None
-
-    def _get_pool(self) -> psycopg2.pool.ThreadedConnectionPool:
-        with self._lock:
-            if self._pool is None:
-                self._pool = psycopg2.pool.ThreadedConnectionPool(
-                    0, self._maxconn, self._dsn, application_name="import-service", connect_timeout=5
-                )
-            return self._pool
+        """Close every idle connection."""
+        self._idle.close_all()
 
     @contextmanager
     def transaction(self) -> Iterator[psycopg2.extras.RealDictCursor]:
-        """One transaction on a pooled connection; a broken connection is discarded, not reused."""
-        pool = self._get_pool()
-        conn = pool.getconn()
+        """One transaction on a kept connection (up to maxconn stay open idle); a broken
+        connection is discarded, not reused."""
+        conn = self._idle.take(self._dsn) or connect(self._dsn)
         broken = False
         try:
             with conn, conn.cursor(cursor_factory=psycopg2.extras.RealDictCursor) as cur:
@@ -249,7 +235,10 @@ class JobStore:
             broken = True
             raise
         finally:
-            pool.putconn(conn, close=broken or bool(conn.closed))
+            if broken:
+                conn.close()
+            else:
+                self._idle.give(self._dsn, conn)
 
     def _send(self, cur: Any, sends: Iterable[Send]) -> None:
         """Write queue messages on this cursor (they commit with the transaction)."""

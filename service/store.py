@@ -16,9 +16,7 @@ from __future__ import annotations
 import io
 import json
 import logging
-import os
 import threading
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -27,12 +25,11 @@ from typing import Any
 
 import psycopg2
 import psycopg2.errors
-import psycopg2.extensions
 import psycopg2.extras
 from psycopg2 import sql
 
 from service.config import PROJECT_ROOT
-from service.db import connect, database_name, describe, load_queries
+from service.db import IdleConnections, connect, database_name, describe, load_queries
 from service.errors import CustomerDBRefused, CustomerDBUnavailable, JobCancelled, JobConflict, JobFailed
 from service.jobs import Counts
 from service.products import PRODUCT_NAME
@@ -43,65 +40,7 @@ log = logging.getLogger(__name__)
 Q = load_queries(PROJECT_ROOT / "service" / "sql" / "customer.sql")
 
 
-class _IdleConnections:
-    """Customer-DB connections kept open between transactions of one process.
-
-    A small job costs a few customer transactions, and a new connection costs a server
-    process (about 2 ms here); a connection idle for a while is checked with one round trip
-    before reuse, and one idle past `max_age` is closed. Only connections that ended their
-    transaction cleanly come back; a forked child starts empty."""
-
-    def __init__(self, per_dsn: int = 4, total: int = 32, max_age: float = 60.0, check_after: float = 1.0) -> None:
-        self.per_dsn, self.total, self.max_age, self.check_after = per_dsn, total, max_age, check_after
-        self._idle: dict[str, list[tuple[Any, float]]] = {}
-        self._lock = threading.Lock()
-        self._pid = os.getpid()
-
-    def take(self, dsn: str) -> Any | None:
-        """An open connection to dsn, or None."""
-        while True:
-            with self._lock:
-                self._after_fork()
-                idle = self._idle.get(dsn)
-                if not idle:
-                    return None
-                conn, since = idle.pop()
-            age = time.monotonic() - since
-            if conn.closed or age > self.max_age or (age > self.check_after and not _alive(conn)):
-                conn.close()
-                continue
-            return conn
-
-    def give(self, dsn: str, conn: Any) -> None:
-        """Keep a connection whose transaction ended cleanly, or close it when there is no room."""
-        if conn.closed or conn.status != psycopg2.extensions.STATUS_READY:
-            conn.close()
-            return
-        with self._lock:
-            self._after_fork()
-            idle = self._idle.setdefault(dsn, [])
-            if len(idle) < self.per_dsn and sum(len(v) for v in self._idle.values()) < self.total:
-                idle.append((conn, time.monotonic()))
-                return
-        conn.close()
-
-    def _after_fork(self) -> None:
-        if os.getpid() != self._pid:  # the parent's sockets are not ours to use
-            self._idle, self._pid = {}, os.getpid()
-
-
-def _alive(conn: Any) -> bool:
-    """One round trip: the server is still there (after a restart, the old socket is dead)."""
-    try:
-        with conn.cursor() as cur:
-            cur.execute("SELECT 1")
-        conn.rollback()
-        return True
-    except psycopg2.Error:
-        return False
-
-
-_IDLE = _IdleConnections()
+_IDLE = IdleConnections()  # customer DBs: a few idle per DSN
 WATCH_SECONDS = 0.5  # how often a publish checks that its job was not cancelled
 MAX_KEYS_NAMED = 10
 
