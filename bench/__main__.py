@@ -4,8 +4,10 @@ Generates a deterministic users CSV (and a twin with 10% of its rows changed), C
 records as JSONB into a plain table for the baseline, then on one set of real `dramatiq
 actors` worker processes (as many threads each as the configuration gives) and one fresh
 customer database: appends the file, upserts it again (all unchanged), upserts the twin,
-and undoes those jobs newest first. With invalid rows, it also downloads the append job's
-rejects.csv through a real gunicorn REST server. Prints one table.
+and undoes those jobs newest first. A real gunicorn REST server runs throughout: through its
+POST /enqueue, ten 10-row jobs of a second customer run beside the append job (fairness), and
+at the end 200 more are enqueued as fast as one client can (the small-job rate, SPEC 15). With
+invalid rows, it also downloads the append job's rejects.csv through it. Prints one table.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ import psycopg2
 import psycopg2.extensions
 from psycopg2 import sql
 
-from bench import data
+from bench import data, small
 from bench.runs import MODES, Results, Run, Session, run_all
 from service.config import load_config
 from service.db import app_dsn
@@ -121,6 +123,8 @@ def report(
     for label, grown, of in growth:
         print(f"{label:<30}{grown / MB:>10.2f} MiB ({grown / size:.2%} {of})")
     print(f"{'queue rows left':<30}{result.queue_left:>10}")
+    for line in small.report_lines(result.fairness, result.rate, 33):
+        print(line)
 
 
 def _run_line(run: Run, copy_rate: float) -> str:
@@ -160,7 +164,15 @@ def main() -> int:
     files = data.prepare(work / "blobs" / "bench", args.rows, args.invalid_ratio)
     try:
         copy_seconds, _ = copy_baseline(server.create("copy"), files.original)
-        session = Session(config, server.create("app"), server.create("cust"), work / "blobs", args.processes, threads)
+        session = Session(
+            config,
+            server.create("app"),
+            server.create("cust"),
+            server.create("small"),
+            work / "blobs",
+            args.processes,
+            threads,
+        )
         try:
             result = run_all(session, files, args.modes)
         finally:

@@ -3,8 +3,10 @@
 append (the file into an empty table), upsert (the same file again: all unchanged), upsert10
 (a twin with 10% of rows changed), undo (those jobs, newest first). Each run checks its job's
 counts and the table, and stops the bench with a message when something is not as it must be.
-When the file has invalid rows, the append job's rejects.csv is also downloaded through a real
-gunicorn REST server (started as `make serve` starts it), timed and checked row by row.
+A real gunicorn REST server (started as `make serve` starts it) runs throughout: small jobs of a
+second customer go through its POST /enqueue beside the append run and, at the end, for the
+small-job rate (bench/small.py); when the file has invalid rows, the append job's rejects.csv is
+downloaded through it, timed and checked row by row.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -26,7 +29,9 @@ from typing import IO, Any
 import psutil
 import psycopg2
 
+from bench import small
 from bench.data import HEADER, Files
+from bench.reader import JobReader
 from service import control
 from service.config import PROJECT_ROOT, Config
 from service.errors import ImportServiceError
@@ -79,6 +84,8 @@ class Results:
     first_rows_seconds: float
     runs: list[Run] = field(default_factory=list)
     download: Download | None = None
+    fairness: small.Fairness | None = None
+    rate: small.Rate | None = None
     growth_job: int = 0
     growth_all: int = 0
     growth_purged: int = 0
@@ -121,14 +128,26 @@ class PeakRss:
 
 
 class Session:
-    """`dramatiq actors` workers on a fresh app DB, kept running for every run, and a view of their jobs."""
+    """`dramatiq actors` workers on a fresh app DB, kept running for every run, and a view of their jobs.
 
-    def __init__(self, config: Config, app: str, customer: str, blob_root: Path, processes: int, threads: int) -> None:
+    Two customers, each with a fresh database: "bench" (the big files) and "small" (ten-row jobs)."""
+
+    def __init__(
+        self,
+        config: Config,
+        app: str,
+        customer: str,
+        small_customer: str,
+        blob_root: Path,
+        processes: int,
+        threads: int,
+    ) -> None:
         migrate(app)
-        self.app, self.customer = app, customer
-        self.work = blob_root.parent
+        self.app, self.customer, self.small = app, customer, small_customer
+        self.work, self.blob_root = blob_root.parent, blob_root
+        customers = {"bench": customer, small.CUSTOMER: small_customer}
         map_path = self.work / "customer_map.json"
-        map_path.write_text(json.dumps({"bench": customer}))
+        map_path.write_text(json.dumps(customers))
         env = {k: v for k, v in os.environ.items() if k not in ("CONFIG_PATH", "CONFIG_ENV")}
         env.update(APP_DB_DSN=app, CUSTOMER_MAP_PATH=str(map_path), BLOB_ROOT=str(blob_root))
         self.env = env  # what a REST server of this session runs with too
@@ -142,7 +161,8 @@ class Session:
         time.sleep(3)  # let the workers boot before any clock starts
         self.rss = PeakRss(self.master.pid)
         self.jobs = JobStore(app, dispatch=dispatch, maxconn=2)
-        mine = config.with_(app_db_dsn=app, customers={"bench": customer})
+        self.reader = JobReader(app)  # for polling in the main thread
+        mine = config.with_(app_db_dsn=app, customers=customers)
         self.services = Services(mine, self.jobs, ProductRegistry.load(mine.schemas_dir), app)
 
     def close(self) -> dict[int, int]:
@@ -152,6 +172,7 @@ class Session:
             os.killpg(self.master.pid, signal.SIGTERM)
             self.master.wait(timeout=60)
         self.jobs.close()
+        self.reader.close()
         self._log.close()
         return peaks
 
@@ -162,7 +183,7 @@ class Session:
             raise SystemExit(f"bench: the worker processes exited (code {code}); their output: {self.log_path}")
         if time.perf_counter() - started > RUN_LIMIT_SECONDS:
             raise SystemExit(f"bench: job {job_id} is still not done after {RUN_LIMIT_SECONDS:.0f} s")
-        job = self.jobs.get(job_id)
+        job = self.reader.get(job_id)
         assert job is not None, f"job {job_id} vanished"
         return job
 
@@ -189,15 +210,28 @@ class Session:
 
 
 def run_all(session: Session, files: Files, modes: set[str]) -> Results:
-    """The append run, then the others asked for; app-DB growth around them, one purge wait at the end."""
+    """On one REST server: the append run with small jobs beside it, then the other runs asked for;
+    app-DB growth around them, one purge wait; last, the small-job rate on idle workers."""
+    with RestServer(session.env, session.work / "rest.log") as rest:
+        uri = small.write_file(session.blob_root).as_uri()
+        small.warm_up(session, rest, uri)
+        results = _runs(session, rest, files, modes, uri)
+        results.rate = small.rate(session, rest, uri)
+        if rest.master.poll() is not None:
+            raise SystemExit(f"bench: the REST server exited during the bench; its output: {rest.log_path}")
+    return results
+
+
+def _runs(session: Session, rest: RestServer, files: Files, modes: set[str], uri: str) -> Results:
     before = app_db_bytes(session.app)
     invalid = files.rows - files.valid
     expect = {"rows_inserted": files.valid, "rows_invalid": invalid}
-    append, job, first = import_file(session, files.original, "append", {}, expect)
-    results = Results(append, first)
+    probe = small.FairnessProbe(session, rest, uri)
+    append, job, first = import_file(session, files.original, "append", {}, expect, beside=probe.start)
+    results = Results(append, first, fairness=probe.result())
     results.growth_job = app_db_bytes(session.app) - before
     if invalid:
-        results.download = download_rejects(session, job)
+        results.download = download_rejects(session, rest, job)
     undos: list[tuple[Job, str]] = []
     if "upsert" in modes:
         expect = {"rows_unchanged": files.valid, "rows_invalid": invalid}
@@ -226,11 +260,20 @@ def run_all(session: Session, files: Files, modes: set[str]) -> Results:
 
 
 def import_file(
-    session: Session, path: Path, label: str, options: dict[str, Any], expect: dict[str, int]
+    session: Session,
+    path: Path,
+    label: str,
+    options: dict[str, Any],
+    expect: dict[str, int],
+    beside: Callable[[str, float], None] | None = None,
 ) -> tuple[Run, Job, float]:
-    """Enqueue one file, time it to its final status, check its counts: (run, job, seconds to first rows)."""
+    """Enqueue one file, time it to its final status, check its counts: (run, job, seconds to first rows).
+
+    beside, if given, is called with the job's id and start (perf_counter) right after the enqueue."""
     started = time.perf_counter()
     job, _ = enqueue(EnqueueRequest("bench", "users", path.as_uri(), options), session.jobs)
+    if beside is not None:
+        beside(job.id, started)
     first = None
     while not job.finished:
         time.sleep(POLL_SECONDS)
@@ -374,27 +417,27 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-def download_rejects(session: Session, job: Job) -> Download:
-    """GET /jobs/<id>/rejects.csv of the append job through a real REST server, timed; then check the file.
+def download_rejects(session: Session, rest: RestServer, job: Job) -> Download:
+    """GET /jobs/<id>/rejects.csv of the append job through the session's REST server, timed; then check the file.
 
     The body goes to a file as it arrives (counting bytes and line ends only, so the client
     takes little CPU from the server), and is parsed as CSV afterwards: one data row per
     invalid row, in source_row order, each with its errors. The REST workers' peak RSS
-    (VmHWM) is read once the server is ready and again after the download.
+    (VmHWM) is read just before the download (the server has then served only the small jobs'
+    POSTs) and again after it.
     """
     target = session.work / "rejects.csv"
-    with RestServer(session.env, session.work / "rest.log") as rest:
-        rss = PeakRss(rest.master.pid)
-        rss.sample()
-        before = max(rss.peaks.values(), default=0)
-        try:
-            started = time.perf_counter()
-            size, lines = fetch(rest, f"/jobs/{job.id}/rejects.csv", target)
-            elapsed = time.perf_counter() - started
-        finally:
-            after = max(rss.stop().values(), default=0)
-        if rest.master.poll() is not None:
-            raise SystemExit(f"bench: the REST server exited during the download; its output: {rest.log_path}")
+    rss = PeakRss(rest.master.pid)
+    rss.sample()
+    before = max(rss.peaks.values(), default=0)
+    try:
+        started = time.perf_counter()
+        size, lines = fetch(rest, f"/jobs/{job.id}/rejects.csv", target)
+        elapsed = time.perf_counter() - started
+    finally:
+        after = max(rss.stop().values(), default=0)
+    if rest.master.poll() is not None:
+        raise SystemExit(f"bench: the REST server exited during the download; its output: {rest.log_path}")
     if not before or not after:
         raise SystemExit(f"bench: no gunicorn worker process found to read the RSS of; its output: {rest.log_path}")
     rows = check_rejects_csv(target, job, lines)
