@@ -1,4 +1,5 @@
-"""XLSX workbooks read row by row with openpyxl's read-only (streaming) mode; positions are sheet rows."""
+"""XLSX workbooks: openpyxl opens the workbook (read-only), sheet_xml streams the sheet's rows;
+positions are sheet rows."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import openpyxl
 from openpyxl.workbook.workbook import Workbook
 
 from service.errors import FileRejected, LimitExceeded
+from service.formats import sheet_xml
 from service.formats.text import Cut, FileFormat, Header, Limits, Record, human_size
 
 
@@ -131,22 +133,19 @@ def _pick_sheet(book: Workbook, name: str | None) -> Any:
 
 
 def _rows(sheet: Any, start: int) -> Iterator[tuple[int, tuple[Any, ...]]]:
-    """Yield (sheet row number, values) from row start, turning openpyxl failures into FileRejected."""
-    # Declared dimensions are often wrong in files from other tools; trusting them drops rows.
-    sheet.reset_dimensions()
-    values_iter = iter(sheet.iter_rows(min_row=start, values_only=True))
+    """Yield (sheet row number, values) of the rows from row start that the sheet's XML holds
+    (rows it leaves out are empty), turning a damaged sheet into FileRejected."""
     number = start
-    while True:
-        try:
-            values = next(values_iter)
-        except StopIteration:
-            return
-        except Exception as exc:  # damaged sheet XML surfaces while streaming
-            raise FileRejected(
-                f"the sheet {sheet.title!r} is damaged and cannot be read ({_say(exc)})", line=number
-            ) from exc
-        yield number, values
-        number += 1
+    try:
+        for number, values in sheet_xml.iter_rows(sheet):
+            if number >= start:
+                yield number, values
+    except FileRejected:
+        raise
+    except Exception as exc:  # expat errors, a bad shared-string index or number...
+        raise FileRejected(
+            f"the sheet {sheet.title!r} is damaged and cannot be read ({_say(exc)})", line=number
+        ) from exc
 
 
 def _say(exc: Exception) -> str:
