@@ -60,7 +60,7 @@ def sweep_jobs() -> None:
 ORPHAN_AFTER_SECONDS = 60.0
 STALLED_TURN_SECONDS = 10.0
 PURGE_EVERY_SECONDS = 3600.0
-_purged_at = -PURGE_EVERY_SECONDS
+_purged_at = time.monotonic()  # the first purge an hour after start, not in the first sweep
 CONFIG, APP_DSN = _boot()
 broker = make_broker(APP_DSN, extra=[RecoverySweep(after_sweep=sweep_jobs)])
 dramatiq.set_broker(broker)

@@ -271,8 +271,11 @@ def _plan_chunks(services: Services, job: Job, plan: dict[str, Any] | None, line
     pending: list[tuple[int, int, int, int, int]] = []
     keys: set[str] = set()  # every key of a key=value file
     planned = 0
+    store = services.customer(job.customer_id)
     cuts = formats.scan_chunks(path, fmt, header, services.limits, services.config.chunk_rows, CHUNK_BYTES)
     for cut in cuts:
+        if cut.records is not None:  # a spreadsheet: its chunks read their cells from here
+            store.save_chunk_cells(job.id, planned, formats.encode_records(cut.records))
         if cut.keys and not keys.issuperset(cut.keys):
             keys.update(cut.keys)
             product.map_keys(keys)  # two keys of the file for one field (e.g. email, mail) reject it
@@ -313,15 +316,22 @@ def validate(services: Services, job: Job, work: ChunkWork) -> bool:
     else:
         first, last = work.first_row, work.first_row + work.row_count - 1
         path, fmt, header, plan = _open_plan(services, job)
-        records = formats.iter_records(
-            path,
-            fmt,
-            header,
-            services.limits,
-            start=work.start_pos,
-            first_row=first,
-            first_line=work.first_line,
-            max_records=work.row_count,
+        # A spreadsheet's chunk reads the cells its job's fetch stored (planned by an earlier
+        # version, it has none and reads the sheet).
+        stored = services.customer(job.customer_id).chunk_cells(job.id, work.chunk_no) if fmt.kind == "xlsx" else None
+        records = (
+            formats.decode_records(stored)
+            if stored is not None
+            else formats.iter_records(
+                path,
+                fmt,
+                header,
+                services.limits,
+                start=work.start_pos,
+                first_row=first,
+                first_line=work.first_line,
+                max_records=work.row_count,
+            )
         )
     # UTF-8 bytes, not a StringIO: one non-ASCII character makes a str buffer 4 bytes per
     # character, and a chunk's buffer is most of what a chunk in flight holds.
@@ -430,6 +440,7 @@ def insert(services: Services, job: Job) -> None:
             f"{job.rows_invalid} of {job.rows_total} rows are invalid and on_invalid is 'fail' (see the log)"
         )
     if job.options.get("dry_run"):
+        services.customer(job.customer_id).drop_chunk_cells(job.id)
         message = f"dry run: {job.rows_valid} valid and {job.rows_invalid} invalid rows, nothing written"
         services.jobs.succeed(job.id, Counts(), message)
         return

@@ -263,6 +263,29 @@ class CustomerStore:
         """What starts each COPY line of a chunk, before `source_row<TAB>json`."""
         return "" if staged else f"{job_id}\t"
 
+    def save_chunk_cells(self, job_id: str, chunk_no: int, cells: bytes) -> None:
+        """Store a chunk's cells (see formats.xlsx.encode_records); a rerun replaces them."""
+        with self._transaction() as cur:
+            cur.execute(
+                "INSERT INTO import_service.chunk_cells (job_id, chunk_no, cells) VALUES (%s, %s, %s) "
+                "ON CONFLICT (job_id, chunk_no) DO UPDATE SET cells = EXCLUDED.cells, stored_at = now()",
+                (job_id, chunk_no, cells),
+            )
+
+    def chunk_cells(self, job_id: str, chunk_no: int) -> bytes | None:
+        """A chunk's stored cells, None when they are gone."""
+        with self._transaction() as cur:
+            cur.execute(
+                "SELECT cells FROM import_service.chunk_cells WHERE job_id = %s AND chunk_no = %s", (job_id, chunk_no)
+            )
+            row = cur.fetchone()
+            return None if row is None else bytes(row["cells"])
+
+    def drop_chunk_cells(self, job_id: str) -> None:
+        """Delete a job's stored chunk cells (a dry run's end; other ends do it in their own transaction)."""
+        with self._transaction() as cur:
+            _drop_chunk_cells(cur, job_id)
+
     def journal_append(self, job_id: str, product: str, expected: int) -> int:
         """Count the rows of a streaming append job that ended and, when they are the `expected`
         number, journal it (so that it can be undone), in one transaction; the count."""
@@ -274,6 +297,7 @@ class CustomerStore:
             if inserted == expected:
                 params = {"job": job_id, "product": product, "mode": "append", **Counts(inserted=inserted).as_params()}
                 cur.execute(Q["journal_insert"], params)
+                _drop_chunk_cells(cur, job_id)
             return inserted
 
     def journal(self, job_id: str) -> Publication | None:
@@ -323,6 +347,7 @@ class CustomerStore:
             cur.execute(Q["journal_insert"], params)
             # CASCADE: the temporary view of the file's rows depends on it.
             cur.execute(sql.SQL("DROP TABLE {} CASCADE").format(stage_table(job_id)))
+            _drop_chunk_cells(cur, job_id)
             cur.check_cancelled()
             if not confirm():
                 raise JobCancelled("the job was cancelled")
@@ -412,6 +437,7 @@ class CustomerStore:
         An atomic job's rows reach the product table only through its journaled publish,
         which the caller has checked did not happen; so only the staging table goes."""
         with self._transaction() as cur:
+            _drop_chunk_cells(cur, job_id)
             if atomic:
                 cur.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(stage_table(job_id)))
                 return 0
@@ -428,6 +454,12 @@ class CustomerStore:
         with self._transaction() as cur:
             if _exists(cur, "import_service.publishes"):
                 cur.execute(Q["purge_history"], {"days": retention_days})
+
+
+def _drop_chunk_cells(cur: Any, job_id: str) -> None:
+    """Delete a job's stored chunk cells, if the customer DB has the table."""
+    if _exists(cur, "import_service.chunk_cells"):
+        cur.execute("DELETE FROM import_service.chunk_cells WHERE job_id = %s", (job_id,))
 
 
 def _exists(cur: Any, relation: str) -> bool:

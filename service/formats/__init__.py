@@ -20,6 +20,7 @@ from service.formats.text import (
     sniff_encoding,
     validate_encoding,
 )
+from service.formats.xlsx import decode_records, encode_records
 
 __all__ = [
     "Cut",
@@ -27,7 +28,9 @@ __all__ = [
     "Header",
     "Limits",
     "Record",
+    "decode_records",
     "detect_format",
+    "encode_records",
     "iter_records",
     "read_header",
     "scan_chunks",

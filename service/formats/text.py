@@ -105,6 +105,9 @@ class Cut:
     keys: frozenset[str] = (
         frozenset()
     )  # kv only: every key of the chunk's records (bad lines: the pairs before the fault)
+    # xlsx only: the chunk's records themselves, to be stored for the chunk (a sheet cannot be
+    # entered in the middle, so scan_chunks' one pass is the only read of it)
+    records: list[Record] | None = None
 
 
 def human_size(size: int) -> str:

@@ -3,7 +3,10 @@ positions are sheet rows."""
 
 from __future__ import annotations
 
+import datetime
+import json
 import zipfile
+import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any, BinaryIO
@@ -58,20 +61,58 @@ def iter_records(
 def scan(
     fh: BinaryIO, fmt: FileFormat, header: Header, limits: Limits, chunk_rows: int, chunk_bytes: int
 ) -> Iterator[Cut]:
-    """Cut the non-empty rows into chunks of chunk_rows; positions are sheet rows, so chunk_bytes does not apply."""
+    """Cut the non-empty rows into chunks of chunk_rows, each Cut with its records (the one
+    read of the sheet; see encode_records); positions are sheet rows, chunk_bytes does not apply."""
     del chunk_bytes
+    width = len(header.names)
     with _open_sheet(fh, fmt, limits) as sheet:
-        first_row, first_line, start, count = 1, header.data_line, header.data_start, 0
+        first_line, start = header.data_line, header.data_start
+        records: list[Record] = []
+        source_row = 1
         for number, values in _rows(sheet, header.data_start):
             if _blank(values):
                 continue
-            count += 1
-            if count >= chunk_rows:
-                yield Cut(first_row, first_line, start, count)
+            records.append(Record(source_row, number, number + 1, _fit(values, width), next_line=number + 1))
+            source_row += 1
+            if len(records) >= chunk_rows:
+                yield Cut(records[0].source_row, first_line, start, len(records), records=records)
                 # Record.next_line and Record.end of the chunk's last record
-                first_row, first_line, start, count = first_row + count, number + 1, number + 1, 0
-        if count:
-            yield Cut(first_row, first_line, start, count)
+                first_line, start, records = number + 1, number + 1, []
+        if records:
+            yield Cut(records[0].source_row, first_line, start, len(records), records=records)
+
+
+def encode_records(records: list[Record]) -> bytes:
+    """A chunk's records as compressed JSON: [source_row, sheet row, cells] each, dates tagged."""
+    rows = [[record.source_row, record.line, record.cells] for record in records]
+    return zlib.compress(json.dumps(rows, default=_tag, ensure_ascii=False).encode(), 1)
+
+
+def decode_records(payload: bytes) -> Iterator[Record]:
+    """The records encode_records stored, as iter_records would read them from the sheet."""
+    for source_row, line, cells in json.loads(zlib.decompress(payload), object_hook=_untag):
+        yield Record(source_row, line, line + 1, cells, next_line=line + 1)
+
+
+_TEMPORAL: dict[str, Any] = {
+    "datetime": datetime.datetime.fromisoformat,
+    "date": datetime.date.fromisoformat,
+    "time": datetime.time.fromisoformat,
+    "timedelta": lambda text: datetime.timedelta(microseconds=int(text)),
+}
+
+
+def _tag(value: Any) -> dict[str, str]:
+    """JSON for a date, time or duration cell: {"$": its type, "v": its ISO text}."""
+    if isinstance(value, datetime.timedelta):
+        return {"$": "timedelta", "v": str(value // datetime.timedelta(microseconds=1))}
+    if isinstance(value, datetime.datetime | datetime.date | datetime.time):
+        return {"$": type(value).__name__, "v": value.isoformat()}
+    raise TypeError(f"a cell of type {type(value).__name__} cannot be stored")
+
+
+def _untag(obj: dict[str, Any]) -> Any:
+    return _TEMPORAL[obj["$"]](obj["v"])
 
 
 def _fit(values: tuple[Any, ...], width: int) -> list[Any]:

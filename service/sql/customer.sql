@@ -56,6 +56,16 @@ CREATE TABLE IF NOT EXISTS import_service.rejects (
     stored_at  timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (job_id, source_row)
 );
+-- The cells of each chunk of a spreadsheet job: its fetch reads the sheet once and stores
+-- them here, each chunk reads its own back (a sheet cannot be entered in the middle). They
+-- go when the job ends (publish, journal, discard), or after two days whatever happened.
+CREATE TABLE IF NOT EXISTS import_service.chunk_cells (
+    job_id    uuid NOT NULL,
+    chunk_no  integer NOT NULL,
+    cells     bytea NOT NULL,
+    stored_at timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (job_id, chunk_no)
+);
 
 -- name: stage_table
 -- One table per atomic job, filled chunk by chunk and dropped by the publish that reads it.
@@ -182,3 +192,4 @@ DELETE FROM import_service.history h USING import_service.publishes p
 WHERE p.job_id = h.job_id AND p.published_at < now() - make_interval(days => %(days)s);
 DELETE FROM import_service.publishes WHERE published_at < now() - make_interval(days => %(days)s);
 DELETE FROM import_service.rejects WHERE stored_at < now() - make_interval(days => %(days)s);
+DELETE FROM import_service.chunk_cells WHERE stored_at < now() - interval '2 days';

@@ -28,8 +28,10 @@ from service.formats import (
     Header,
     Limits,
     Record,
+    decode_records,
     delimited,
     detect_format,
+    encode_records,
     iter_records,
     kv,
     read_header,
@@ -73,10 +75,19 @@ def block_bytes(size: int) -> Iterator[None]:
 
 
 def expected_cuts(
-    records: list[Record], header: Header, chunk_rows: int, chunk_bytes: int, bytewise: bool, complete: bool
+    records: list[Record],
+    header: Header,
+    chunk_rows: int,
+    chunk_bytes: int,
+    bytewise: bool,
+    complete: bool,
+    with_records: bool = False,
 ) -> list[Cut]:
-    """The parse stage's chunking rule over one full pass (complete: the pass was not refused)."""
+    """The parse stage's chunking rule over one full pass (complete: the pass was not refused).
+
+    With with_records (a spreadsheet), each cut carries its records: the one read of the sheet."""
     cuts: list[Cut] = []
+    held: list[Record] = []
     first_row, first_line, start = 1, header.data_line, header.data_start
     count, size, previous_end = 0, 0, header.data_start
     keys: set[str] = set()
@@ -84,14 +95,15 @@ def expected_cuts(
         if isinstance(record.cells, dict):
             keys.update(record.cells)
         count += 1
+        held.append(record)
         if bytewise:
             size, previous_end = size + record.end - previous_end, record.end
         if count >= chunk_rows or size >= chunk_bytes:
-            cuts.append(Cut(first_row, first_line, start, count, frozenset(keys)))
+            cuts.append(Cut(first_row, first_line, start, count, frozenset(keys), held if with_records else None))
             first_row, first_line, start = record.source_row + 1, record.next_line, record.end
-            count, size, keys = 0, 0, set()
+            count, size, keys, held = 0, 0, set(), []
     if count and complete:
-        cuts.append(Cut(first_row, first_line, start, count, frozenset(keys)))
+        cuts.append(Cut(first_row, first_line, start, count, frozenset(keys), held if with_records else None))
     return cuts
 
 
@@ -102,7 +114,8 @@ def check_scan(path: Path, fmt: FileFormat, header: Header, limits: Limits, chun
     assert scan_refusal == refusal
     if splittable(fmt):
         bytewise = fmt.kind != "xlsx"
-        assert cuts == expected_cuts(whole, header, chunk_rows, chunk_bytes, bytewise, refusal is None)
+        expected = expected_cuts(whole, header, chunk_rows, chunk_bytes, bytewise, refusal is None, not bytewise)
+        assert cuts == expected
     else:
         assert cuts == expected_cuts(whole, header, HUGE, HUGE, False, refusal is None)
     read_back: list[Record] = []
@@ -120,6 +133,8 @@ def check_scan(path: Path, fmt: FileFormat, header: Header, limits: Limits, chun
             )
         )
         assert len(chunk) == cut.rows
+        if cut.records is not None:  # what the chunk reads back from the customer DB
+            assert list(decode_records(encode_records(cut.records))) == chunk
         read_back += chunk
     assert read_back == whole[: len(read_back)]
     if refusal is None:
@@ -405,7 +420,13 @@ def test_xlsx_chunks_are_counted_in_sheet_rows(tmp_path: Path) -> None:
     path = tmp_path / "input.xlsx"
     book.save(path)
     fmt = FileFormat("xlsx", "", "", None)
-    assert scan(path, fmt, chunk_rows=2) == [Cut(1, 2, 2, 2), Cut(3, 5, 5, 1)]
+    cuts = scan(path, fmt, chunk_rows=2)
+    assert [(c.first_row, c.first_line, c.start, c.rows) for c in cuts] == [(1, 2, 2, 2), (3, 5, 5, 1)]
+    # Each carries its records, with their sheet rows (row 3 is empty: no record).
+    assert [[(r.source_row, r.line, r.cells) for r in c.records or []] for c in cuts] == [
+        [(1, 2, [1]), (2, 4, [2])],
+        [(3, 5, [3])],
+    ]
 
 
 def test_a_bad_line_is_refused_after_the_chunks_before_it_naming_the_same_line(tmp_path: Path) -> None:
