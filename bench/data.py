@@ -13,6 +13,8 @@ LAST = ["Lee", "Müller", "Smith, Jr.", "Østergaard", "García", "Nguyen", "O'B
 ROLES = ["student", "teacher", "admin"]
 HEADER = "external_id,email,first_name,last_name,role,age,active,created_at\n"
 CHANGE_EVERY = 10  # the twin file gives every 10th row another first_name
+# A job's counts the runs check: each must be what the run expects, 0 unless it says otherwise.
+COUNTS = ("rows_inserted", "rows_updated", "rows_unchanged", "rows_duplicate", "rows_deleted", "rows_invalid")
 
 
 @dataclass(frozen=True)
@@ -24,6 +26,7 @@ class Files:
     rows: int
     valid: int
     changed_valid: int
+    invalid_ratio: float
 
 
 def records(rows: int, invalid_ratio: float, seed: int = 42) -> Iterator[tuple[str, str, bool, bool]]:
@@ -56,7 +59,24 @@ def prepare(folder: Path, rows: int, invalid_ratio: float) -> Files:
         counts = _write(original, changed, rows, invalid_ratio)
         note.write_text(json.dumps(counts))
     counts = json.loads(note.read_text())
-    return Files(original, changed, rows, counts["valid"], counts["changed_valid"])
+    return Files(original, changed, rows, counts["valid"], counts["changed_valid"], invalid_ratio)
+
+
+def prepare_head(folder: Path, rows: int, invalid_ratio: float) -> tuple[Path, int]:
+    """The first `rows` rows of the bench's file (the same seed gives the same lines) and how many of them
+    are valid; generated unless an earlier run left it."""
+    path = folder / f"users-{rows}-{invalid_ratio}-head.csv"
+    note = folder / f"users-{rows}-{invalid_ratio}-head.counts.json"
+    if not (path.exists() and note.exists()):
+        folder.mkdir(parents=True, exist_ok=True)
+        valid = 0
+        with path.open("w", encoding="utf-8", newline="") as out:
+            out.write(HEADER)
+            for line, _, is_valid, _ in records(rows, invalid_ratio):
+                out.write(line)
+                valid += is_valid
+        note.write_text(json.dumps({"valid": valid}))
+    return path, int(json.loads(note.read_text())["valid"])
 
 
 def _write(original: Path, changed: Path, rows: int, invalid_ratio: float) -> dict[str, int]:

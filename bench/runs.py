@@ -6,7 +6,8 @@ counts and the table, and stops the bench with a message when something is not a
 A real gunicorn REST server (started as `make serve` starts it) runs throughout: small jobs of a
 second customer go through its POST /enqueue beside the append run and, at the end, for the
 small-job rate (bench/small.py); when the file has invalid rows, the append job's rejects.csv is
-downloaded through it, timed and checked row by row.
+downloaded through it, timed and checked row by row. After those runs, three more customers
+append a big file each at the same moment (bench/together.py).
 """
 
 from __future__ import annotations
@@ -29,8 +30,8 @@ from typing import IO, Any
 import psutil
 import psycopg2
 
-from bench import small
-from bench.data import HEADER, Files
+from bench import small, together
+from bench.data import COUNTS, HEADER, Files
 from bench.reader import JobReader
 from service import control
 from service.config import PROJECT_ROOT, Config
@@ -52,7 +53,6 @@ REST_START_SECONDS = 60.0  # gunicorn builds the app (and migrates) in the maste
 REST_STOP_SECONDS = 40.0  # over gunicorn.conf.py's graceful_timeout of 25 s
 READ_TIMEOUT_SECONDS = 120.0  # no byte of the download for this long: the server is stuck
 READ_CHUNK = 64 * 1024
-COUNTS = ("rows_inserted", "rows_updated", "rows_unchanged", "rows_duplicate", "rows_deleted", "rows_invalid")
 
 
 @dataclass
@@ -85,6 +85,7 @@ class Results:
     runs: list[Run] = field(default_factory=list)
     download: Download | None = None
     fairness: small.Fairness | None = None
+    together: together.Together | None = None
     rate: small.Rate | None = None
     growth_job: int = 0
     growth_all: int = 0
@@ -130,7 +131,8 @@ class PeakRss:
 class Session:
     """`dramatiq actors` workers on a fresh app DB, kept running for every run, and a view of their jobs.
 
-    Two customers, each with a fresh database: "bench" (the big files) and "small" (ten-row jobs)."""
+    Customers, each with a fresh database: "bench" (the big files), "small" (ten-row jobs) and
+    `others` (by customer id: the three of together.py)."""
 
     def __init__(
         self,
@@ -138,14 +140,15 @@ class Session:
         app: str,
         customer: str,
         small_customer: str,
+        others: dict[str, str],
         blob_root: Path,
         processes: int,
         threads: int,
     ) -> None:
         migrate(app)
-        self.app, self.customer, self.small = app, customer, small_customer
+        self.app, self.customer, self.small, self.others = app, customer, small_customer, others
         self.work, self.blob_root = blob_root.parent, blob_root
-        customers = {"bench": customer, small.CUSTOMER: small_customer}
+        customers = {"bench": customer, small.CUSTOMER: small_customer, **others}
         map_path = self.work / "customer_map.json"
         map_path.write_text(json.dumps(customers))
         env = {k: v for k, v in os.environ.items() if k not in ("CONFIG_PATH", "CONFIG_ENV")}
@@ -178,14 +181,19 @@ class Session:
 
     def job(self, job_id: str, started: float) -> Job:
         """The job's row now; stops the bench when the workers died or the run is stuck."""
+        return self.jobs_now([job_id], started)[job_id]
+
+    def jobs_now(self, job_ids: list[str], started: float) -> dict[str, Job]:
+        """These jobs' rows now, by id; stops the bench when the workers died or the run is stuck."""
         code = self.master.poll()
         if code is not None:
             raise SystemExit(f"bench: the worker processes exited (code {code}); their output: {self.log_path}")
         if time.perf_counter() - started > RUN_LIMIT_SECONDS:
-            raise SystemExit(f"bench: job {job_id} is still not done after {RUN_LIMIT_SECONDS:.0f} s")
-        job = self.reader.get(job_id)
-        assert job is not None, f"job {job_id} vanished"
-        return job
+            raise SystemExit(f"bench: job(s) {', '.join(job_ids)} still not done after {RUN_LIMIT_SECONDS:.0f} s")
+        jobs = self.reader.get_many(job_ids)
+        for job_id in job_ids:
+            assert job_id in jobs, f"job {job_id} vanished"
+        return jobs
 
     def failure(self, job: Job, label: str, why: str) -> SystemExit:
         """The exit of a run that went wrong: why, and the job's log lines that are not about a row."""
@@ -197,9 +205,10 @@ class Session:
             f"worker output: {self.log_path}"
         )
 
-    def table_rows(self, job_id: str) -> tuple[int, int]:
-        """Rows in the users table, and how many of them the job holds."""
-        conn = psycopg2.connect(self.customer)
+    def table_rows(self, job_id: str, dsn: str | None = None) -> tuple[int, int]:
+        """Rows in the users table (of the bench customer, or of the customer DB dsn), and how many of them
+        the job holds."""
+        conn = psycopg2.connect(dsn or self.customer)
         try:
             with conn.cursor() as cur:
                 cur.execute("SELECT count(*), count(*) FILTER (WHERE job_id = %s) FROM users", (job_id,))
@@ -211,11 +220,13 @@ class Session:
 
 def run_all(session: Session, files: Files, modes: set[str]) -> Results:
     """On one REST server: the append run with small jobs beside it, then the other runs asked for;
-    app-DB growth around them, one purge wait; last, the small-job rate on idle workers."""
+    app-DB growth around them, one purge wait; then three customers' big appends at once; last, the
+    small-job rate on idle workers."""
     with RestServer(session.env, session.work / "rest.log") as rest:
         uri = small.write_file(session.blob_root).as_uri()
         small.warm_up(session, rest, uri)
         results = _runs(session, rest, files, modes, uri)
+        results.together = together.run(session, files)
         results.rate = small.rate(session, rest, uri)
         if rest.master.poll() is not None:
             raise SystemExit(f"bench: the REST server exited during the bench; its output: {rest.log_path}")
