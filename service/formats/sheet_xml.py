@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import datetime
 from collections.abc import Iterator, Sequence
-from typing import Any
+from typing import IO, Any
 from xml.parsers import expat
 
 from openpyxl.utils.cell import column_index_from_string
@@ -22,17 +22,23 @@ from openpyxl.utils.datetime import from_excel, from_ISO8601
 _BLOCK = 256 * 1024  # bytes of sheet XML handed to expat at a time
 
 
-def iter_rows(sheet: Any) -> Iterator[tuple[int, tuple[Any, ...]]]:
-    """(row number, values) of each row of an openpyxl read-only worksheet."""
-    book = sheet.parent
-    reader = _SheetReader(sheet._shared_strings, book.epoch, book._date_formats, book._timedelta_formats)
-    with sheet._get_source() as source:
-        while True:
-            block = source.read(_BLOCK)
-            reader.feed(block, final=not block)
-            yield from reader.take()
-            if not block:
-                return
+def iter_rows(
+    source: IO[bytes],
+    shared: Sequence[str],
+    epoch: datetime.datetime,
+    date_styles: set[int],
+    timedelta_styles: set[int],
+) -> Iterator[tuple[int, tuple[Any, ...]]]:
+    """(row number, values) of each row of a sheet's XML, read from source: with the
+    workbook's shared strings, epoch and the style ids of its date and duration formats
+    (openpyxl's Workbook.epoch, _date_formats, _timedelta_formats)."""
+    reader = _SheetReader(shared, epoch, date_styles, timedelta_styles)
+    while True:
+        block = source.read(_BLOCK)
+        reader.feed(block, final=not block)
+        yield from reader.take()
+        if not block:
+            return
 
 
 class _SheetReader:

@@ -7,12 +7,13 @@ import datetime
 import json
 import zipfile
 import zlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any, BinaryIO
 
-import openpyxl
-from openpyxl.workbook.workbook import Workbook
+from openpyxl.reader.excel import ExcelReader
+from openpyxl.styles.stylesheet import apply_stylesheet
 
 from service.errors import FileRejected, LimitExceeded
 from service.formats import sheet_xml
@@ -129,18 +130,48 @@ def _blank(values: tuple[Any, ...]) -> bool:
     return all(value is None or (isinstance(value, str) and not value.strip()) for value in values)
 
 
+@dataclass
+class _Sheet:
+    """One worksheet of an open workbook: its name and what reading its rows needs."""
+
+    title: str
+    path: str  # its XML part in the package
+    archive: zipfile.ZipFile
+    book: Any  # openpyxl's Workbook, as far as ExcelReader filled it (strings, styles, epoch)
+    shared: Sequence[str]
+
+    def rows(self) -> Iterator[tuple[int, tuple[Any, ...]]]:
+        book = self.book
+        with self.archive.open(self.path) as source:
+            yield from sheet_xml.iter_rows(source, self.shared, book.epoch, book._date_formats, book._timedelta_formats)
+
+
 @contextmanager
-def _open_sheet(fh: BinaryIO, fmt: FileFormat, limits: Limits) -> Iterator[Any]:
-    """Check the package, open the workbook read-only and yield the chosen worksheet."""
+def _open_sheet(fh: BinaryIO, fmt: FileFormat, limits: Limits) -> Iterator[_Sheet]:
+    """Check the package, open the workbook and yield the chosen worksheet.
+
+    openpyxl's ExcelReader reads the workbook's parts but not its worksheets: opening a
+    read-only worksheet reads its XML to the end when it has no <dimension> (as files
+    written by openpyxl have not), which costs as much as reading its rows."""
     _check_package(fh, limits)
     try:
-        book = openpyxl.load_workbook(fh, read_only=True, data_only=True)
+        reader = ExcelReader(fh, read_only=True, data_only=True, keep_links=False)
+        reader.read_manifest()
+        reader.read_strings()
+        reader.read_workbook()
+        apply_stylesheet(reader.archive, reader.wb)
+        sheets = [
+            (sheet.name, rel.target)
+            for sheet, rel in reader.parser.find_sheets()
+            if rel.target in reader.valid_files and "chartsheet" not in rel.Type
+        ]
     except Exception as exc:  # openpyxl raises KeyError, ValueError, XML errors... on damaged files
         raise FileRejected(f"not a valid XLSX file: the workbook cannot be opened ({_say(exc)})") from exc
     try:
-        yield _pick_sheet(book, fmt.sheet)
+        title, path = _pick_sheet(sheets, fmt.sheet)
+        yield _Sheet(title, path, reader.archive, reader.wb, reader.shared_strings)
     finally:
-        book.close()
+        reader.archive.close()
 
 
 def _check_package(fh: BinaryIO, limits: Limits) -> None:
@@ -159,26 +190,25 @@ def _check_package(fh: BinaryIO, limits: Limits) -> None:
     fh.seek(0)
 
 
-def _pick_sheet(book: Workbook, name: str | None) -> Any:
-    """Return the named worksheet, or the first one."""
-    sheets = book.worksheets  # worksheets only: chartsheets have no rows
+def _pick_sheet(sheets: list[tuple[str, str]], name: str | None) -> tuple[str, str]:
+    """Return the named worksheet's (title, part), or the first one's."""
     if name is None:
         if not sheets:
             raise FileRejected("the workbook has no worksheet")
         return sheets[0]
     for sheet in sheets:
-        if sheet.title == name:
+        if sheet[0] == name:
             return sheet
-    listed = ", ".join(repr(sheet.title) for sheet in sheets) or "none"
+    listed = ", ".join(repr(title) for title, _ in sheets) or "none"
     raise FileRejected(f"option sheet: the workbook has no sheet {name!r}; its sheets are {listed}")
 
 
-def _rows(sheet: Any, start: int) -> Iterator[tuple[int, tuple[Any, ...]]]:
+def _rows(sheet: _Sheet, start: int) -> Iterator[tuple[int, tuple[Any, ...]]]:
     """Yield (sheet row number, values) of the rows from row start that the sheet's XML holds
     (rows it leaves out are empty), turning a damaged sheet into FileRejected."""
     number = start
     try:
-        for number, values in sheet_xml.iter_rows(sheet):
+        for number, values in sheet.rows():
             if number >= start:
                 yield number, values
     except FileRejected:

@@ -97,10 +97,19 @@ def both(data: bytes) -> tuple[list[tuple[int, tuple[Any, ...]]], list[tuple[int
         sheet = book.worksheets[0]
         sheet.reset_dimensions()
         theirs = [(n, v) for n, v in enumerate(sheet.iter_rows(values_only=True), 1) if any(x is not None for x in v)]
-        ours = [(n, v) for n, v in sheet_xml.iter_rows(sheet) if any(x is not None for x in v)]
+        ours = [(n, v) for n, v in rows_of(sheet) if any(x is not None for x in v)]
         return ours, theirs
     finally:
         book.close()
+
+
+def rows_of(sheet: Any) -> list[tuple[int, tuple[Any, ...]]]:
+    """sheet_xml's rows of an openpyxl read-only worksheet."""
+    book = sheet.parent
+    with sheet._get_source() as source:
+        return list(
+            sheet_xml.iter_rows(source, sheet._shared_strings, book.epoch, book._date_formats, book._timedelta_formats)
+        )
 
 
 def text(value: str) -> str:
@@ -214,4 +223,4 @@ def test_a_damaged_cell_raises_rather_than_reading_something_else(broken: str) -
     xml = f'<worksheet xmlns="{MAIN}"><sheetData><row r="1">{broken}</row></sheetData></worksheet>'
     book = openpyxl.load_workbook(io.BytesIO(workbook(xml, ["only"])), read_only=True, data_only=True)
     with pytest.raises((IndexError, ValueError)):
-        list(sheet_xml.iter_rows(book.worksheets[0]))
+        rows_of(book.worksheets[0])
