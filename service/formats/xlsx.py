@@ -84,15 +84,19 @@ def scan(
 
 
 def encode_records(records: list[Record]) -> bytes:
-    """A chunk's records as compressed JSON: [source_row, sheet row, cells] each, dates tagged."""
-    rows = [[record.source_row, record.line, record.cells] for record in records]
-    return zlib.compress(json.dumps(rows, default=_tag, ensure_ascii=False).encode(), 1)
+    """A chunk's records as compressed JSON lines, [source_row, sheet row, cells] each, dates tagged."""
+    encode = json.JSONEncoder(default=_tag, ensure_ascii=False).encode
+    text = "\n".join(encode([record.source_row, record.line, record.cells]) for record in records)
+    return zlib.compress(text.encode(), 1)
 
 
 def decode_records(payload: bytes) -> Iterator[Record]:
-    """The records encode_records stored, as iter_records would read them from the sheet."""
-    for source_row, line, cells in json.loads(zlib.decompress(payload), object_hook=_untag):
-        yield Record(source_row, line, line + 1, cells, next_line=line + 1)
+    """The records encode_records stored, as iter_records would read them from the sheet, one
+    at a time (a chunk in flight holds its text, not all its rows as objects)."""
+    decode = json.JSONDecoder(object_hook=_untag).decode
+    for line in zlib.decompress(payload).split(b"\n") if payload else ():
+        source_row, number, cells = decode(line.decode())
+        yield Record(source_row, number, number + 1, cells, next_line=number + 1)
 
 
 _TEMPORAL: dict[str, Any] = {
