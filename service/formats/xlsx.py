@@ -94,7 +94,8 @@ def decode_records(payload: bytes) -> Iterator[Record]:
     """The records encode_records stored, as iter_records would read them from the sheet, one
     at a time (a chunk in flight holds its text, not all its rows as objects)."""
     decode = json.JSONDecoder(object_hook=_untag).decode
-    for line in zlib.decompress(payload).split(b"\n") if payload else ():
+    text = zlib.decompress(payload)
+    for line in text.split(b"\n") if text else ():
         source_row, number, cells = decode(line.decode())
         yield Record(source_row, number, number + 1, cells, next_line=number + 1)
 
