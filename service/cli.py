@@ -318,7 +318,8 @@ def wait_for(job_id: str, jobs: JobStore) -> Job:
 
 
 def parse_options(pairs: list[str]) -> dict[str, Any]:
-    """Turn K=V pairs into an options object; boolean options accept true/false/yes/no/1/0."""
+    """Turn K=V pairs into an options object; boolean options accept true/false/yes/no/1/0,
+    whole-number options (header_row) digits."""
     options: dict[str, Any] = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
@@ -329,6 +330,11 @@ def parse_options(pairs: list[str]) -> dict[str, Any]:
             if lowered not in ("true", "false", "yes", "no", "1", "0"):
                 raise RequestRefused(f"{key} must be true or false, got {value!r}", field=f"options.{key}")
             options[key] = lowered in ("true", "yes", "1")
+        elif OPTION_TYPES.get(key) is int:
+            try:
+                options[key] = int(value.strip())
+            except ValueError:
+                raise RequestRefused(f"{key} must be a whole number, got {value!r}", field=f"options.{key}") from None
         else:
             options[key] = value
     return options

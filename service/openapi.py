@@ -11,7 +11,7 @@ from typing import Any
 
 from service.api import DEFAULT_LIST_LIMIT, MAX_LIST_LIMIT, STATUSES
 from service.rejects import DEFAULT_PAGE, ERRORS_COLUMN, MAX_PAGE
-from service.requests import FORMATS, MODES, ON_INVALID, OPTION_TYPES
+from service.requests import FORMATS, MAX_SHEET_ROWS, MODES, ON_INVALID, OPTION_TYPES
 
 MAX_BODY_BYTES = 1024 * 1024
 JSON = "application/json"
@@ -63,6 +63,11 @@ def _options_schema() -> dict[str, Any]:
     properties["on_invalid"]["enum"] = list(ON_INVALID)
     properties["delimiter"].update(minLength=1, maxLength=1)
     properties["sheet"]["minLength"] = 1
+    properties["header_row"].update(
+        minimum=1,
+        maximum=MAX_SHEET_ROWS,
+        description="XLSX: the sheet row of the header (default: the first non-empty row).",
+    )
     properties["mode"].update(
         enum=list(MODES),
         description="append (default) adds the rows; upsert inserts or replaces rows by the product's key; "

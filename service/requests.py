@@ -24,10 +24,12 @@ OPTION_TYPES: dict[str, type] = {
     "mode": str,
     "atomic": bool,
     "allow_empty": bool,
+    "header_row": int,
 }
 FORMATS = ("csv", "tsv", "kv", "xlsx")
 ON_INVALID = ("skip", "fail")
 MODES = ("append", "upsert", "replace")
+MAX_SHEET_ROWS = 1_048_576  # Excel's
 
 
 @dataclass(frozen=True)
@@ -90,14 +92,19 @@ def check_options(options: Any) -> dict[str, Any]:
         return {}
     if not isinstance(options, Mapping):
         raise RequestRefused("options must be an object", field="options")
+    checked = dict(options)
     for name, value in options.items():
         expected = OPTION_TYPES.get(name)
         if expected is None:
             raise RequestRefused(f"unknown option {name!r} (known: {', '.join(OPTION_TYPES)})", field=f"options.{name}")
-        if not isinstance(value, expected):
-            raise RequestRefused(f"option {name} must be a {expected.__name__}", field=f"options.{name}")
-    _check_option_values(options)
-    return dict(options)
+        if expected is int and isinstance(value, float) and value.is_integer():
+            checked[name] = value = int(value)  # a gRPC Struct carries every number as a double
+        # A JSON true is a Python int too: refuse it where a number is asked for.
+        if not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
+            names = {str: "str", bool: "bool", int: "whole number"}
+            raise RequestRefused(f"option {name} must be a {names[expected]}", field=f"options.{name}")
+    _check_option_values(checked)
+    return checked
 
 
 def _check_option_values(options: Mapping[str, Any]) -> None:
@@ -129,6 +136,12 @@ def _check_option_values(options: Mapping[str, Any]) -> None:
             raise RequestRefused(
                 f"option encoding {encoding!r} is not a known codec", field="options.encoding"
             ) from None
+    header_row = options.get("header_row")
+    if header_row is not None and not 1 <= header_row <= MAX_SHEET_ROWS:
+        raise RequestRefused(
+            f"option header_row must be a sheet row from 1 to {MAX_SHEET_ROWS:,}, got {header_row}",
+            field="options.header_row",
+        )
     if "sheet" in options and not options["sheet"]:
         raise RequestRefused("option sheet must be a non-empty sheet name", field="options.sheet")
 

@@ -38,7 +38,15 @@ __all__ = [
 ]
 
 KINDS = ("csv", "tsv", "kv", "xlsx")
-EXTENSIONS = {".csv": "csv", ".tsv": "tsv", ".kv": "kv", ".txt": "kv", ".xlsx": "xlsx"}
+EXTENSIONS = {".csv": "csv", ".tsv": "tsv", ".kv": "kv", ".txt": "kv", ".xlsx": "xlsx", ".xlsm": "xlsx"}
+# Spreadsheets of formats not read: refused by name, whatever the options say.
+REFUSED = {
+    ".xls": "an old binary Excel workbook (.xls)",
+    ".xlsb": "a binary Excel workbook (.xlsb)",
+    ".ods": "an OpenDocument spreadsheet (.ods)",
+    ".numbers": "an Apple Numbers document (.numbers)",
+}
+OLE2_MAGIC = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"  # .xls (and other old Office files)
 _SNIFF_BYTES = 64 * 1024
 
 _HeaderReader = Callable[[BinaryIO, FileFormat, Limits], Header]
@@ -62,10 +70,14 @@ def detect_format(path: Path, options: Mapping[str, Any]) -> FileFormat:
         encoding = validate_encoding(str(options["encoding"]).strip())
     else:
         encoding = sniff_encoding(head)
+    _refuse_unread(path, head)
     kind = _kind(path, options.get("format"), head, _first_line(head, encoding, skip_comments=True))
     sheet = options.get("sheet")
+    header_row = options.get("header_row")
     if kind == "xlsx":
-        return FileFormat("xlsx", "", "", None if sheet is None else str(sheet))
+        return FileFormat("xlsx", "", "", None if sheet is None else str(sheet), header_row)
+    if header_row is not None:
+        raise FileRejected(f"option header_row applies to XLSX files only; this file is read as {kind.upper()}")
     delimiter = _delimiter(kind, options.get("delimiter"), _first_line(head, encoding, skip_comments=False))
     return FileFormat(kind, encoding, delimiter, None)
 
@@ -123,6 +135,15 @@ def splittable(fmt: FileFormat) -> bool:
     if fmt.kind == "xlsx":
         return True
     return resolve_codec(fmt.encoding, b"").splittable
+
+
+def _refuse_unread(path: Path, head: bytes) -> None:
+    """Refuse, by name, a spreadsheet format this service does not read."""
+    what = REFUSED.get(path.suffix.lower())
+    if what is None and head.startswith(OLE2_MAGIC):
+        what = "an old binary Office file (such as .xls)"
+    if what is not None:
+        raise FileRejected(f"the file is {what}, which cannot be read; save it as .xlsx or CSV and import that")
 
 
 def _kind(path: Path, option: Any, head: bytes, first: str) -> str:

@@ -66,6 +66,7 @@ class FileFormat:
     encoding: str  # python codec for text; '' for xlsx
     delimiter: str  # csv/tsv only, else ''
     sheet: str | None  # xlsx only
+    header_row: int | None = None  # xlsx only: the header's sheet row (None: the first non-empty row)
 
 
 @dataclass(frozen=True)

@@ -21,14 +21,25 @@ from service.formats.text import Cut, FileFormat, Header, Limits, Record, human_
 
 
 def read_header(fh: BinaryIO, fmt: FileFormat, limits: Limits) -> Header:
-    """Read the first non-empty row of the sheet as the header names."""
+    """Read the header names: row header_row of the sheet, else its first non-empty row."""
     with _open_sheet(fh, fmt, limits) as sheet:
-        for number, values in _rows(sheet, 1):
+        wanted = fmt.header_row
+        for number, values in _rows(sheet, wanted or 1):
+            if wanted is not None and (number != wanted or _blank(values)):
+                raise FileRejected(
+                    f"option header_row: row {wanted} of the sheet {sheet.title!r} is empty; the header must be there",
+                    line=wanted,
+                )
             if not _blank(values):
                 names = ["" if value is None else str(value).strip() for value in values]
                 while names and not names[-1]:
                     names.pop()  # formatted but empty cells past the last column
                 return Header(names=names, data_start=number + 1, data_line=number + 1)
+        if wanted is not None:
+            raise FileRejected(
+                f"option header_row: the sheet {sheet.title!r} has no row {wanted}; the header must be there",
+                line=wanted,
+            )
         raise FileRejected(f"the sheet {sheet.title!r} is empty: it has no header row")
 
 
@@ -183,9 +194,14 @@ def _check_package(fh: BinaryIO, limits: Limits) -> None:
     """Refuse what is not a zip, and a package whose uncompressed content passes the limit."""
     try:
         with zipfile.ZipFile(fh) as package:
-            total = sum(member.file_size for member in package.infolist())
+            members = package.infolist()
+            total = sum(member.file_size for member in members)
+            names = {member.filename for member in members}
+            mimetype = package.read("mimetype")[:100] if "mimetype" in names else b""
     except Exception as exc:  # BadZipFile, EOFError, NotImplementedError (odd versions), ValueError...
         raise FileRejected(f"not a valid XLSX file: it is not a zip package ({_say(exc)})") from exc
+    if what := _other_package(names, mimetype):
+        raise FileRejected(f"the file is {what}, which cannot be read; save it as .xlsx or CSV and import that")
     # zipfile never inflates a member past its declared size, so the declared sizes bound memory.
     if total > limits.max_xlsx_bytes:
         raise LimitExceeded(
@@ -193,6 +209,15 @@ def _check_package(fh: BinaryIO, limits: Limits) -> None:
             f"max_xlsx_bytes limit ({human_size(limits.max_xlsx_bytes)})"
         )
     fh.seek(0)
+
+
+def _other_package(names: set[str], mimetype: bytes) -> str | None:
+    """Name a zip package that is a spreadsheet of another format, else None."""
+    if mimetype.startswith(b"application/vnd.oasis.opendocument.spreadsheet"):
+        return "an OpenDocument spreadsheet (.ods)"
+    if "xl/workbook.bin" in names:
+        return "a binary Excel workbook (.xlsb)"
+    return None
 
 
 def _pick_sheet(sheets: list[tuple[str, str]], name: str | None) -> tuple[str, str]:

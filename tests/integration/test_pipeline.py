@@ -134,6 +134,31 @@ def test_an_xlsx_file_keeps_native_cell_types(pipeline: Pipeline) -> None:
     assert rows[2] == {"external_id": "x2", "email": "b@example.com", "age": 31, "active": False}
 
 
+def test_an_xlsx_sheet_of_many_chunks_with_a_header_row_is_read_once_and_cleaned_up(pipeline: Pipeline) -> None:
+    book = openpyxl.Workbook()
+    sheet = book.active
+    sheet.append(["Users export, March"])
+    sheet.append([])
+    sheet.append(["external_id", "email", "age"])
+    for n in range(1, 11):  # 4 chunks of 3 rows (sheet rows 4-13); row 8 has a bad email
+        sheet.append([f"s{n}", "bad" if n == 5 else f"s{n}@example.com", n])
+    buffer = io.BytesIO()
+    book.save(buffer)
+    job = pipeline.run("acme", "users", "titled.xlsx", buffer.getvalue(), {"header_row": 3})
+    assert job.status == "succeeded", job.error
+    assert (job.rows_total, job.rows_valid, job.rows_invalid, job.chunks_total) == (10, 9, 1, 4)
+    rows = dict(rows_of(pipeline, "acme", job.id))
+    assert sorted(rows) == [1, 2, 3, 4, 6, 7, 8, 9, 10]
+    assert rows[10] == {"external_id": "s10", "email": "s10@example.com", "age": 10}
+    errors = [(r, f, m) for level, r, f, m in logs_of(pipeline, job.id) if level == "error"]
+    assert [(r, f) for r, f, _ in errors] == [(5, "email")]
+    # Every chunk read its cells from the customer DB; they went with the job's end.
+    cells = query(
+        pipeline.customer_dsns["acme"], "SELECT count(*) FROM import_service.chunk_cells WHERE job_id = %s", (job.id,)
+    )
+    assert cells == [(0,)]
+
+
 def test_a_file_of_many_chunks_is_counted_exactly_and_logs_are_capped(pipeline: Pipeline) -> None:
     lines = [f"u{i},bad{i}\n" if i % 2 else f"u{i},ok{i}@example.com\n" for i in range(1, 21)]
     content = ("external_id,email\n" + "".join(lines)).encode()

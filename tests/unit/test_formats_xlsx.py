@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import zipfile
 from datetime import date, datetime, time
 from pathlib import Path
@@ -11,7 +12,7 @@ import openpyxl
 import pytest
 
 from service.errors import FileRejected, LimitExceeded
-from service.formats import FileFormat, Limits, Record, iter_records, read_header
+from service.formats import FileFormat, Limits, Record, detect_format, iter_records, read_header
 
 XLSX = FileFormat("xlsx", "", "", None)
 DEFAULTS = Limits()
@@ -158,3 +159,92 @@ def test_resuming_at_each_record_end_gives_the_same_records_as_one_pass(tmp_path
         assert list(rest) == whole[k + 1 :]
     chunked = list(iter_records(path, XLSX, header, Limits(), max_records=2))
     assert chunked == whole[:2]
+
+
+# --- the header row, .xlsm, and spreadsheet formats that are refused by name
+
+
+def test_header_row_names_the_header_and_the_rows_above_it_are_ignored(tmp_path: Path) -> None:
+    rows = [["Users export"], ["from the HR system", None, "2024"], ["id", "email"], ["u1", "a@x.io"], [], ["u2", None]]
+    path = workbook(tmp_path, {"S": rows})
+    fmt = FileFormat("xlsx", "", "", None, header_row=3)
+    header = read_header(path, fmt, DEFAULTS)
+    assert (header.names, header.data_start, header.data_line) == (["id", "email"], 4, 4)
+    records = list(iter_records(path, fmt, header, DEFAULTS))
+    assert [(r.source_row, r.line, r.cells) for r in records] == [(1, 4, ["u1", "a@x.io"]), (2, 6, ["u2", None])]
+    # Without the option the first non-empty row is the header.
+    assert read_header(path, XLSX, DEFAULTS).names == ["Users export"]
+
+
+@pytest.mark.parametrize("row, says", [(2, "row 2 of the sheet 'S' is empty"), (9, "has no row 9")])
+def test_a_header_row_that_is_empty_or_missing_is_refused_naming_it(tmp_path: Path, row: int, says: str) -> None:
+    path = workbook(tmp_path, {"S": [["title"], [], ["id"], ["u1"]]})
+    with pytest.raises(FileRejected, match=says) as caught:
+        read_header(path, FileFormat("xlsx", "", "", None, header_row=row), DEFAULTS)
+    assert "header_row" in str(caught.value)
+
+
+def test_header_row_on_a_csv_file_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "u.csv"
+    path.write_text("id\nu1\n")
+    with pytest.raises(FileRejected, match="header_row applies to XLSX files only"):
+        detect_format(path, {"header_row": 2})
+
+
+def test_an_xlsm_workbook_is_read_like_an_xlsx(tmp_path: Path) -> None:
+    source = workbook(tmp_path, {"S": [["id", "n"], ["u1", 3]]})
+    path = tmp_path / "macros.xlsm"
+    with zipfile.ZipFile(source) as old, zipfile.ZipFile(path, "w") as new:
+        for item in old.infolist():
+            data = old.read(item.filename)
+            if item.filename == "[Content_Types].xml":  # what Excel writes for a macro-enabled workbook
+                data = data.replace(
+                    b"application/vnd.openxmlformats-officedocument.spreadsheetml.sheet.main+xml",
+                    b"application/vnd.ms-excel.sheet.macroEnabled.main+xml",
+                )
+            new.writestr(item, data)
+    fmt = detect_format(path, {})
+    assert fmt.kind == "xlsx"
+    assert [r.cells for r in read_all(path, fmt)] == [["u1", 3]]
+
+
+def _zip(path: Path, members: dict[str, bytes]) -> Path:
+    with zipfile.ZipFile(path, "w") as package:
+        for name, data in members.items():
+            package.writestr(name, data)
+    return path
+
+
+@pytest.mark.parametrize(
+    "name, content, says",
+    [
+        ("old.xls", b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1" + bytes(600), "old binary Excel workbook (.xls)"),
+        ("renamed.xlsx", b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1" + bytes(600), "old binary Office file"),
+        ("sheet.ods", b"PK whatever", "OpenDocument spreadsheet (.ods)"),
+        ("sheet.xlsb", b"PK whatever", "binary Excel workbook (.xlsb)"),
+    ],
+)
+def test_spreadsheets_of_other_formats_are_refused_by_name(
+    tmp_path: Path, name: str, content: bytes, says: str
+) -> None:
+    path = tmp_path / name
+    path.write_bytes(content)
+    with pytest.raises(FileRejected, match=re.escape(says)) as caught:
+        detect_format(path, {"format": "xlsx"})
+    assert "save it as .xlsx or CSV" in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    "members, says",
+    [
+        ({"mimetype": b"application/vnd.oasis.opendocument.spreadsheet", "content.xml": b"<x/>"}, ".ods"),
+        ({"[Content_Types].xml": b"<Types/>", "xl/workbook.bin": b"\x00"}, ".xlsb"),
+    ],
+)
+def test_an_ods_or_xlsb_package_under_an_xlsx_name_is_refused_by_name(
+    tmp_path: Path, members: dict[str, bytes], says: str
+) -> None:
+    path = _zip(tmp_path / "looks.xlsx", members)
+    fmt = detect_format(path, {})
+    with pytest.raises(FileRejected, match=re.escape(says)):
+        read_header(path, fmt, DEFAULTS)

@@ -55,7 +55,7 @@ def read_all(content: bytes, kind: str) -> list[formats.Record]:
             assert str(exc).strip(), "an error must say what is wrong"
             if kind != "xlsx" and not isinstance(exc, formats_limit_types()):
                 # A problem inside the text names its line; only whole-file verdicts may not.
-                whole_file = ("empty", "zip archive", "encoding")
+                whole_file = ("empty", "zip archive", "encoding", "cannot be read; save it as")
                 assert "line" in str(exc) or any(w in str(exc) for w in whole_file), str(exc)
             return []
         columns = (

@@ -55,6 +55,12 @@ def body(config: Config, **changes: object) -> dict[str, object]:
         ({"options": {"allow_empty": True}}, "options.allow_empty"),
         ({"options": {"mode": "upsert", "allow_empty": True}}, "options.allow_empty"),
         ({"options": {"mode": "replace", "allow_empty": "yes"}}, "options.allow_empty"),
+        ({"options": {"header_row": 0}}, "options.header_row"),
+        ({"options": {"header_row": -3}}, "options.header_row"),
+        ({"options": {"header_row": 1_048_577}}, "options.header_row"),
+        ({"options": {"header_row": True}}, "options.header_row"),
+        ({"options": {"header_row": "3"}}, "options.header_row"),
+        ({"options": {"header_row": 2.5}}, "options.header_row"),
         ({"blob_uri": "s3://bucket/u.csv"}, "blob_uri"),
         ({"blob_uri": "file:///etc/passwd"}, "blob_uri"),
         ({"blob_uri": "file:///nowhere/\x00"}, "blob_uri"),
@@ -104,3 +110,9 @@ def test_listing_jobs_of_a_malformed_customer_id_is_refused_before_any_query(con
     with pytest.raises(RequestRefused) as caught:
         api.list_jobs(api.authenticate(None), customer_id, None, None)
     assert caught.value.field == "customer_id"
+
+
+def test_header_row_takes_a_whole_number_even_as_a_double_from_grpc(config: Config) -> None:
+    assert check_request(body(config, options={"header_row": 3}), config, PRODUCTS).options == {"header_row": 3}
+    checked = check_request(body(config, options={"header_row": 3.0}), config, PRODUCTS).options
+    assert checked == {"header_row": 3} and type(checked["header_row"]) is int
