@@ -77,7 +77,7 @@ def services() -> pipeline.Services:
             jobs = JobStore(
                 APP_DSN,
                 dispatch=dispatch,
-                maxconn=CONFIG.worker_concurrency + 4,
+                maxconn=CONFIG.worker_concurrency,  # kept idle at most: one per thread
                 chunk_stage=pipeline.VALIDATE,
                 chunks_in_flight=CONFIG.chunks_in_flight,
             )

@@ -28,9 +28,10 @@ log = logging.getLogger(__name__)
 
 # Each declared queue costs a worker process 4 connections (listen + consume, queue and
 # delay queue); acks and enqueues need more on top, one per worker thread at worst.
-# dramatiq-pg keeps up to that many idle too (its minconn defaults to maxconn, opened lazily):
-# with minconn=0 every consume and ack opened a new connection, about 2 ms of server time each.
+# dramatiq-pg keeps up to minconn of them idle (opened lazily; its default is maxconn): with
+# minconn=0 every consume and ack opened a new connection, about 2 ms of server time each.
 BROKER_MAXCONN = 32
+BROKER_IDLE = 4
 
 
 class Consumer(PostgresConsumer):
@@ -143,7 +144,7 @@ class RecoverySweep(Middleware):
 def make_broker(dsn: str, extra: Sequence[Middleware] = ()) -> Broker:
     """A broker on the app DB; results off (status lives in import_jobs), explicit middleware."""
     separator = "&" if "?" in dsn else "?"
-    url = f"{dsn}{separator}maxconn={BROKER_MAXCONN}" if "://" in dsn else None
+    url = f"{dsn}{separator}maxconn={BROKER_MAXCONN}&minconn={BROKER_IDLE}" if "://" in dsn else None
     middleware = [
         AgeLimit(),
         TimeLimit(),
@@ -158,6 +159,6 @@ def make_broker(dsn: str, extra: Sequence[Middleware] = ()) -> Broker:
         import psycopg2.extensions
         from dramatiq_pg.utils import make_pool
 
-        kwargs = dict(psycopg2.extensions.parse_dsn(dsn), maxconn=BROKER_MAXCONN)
+        kwargs = dict(psycopg2.extensions.parse_dsn(dsn), maxconn=BROKER_MAXCONN, minconn=BROKER_IDLE)
         return Broker(pool=make_pool(kwargs), results=False, middleware=middleware)
     return Broker(url=url, results=False, middleware=middleware)

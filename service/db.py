@@ -177,13 +177,23 @@ class IdleConnections:
         if conn.closed or conn.status != psycopg2.extensions.STATUS_READY:
             conn.close()
             return
+        now = time.monotonic()
+        stale: list[Any] = []
         with self._lock:
             self._after_fork()
+            for key, kept in list(self._idle.items()):  # idle too long: a server slot for nothing
+                stale += [old for old, since in kept if now - since > self.max_age]
+                kept[:] = [(old, since) for old, since in kept if now - since <= self.max_age]
+                if not kept:
+                    del self._idle[key]
             idle = self._idle.setdefault(dsn, [])
             if len(idle) < self.per_dsn and sum(len(v) for v in self._idle.values()) < self.total:
-                idle.append((conn, time.monotonic()))
-                return
-        conn.close()
+                idle.append((conn, now))
+                conn = None
+        for old in stale:
+            old.close()
+        if conn is not None:
+            conn.close()
 
     def close_all(self) -> None:
         """Close every idle connection."""

@@ -40,7 +40,7 @@ log = logging.getLogger(__name__)
 Q = load_queries(PROJECT_ROOT / "service" / "sql" / "customer.sql")
 
 
-_IDLE = IdleConnections()  # customer DBs: a few idle per DSN
+_IDLE = IdleConnections(per_dsn=2, total=8)  # customer DBs: a few idle per process
 WATCH_SECONDS = 0.5  # how often a publish checks that its job was not cancelled
 MAX_KEYS_NAMED = 10
 
