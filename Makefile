@@ -43,7 +43,7 @@ test-fast: $(STAMP)
 # worker_concurrency), MODES=append,upsert,upsert10,undo (default: all); BENCH_DATABASE_URL or
 # APP_DB_DSN picks the Postgres server (else the embedded one).
 bench: $(STAMP)
-	$(PY) -m bench --rows $(or $(ROWS),1000000) --invalid-ratio $(or $(INVALID_RATIO),0) --processes $(or $(PROCESSES),2) $(if $(THREADS),--threads $(THREADS))
+	$(PY) -m bench --rows $(or $(ROWS),1000000) --invalid-ratio $(or $(INVALID_RATIO),0) --processes $(or $(PROCESSES),2) $(if $(THREADS),--threads $(THREADS)) $(if $(filter-out 0,$(XLSX)),--xlsx)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check service actors tests bench

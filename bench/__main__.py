@@ -1,4 +1,4 @@
-"""`make bench [ROWS=N] [INVALID_RATIO=0.1] [PROCESSES=2] [MODES=append,...]`: the pipeline against a plain COPY.
+"""`make bench [ROWS=N] [INVALID_RATIO=0.1] [PROCESSES=2] [MODES=append,...] [XLSX=1]`: the pipeline against a plain COPY.
 
 Generates a deterministic users CSV (and a twin with 10% of its rows changed), COPYs its
 records as JSONB into a plain table for the baseline, then on one set of real `dramatiq
@@ -9,7 +9,9 @@ POST /enqueue, ten 10-row jobs of a second customer run beside the append job (f
 three more customers (each with a fresh database) append two thirds of the file each, all
 enqueued at once (each one's rows/s), and at the end 200 small jobs are enqueued as fast as
 one client can (the small-job rate, SPEC 15). With invalid rows, it also downloads the append
-job's rejects.csv through it. Prints one table.
+job's rejects.csv through it. With --xlsx (XLSX=1), an .xlsx of the same rows (written once by
+openpyxl, cached) is appended for one more customer right after the CSV append, timed the same way,
+with the workers' peak RSS during that run alone. Prints one table.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ import psycopg2.extensions
 from psycopg2 import sql
 
 from bench import data, small, together
-from bench.runs import MODES, Results, Run, Session, run_all
+from bench.runs import MODES, SHEET_CUSTOMER, Results, Run, Session, run_all
 from service.config import load_config
 from service.db import app_dsn
 
@@ -106,6 +108,14 @@ def report(
     print(f"{'ratio pipeline / COPY':<30}{pipeline_rate / copy_rate:>22.2f}")
     print(f"{'rows inserted / invalid':<30}{files.valid:>10,.0f}{rows - files.valid:>12,.0f}")
     print(f"{'enqueue -> first rows inserted':<30}{result.first_rows_seconds:>10.2f} s")
+    sheet = result.sheet
+    if sheet is not None:
+        run = sheet.run
+        print(
+            _run_line(
+                Run(run.label, run.seconds, run.rows, f"{run.counts}; .xlsx {sheet.size / MB:.1f} MiB"), copy_rate
+            )
+        )
     for run in result.runs:
         print(_run_line(run, copy_rate))
     if result.download is not None:
@@ -117,6 +127,14 @@ def report(
         )
     for i, peak in enumerate(peaks):
         print(f"{'worker ' + str(i + 1) + ' peak RSS':<30}{peak / MB:>10.1f} MiB (whole session)")
+    if sheet is not None:
+        during = (
+            "during the XLSX run alone"
+            if sheet.isolated
+            else "since the worker started, read after the XLSX run: VmHWM could not be reset"
+        )
+        for i, peak in enumerate(sheet.peaks[:processes]):
+            print(f"{'worker ' + str(i + 1) + ' peak RSS, XLSX':<30}{peak / MB:>10.1f} MiB ({during})")
     growth = (
         ("app DB growth after the job", result.growth_job, "of file"),
         ("... after all runs", result.growth_all, "of one file"),
@@ -158,6 +176,12 @@ def main() -> int:
     parser.add_argument("--processes", type=int, default=int(os.environ.get("PROCESSES", 2)))
     parser.add_argument("--threads", type=int, help="threads per process (default: worker_concurrency of the config)")
     parser.add_argument(
+        "--xlsx",
+        action="store_true",
+        default=os.environ.get("XLSX", "") not in ("", "0"),
+        help="also append an .xlsx of the same rows (generated once, cached) for another customer",
+    )
+    parser.add_argument(
         "--modes",
         type=parse_modes,
         default=os.environ.get("MODES", ",".join(MODES)),
@@ -169,6 +193,8 @@ def main() -> int:
     server = Server(os.environ.get("BENCH_DATABASE_URL") or app_dsn(config))
     work = config.data_dir / "bench"
     files = data.prepare(work / "blobs" / "bench", args.rows, args.invalid_ratio)
+    if args.xlsx:
+        files = data.prepare_xlsx(files)
     try:
         copy_seconds, _ = copy_baseline(server.create("copy"), files.original)
         session = Session(
@@ -176,7 +202,10 @@ def main() -> int:
             server.create("app"),
             server.create("cust"),
             server.create("small"),
-            {customer: server.create(customer) for customer in together.CUSTOMERS},
+            {
+                customer: server.create(customer)
+                for customer in (*together.CUSTOMERS, *((SHEET_CUSTOMER,) if args.xlsx else ()))
+            },
             work / "blobs",
             args.processes,
             threads,

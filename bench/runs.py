@@ -6,8 +6,10 @@ counts and the table, and stops the bench with a message when something is not a
 A real gunicorn REST server (started as `make serve` starts it) runs throughout: small jobs of a
 second customer go through its POST /enqueue beside the append run and, at the end, for the
 small-job rate (bench/small.py); when the file has invalid rows, the append job's rejects.csv is
-downloaded through it, timed and checked row by row. After those runs, three more customers
-append a big file each at the same moment (bench/together.py).
+downloaded through it, timed and checked row by row. With XLSX=1, right after the append run an
+.xlsx of the same rows is appended for customer "sheet" (its own fresh database), with the workers'
+peak RSS during that run alone. After those runs, three more customers append a big file each at the
+same moment (bench/together.py).
 """
 
 from __future__ import annotations
@@ -45,6 +47,8 @@ from service.serve import commands
 from service.supervisor import worker_command
 
 MODES = ("append", "upsert", "upsert10", "undo")
+SHEET_CUSTOMER = "sheet"  # the XLSX run's customer (XLSX=1), with its own database
+XLSX_LABEL = "XLSX append (openpyxl-written)"
 APP_TABLES = ("dramatiq.queue", "import_jobs", "import_logs", "import_chunks")
 POLL_SECONDS = 0.05
 RUN_LIMIT_SECONDS = 3600.0  # a run still going after this long is reported as stuck
@@ -77,6 +81,17 @@ class Download:
 
 
 @dataclass
+class Sheet:
+    """The XLSX append run: the run, the .xlsx's size, and the workers' peak RSS (largest first) during the run
+    alone (isolated) or, when the kernel would not reset the high-water mark, over their life until its end."""
+
+    run: Run
+    size: int
+    peaks: list[int]
+    isolated: bool
+
+
+@dataclass
 class Results:
     """Everything the report prints besides the COPY baseline."""
 
@@ -84,6 +99,7 @@ class Results:
     first_rows_seconds: float
     runs: list[Run] = field(default_factory=list)
     download: Download | None = None
+    sheet: Sheet | None = None
     fairness: small.Fairness | None = None
     together: together.Together | None = None
     rate: small.Rate | None = None
@@ -94,7 +110,8 @@ class Results:
 
 
 class PeakRss:
-    """Samples worker processes' peak RSS (VmHWM) until stopped."""
+    """Samples worker processes' peak RSS (VmHWM) until stopped; peaks is the highest seen per pid, even across
+    a reset (which the sampler sees just before it)."""
 
     def __init__(self, master_pid: int) -> None:
         self.master_pid = master_pid
@@ -108,10 +125,16 @@ class PeakRss:
             self.sample()
 
     def sample(self) -> None:
+        for pid, peak in self.now().items():
+            self.peaks[pid] = max(self.peaks.get(pid, 0), peak)
+
+    def now(self) -> dict[int, int]:
+        """Each process's VmHWM now, by pid: its peak RSS since it started or since the last reset."""
         try:
             children = psutil.Process(self.master_pid).children(recursive=True)
         except psutil.NoSuchProcess:
-            return
+            return {}
+        peaks = {}
         for child in children:
             try:
                 status = Path(f"/proc/{child.pid}/status").read_text()
@@ -119,7 +142,20 @@ class PeakRss:
                 continue
             for line in status.splitlines():
                 if line.startswith("VmHWM:"):
-                    self.peaks[child.pid] = max(self.peaks.get(child.pid, 0), int(line.split()[1]) * 1024)
+                    peaks[child.pid] = int(line.split()[1]) * 1024
+        return peaks
+
+    def reset(self) -> bool:
+        """Sample, then set each process's VmHWM back to its RSS now (`5` into /proc/<pid>/clear_refs, Linux
+        4.0+), so that now() gives the peak since; False when that failed for any of them."""
+        self.sample()
+        done = True
+        for pid in self.now():
+            try:
+                Path(f"/proc/{pid}/clear_refs").write_text("5")
+            except OSError:
+                done = False
+        return done
 
     def stop(self) -> dict[int, int]:
         self.sample()
@@ -132,7 +168,7 @@ class Session:
     """`dramatiq actors` workers on a fresh app DB, kept running for every run, and a view of their jobs.
 
     Customers, each with a fresh database: "bench" (the big files), "small" (ten-row jobs) and
-    `others` (by customer id: the three of together.py)."""
+    `others` (by customer id: the three of together.py, and "sheet" for the XLSX run)."""
 
     def __init__(
         self,
@@ -243,6 +279,8 @@ def _runs(session: Session, rest: RestServer, files: Files, modes: set[str], uri
     results.growth_job = app_db_bytes(session.app) - before
     if invalid:
         results.download = download_rejects(session, rest, job)
+    if files.xlsx is not None:
+        results.sheet = xlsx_append(session, files)
     undos: list[tuple[Job, str]] = []
     if "upsert" in modes:
         expect = {"rows_unchanged": files.valid, "rows_invalid": invalid}
@@ -270,6 +308,27 @@ def _runs(session: Session, rest: RestServer, files: Files, modes: set[str], uri
     return results
 
 
+def xlsx_append(session: Session, files: Files) -> Sheet:
+    """Append the .xlsx twin for the sheet customer (an empty table of its own), timed from the enqueue to
+    `succeeded`; its counts must be the CSV's and its table hold exactly the valid rows. The workers' peak RSS
+    is reset just before (they are idle then) and read right after, to give the run's own peak."""
+    assert files.xlsx is not None
+    path = together.place(files.xlsx, session.blob_root / SHEET_CUSTOMER)
+    expect = {"rows_inserted": files.valid, "rows_invalid": files.rows - files.valid}
+    isolated = session.rss.reset()
+    run, job, _ = import_file(session, path, XLSX_LABEL, {}, expect, customer=SHEET_CUSTOMER)
+    peaks = session.rss.now()
+    session.rss.sample()
+    if job.rows_total != files.rows:
+        raise session.failure(job, XLSX_LABEL, f"rows_total is {job.rows_total:,}, must be {files.rows:,}")
+    total, held = session.table_rows(job.id, session.others[SHEET_CUSTOMER])
+    if total != files.valid or held != total:
+        raise session.failure(
+            job, XLSX_LABEL, f"the table holds {total:,} rows, {held:,} of the job; must be {files.valid:,}"
+        )
+    return Sheet(run, path.stat().st_size, sorted(peaks.values(), reverse=True), isolated)
+
+
 def import_file(
     session: Session,
     path: Path,
@@ -277,12 +336,13 @@ def import_file(
     options: dict[str, Any],
     expect: dict[str, int],
     beside: Callable[[str, float], None] | None = None,
+    customer: str = "bench",
 ) -> tuple[Run, Job, float]:
     """Enqueue one file, time it to its final status, check its counts: (run, job, seconds to first rows).
 
     beside, if given, is called with the job's id and start (perf_counter) right after the enqueue."""
     started = time.perf_counter()
-    job, _ = enqueue(EnqueueRequest("bench", "users", path.as_uri(), options), session.jobs)
+    job, _ = enqueue(EnqueueRequest(customer, "users", path.as_uri(), options), session.jobs)
     if beside is not None:
         beside(job.id, started)
     first = None
