@@ -40,7 +40,7 @@ test-fast: $(STAMP)
 	$(PY) -m pytest -q -m "not slow"
 
 # ROWS=N (default 1000000), INVALID_RATIO=0.1, PROCESSES=2, THREADS=N (default: the configured
-# worker_concurrency), MODES=append,upsert,upsert10,undo (default: all); BENCH_DATABASE_URL or
+# worker_concurrency), MODES=append,upsert,upsert10,undo (default: all), XLSX=1 (an .xlsx twin too); BENCH_DATABASE_URL or
 # APP_DB_DSN picks the Postgres server (else the embedded one).
 bench: $(STAMP)
 	$(PY) -m bench --rows $(or $(ROWS),1000000) --invalid-ratio $(or $(INVALID_RATIO),0) --processes $(or $(PROCESSES),2) $(if $(THREADS),--threads $(THREADS)) $(if $(filter-out 0,$(XLSX)),--xlsx)
