@@ -284,14 +284,21 @@ def _plan_chunks(services: Services, job: Job, plan: dict[str, Any] | None, line
         planned += 1
         if len(pending) >= CHUNKS_PER_TRANSACTION:
             if not services.jobs.add_chunks(job.id, pending, plan=plan, lines=lines):
-                raise JobCancelled(f"job {job.id} is no longer running")
+                _stopped(store, job)
             pending, plan, lines = [], None, []
     unknown_keys = product.map_keys(keys)[1]
     if unknown_keys:
         lines.append(("warning", "unknown key(s) ignored: " + ", ".join(sorted(unknown_keys))))
     lines += [("info", f"key {key!r} read as field {field} (an alias)") for key, field in product.aliases_used(keys)]
     if not services.jobs.add_chunks(job.id, pending, plan=plan, lines=lines, total=planned, final_stage=INSERT):
-        raise JobCancelled(f"job {job.id} is no longer running")
+        _stopped(store, job)
+
+
+def _stopped(store: CustomerStore, job: Job) -> None:
+    """The job was cancelled or failed while its file was scanned: the chunk cells stored since
+    its discard ran go now (not at the sweep, minutes later), and the scan stops."""
+    store.drop_chunk_cells(job.id)
+    raise JobCancelled(f"job {job.id} is no longer running")
 
 
 def replay(services: Services, job: Job) -> None:

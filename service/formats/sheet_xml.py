@@ -35,10 +35,23 @@ def iter_rows(
     reader = _SheetReader(shared, epoch, date_styles, timedelta_styles)
     while True:
         block = source.read(_BLOCK)
-        reader.feed(block, final=not block)
+        try:
+            reader.feed(block, final=not block)
+        except Exception as exc:  # damaged XML, a bad number or shared-string index...
+            done = reader.take()
+            yield from done
+            raise SheetDamaged(reader.row_number if reader.in_row else reader.last + 1, exc) from exc
         yield from reader.take()
         if not block:
             return
+
+
+class SheetDamaged(Exception):
+    """The sheet's XML is damaged at (or just after) sheet row `row`."""
+
+    def __init__(self, row: int, cause: Exception) -> None:
+        super().__init__(f"{type(cause).__name__}: {cause}" if str(cause) else type(cause).__name__)
+        self.row = row
 
 
 class _SheetReader:
@@ -56,6 +69,7 @@ class _SheetReader:
         self.rows: list[tuple[int, tuple[Any, ...]]] = []
         self.last = 0  # number of the last row produced
         self.row_number = 0
+        self.in_row = False
         self.cells: dict[int, Any] = {}
         self.column = 0
         self.kind = "n"
@@ -108,6 +122,7 @@ class _SheetReader:
         elif tag == "row":
             ref = attrs.get("r")
             self.row_number = _row_number(ref) if ref else self.row_number + 1
+            self.in_row = True
             self.cells = {}
             self.column = 0
 
@@ -121,6 +136,7 @@ class _SheetReader:
         elif tag == "rPh":
             self.phonetic = False
         elif tag == "row":
+            self.in_row = False
             if self.row_number > self.last:  # openpyxl drops a row that goes backwards
                 self.last = self.row_number
                 cells = self.cells

@@ -243,7 +243,9 @@ def _rows(sheet: _Sheet, start: int) -> Iterator[tuple[int, tuple[Any, ...]]]:
                 yield number, values
     except FileRejected:
         raise
-    except Exception as exc:  # expat errors, a bad shared-string index or number...
+    except sheet_xml.SheetDamaged as exc:  # expat errors, a bad shared-string index or number...
+        raise FileRejected(f"the sheet {sheet.title!r} is damaged and cannot be read ({exc})", line=exc.row) from exc
+    except Exception as exc:  # anything else the workbook's parts throw
         raise FileRejected(
             f"the sheet {sheet.title!r} is damaged and cannot be read ({_say(exc)})", line=number
         ) from exc

@@ -222,5 +222,29 @@ def test_the_bench_style_sheet_reads_like_openpyxl() -> None:
 def test_a_damaged_cell_raises_rather_than_reading_something_else(broken: str) -> None:
     xml = f'<worksheet xmlns="{MAIN}"><sheetData><row r="1">{broken}</row></sheetData></worksheet>'
     book = openpyxl.load_workbook(io.BytesIO(workbook(xml, ["only"])), read_only=True, data_only=True)
-    with pytest.raises((IndexError, ValueError)):
+    with pytest.raises(sheet_xml.SheetDamaged) as caught:
         rows_of(book.worksheets[0])
+    assert caught.value.row == 1 and isinstance(caught.value.__cause__, IndexError | ValueError)
+
+
+@pytest.mark.parametrize("damage", ['<c r="B{n}" t="s"><v>99</v></c>', '<c r="B{n}"><v>1<2</v></c>'])
+def test_damage_deep_in_a_big_sheet_names_its_own_row(damage: str) -> None:
+    rows = [
+        f'<row r="{n}"><c r="A{n}" t="inlineStr"><is><t>row {n} padding padding</t></is></c></row>'
+        for n in range(1, 5001)
+    ]
+    rows[1900] = f'<row r="1901">{damage.format(n=1901)}</row>'
+    # A <dimension> first: openpyxl reads the XML no further when it opens the sheet.
+    xml = (
+        f'<worksheet xmlns="{MAIN}"><dimension ref="A1:B5000"/><sheetData>' + "".join(rows) + "</sheetData></worksheet>"
+    )
+    book = openpyxl.load_workbook(io.BytesIO(workbook(xml, ["only"])), read_only=True, data_only=True)
+    sheet = book.worksheets[0]
+    seen: list[int] = []
+    with pytest.raises(sheet_xml.SheetDamaged) as caught, sheet._get_source() as source:
+        for number, _ in sheet_xml.iter_rows(
+            source, sheet._shared_strings, book.epoch, book._date_formats, book._timedelta_formats
+        ):
+            seen.append(number)
+    assert caught.value.row == 1901
+    assert seen == list(range(1, 1901))  # every row before the damage, none after
