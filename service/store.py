@@ -231,8 +231,16 @@ class CustomerStore:
         the product table (`job_id<TAB>source_row<TAB>json`, see `copy_prefix`), and its
         invalid ones into the rejects (`job_id<TAB>source_row<TAB>record<TAB>errors`), at once.
 
-        A rerun first deletes what an earlier attempt at the same rows left."""
+        A rerun first deletes what an earlier attempt at the same rows left. Nothing is
+        written once the job's rows were discarded (see `discard`)."""
         with self._transaction() as cur:
+            if _exists(cur, "import_service.discarded"):  # (a customer DB prepared by an older version)
+                cur.execute("SELECT pg_advisory_xact_lock_shared(hashtext('import-service:job:' || %s))", (job_id,))
+                cur.execute(
+                    "SELECT EXISTS (SELECT 1 FROM import_service.discarded WHERE job_id = %s) AS gone", (job_id,)
+                )
+                if cur.fetchone()["gone"]:
+                    return
             if rejects is not None:
                 if rerun:
                     cur.execute(
@@ -435,8 +443,14 @@ class CustomerStore:
         """Delete what a failed or cancelled job left: its staging table, or its streamed rows.
 
         An atomic job's rows reach the product table only through its journaled publish,
-        which the caller has checked did not happen; so only the staging table goes."""
+        which the caller has checked did not happen; so only the staging table goes. The job
+        is marked discarded under its lock, so that no chunk COPY commits rows after this."""
         with self._transaction() as cur:
+            if _exists(cur, "import_service.discarded"):
+                cur.execute("SELECT pg_advisory_xact_lock(hashtext('import-service:job:' || %s))", (job_id,))
+                cur.execute(
+                    "INSERT INTO import_service.discarded (job_id) VALUES (%s) ON CONFLICT DO NOTHING", (job_id,)
+                )
             _drop_chunk_cells(cur, job_id)
             if atomic:
                 cur.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(stage_table(job_id)))

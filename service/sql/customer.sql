@@ -56,6 +56,13 @@ CREATE TABLE IF NOT EXISTS import_service.rejects (
     stored_at  timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (job_id, source_row)
 );
+-- Jobs whose rows were discarded (failed or cancelled): a chunk that commits later must not
+-- bring rows back. A chunk's COPY and a discard take the job's lock (shared / exclusive), so
+-- a COPY either commits before the discard's DELETE or sees this row and writes nothing.
+CREATE TABLE IF NOT EXISTS import_service.discarded (
+    job_id uuid PRIMARY KEY,
+    at     timestamptz NOT NULL DEFAULT now()
+);
 -- The cells of each chunk of a spreadsheet job: its fetch reads the sheet once and stores
 -- them here, each chunk reads its own back (a sheet cannot be entered in the middle). They
 -- go when the job ends (publish, journal, discard), or after two days whatever happened.
@@ -193,3 +200,4 @@ WHERE p.job_id = h.job_id AND p.published_at < now() - make_interval(days => %(d
 DELETE FROM import_service.publishes WHERE published_at < now() - make_interval(days => %(days)s);
 DELETE FROM import_service.rejects WHERE stored_at < now() - make_interval(days => %(days)s);
 DELETE FROM import_service.chunk_cells WHERE stored_at < now() - interval '2 days';
+DELETE FROM import_service.discarded WHERE at < now() - interval '2 days';

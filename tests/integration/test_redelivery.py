@@ -5,6 +5,7 @@ The stages are called in this process (no workers) so the test controls the rede
 
 from __future__ import annotations
 
+import io
 import json
 from pathlib import Path
 
@@ -97,3 +98,32 @@ def test_parse_run_twice_plans_each_chunk_once(services: pipeline.Services) -> N
     )
     planned = sorted(tuple(m["args"]) for (m,) in messages if m["args"][0] == job_id)
     assert planned == [(job_id, 0), (job_id, 1), (job_id, 2)], json.dumps(planned)
+
+
+def test_a_chunk_that_commits_after_its_job_was_failed_brings_no_rows_back(services: pipeline.Services) -> None:
+    """The window a chunk left open: its COPY committed after the failure's last discard, and
+    the failed job showed rows until that chunk deleted them again."""
+    job_id = start_job(services, 10)  # chunks of 4
+    pipeline.run_chunk(services, job_id, 0)
+    job = services.jobs.get(job_id)
+    assert job is not None
+    # Chunk 1 has begun (a worker holds it) when the job fails.
+    begun = services.jobs.begin_chunk(job_id, 1)
+    assert begun is not None
+    pipeline.fail_job(services, job, "stopped by the test")
+    customer = services.config.customers["acme"]
+    assert query(customer, "SELECT count(*) FROM users WHERE job_id = %s", (job_id,)) == [(0,)]
+    # Now the late chunk's COPY commits: nothing lands (before, its rows showed until the
+    # chunk saw the job failed and deleted them again).
+    _, work = begun
+    store = services.customer("acme")
+    prefix = store.copy_prefix(job_id, staged=False)
+    late = io.BytesIO(f'{prefix}5\t{{"external_id": "u5", "email": "u5@example.com"}}\n'.encode())
+    store.copy_chunk(job_id, "users", work.first_row, work.first_row + 3, late, staged=False, rerun=False)
+    assert query(customer, "SELECT count(*) FROM users WHERE job_id = %s", (job_id,)) == [(0,)]
+    assert query(customer, "SELECT count(*) FROM import_service.discarded WHERE job_id = %s", (job_id,)) == [(1,)]
+    # The whole late chunk: counts nothing, leaves nothing.
+    assert pipeline.validate(services, job, work)
+    assert query(customer, "SELECT count(*) FROM users WHERE job_id = %s", (job_id,)) == [(0,)]
+    failed = services.jobs.get(job_id)
+    assert failed is not None and failed.status == "failed" and failed.rows_valid == 4
