@@ -16,3 +16,8 @@ def test_the_thread_count_reaches_the_actors_through_worker_concurrency() -> Non
 def test_workers_are_told_to_stop_within_the_thirty_seconds_of_spec_10() -> None:
     command, _ = worker_command(1, 1, {})
     assert int(command[command.index("--worker-shutdown-timeout") + 1]) == SHUTDOWN_TIMEOUT_MS < 30_000
+
+
+def test_workers_get_two_malloc_arenas_unless_the_operator_says_otherwise() -> None:
+    assert worker_command(1, 8, {})[1]["MALLOC_ARENA_MAX"] == "2"
+    assert worker_command(1, 8, {"MALLOC_ARENA_MAX": "4"})[1]["MALLOC_ARENA_MAX"] == "4"
