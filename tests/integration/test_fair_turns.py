@@ -82,18 +82,21 @@ def test_a_small_job_of_another_customer_overtakes_a_big_one(turns: Pipeline) ->
 
 
 def test_two_jobs_of_one_customer_take_turns(turns: Pipeline) -> None:
-    rows = 600  # 200 chunks each
-    first = turns.enqueue("acme", "users", turns.put("acme", "a.csv", users(rows, "x")))
-    second = turns.enqueue("acme", "users", turns.put("acme", "b.csv", users(rows, "y")))
-    seen_second_done = 0
-    while not (a := turns.jobs.get(first.id)).finished:  # type: ignore[union-attr]
-        seen_second_done = turns.jobs.get(second.id).chunks_done  # type: ignore[union-attr]
-        time.sleep(0.02)
-    assert a.status == "succeeded"
-    # The second job got turns while the first ran (the fewest chunks out goes next), not after
-    # it: when the first ends, the second is well under way (alternating, about half done).
-    assert seen_second_done >= 50, seen_second_done
-    assert turns.wait(second.id).rows_inserted == rows
+    first = turns.enqueue("acme", "users", turns.put("acme", "a.csv", users(3000, "x")))  # 1,000 chunks
+    second = turns.enqueue("acme", "users", turns.put("acme", "b.csv", users(300, "y")))  # 100 chunks
+    deadline = time.monotonic() + 30
+    while (turns.jobs.get(second.id).chunks_total is None) and time.monotonic() < deadline:  # type: ignore[union-attr]
+        time.sleep(0.01)
+    planned = turns.jobs.get(first.id)
+    assert planned is not None and not planned.finished, "the first job ended before the second was planned"
+    # From now on the two alternate (the job with the fewest chunks out goes next): the
+    # second's 100 chunks are done long before the first's remaining ones. In one queue they
+    # would wait behind all of them.
+    done = turns.wait(second.id)
+    first_now = turns.jobs.get(first.id)
+    assert done.status == "succeeded" and done.rows_inserted == 300
+    assert first_now is not None and not first_now.finished, (planned.chunks_done, first_now.chunks_done)
+    assert turns.wait(first.id).rows_inserted == 3000
 
 
 def held(actor_name: str, args: tuple[Any, ...]) -> tuple[str, str, dict[str, Any]]:
