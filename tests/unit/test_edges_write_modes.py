@@ -103,6 +103,13 @@ def test_a_boolean_option_that_is_no_boolean_word_is_refused_naming_it(name: str
     assert refused.value.field == f"options.{name}"
 
 
+def test_header_row_parses_as_a_whole_number_and_anything_else_is_refused_naming_it() -> None:
+    assert parse_options(["header_row= 3 "]) == {"header_row": 3}
+    with pytest.raises(RequestRefused, match="header_row must be a whole number, got 'third'") as refused:
+        parse_options(["header_row=third"])
+    assert refused.value.field == "options.header_row"
+
+
 def test_the_summary_shows_every_count_and_when_the_job_was_undone() -> None:
     line = summary(a_job())
     assert "total=12 valid=10 invalid=2 inserted=4 updated=3 unchanged=2 duplicate=1 deleted=7" in line
