@@ -20,6 +20,7 @@ Options:
   --file=PATH           A local file; it is copied into the customer's blob area first.
   --uri=URI             A file:// URI inside the customer's blob area.
   --option=K=V          A job option, e.g. --option=dry_run=true --option=delimiter=';'.
+                        Several sheets of one workbook: --option=sheet=Q1 --option=sheet=Q2.
   --idempotency-key=KEY Enqueue at most one job for this key and request.
   --wait                Wait for the job to end; exit 1 if it failed.
   --json                Print the job as JSON.
@@ -319,7 +320,7 @@ def wait_for(job_id: str, jobs: JobStore) -> Job:
 
 def parse_options(pairs: list[str]) -> dict[str, Any]:
     """Turn K=V pairs into an options object; boolean options accept true/false/yes/no/1/0,
-    whole-number options (header_row) digits."""
+    whole-number options (header_row) digits; sheet given twice or more is a list of sheets."""
     options: dict[str, Any] = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
@@ -335,6 +336,9 @@ def parse_options(pairs: list[str]) -> dict[str, Any]:
                 options[key] = int(value.strip())
             except ValueError:
                 raise RequestRefused(f"{key} must be a whole number, got {value!r}", field=f"options.{key}") from None
+        elif key == "sheet" and key in options:  # --option=sheet=A --option=sheet=B: both, in that order
+            named = options[key]
+            options[key] = [*(named if isinstance(named, list) else [named]), value]
         else:
             options[key] = value
     return options

@@ -11,7 +11,7 @@ from typing import Any
 
 from service.api import DEFAULT_LIST_LIMIT, MAX_LIST_LIMIT, STATUSES
 from service.rejects import DEFAULT_PAGE, ERRORS_COLUMN, MAX_PAGE
-from service.requests import FORMATS, MAX_SHEET_ROWS, MODES, ON_INVALID, OPTION_TYPES
+from service.requests import FORMATS, MAX_SHEET_ROWS, MAX_SHEETS, MODES, ON_INVALID, OPTION_TYPES
 
 MAX_BODY_BYTES = 1024 * 1024
 JSON = "application/json"
@@ -62,7 +62,20 @@ def _options_schema() -> dict[str, Any]:
     properties["format"]["enum"] = list(FORMATS)
     properties["on_invalid"]["enum"] = list(ON_INVALID)
     properties["delimiter"].update(minLength=1, maxLength=1)
-    properties["sheet"]["minLength"] = 1
+    properties["sheet"] = {
+        "oneOf": [
+            {"type": "string", "minLength": 1},
+            {
+                "type": "array",
+                "items": {"type": "string", "minLength": 1},
+                "minItems": 1,
+                "maxItems": MAX_SHEETS,
+                "uniqueItems": True,
+            },
+        ],
+        "description": "XLSX: the sheet to read (default: the first), or a list of sheets with the same columns, "
+        "read one after the other as one file.",
+    }
     properties["header_row"].update(
         minimum=1,
         maximum=MAX_SHEET_ROWS,

@@ -276,6 +276,7 @@ def _plan_chunks(services: Services, job: Job, plan: dict[str, Any] | None, line
     for cut in cuts:
         if cut.records is not None:  # a spreadsheet: its chunks read their cells from here
             store.save_chunk_cells(job.id, planned, formats.encode_records(cut.records))
+        lines += [("info", note) for note in cut.notes]
         if cut.keys and not keys.issuperset(cut.keys):
             keys.update(cut.keys)
             product.map_keys(keys)  # two keys of the file for one field (e.g. email, mail) reject it

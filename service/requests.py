@@ -30,6 +30,7 @@ FORMATS = ("csv", "tsv", "kv", "xlsx")
 ON_INVALID = ("skip", "fail")
 MODES = ("append", "upsert", "replace")
 MAX_SHEET_ROWS = 1_048_576  # Excel's
+MAX_SHEETS = 255  # sheets one job may name (Excel itself caps a workbook only by memory)
 
 
 @dataclass(frozen=True)
@@ -97,12 +98,15 @@ def check_options(options: Any) -> dict[str, Any]:
         expected = OPTION_TYPES.get(name)
         if expected is None:
             raise RequestRefused(f"unknown option {name!r} (known: {', '.join(OPTION_TYPES)})", field=f"options.{name}")
+        if name == "sheet" and isinstance(value, list):
+            continue  # several sheets read as one file: _check_sheets
         if expected is int and isinstance(value, float) and value.is_integer():
             checked[name] = value = int(value)  # a gRPC Struct carries every number as a double
         # A JSON true is a Python int too: refuse it where a number is asked for.
         if not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
             names = {str: "str", bool: "bool", int: "whole number"}
-            raise RequestRefused(f"option {name} must be a {names[expected]}", field=f"options.{name}")
+            kind = "sheet name or a list of sheet names" if name == "sheet" else names[expected]
+            raise RequestRefused(f"option {name} must be a {kind}", field=f"options.{name}")
     _check_option_values(checked)
     return checked
 
@@ -142,8 +146,26 @@ def _check_option_values(options: Mapping[str, Any]) -> None:
             f"option header_row must be a sheet row from 1 to {MAX_SHEET_ROWS:,}, got {header_row}",
             field="options.header_row",
         )
-    if "sheet" in options and not options["sheet"]:
-        raise RequestRefused("option sheet must be a non-empty sheet name", field="options.sheet")
+    if "sheet" in options:
+        _check_sheets(options["sheet"])
+
+
+def _check_sheets(sheet: str | list[Any]) -> None:
+    """Option sheet: one sheet's name, or a list of distinct names read one after the other."""
+    if isinstance(sheet, str):
+        if not sheet:
+            raise RequestRefused("option sheet must be a non-empty sheet name", field="options.sheet")
+        return
+    if not sheet or len(sheet) > MAX_SHEETS:
+        raise RequestRefused(f"option sheet: a list must name 1 to {MAX_SHEETS} sheets", field="options.sheet")
+    for name in sheet:
+        if not isinstance(name, str) or not name:
+            raise RequestRefused(
+                "option sheet: each item of the list must be a non-empty sheet name", field="options.sheet"
+            )
+    twice = sorted({name for name in sheet if sheet.count(name) > 1})
+    if twice:
+        raise RequestRefused(f"option sheet names {twice[0]!r} twice; a sheet is read once", field="options.sheet")
 
 
 def enqueue(request: EnqueueRequest, jobs: JobStore, idempotency_key: str | None = None) -> tuple[Job, bool]:

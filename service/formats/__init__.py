@@ -75,7 +75,7 @@ def detect_format(path: Path, options: Mapping[str, Any]) -> FileFormat:
     sheet = options.get("sheet")
     header_row = options.get("header_row")
     if kind == "xlsx":
-        return FileFormat("xlsx", "", "", None if sheet is None else str(sheet), header_row)
+        return FileFormat("xlsx", "", "", sheet if sheet is None or isinstance(sheet, list) else str(sheet), header_row)
     if header_row is not None:
         raise FileRejected(f"option header_row applies to XLSX files only; this file is read as {kind.upper()}")
     delimiter = _delimiter(kind, options.get("delimiter"), _first_line(head, encoding, skip_comments=False))

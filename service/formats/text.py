@@ -65,7 +65,7 @@ class FileFormat:
     kind: str  # 'csv' | 'tsv' | 'kv' | 'xlsx'
     encoding: str  # python codec for text; '' for xlsx
     delimiter: str  # csv/tsv only, else ''
-    sheet: str | None  # xlsx only
+    sheet: str | list[str] | None  # xlsx only: a sheet's name, or several names read as one file
     header_row: int | None = None  # xlsx only: the header's sheet row (None: the first non-empty row)
 
 
@@ -109,6 +109,7 @@ class Cut:
     # xlsx only: the chunk's records themselves, to be stored for the chunk (a sheet cannot be
     # entered in the middle, so scan_chunks' one pass is the only read of it)
     records: list[Record] | None = None
+    notes: tuple[str, ...] = ()  # lines for the job's log (xlsx: which rows each sheet gave)
 
 
 def human_size(size: int) -> str:

@@ -9,7 +9,7 @@ import zipfile
 import zlib
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, BinaryIO
 
 from openpyxl.reader.excel import ExcelReader
@@ -21,26 +21,66 @@ from service.formats.text import Cut, FileFormat, Header, Limits, Record, human_
 
 
 def read_header(fh: BinaryIO, fmt: FileFormat, limits: Limits) -> Header:
-    """Read the header names: row header_row of the sheet, else its first non-empty row."""
-    with _open_sheet(fh, fmt, limits) as sheet:
-        wanted = fmt.header_row
-        for number, values in _rows(sheet, wanted or 1):
-            if wanted is not None and (number != wanted or _blank(values)):
-                raise FileRejected(
-                    f"option header_row: row {wanted} of the sheet {sheet.title!r} is empty; the header must be there",
-                    line=wanted,
-                )
-            if not _blank(values):
-                names = ["" if value is None else str(value).strip() for value in values]
-                while names and not names[-1]:
-                    names.pop()  # formatted but empty cells past the last column
-                return Header(names=names, data_start=number + 1, data_line=number + 1)
-        if wanted is not None:
+    """Read the header names: row header_row of the sheet, else its first non-empty row. With
+    several sheets named, the first one's header, after checking each other one has the same
+    columns (in any order)."""
+    with _open_sheets(fh, fmt, limits) as sheets:
+        header = _header(sheets[0], fmt.header_row)
+        for sheet in sheets[1:]:
+            _columns_in(sheet, _header(sheet, fmt.header_row), sheets[0], header)
+        return header
+
+
+def _header(sheet: _Sheet, wanted: int | None) -> Header:
+    """The sheet's header: row `wanted`, else its first non-empty row."""
+    for number, values in _rows(sheet, wanted or 1):
+        if wanted is not None and (number != wanted or _blank(values)):
             raise FileRejected(
-                f"option header_row: the sheet {sheet.title!r} has no row {wanted}; the header must be there",
+                f"option header_row: row {wanted} of the sheet {sheet.title!r} is empty; the header must be there",
                 line=wanted,
             )
-        raise FileRejected(f"the sheet {sheet.title!r} is empty: it has no header row")
+        if not _blank(values):
+            names = ["" if value is None else str(value).strip() for value in values]
+            while names and not names[-1]:
+                names.pop()  # formatted but empty cells past the last column
+            return Header(names=names, data_start=number + 1, data_line=number + 1)
+    if wanted is not None:
+        raise FileRejected(
+            f"option header_row: the sheet {sheet.title!r} has no row {wanted}; the header must be there",
+            line=wanted,
+        )
+    raise FileRejected(f"the sheet {sheet.title!r} is empty: it has no header row")
+
+
+def _columns_in(sheet: _Sheet, header: Header, first: _Sheet, first_header: Header) -> list[int | None]:
+    """Where each column of the first sheet's header is in this sheet's (None: a blank name);
+    refuse a sheet whose named columns are not the first sheet's."""
+
+    def key(name: str) -> str:
+        return name.strip().casefold()
+
+    here: dict[str, int] = {}
+    for index, name in enumerate(header.names):
+        if name and here.setdefault(key(name), index) != index:
+            raise FileRejected(f"the sheet {sheet.title!r} has the column {name!r} twice", line=header.data_line - 1)
+    wanted = [key(name) for name in first_header.names if name]
+    missing = [name for name in first_header.names if name and key(name) not in here]
+    extra = [name for name in header.names if name and key(name) not in wanted]
+    if missing or extra:
+        said = "; ".join(
+            part
+            for part in (
+                f"it lacks {', '.join(map(repr, missing))}" if missing else "",
+                f"it adds {', '.join(map(repr, extra))}" if extra else "",
+            )
+            if part
+        )
+        raise FileRejected(
+            f"option sheet: the sheets of one job must have the same columns, and the sheet {sheet.title!r} "
+            f"does not have those of {first.title!r} ({said})",
+            line=header.data_line - 1,
+        )
+    return [here[key(name)] if name else None for name in first_header.names]
 
 
 def iter_records(
@@ -53,45 +93,99 @@ def iter_records(
     first_line: int | None,
     max_records: int | None,
 ) -> Iterator[Record]:
-    """Yield the non-empty rows from sheet row start (default: the row after the header)."""
+    """Yield the non-empty rows from sheet row start (default: the row after the header). With
+    several sheets, start does not apply: the records from source_row first_row on."""
     del first_line  # records carry their real sheet row numbers
     if max_records is not None and max_records <= 0:
         return
-    width = len(header.names)
-    with _open_sheet(fh, fmt, limits) as sheet:
-        rows = _rows(sheet, header.data_start if start is None else max(start, 1))
-        source_row = first_row
-        for number, values in rows:
-            if _blank(values):
-                continue
-            yield Record(source_row, number, number + 1, _fit(values, width), next_line=number + 1)
-            if max_records is not None and source_row - first_row + 1 >= max_records:
+    with _open_sheets(fh, fmt, limits) as sheets:
+        records: Iterator[Record]
+        if len(sheets) > 1:
+            records = (r for r in _records(sheets, fmt, header) if r.source_row >= first_row)
+        else:
+            records = _records(sheets, fmt, header, header.data_start if start is None else max(start, 1), first_row)
+        for count, record in enumerate(records, 1):
+            yield record
+            if max_records is not None and count >= max_records:
                 return
-            source_row += 1
 
 
 def scan(
     fh: BinaryIO, fmt: FileFormat, header: Header, limits: Limits, chunk_rows: int, chunk_bytes: int
 ) -> Iterator[Cut]:
     """Cut the non-empty rows into chunks of chunk_rows, each Cut with its records (the one
-    read of the sheet; see encode_records); positions are sheet rows, chunk_bytes does not apply."""
+    read of the sheet; see encode_records); positions are sheet rows, chunk_bytes does not apply.
+
+    With several sheets, a chunk may hold rows of two of them, and the notes of the Cuts say
+    which rows of the job each sheet gave (a full chunk is held until the next record, so that
+    the last sheet's note has a Cut to go with)."""
     del chunk_bytes
-    width = len(header.names)
-    with _open_sheet(fh, fmt, limits) as sheet:
+    with _open_sheets(fh, fmt, limits) as sheets:
         first_line, start = header.data_line, header.data_start
         records: list[Record] = []
-        source_row = 1
-        for number, values in _rows(sheet, header.data_start):
+        notes: list[str] = []
+        held: Cut | None = None
+        for record in _records(sheets, fmt, header, notes=notes if len(sheets) > 1 else None):
+            if held is not None:
+                yield replace(held, notes=tuple(notes))
+                held = None
+                notes.clear()
+            records.append(record)
+            if len(records) >= chunk_rows:
+                cut = Cut(records[0].source_row, first_line, start, len(records), records=records)
+                if len(sheets) > 1:
+                    held = cut
+                else:
+                    yield cut
+                # Record.next_line and Record.end of the chunk's last record
+                first_line, start, records = record.next_line, record.end, []
+        if held is not None:
+            yield replace(held, notes=() if records else tuple(notes))
+        if records:
+            yield Cut(records[0].source_row, first_line, start, len(records), records=records, notes=tuple(notes))
+
+
+def _records(
+    sheets: list[_Sheet],
+    fmt: FileFormat,
+    header: Header,
+    start: int | None = None,
+    first_row: int = 1,
+    notes: list[str] | None = None,
+) -> Iterator[Record]:
+    """The non-empty rows of the sheets, one after the other, numbered from first_row; the first
+    sheet's from row start (default: after its header), each other one's after its own header,
+    with its cells put in the first sheet's column order. A sheet's end adds a line to notes."""
+    width = len(header.names)
+    source_row = first_row
+    for index, sheet in enumerate(sheets):
+        order: list[int | None] | None = None  # the first sheet's columns are the header's
+        if index == 0:
+            begin, own_width = header.data_start if start is None else start, width
+        else:
+            own = _header(sheet, fmt.header_row)
+            begin, own_width, order = own.data_start, len(own.names), _columns_in(sheet, own, sheets[0], header)
+        first, rows = source_row, (0, 0)
+        for number, values in _rows(sheet, begin):
             if _blank(values):
                 continue
-            records.append(Record(source_row, number, number + 1, _fit(values, width), next_line=number + 1))
+            cells = _fit(values, width) if order is None else _reorder(values, order, own_width)
+            yield Record(source_row, number, number + 1, cells, next_line=number + 1)
+            rows = (rows[0] or number, number)
             source_row += 1
-            if len(records) >= chunk_rows:
-                yield Cut(records[0].source_row, first_line, start, len(records), records=records)
-                # Record.next_line and Record.end of the chunk's last record
-                first_line, start, records = number + 1, number + 1, []
-        if records:
-            yield Cut(records[0].source_row, first_line, start, len(records), records=records)
+        if notes is not None:
+            said = f"rows {first:,}-{source_row - 1:,} of the job (its rows {rows[0]:,}-{rows[1]:,})"
+            notes.append(f"sheet {sheet.title!r}: " + (said if source_row > first else "no rows"))
+
+
+def _reorder(values: tuple[Any, ...], order: list[int | None], own_width: int) -> list[Any]:
+    """A row of a later sheet in the first sheet's column order; its cells past its own
+    header's width stay at the end (the record is refused for them, as in the first sheet)."""
+    cells = [values[i] if i is not None and i < len(values) else None for i in order]
+    extra = list(values[own_width:])
+    while extra and extra[-1] is None:
+        extra.pop()
+    return cells + extra
 
 
 def encode_records(records: list[Record]) -> bytes:
@@ -163,8 +257,9 @@ class _Sheet:
 
 
 @contextmanager
-def _open_sheet(fh: BinaryIO, fmt: FileFormat, limits: Limits) -> Iterator[_Sheet]:
-    """Check the package, open the workbook and yield the chosen worksheet.
+def _open_sheets(fh: BinaryIO, fmt: FileFormat, limits: Limits) -> Iterator[list[_Sheet]]:
+    """Check the package, open the workbook and yield the chosen worksheets: the first one, or
+    the one the option sheet names, or each one of the list it names, in its order.
 
     openpyxl's ExcelReader reads the workbook's parts but not its worksheets: opening a
     read-only worksheet reads its XML to the end when it has no <dimension> (as files
@@ -184,8 +279,8 @@ def _open_sheet(fh: BinaryIO, fmt: FileFormat, limits: Limits) -> Iterator[_Shee
     except Exception as exc:  # openpyxl raises KeyError, ValueError, XML errors... on damaged files
         raise FileRejected(f"not a valid XLSX file: the workbook cannot be opened ({_say(exc)})") from exc
     try:
-        title, path = _pick_sheet(sheets, fmt.sheet)
-        yield _Sheet(title, path, reader.archive, reader.wb, reader.shared_strings)
+        picked = _pick_sheets(sheets, fmt.sheet)
+        yield [_Sheet(title, path, reader.archive, reader.wb, reader.shared_strings) for title, path in picked]
     finally:
         reader.archive.close()
 
@@ -220,17 +315,20 @@ def _other_package(names: set[str], mimetype: bytes) -> str | None:
     return None
 
 
-def _pick_sheet(sheets: list[tuple[str, str]], name: str | None) -> tuple[str, str]:
-    """Return the named worksheet's (title, part), or the first one's."""
-    if name is None:
+def _pick_sheets(sheets: list[tuple[str, str]], names: str | list[str] | None) -> list[tuple[str, str]]:
+    """The (title, part) of each worksheet named, in the order named; by default the first one."""
+    if names is None:
         if not sheets:
             raise FileRejected("the workbook has no worksheet")
-        return sheets[0]
-    for sheet in sheets:
-        if sheet[0] == name:
-            return sheet
-    listed = ", ".join(repr(title) for title, _ in sheets) or "none"
-    raise FileRejected(f"option sheet: the workbook has no sheet {name!r}; its sheets are {listed}")
+        return sheets[:1]
+    parts = dict(sheets)
+    wanted = [names] if isinstance(names, str) else names
+    missing = [name for name in wanted if name not in parts]
+    if missing:
+        listed = ", ".join(repr(title) for title, _ in sheets) or "none"
+        which = f"no sheet {missing[0]!r}" if len(missing) == 1 else f"no sheets {', '.join(map(repr, missing))}"
+        raise FileRejected(f"option sheet: the workbook has {which}; its sheets are {listed}")
+    return [(name, parts[name]) for name in wanted]
 
 
 def _rows(sheet: _Sheet, start: int) -> Iterator[tuple[int, tuple[Any, ...]]]:

@@ -111,6 +111,46 @@ def test_enqueue_wait_with_real_workers_exits_0_on_success_and_1_on_failure(cli:
         stop_workers(workers)
 
 
+def test_option_sheet_twice_imports_both_sheets_as_one_job_and_logs_say_which_rows_each_gave(cli: Cli) -> None:
+    import openpyxl
+
+    book = openpyxl.Workbook()
+    book.active.title = "Cover"
+    book.active.append(["Quarterly users"])
+    for title, rows in {
+        "Q1": [["q1a", "a@example.com", 30]],
+        "Q2": [["q2a", "b@example.com", 41], ["q2b", "x", 7]],
+    }.items():
+        sheet = book.create_sheet(title)
+        sheet.append(["external_id", "email", "age"])
+        for row in rows:
+            sheet.append(row)
+    path = cli.tmp / "quarters.xlsx"
+    book.save(path)
+    workers = start_workers(cli.env)
+    try:
+        args = ["enqueue", "--customer=acme", "--product=users", f"--file={path}", "--wait"]
+        done = cli.run(*args, "--option=sheet=Q1", "--option=sheet=Q2")
+        assert done.returncode == 0, done.stderr
+        job = json.loads(cli.run("status", done.stdout.split()[0], "--json").stdout)
+        assert job["options"] == {"sheet": ["Q1", "Q2"]}
+        assert (job["rows_total"], job["rows_valid"], job["rows_inserted"]) == (3, 2, 2)
+        logs = cli.run("logs", job["job_id"])
+        assert "sheet 'Q1': rows 1-1 of the job (its rows 2-2)" in logs.stdout
+        assert "sheet 'Q2': rows 2-3 of the job (its rows 2-3)" in logs.stdout
+        rows = query(
+            cli.customer_dsn,
+            "SELECT data->>'external_id' FROM users WHERE job_id = %s ORDER BY source_row",
+            (job["job_id"],),
+        )
+        assert rows == [("q1a",), ("q2a",)]
+        missing = cli.run(*args, "--option=sheet=Q1", "--option=sheet=Q9")
+        assert missing.returncode == 1
+        assert "the workbook has no sheet 'Q9'; its sheets are 'Cover', 'Q1', 'Q2'" in missing.stdout + missing.stderr
+    finally:
+        stop_workers(workers)
+
+
 @pytest.mark.parametrize("command", ["status", "cancel", "undo", "rejects", "replay"])
 def test_unknown_job_exits_1(cli: Cli, command: str) -> None:
     result = cli.run(command, "00000000-0000-0000-0000-000000000000")

@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import grpc
+import openpyxl
 import psycopg2.extras
 import pytest
 from google.protobuf import struct_pb2
@@ -109,6 +110,43 @@ def test_an_enqueued_job_runs_to_succeeded_and_get_job_reports_it(stack: Stack, 
     assert job.HasField("created_at") and job.HasField("started_at") and job.HasField("finished_at")
     assert job.created_at.ToDatetime() <= job.started_at.ToDatetime() <= job.finished_at.ToDatetime()
     assert not job.HasField("error")
+
+
+def test_a_list_of_sheets_in_the_struct_imports_them_as_one_job_in_that_order(stack: Stack, importer: Any) -> None:
+    book = openpyxl.Workbook()
+    first = book.active
+    first.title = "Jan"
+    for row in (["external_id", "email"], ["j1", "j1@example.com"], ["j2", "broken"]):
+        first.append(row)
+    second = book.create_sheet("Feb")
+    for row in (["EMAIL", "External_ID"], ["f1@example.com", "f1"]):
+        second.append(row)
+    path = stack.blob_root / "acme" / f"months-{uuid.uuid4().hex[:8]}.xlsx"
+    book.save(path)
+    request = struct(
+        customer_id="acme", product_type="users", blob_uri=blob.uri_for(path), options={"sheet": ["Feb", "Jan"]}
+    )
+    reply = importer.Enqueue(request, metadata=ACME, timeout=TIMEOUT)
+    job = wait_finished(importer, reply["job_id"])
+    assert job.status == "succeeded", job.error
+    assert (job.rows_total, job.rows_valid, job.rows_invalid, job.rows_inserted) == (3, 2, 1, 2)
+    assert list(job.options["sheet"]) == ["Feb", "Jan"]
+    rows = query(
+        stack.customer_dsns["acme"],
+        "SELECT data->>'external_id', data->>'email' FROM users WHERE job_id = %s ORDER BY source_row",
+        (job.job_id,),
+    )
+    assert rows == [("f1", "f1@example.com"), ("j1", "j1@example.com")]
+    logs = query(stack.app_dsn, "SELECT row_number, message FROM import_logs WHERE job_id = %s", (job.job_id,))
+    messages = [message for _, message in logs]
+    assert "sheet 'Feb': rows 1-1 of the job (its rows 2-2)" in messages
+    assert "sheet 'Jan': rows 2-3 of the job (its rows 2-3)" in messages
+    assert any(row == 3 and "email" in message for row, message in logs)  # Jan's row 3 is the job's row 3
+
+    bad = struct(customer_id="acme", product_type="users", blob_uri=blob.uri_for(path), options={"sheet": ["Feb", 7]})
+    error = refusal(importer.Enqueue, bad, metadata=ACME)
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "options.sheet" in (error.details() or "")
 
 
 def test_get_job_leaves_times_and_error_unset_while_they_are_null(stack: Stack, importer: Any) -> None:

@@ -110,6 +110,14 @@ def test_header_row_parses_as_a_whole_number_and_anything_else_is_refused_naming
     assert refused.value.field == "options.header_row"
 
 
+def test_sheet_given_more_than_once_is_a_list_of_sheets_in_that_order() -> None:
+    assert parse_options(["sheet=Q1"]) == {"sheet": "Q1"}
+    assert parse_options(["sheet=Q2", "dry_run=1", "sheet=Q1", "sheet=Q3"]) == {
+        "sheet": ["Q2", "Q1", "Q3"],
+        "dry_run": True,
+    }
+
+
 def test_the_summary_shows_every_count_and_when_the_job_was_undone() -> None:
     line = summary(a_job())
     assert "total=12 valid=10 invalid=2 inserted=4 updated=3 unchanged=2 duplicate=1 deleted=7" in line

@@ -248,3 +248,67 @@ def test_an_ods_or_xlsb_package_under_an_xlsx_name_is_refused_by_name(
     fmt = detect_format(path, {})
     with pytest.raises(FileRejected, match=re.escape(says)):
         read_header(path, fmt, DEFAULTS)
+
+
+# Several sheets named by option sheet are read as one file.
+
+Q1 = [["id", "email", "n"], [1, "a@x.io", 10], [None, None, None], [2, "b@x.io", 20]]
+Q2 = [["Title"], [], ["N", "ID", "Email"], [30, 3, "c@x.io"]]  # other order and case, header on row 3
+Q3 = [["id", "email", "n"], [4, "d@x.io", 40, "extra"]]
+
+
+def test_named_sheets_are_read_one_after_the_other_in_the_first_sheets_column_order(tmp_path: Path) -> None:
+    path = workbook(tmp_path, {"Q1": Q1, "Skip": [["id"], [99]], "Q3": Q3, "Q2": Q2})
+    fmt = FileFormat("xlsx", "", "", ["Q1", "Q2", "Q3"], 3)  # header_row 3 for every sheet
+    with pytest.raises(FileRejected, match=r"row 3 of the sheet 'Q1' is empty"):
+        read_header(path, fmt, DEFAULTS)
+    fmt = FileFormat("xlsx", "", "", ["Q2", "Q1", "Q3"])  # the first non-empty row of each
+    with pytest.raises(FileRejected, match=r"the sheet 'Q1' does not have those of 'Q2' \(it lacks 'Title'; it adds"):
+        read_header(path, fmt, DEFAULTS)
+
+    path = workbook(tmp_path, {"Q1": Q1, "Skip": [["id"], [99]], "Q3": Q3, "Q2": Q2[2:]})
+    fmt = FileFormat("xlsx", "", "", ["Q1", "Q2", "Q3"])
+    header = read_header(path, fmt, DEFAULTS)
+    assert header.names == ["id", "email", "n"]
+    records = list(iter_records(path, fmt, header, DEFAULTS))
+    assert [(r.source_row, r.line, r.cells) for r in records] == [
+        (1, 2, [1, "a@x.io", 10]),
+        (2, 4, [2, "b@x.io", 20]),
+        (3, 2, [3, "c@x.io", 30]),  # Q2's row 2, its cells in Q1's order
+        (4, 2, [4, "d@x.io", 40, "extra"]),  # a cell past the header stays, to be refused
+    ]
+    # A chunk of several sheets reads back from its first row, whatever the start position says.
+    again = list(iter_records(path, fmt, header, DEFAULTS, start=2, first_row=3, max_records=1))
+    assert [(r.source_row, r.cells) for r in again] == [(3, [3, "c@x.io", 30])]
+
+
+def test_a_scan_of_named_sheets_notes_which_rows_each_gave(tmp_path: Path) -> None:
+    from service.formats import scan_chunks
+
+    path = workbook(tmp_path, {"Q1": Q1, "Empty": [["id", "email", "n"]], "Q2": Q2[2:], "Q3": Q3})
+    fmt = FileFormat("xlsx", "", "", ["Q1", "Empty", "Q2", "Q3"])
+    header = read_header(path, fmt, DEFAULTS)
+    cuts = list(scan_chunks(path, fmt, header, DEFAULTS, chunk_rows=2, chunk_bytes=1 << 20))
+    assert [[r.source_row for r in cut.records or []] for cut in cuts] == [[1, 2], [3, 4]]
+    assert [note for cut in cuts for note in cut.notes] == [
+        "sheet 'Q1': rows 1-2 of the job (its rows 2-4)",
+        "sheet 'Empty': no rows",
+        "sheet 'Q2': rows 3-3 of the job (its rows 2-2)",
+        "sheet 'Q3': rows 4-4 of the job (its rows 2-2)",
+    ]
+    one = list(scan_chunks(path, FileFormat("xlsx", "", "", "Q1"), header, DEFAULTS, 2, 1 << 20))
+    assert [cut.notes for cut in one] == [()]  # one sheet: nothing to say
+
+
+def test_named_sheets_with_other_columns_or_a_missing_sheet_are_refused_naming_them(tmp_path: Path) -> None:
+    path = workbook(tmp_path, {"A": [["id", "email"], [1, "a@x.io"]], "B": [["id", "mail"], [2, "b@x.io"]]})
+    with pytest.raises(
+        FileRejected, match=r"the sheet 'B' does not have those of 'A' \(it lacks 'email'; it adds 'mail'\)"
+    ):
+        read_header(path, FileFormat("xlsx", "", "", ["A", "B"]), DEFAULTS)
+    with pytest.raises(FileRejected, match=r"the workbook has no sheets 'C', 'D'; its sheets are 'A', 'B'"):
+        read_header(path, FileFormat("xlsx", "", "", ["A", "C", "D"]), DEFAULTS)
+    twice = workbook(tmp_path, {"A": [["id"], [1]], "B": [["id", "ID"], [2, 3]]}, name="twice.xlsx")
+    with pytest.raises(FileRejected, match=r"the sheet 'B' has the column 'ID' twice") as caught:
+        read_header(twice, FileFormat("xlsx", "", "", ["A", "B"]), DEFAULTS)
+    assert caught.value.line == 1

@@ -47,6 +47,15 @@ def body(config: Config, **changes: object) -> dict[str, object]:
         ({"options": {"encoding": "klingon"}}, "options.encoding"),
         ({"options": {"on_invalid": "ignore"}}, "options.on_invalid"),
         ({"options": {"sheet": "a\x00b"}}, "options.sheet"),
+        ({"options": {"sheet": ["Q1", "a\x00b"]}}, "options.sheet"),
+        ({"options": {"sheet": ""}}, "options.sheet"),
+        ({"options": {"sheet": []}}, "options.sheet"),
+        ({"options": {"sheet": ["Q1", ""]}}, "options.sheet"),
+        ({"options": {"sheet": ["Q1", 2]}}, "options.sheet"),
+        ({"options": {"sheet": ["Q1", "Q2", "Q1"]}}, "options.sheet"),
+        ({"options": {"sheet": [f"S{i}" for i in range(256)]}}, "options.sheet"),
+        ({"options": {"sheet": {"name": "Q1"}}}, "options.sheet"),
+        ({"options": {"sheet": 3}}, "options.sheet"),
         ({"options": {"mode": "merge"}}, "options.mode"),
         ({"options": {"mode": 1}}, "options.mode"),
         ({"options": {"mode": "upsert", "atomic": False}}, "options.atomic"),
@@ -97,6 +106,15 @@ def test_upsert_is_refused_for_a_product_without_a_key(config: Config, tmp_path:
         check_request(request, config, products)
     assert caught.value.field == "options.mode"
     assert check_request(body(config, product_type="notes"), config, products).product_type == "notes"
+
+
+def test_option_sheet_takes_a_name_or_a_list_of_distinct_names(config: Config) -> None:
+    for sheet in ("Q1", ["Q1"], ["Q2", "Q1"], [f"S{i}" for i in range(255)]):
+        assert check_request(body(config, options={"sheet": sheet}), config, PRODUCTS).options == {"sheet": sheet}
+    with pytest.raises(RequestRefused, match="option sheet names 'Q1' twice"):
+        check_request(body(config, options={"sheet": ["Q1", "Q2", "Q1"]}), config, PRODUCTS)
+    with pytest.raises(RequestRefused, match="option sheet must be a sheet name or a list of sheet names"):
+        check_request(body(config, options={"sheet": 3}), config, PRODUCTS)
 
 
 def test_a_good_request_passes_with_its_options(config: Config) -> None:
