@@ -32,7 +32,7 @@ import psycopg2.extensions
 from psycopg2 import sql
 
 from bench import data, small, together
-from bench.runs import MODES, SHEET_CUSTOMER, Results, Run, Session, run_all
+from bench.runs import MODES, SHEET_CUSTOMER, Phase, Results, Run, Session, run_all
 from service.config import load_config
 from service.db import app_dsn
 
@@ -95,7 +95,13 @@ MB = 1024 * 1024
 
 
 def report(
-    files: data.Files, copy_seconds: float, result: Results, peaks: list[int], processes: int, threads: int
+    files: data.Files,
+    copy_seconds: float,
+    result: Results,
+    peaks: dict[int, int],
+    phases: list[Phase],
+    processes: int,
+    threads: int,
 ) -> None:
     """Print the table."""
     rows, size = files.rows, files.original.stat().st_size
@@ -125,8 +131,9 @@ def report(
             f"{'REST worker peak RSS':<30}{got.rss_before / MB:>10.1f} -> {got.rss_after / MB:.1f} MiB"
             " (before -> after the download)"
         )
-    for i, peak in enumerate(peaks):
-        print(f"{'worker ' + str(i + 1) + ' peak RSS':<30}{peak / MB:>10.1f} MiB (whole session)")
+    workers = sorted(peaks, key=peaks.__getitem__, reverse=True)[:processes]  # the master's biggest children
+    for i, pid in enumerate(workers):
+        print(f"{'worker ' + str(i + 1) + ' peak RSS':<30}{peaks[pid] / MB:>10.1f} MiB (whole session)")
     if sheet is not None:
         during = (
             "during the XLSX run alone"
@@ -135,6 +142,8 @@ def report(
         )
         for i, peak in enumerate(sheet.peaks[:processes]):
             print(f"{'worker ' + str(i + 1) + ' peak RSS, XLSX':<30}{peak / MB:>10.1f} MiB ({during})")
+    for line in phase_lines(phases, workers):
+        print(line)
     growth = (
         ("app DB growth after the job", result.growth_job, "of file"),
         ("... after all runs", result.growth_all, "of one file"),
@@ -150,6 +159,21 @@ def report(
     )
     for line in spec15:
         print(line)
+
+
+def phase_lines(phases: list[Phase], workers: list[int]) -> list[str]:
+    """The workers' peak RSS in each phase alone, workers in the whole-session lines' order, with their RSS at the
+    phase's start (what they still held from before)."""
+    if not phases:
+        return []
+    names = "worker " + " / ".join(str(i + 1) for i in range(len(workers)))
+    lines = [f"{'workers peak RSS per phase':<30}{names:>14} (each phase alone; from: the RSS at its start)"]
+    for phase in phases:
+        peaks = " / ".join(f"{phase.peaks.get(pid, 0) / MB:.1f}" for pid in workers)
+        start = " / ".join(f"{phase.start.get(pid, 0) / MB:.1f}" for pid in workers)
+        alone = "" if phase.isolated else "; VmHWM not reset: peak since the worker started"
+        lines.append(f"{'  ' + phase.label:<30}{peaks:>14} MiB (from {start}{alone})")
+    return lines
 
 
 def _run_line(run: Run, copy_rate: float) -> str:
@@ -216,8 +240,7 @@ def main() -> int:
             peaks = session.close()
     finally:
         server.drop_all()
-    top = sorted(peaks.values(), reverse=True)[: args.processes]
-    report(files, copy_seconds, result, top, args.processes, threads)
+    report(files, copy_seconds, result, peaks, session.phases, args.processes, threads)
     return 0
 
 

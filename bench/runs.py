@@ -24,7 +24,8 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -81,6 +82,18 @@ class Download:
 
 
 @dataclass
+class Phase:
+    """One part of the session on the workers: each process's RSS (VmRSS) at its start, by pid, and its peak RSS
+    (VmHWM) during the phase alone (isolated: the high-water mark was reset at the start) or, when the kernel
+    would not reset it, since the process started, read at the phase's end."""
+
+    label: str
+    start: dict[int, int]
+    peaks: dict[int, int] = field(default_factory=dict)
+    isolated: bool = True
+
+
+@dataclass
 class Sheet:
     """The XLSX append run: the run, the .xlsx's size, and the workers' peak RSS (largest first) during the run
     alone (isolated) or, when the kernel would not reset the high-water mark, over their life until its end."""
@@ -128,8 +141,9 @@ class PeakRss:
         for pid, peak in self.now().items():
             self.peaks[pid] = max(self.peaks.get(pid, 0), peak)
 
-    def now(self) -> dict[int, int]:
-        """Each process's VmHWM now, by pid: its peak RSS since it started or since the last reset."""
+    def now(self, key: str = "VmHWM") -> dict[int, int]:
+        """Each process's VmHWM now, by pid: its peak RSS since it started or since the last reset (key="VmRSS":
+        its RSS now)."""
         try:
             children = psutil.Process(self.master_pid).children(recursive=True)
         except psutil.NoSuchProcess:
@@ -141,7 +155,7 @@ class PeakRss:
             except OSError:
                 continue
             for line in status.splitlines():
-                if line.startswith("VmHWM:"):
+                if line.startswith(f"{key}:"):
                     peaks[child.pid] = int(line.split()[1]) * 1024
         return peaks
 
@@ -199,6 +213,7 @@ class Session:
         )
         time.sleep(3)  # let the workers boot before any clock starts
         self.rss = PeakRss(self.master.pid)
+        self.phases: list[Phase] = []
         self.jobs = JobStore(app, dispatch=dispatch, maxconn=2)
         self.reader = JobReader(app)  # for polling in the main thread
         mine = config.with_(app_db_dsn=app, customers=customers)
@@ -214,6 +229,17 @@ class Session:
         self.reader.close()
         self._log.close()
         return peaks
+
+    @contextmanager
+    def phase(self, label: str) -> Iterator[Phase]:
+        """The workers' peak RSS during the block alone: VmHWM reset to the RSS at its start (the sampler keeps
+        the whole-session peak), read again at its end; the phase is added to self.phases."""
+        start = self.rss.now("VmRSS")
+        phase = Phase(label, start, isolated=self.rss.reset())
+        yield phase
+        phase.peaks = self.rss.now()
+        self.rss.sample()
+        self.phases.append(phase)
 
     def job(self, job_id: str, started: float) -> Job:
         """The job's row now; stops the bench when the workers died or the run is stuck."""
@@ -260,10 +286,13 @@ def run_all(session: Session, files: Files, modes: set[str]) -> Results:
     small-job rate on idle workers."""
     with RestServer(session.env, session.work / "rest.log") as rest:
         uri = small.write_file(session.blob_root).as_uri()
-        small.warm_up(session, rest, uri)
+        with session.phase("warm-up (1 small job)"):
+            small.warm_up(session, rest, uri)
         results = _runs(session, rest, files, modes, uri)
-        results.together = together.run(session, files)
-        results.rate = small.rate(session, rest, uri)
+        with session.phase(together.LABEL):
+            results.together = together.run(session, files)
+        with session.phase(f"small-job rate ({small.IDLE_POSTS + small.RATE_JOBS} jobs)"):
+            results.rate = small.rate(session, rest, uri)
         if rest.master.poll() is not None:
             raise SystemExit(f"bench: the REST server exited during the bench; its output: {rest.log_path}")
     return results
@@ -274,17 +303,21 @@ def _runs(session: Session, rest: RestServer, files: Files, modes: set[str], uri
     invalid = files.rows - files.valid
     expect = {"rows_inserted": files.valid, "rows_invalid": invalid}
     probe = small.FairnessProbe(session, rest, uri)
-    append, job, first = import_file(session, files.original, "append", {}, expect, beside=probe.start)
-    results = Results(append, first, fairness=probe.result())
+    with session.phase(f"append, {small.FAIR_JOBS} small beside"):
+        append, job, first = import_file(session, files.original, "append", {}, expect, beside=probe.start)
+        results = Results(append, first, fairness=probe.result())
     results.growth_job = app_db_bytes(session.app) - before
     if invalid:
-        results.download = download_rejects(session, rest, job)
+        with session.phase("rejects.csv download"):
+            results.download = download_rejects(session, rest, job)
     if files.xlsx is not None:
         results.sheet = xlsx_append(session, files)
     undos: list[tuple[Job, str]] = []
     if "upsert" in modes:
         expect = {"rows_unchanged": files.valid, "rows_invalid": invalid}
-        run, upsert, _ = import_file(session, files.original, "upsert, all unchanged", {"mode": "upsert"}, expect)
+        label = "upsert, all unchanged"
+        with session.phase(label):
+            run, upsert, _ = import_file(session, files.original, label, {"mode": "upsert"}, expect)
         results.runs.append(run)
         undos.append((upsert, "undo upsert, all unchanged"))
     if "upsert10" in modes:
@@ -293,16 +326,20 @@ def _runs(session: Session, rest: RestServer, files: Files, modes: set[str], uri
             "rows_unchanged": files.valid - files.changed_valid,
             "rows_invalid": invalid,
         }
-        run, upsert10, _ = import_file(session, files.changed, "upsert, 10% changed", {"mode": "upsert"}, expect)
+        label = "upsert, 10% changed"
+        with session.phase(label):
+            run, upsert10, _ = import_file(session, files.changed, label, {"mode": "upsert"}, expect)
         results.runs.append(run)
         undos.append((upsert10, "undo upsert, 10% changed"))
     if "undo" in modes:
-        # Newest first; every upsert undone, the append job holds all rows again.
-        for undone, label in reversed(undos):
-            results.runs.append(undo_job(session, undone, label, job.id, files.valid))
-        results.runs.append(undo_job(session, job, "undo append", job.id, 0))
+        with session.phase(f"undo ({len(undos) + 1} jobs)"):
+            # Newest first; every upsert undone, the append job holds all rows again.
+            for undone, label in reversed(undos):
+                results.runs.append(undo_job(session, undone, label, job.id, files.valid))
+            results.runs.append(undo_job(session, job, "undo append", job.id, 0))
     results.growth_all = app_db_bytes(session.app) - before
-    time.sleep(PURGE_WAIT_SECONDS)
+    with session.phase(f"purge wait ({PURGE_WAIT_SECONDS} s idle)"):
+        time.sleep(PURGE_WAIT_SECONDS)
     results.growth_purged = app_db_bytes(session.app) - before
     results.queue_left = queue_rows(session.app)
     return results
@@ -315,10 +352,8 @@ def xlsx_append(session: Session, files: Files) -> Sheet:
     assert files.xlsx is not None
     path = together.place(files.xlsx, session.blob_root / SHEET_CUSTOMER)
     expect = {"rows_inserted": files.valid, "rows_invalid": files.rows - files.valid}
-    isolated = session.rss.reset()
-    run, job, _ = import_file(session, path, XLSX_LABEL, {}, expect, customer=SHEET_CUSTOMER)
-    peaks = session.rss.now()
-    session.rss.sample()
+    with session.phase("XLSX append") as phase:
+        run, job, _ = import_file(session, path, XLSX_LABEL, {}, expect, customer=SHEET_CUSTOMER)
     if job.rows_total != files.rows:
         raise session.failure(job, XLSX_LABEL, f"rows_total is {job.rows_total:,}, must be {files.rows:,}")
     total, held = session.table_rows(job.id, session.others[SHEET_CUSTOMER])
@@ -326,7 +361,7 @@ def xlsx_append(session: Session, files: Files) -> Sheet:
         raise session.failure(
             job, XLSX_LABEL, f"the table holds {total:,} rows, {held:,} of the job; must be {files.valid:,}"
         )
-    return Sheet(run, path.stat().st_size, sorted(peaks.values(), reverse=True), isolated)
+    return Sheet(run, path.stat().st_size, sorted(phase.peaks.values(), reverse=True), phase.isolated)
 
 
 def import_file(
