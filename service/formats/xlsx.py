@@ -7,12 +7,12 @@ import datetime
 import json
 import zipfile
 import zlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from typing import Any, BinaryIO
 
-from openpyxl.reader.excel import ExcelReader
+from openpyxl.reader.excel import SHARED_STRINGS, ExcelReader
 from openpyxl.styles.stylesheet import apply_stylesheet
 
 from service.errors import FileRejected, LimitExceeded
@@ -248,7 +248,7 @@ class _Sheet:
     path: str  # its XML part in the package
     archive: zipfile.ZipFile
     book: Any  # openpyxl's Workbook, as far as ExcelReader filled it (strings, styles, epoch)
-    shared: Sequence[str]
+    shared: sheet_xml.SharedStrings
 
     def rows(self) -> Iterator[tuple[int, tuple[Any, ...]]]:
         book = self.book
@@ -268,7 +268,7 @@ def _open_sheets(fh: BinaryIO, fmt: FileFormat, limits: Limits) -> Iterator[list
     try:
         reader = ExcelReader(fh, read_only=True, data_only=True, keep_links=False)
         reader.read_manifest()
-        reader.read_strings()
+        shared = _shared_strings(reader)
         reader.read_workbook()
         apply_stylesheet(reader.archive, reader.wb)
         sheets = [
@@ -280,9 +280,19 @@ def _open_sheets(fh: BinaryIO, fmt: FileFormat, limits: Limits) -> Iterator[list
         raise FileRejected(f"not a valid XLSX file: the workbook cannot be opened ({_say(exc)})") from exc
     try:
         picked = _pick_sheets(sheets, fmt.sheet)
-        yield [_Sheet(title, path, reader.archive, reader.wb, reader.shared_strings) for title, path in picked]
+        yield [_Sheet(title, path, reader.archive, reader.wb, shared) for title, path in picked]
     finally:
         reader.archive.close()
+
+
+def _shared_strings(reader: ExcelReader) -> sheet_xml.SharedStrings:
+    """The workbook's shared strings, read by sheet_xml (openpyxl's list of str takes three
+    times the memory); none when it has no table."""
+    part = reader.package.find(SHARED_STRINGS)
+    if part is None:
+        return sheet_xml.SharedStrings()
+    with reader.archive.open(part.PartName[1:]) as source:
+        return sheet_xml.read_shared_strings(source)
 
 
 def _check_package(fh: BinaryIO, limits: Limits) -> None:

@@ -248,3 +248,56 @@ def test_damage_deep_in_a_big_sheet_names_its_own_row(damage: str) -> None:
             seen.append(number)
     assert caught.value.row == 1901
     assert seen == list(range(1, 1901))  # every row before the damage, none after
+
+
+@st.composite
+def shared_item(draw: st.DrawFn) -> str:
+    """One <si> of a shared-string table, of the shapes spreadsheet writers use."""
+    kind = draw(st.sampled_from(["plain", "rich", "phonetic", "empty", "escaped", "prefixed", "runless"]))
+    words = draw(st.lists(TEXT, min_size=1, max_size=3))
+    if kind == "plain":
+        return f'<si><t xml:space="preserve">{text(words[0])}</t></si>'
+    if kind == "rich":
+        runs = "".join(f'<r><rPr><b/></rPr><t xml:space="preserve">{text(w)}</t></r>' for w in words)
+        return f"<si>{runs}</si>"
+    if kind == "phonetic":
+        return (
+            f'<si><t>{text(words[0])}</t><rPh sb="0" eb="1"><t>{text(words[-1])}</t></rPh><phoneticPr fontId="0"/></si>'
+        )
+    if kind == "empty":
+        return "<si/>" if len(words) == 1 else "<si><t/></si>"
+    if kind == "escaped":
+        return f"<si><t>{text(words[0])}_x005F_x000D_{text(words[-1])}</t></si>"
+    if kind == "prefixed":
+        return f"<x:si><x:r><x:t>{text(words[0])}</x:t></x:r><x:r><x:t>{text(words[-1])}</x:t></x:r></x:si>"
+    return f"<si><r><rPr><i/></rPr></r><r><t>{text(words[0])}</t></r></si>"  # a run without text
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(shared_item(), max_size=8))
+def test_the_shared_strings_read_as_openpyxl_reads_them(items: list[str]) -> None:
+    from openpyxl.reader.strings import read_string_table
+
+    xml = f'<sst xmlns="{MAIN}" xmlns:x="{MAIN}" count="{len(items)}">{"".join(items)}</sst>'.encode()
+    theirs = read_string_table(io.BytesIO(xml))
+    table = sheet_xml.read_shared_strings(io.BytesIO(xml))
+    assert [table[i] for i in range(len(table))] == theirs, xml
+    with pytest.raises(IndexError):
+        table[len(table)]
+    with pytest.raises(IndexError):
+        table[-1]
+
+
+def test_a_workbooks_shared_strings_reach_its_cells_through_the_compact_table(tmp_path: Any) -> None:
+    from service.formats import FileFormat, Limits, iter_records, read_header
+
+    xml = (
+        f'<worksheet xmlns="{MAIN}"><sheetData><row r="1"><c r="A1" t="s"><v>0</v></c><c r="B1" t="s"><v>1</v></c></row>'
+        '<row r="2"><c r="A2" t="s"><v>2</v></c><c r="B2" t="s"><v>3</v></c></row></sheetData></worksheet>'
+    )
+    path = tmp_path / "shared.xlsx"
+    path.write_bytes(workbook(xml, ["id", "naïve", "ü-1 ☃", ""]))
+    fmt = FileFormat("xlsx", "", "", None)
+    header = read_header(path, fmt, Limits())
+    assert header.names == ["id", "naïve"]
+    assert [r.cells for r in iter_records(path, fmt, header, Limits())] == [["ü-1 ☃", ""]]
