@@ -55,7 +55,31 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("log_level", "LOG_LEVEL", "str", "INFO"),
     Setting("undo_retention_days", "UNDO_RETENTION_DAYS", "int", 30),
     Setting("chunks_in_flight", "CHUNKS_IN_FLIGHT", "int", 8),
+    Setting("log_format", "LOG_FORMAT", "str", "text"),
+    Setting("metrics_token", "METRICS_TOKEN", "str", None),
+    Setting("worker_metrics_addr", "WORKER_METRICS_ADDR", "str", "127.0.0.1:9191"),
 )
+LOG_FORMATS = ("text", "json")
+URL_PREFIX = re.compile(r"https?://[^/?#@\s]+(/[^?#\s]*)?\Z", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class S3Area:
+    """A customer's area of S3 (SPEC 17): s3://bucket/prefix/<customer>/."""
+
+    bucket: str
+    prefix: str
+    endpoint_url: str | None = None
+    region: str | None = None
+
+
+@dataclass(frozen=True)
+class CustomerSettings:
+    """A customer's settings besides its DSN (the object form of customer_map.json, SPEC 4)."""
+
+    webhook_prefixes: tuple[str, ...] = ()
+    webhook_secret: str | None = field(default=None, repr=False)  # a secret: never printed
+    s3: S3Area | None = None
 
 
 @dataclass(frozen=True)
@@ -82,7 +106,12 @@ class Config:
     undo_retention_days: int = 30
     # Chunk messages one customer may have queued or running at once (fair turns, SPEC 15).
     chunks_in_flight: int = 8
-    customers: Mapping[str, str] = field(default_factory=dict)
+    log_format: str = "text"  # "text" | "json" (one object per line)
+    metrics_token: str | None = field(default=None, repr=False)  # a secret: never printed
+    # host:port of the workers' Prometheus exposition server (Dramatiq's metrics); "off": none.
+    worker_metrics_addr: str = "127.0.0.1:9191"
+    customers: Mapping[str, str] = field(default_factory=dict)  # customer id -> DSN
+    customer_settings: Mapping[str, CustomerSettings] = field(default_factory=dict)
     tokens: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
 
     def with_(self, **changes: Any) -> Config:
@@ -107,9 +136,23 @@ def load_config(environ: Mapping[str, str] | None = None) -> Config:
     converted["log_level"] = converted["log_level"].upper()
     if converted["log_level"] not in logging.getLevelNamesMapping():
         raise ConfigError(f"{values['log_level'][2]}: log_level {converted['log_level']!r} is not a logging level")
-    customers = load_customer_map(converted["customer_map_path"])
+    if converted["log_format"] not in LOG_FORMATS:
+        raise ConfigError(
+            f"{values['log_format'][2]}: log_format must be text or json, got {converted['log_format']!r}"
+        )
+    addr = converted["worker_metrics_addr"]
+    if addr != "off" and not _is_addr(addr):
+        raise ConfigError(
+            f"{values['worker_metrics_addr'][2]}: worker_metrics_addr must be host:port or off, got {addr!r}"
+        )
+    customers, settings = load_customers(converted["customer_map_path"])
     tokens = load_tokens(converted["api_tokens_path"])
-    return Config(**converted, customers=customers, tokens=tokens)
+    return Config(**converted, customers=customers, customer_settings=settings, tokens=tokens)
+
+
+def _is_addr(text: str) -> bool:
+    host, sep, port = text.rpartition(":")
+    return bool(sep and host and port.isdigit() and 0 < int(port) < 65536)
 
 
 def _read_section(path: Path, section: str) -> dict[str, Any]:
@@ -169,18 +212,63 @@ def _convert(setting: Setting, value: Any, base: Path, origin: str) -> Any:
 
 
 def load_customer_map(path: Path) -> dict[str, str]:
-    """Read customer id -> DSN, refusing ids that are not simple names and DSNs that do not parse."""
+    """Read customer id -> DSN (see load_customers)."""
+    return load_customers(path)[0]
+
+
+CUSTOMER_KEYS = ("dsn", "webhook_prefixes", "webhook_secret", "s3")
+S3_KEYS = ("bucket", "prefix", "endpoint_url", "region")
+
+
+def load_customers(path: Path) -> tuple[dict[str, str], dict[str, CustomerSettings]]:
+    """Read customer id -> DSN, or -> {"dsn", "webhook_prefixes"?, "webhook_secret"?, "s3"?}
+    (both forms may be mixed): (DSNs, settings of the customers given as objects). Refuses ids
+    that are not simple names, DSNs that do not parse and settings of the wrong shape, naming
+    the customer and key (never a value: DSNs and secrets hold passwords)."""
     document = _read_json(path)
     if not isinstance(document, dict):
         raise ConfigError(f"{path}: must be a JSON object mapping customer id to DSN")
     customers: dict[str, str] = {}
-    for customer, dsn in document.items():
+    settings: dict[str, CustomerSettings] = {}
+    for customer, entry in document.items():
         if not CUSTOMER_ID.match(customer):
             raise ConfigError(f"{path}: customer id {customer!r} must match {CUSTOMER_ID.pattern}")
+        where = f"{path}: customer {customer!r}"
+        if isinstance(entry, dict):
+            unknown = sorted(set(entry) - set(CUSTOMER_KEYS))
+            if unknown:
+                raise ConfigError(f"{where}: unknown key(s) {', '.join(unknown)} (known: {', '.join(CUSTOMER_KEYS)})")
+            dsn = entry.get("dsn")
+            settings[customer] = _customer_settings(where, entry)
+        else:
+            dsn = entry
         if not isinstance(dsn, str) or not is_dsn(dsn):
             raise ConfigError(f"{path}: the DSN of customer {customer!r} is not a valid Postgres DSN")
         customers[customer] = dsn
-    return customers
+    return customers, settings
+
+
+def _customer_settings(where: str, entry: dict[str, Any]) -> CustomerSettings:
+    prefixes = entry.get("webhook_prefixes", [])
+    if not isinstance(prefixes, list) or not all(isinstance(p, str) and URL_PREFIX.match(p) for p in prefixes):
+        raise ConfigError(
+            f"{where}: webhook_prefixes must be a list of http(s)://host[/path] prefixes without credentials"
+        )
+    secret = entry.get("webhook_secret")
+    if secret is not None and (not isinstance(secret, str) or not secret):
+        raise ConfigError(f"{where}: webhook_secret must be a non-empty string")
+    area = entry.get("s3")
+    s3 = None
+    if area is not None:
+        if not isinstance(area, dict) or set(area) - set(S3_KEYS):
+            raise ConfigError(f"{where}: s3 must be an object with bucket, prefix, endpoint_url?, region?")
+        if not all(isinstance(area.get(key), str) and area[key] for key in ("bucket", "prefix")):
+            raise ConfigError(f"{where}: s3.bucket and s3.prefix must be non-empty strings")
+        for key in ("endpoint_url", "region"):
+            if area.get(key) is not None and not isinstance(area[key], str):
+                raise ConfigError(f"{where}: s3.{key} must be a string")
+        s3 = S3Area(area["bucket"], area["prefix"], area.get("endpoint_url"), area.get("region"))
+    return CustomerSettings(tuple(prefixes), secret, s3)
 
 
 def is_dsn(text: str) -> bool:

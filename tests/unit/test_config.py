@@ -72,6 +72,14 @@ def test_a_bad_config_file_is_one_error_naming_the_file(folder: Path, document: 
         ({"acme": ""}, "not a valid Postgres DSN"),
         ({"../evil": "dbname=x"}, "customer id '../evil'"),
         (["dbname=x"], "must be a JSON object"),
+        ({"acme": {"webhook_secret": "s3cr3t-value"}}, "the DSN of customer 'acme'"),
+        ({"acme": {"dsn": "dbname=a", "colour": 1}}, "customer 'acme': unknown key(s) colour"),
+        ({"acme": {"dsn": "dbname=a", "webhook_prefixes": "https://x"}}, "webhook_prefixes must be a list"),
+        ({"acme": {"dsn": "dbname=a", "webhook_prefixes": ["ftp://x/"]}}, "webhook_prefixes must be a list"),
+        ({"acme": {"dsn": "dbname=a", "webhook_prefixes": ["https://u:p@x/"]}}, "without credentials"),
+        ({"acme": {"dsn": "dbname=a", "webhook_secret": ""}}, "webhook_secret must be a non-empty string"),
+        ({"acme": {"dsn": "dbname=a", "s3": {"bucket": "b"}}}, "s3.bucket and s3.prefix must be non-empty"),
+        ({"acme": {"dsn": "dbname=a", "s3": {"bucket": "b", "prefix": "p", "key": 1}}}, "s3 must be an object"),
     ],
 )
 def test_a_bad_customer_map_is_refused_at_start(tmp_path: Path, customers: object, message: str) -> None:
@@ -79,6 +87,46 @@ def test_a_bad_customer_map_is_refused_at_start(tmp_path: Path, customers: objec
     with pytest.raises(ConfigError, match="map.json") as caught:
         load_config({"CUSTOMER_MAP_PATH": str(path)})
     assert message in str(caught.value)
+
+
+def test_the_customer_map_mixes_dsns_and_objects_of_settings(tmp_path: Path) -> None:
+    document = {
+        "acme": "dbname=acme",
+        "beta": {
+            "dsn": "dbname=beta password=hunter2",
+            "webhook_prefixes": ["https://hooks.beta.example/imports/", "http://127.0.0.1:8000"],
+            "webhook_secret": "s3cr3t",
+            "s3": {"bucket": "imports", "prefix": "customers", "endpoint_url": "http://127.0.0.1:9000"},
+        },
+    }
+    config = load_config({"CUSTOMER_MAP_PATH": str(write(tmp_path / "map.json", document))})
+    assert config.customers == {"acme": "dbname=acme", "beta": "dbname=beta password=hunter2"}
+    beta = config.customer_settings["beta"]
+    assert beta.webhook_prefixes == ("https://hooks.beta.example/imports/", "http://127.0.0.1:8000")
+    assert beta.webhook_secret == "s3cr3t" and "s3cr3t" not in repr(beta)
+    assert beta.s3 is not None and (beta.s3.bucket, beta.s3.prefix, beta.s3.region) == ("imports", "customers", None)
+    assert "acme" not in config.customer_settings
+
+
+@pytest.mark.parametrize(
+    "env, message",
+    [
+        ({"LOG_FORMAT": "xml"}, "log_format must be text or json, got 'xml'"),
+        ({"WORKER_METRICS_ADDR": "9191"}, "worker_metrics_addr must be host:port or off"),
+        ({"WORKER_METRICS_ADDR": "h:99999"}, "worker_metrics_addr must be host:port or off"),
+    ],
+)
+def test_bad_operating_settings_are_refused_naming_them(folder: Path, env: dict[str, str], message: str) -> None:
+    with pytest.raises(ConfigError, match="environment") as caught:
+        load_config({"CUSTOMER_MAP_PATH": str(folder / "customers.json"), **env})
+    assert message in str(caught.value)
+    config = load_config({"CUSTOMER_MAP_PATH": str(folder / "customers.json"), "METRICS_TOKEN": "m-token"})
+    assert (config.log_format, config.worker_metrics_addr, config.metrics_token) == (
+        "text",
+        "127.0.0.1:9191",
+        "m-token",
+    )
+    assert "m-token" not in repr(config)
 
 
 def test_a_bad_token_file_error_never_shows_the_token(folder: Path) -> None:
