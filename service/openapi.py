@@ -422,6 +422,12 @@ def _paths() -> dict[str, Any]:
         "/openapi.json": _public(
             "openapi", "This document.", {"200": _json(_ref("OpenApiDocument"), "The OpenAPI document.")}
         ),
+        "/ui": _public(
+            "statusPage",
+            "The status page: one HTML page (no external assets) whose calls to this API carry the token "
+            "typed into it.",
+            {"200": {"description": "The page.", "content": {"text/html": {"schema": {"type": "string"}}}}},
+        ),
     }
 
 

@@ -23,6 +23,7 @@ from service.db import describe, redact
 from service.errors import ConfigError, CustomerDBUnavailable, JobConflict, RequestRefused
 from service.jobs import IdempotencyConflict, Job, ping
 from service.openapi import MAX_BODY_BYTES, document
+from service.ui import UiResource
 from service.wiring import Edge, build_edge
 
 log = logging.getLogger(__name__)
@@ -379,6 +380,7 @@ def routes(edge: Edge) -> list[tuple[str, object]]:
         ("/healthz", HealthResource()),
         ("/readyz", ReadyResource(edge.dsn)),
         ("/openapi.json", OpenApiResource()),
+        ("/ui", UiResource()),
     ]
 
 
