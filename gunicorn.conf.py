@@ -3,10 +3,27 @@
 `-b` on the command line overrides the bind taken from the configuration (REST_ADDR).
 """
 
-from service.rest import startup_config
+import os
+import shutil
+import tempfile
+
+# GET /metrics counts the requests of every gunicorn worker: prometheus_client's multiprocess
+# mode, whose folder must be set before anything imports prometheus_client (service.rest
+# does) and must start empty. An operator's own PROMETHEUS_MULTIPROC_DIR is used as given.
+_OWN_METRICS_DIR = None
+if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    _OWN_METRICS_DIR = tempfile.mkdtemp(prefix="import-service-rest-metrics-")
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = _OWN_METRICS_DIR
+
+from service.logs import gunicorn_logconfig  # noqa: E402
+from service.rest import startup_config  # noqa: E402
 
 # A bad configuration stops gunicorn here, in the master, with one line and exit code 2.
 bind = [startup_config().rest_addr]
+
+# gunicorn's error and access logs in the configured log_format (text, or JSON lines with
+# method, path, status, bytes and duration_ms); access lines go to stdout.
+logconfig_dict = gunicorn_logconfig(startup_config().log_format, startup_config().log_level)
 
 # Under the 30 s most supervisors (docker stop, systemd) allow before SIGKILL.
 graceful_timeout = 25
@@ -19,3 +36,16 @@ preload_app = True
 # The default access-log format logs the user of a Basic Authorization header: a client
 # that puts its token there would see it in the log. This one leaves it out.
 access_log_format = '%(h)s %(t)s "%(r)s" %(s)s %(b)s "%(f)s" "%(a)s"'
+
+
+def child_exit(server, worker):  # noqa: ANN001, ANN201  (gunicorn's hook signature)
+    """A worker's live gauges go with it (its counters stay in the totals)."""
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)
+
+
+def on_exit(server):  # noqa: ANN001, ANN201
+    """Remove the metrics folder this master made."""
+    if _OWN_METRICS_DIR:
+        shutil.rmtree(_OWN_METRICS_DIR, ignore_errors=True)

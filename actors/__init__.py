@@ -17,7 +17,8 @@ import psycopg2
 from dramatiq.middleware import Middleware
 
 from actors.broker import RecoverySweep, make_broker
-from service import control, pipeline
+from actors.metrics import worker_metrics
+from service import control, logs, pipeline
 from service.config import Config, load_config
 from service.db import app_dsn, redact
 from service.errors import ConfigError, ImportServiceError, Retryable
@@ -62,7 +63,8 @@ STALLED_TURN_SECONDS = 10.0
 PURGE_EVERY_SECONDS = 3600.0
 _purged_at = time.monotonic()  # the first purge an hour after start, not in the first sweep
 CONFIG, APP_DSN = _boot()
-broker = make_broker(APP_DSN, extra=[RecoverySweep(after_sweep=sweep_jobs)])
+logs.reformat(CONFIG.log_format)  # dramatiq set up the handlers; the format is ours
+broker = make_broker(APP_DSN, extra=[RecoverySweep(after_sweep=sweep_jobs), *worker_metrics(CONFIG)])
 dramatiq.set_broker(broker)
 
 _services: pipeline.Services | None = None

@@ -56,7 +56,7 @@ from typing import Any, BinaryIO
 
 from docopt import DocoptExit, docopt
 
-from service import blob
+from service import blob, logs
 from service.api import OPERATOR, Api, job_view
 from service.config import Config, load_config
 from service.db import app_dsn, redact
@@ -94,13 +94,13 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _dispatch(args: dict[str, Any]) -> int:
+    config = load_config()
+    logs.configure(config.log_format, logging.WARNING)
     if args["worker"]:
         from service.supervisor import run_workers
 
-        config = load_config()
         threads = int(args["--threads"]) if args["--threads"] else config.worker_concurrency
-        return run_workers(int(args["--processes"]), threads)
-    config = load_config()
+        return run_workers(int(args["--processes"]), threads, config.log_format)
     dsn = _app_dsn(config)
     if args["migrate"]:
         applied = migrate(dsn)

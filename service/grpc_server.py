@@ -25,6 +25,7 @@ from google.protobuf.message import DecodeError
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from service import logs
 from service.api import Access, Api, JobNotFound, PermissionDenied, Unauthenticated
 from service.db import describe, redact
 from service.errors import ConfigError, CustomerDBUnavailable, JobConflict, RequestRefused
@@ -365,7 +366,7 @@ def _stop_requested() -> threading.Event:
 def _start() -> tuple[Edge, Served]:
     """Read the configuration, reach the app DB, bind; ConfigError for anything wrong."""
     edge = build_edge(maxconn=MAX_WORKERS)
-    logging.getLogger().setLevel(edge.config.log_level)
+    logs.configure(edge.config.log_format, edge.config.log_level)
     return edge, serve(edge, edge.config.grpc_addr)
 
 

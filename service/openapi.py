@@ -422,6 +422,20 @@ def _paths() -> dict[str, Any]:
         "/openapi.json": _public(
             "openapi", "This document.", {"200": _json(_ref("OpenApiDocument"), "The OpenAPI document.")}
         ),
+        "/metrics": _public(
+            "metrics",
+            "Prometheus text: HTTP requests by route and status, finished jobs by product and status, rows "
+            "by product and outcome, job durations, unfinished jobs, queue depth and oldest message age. "
+            "Needs no token unless the metrics_token setting is set; then `Authorization: Bearer "
+            "<metrics_token>` (API tokens do not work here).",
+            {
+                "200": {
+                    "description": "The metrics.",
+                    "content": {"text/plain": {"schema": {"type": "string"}}},
+                },
+                **_errors(401),
+            },
+        ),
         "/ui": _public(
             "statusPage",
             "The status page: one HTML page (no external assets) whose calls to this API carry the token "

@@ -18,7 +18,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-from service import blob, formats, rejects
+from service import blob, formats, logs, rejects
 from service.config import Config
 from service.db import customer_dsn
 from service.errors import (
@@ -117,20 +117,21 @@ def _stage_outcome(services: Services, job: Job, name: str) -> Iterator[None]:
     """What a stage's errors do: a bad file fails the job, a cancel stops quietly, an
     unreachable customer DB is retried (re-raised) until customer_db_retry_seconds."""
     started = time.perf_counter()
-    try:
-        yield
-        log.info("job %s: %s done in %.3f s", job.id, name, time.perf_counter() - started)
-    except JobCancelled:
-        log.info("job %s: %s stopped, the job was cancelled", job.id, name)
-    except JobFailed as exc:
-        fail_job(services, job, str(exc))
-    except CustomerDBUnavailable as exc:
-        waited = services.jobs.mark_unreachable(job.id)
-        if waited >= services.config.customer_db_retry_seconds:
-            fail_job(services, job, f"{exc} (gave up after {waited:.0f} s)")
-            return
-        log.warning("job %s: %s; will retry", job.id, exc)
-        raise
+    with logs.job_context(job.id, job.customer_id, name):
+        try:
+            yield
+            log.info("job %s: %s done in %.3f s", job.id, name, time.perf_counter() - started)
+        except JobCancelled:
+            log.info("job %s: %s stopped, the job was cancelled", job.id, name)
+        except JobFailed as exc:
+            fail_job(services, job, str(exc))
+        except CustomerDBUnavailable as exc:
+            waited = services.jobs.mark_unreachable(job.id)
+            if waited >= services.config.customer_db_retry_seconds:
+                fail_job(services, job, f"{exc} (gave up after {waited:.0f} s)")
+                return
+            log.warning("job %s: %s; will retry", job.id, exc)
+            raise
 
 
 def fail_job(services: Services, job: Job, error: str) -> None:

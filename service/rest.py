@@ -17,11 +17,13 @@ import falcon
 import psycopg2
 import psycopg2.pool
 
+from service import logs
 from service.api import Access, Api, JobNotFound, PermissionDenied, Unauthenticated, job_view, log_view
 from service.config import Config, load_config
 from service.db import describe, redact
 from service.errors import ConfigError, CustomerDBUnavailable, JobConflict, RequestRefused
 from service.jobs import IdempotencyConflict, Job, ping
+from service.metrics import HttpMetrics, MetricsResource
 from service.openapi import MAX_BODY_BYTES, document
 from service.ui import UiResource
 from service.wiring import Edge, build_edge
@@ -365,7 +367,7 @@ def _crashed(req: falcon.Request, resp: falcon.Response, error: Exception, param
 # -- the app ------------------------------------------------------------------------------
 
 
-def routes(edge: Edge) -> list[tuple[str, object]]:
+def routes(edge: Edge, http: HttpMetrics | None = None) -> list[tuple[str, object]]:
     """Every route and the resource that answers it (service.openapi documents the same)."""
     return [
         ("/enqueue", EnqueueResource(edge.api)),
@@ -381,13 +383,16 @@ def routes(edge: Edge) -> list[tuple[str, object]]:
         ("/readyz", ReadyResource(edge.dsn)),
         ("/openapi.json", OpenApiResource()),
         ("/ui", UiResource()),
+        ("/metrics", MetricsResource(http or HttpMetrics(), edge.api.jobs, edge.config.metrics_token)),
     ]
 
 
 def create_app(edge: Edge) -> falcon.App:
     """The falcon app serving the edge's Api."""
-    app = falcon.App(middleware=[Authenticate(edge.api)])
-    for template, resource in routes(edge):
+    http = HttpMetrics()
+    middleware: list[Any] = [http, Authenticate(edge.api)]
+    app = falcon.App(middleware=middleware)
+    for template, resource in routes(edge, http):
         app.add_route(template, resource)
     # Falcon picks the most specific handler, so HTTPError keeps its own (serialized below).
     app.add_error_handler(Exception, _crashed)
@@ -427,7 +432,7 @@ def _build_app() -> falcon.App:
     """Configure logging, build the edge (migrating the app DB) and the app, or stop."""
     config = startup_config()
     try:
-        logging.basicConfig(level=config.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        logs.configure(config.log_format, config.log_level.upper())
     except ValueError:
         _stop(f"configuration error: log_level {config.log_level!r} is not a logging level")
     try:

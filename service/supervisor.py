@@ -11,9 +11,13 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Mapping
 from types import FrameType
+from typing import Any
+
+from service.logs import wrap_line
 
 log = logging.getLogger(__name__)
 
@@ -44,10 +48,14 @@ def worker_command(processes: int, threads: int, environ: Mapping[str, str]) -> 
     return command, env
 
 
-def run_workers(processes: int, threads: int) -> int:
-    """Run `dramatiq actors` until told to stop, restarting it after any unexpected exit."""
+def run_workers(processes: int, threads: int, log_format: str = "text") -> int:
+    """Run `dramatiq actors` until told to stop, restarting it after any unexpected exit.
+
+    With log_format json, every line of its output becomes a JSON line: its worker processes
+    write JSON already (actors set their format), and the lines of dramatiq's master (boot,
+    shutdown, a crash's traceback) are wrapped here."""
     stopping = False
-    child: subprocess.Popen[bytes] | None = None
+    child: subprocess.Popen[Any] | None = None
 
     def stop(signum: int, frame: FrameType | None) -> None:
         nonlocal stopping
@@ -59,8 +67,17 @@ def run_workers(processes: int, threads: int) -> int:
     signal.signal(signal.SIGINT, stop)
     command, env = worker_command(processes, threads, os.environ)
     while True:
-        child = subprocess.Popen(command, env=env)
-        code = child.wait()
+        if log_format == "json":
+            piped = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+            child = piped
+            relay = threading.Thread(target=_relay_json, args=(piped,), daemon=True)
+            relay.start()
+            code = piped.wait()
+            relay.join(timeout=5)
+        else:
+            plain = subprocess.Popen(command, env=env)
+            child = plain
+            code = plain.wait()
         if stopping:
             return 0
         if code in (2, 3):  # dramatiq: import or broker connection failure; restarting will not help
@@ -68,3 +85,11 @@ def run_workers(processes: int, threads: int) -> int:
             return 2
         print(f"importctl: workers exited with {code}; restarting", file=sys.stderr)
         time.sleep(RESTART_DELAY_SECONDS)
+
+
+def _relay_json(child: subprocess.Popen[str]) -> None:
+    """Copy the child's output to stderr, each line as JSON."""
+    assert child.stdout is not None
+    for line in child.stdout:
+        sys.stderr.write(wrap_line(line) + "\n")
+        sys.stderr.flush()

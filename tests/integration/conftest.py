@@ -123,9 +123,11 @@ def stop_workers(process: subprocess.Popen[bytes]) -> None:
 
 
 def pipeline_env(app_dsn: str, map_path: Path, blob_root: Path, **extra: str) -> dict[str, str]:
-    """The environment of a worker or CLI process pointed at the test databases."""
+    """The environment of a worker or CLI process pointed at the test databases. The workers'
+    metrics server is off (many pools run at once here) unless extra turns it on."""
     env = {k: v for k, v in os.environ.items() if k not in ("CONFIG_PATH", "CONFIG_ENV")}
-    env.update(APP_DB_DSN=app_dsn, CUSTOMER_MAP_PATH=str(map_path), BLOB_ROOT=str(blob_root), **extra)
+    env.update(APP_DB_DSN=app_dsn, CUSTOMER_MAP_PATH=str(map_path), BLOB_ROOT=str(blob_root), WORKER_METRICS_ADDR="off")
+    env.update(extra)
     return env
 
 

@@ -180,7 +180,7 @@ def test_every_route_of_the_app_is_documented_with_the_same_methods(client: falc
     registered = {template: methods for template, methods in _routes(client.app)}
     documented = {path: {m.upper() for m in operations} for path, operations in document()["paths"].items()}
     assert registered == documented
-    assert len(registered) == 13
+    assert len(registered) == 14
 
 
 def test_every_component_schema_is_valid_and_every_ref_resolves() -> None:
@@ -210,8 +210,9 @@ def test_every_error_answer_uses_the_error_schema_and_every_guarded_route_docume
     for path, operations in doc["paths"].items():
         for method, operation in operations.items():
             public = operation.get("security") == []
-            assert public == (path in ("/healthz", "/readyz", "/openapi.json", "/ui")), path
-            assert ("401" in operation["responses"]) != public, (path, method)
+            assert public == (path in ("/healthz", "/readyz", "/openapi.json", "/ui", "/metrics")), path
+            # /metrics is public unless metrics_token is set
+            assert ("401" in operation["responses"]) != public or path == "/metrics", (path, method)
             for status, response in operation["responses"].items():
                 if int(status) >= 400:
                     assert response["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/Error"}
