@@ -49,3 +49,8 @@ def on_exit(server):  # noqa: ANN001, ANN201
     """Remove the metrics folder this master made."""
     if _OWN_METRICS_DIR:
         shutil.rmtree(_OWN_METRICS_DIR, ignore_errors=True)
+
+# gunicorn's control socket ($HOME/.gunicorn/gunicorn.ctl) is not used here: every gunicorn of
+# a machine would share that one path, and a read-only HOME (the container) logged an error at
+# each start.
+control_socket_disable = True
