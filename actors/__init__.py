@@ -18,7 +18,7 @@ from dramatiq.middleware import Middleware
 
 from actors.broker import RecoverySweep, make_broker
 from actors.metrics import worker_metrics
-from service import control, logs, pipeline
+from service import control, logs, pipeline, webhooks
 from service.config import Config, load_config
 from service.db import app_dsn, redact
 from service.errors import ConfigError, ImportServiceError, Retryable
@@ -155,6 +155,16 @@ def import_discard(job_id: str) -> None:
     pipeline.discard_cancelled(services(), job_id)
 
 
+@dramatiq.actor(actor_name=webhooks.DELIVER, queue_name=JOBS_QUEUE, time_limit=120_000, **RETRY)
+def deliver_webhook(job_id: str, status: str, attempt: int = 1, first_at: float | None = None) -> None:
+    """POST the ended job's view to its callback_url; log the attempt, queue the next one if it failed.
+
+    An attempt holds its thread at most webhooks.TIMEOUT_SECONDS; the retries (backoff up to
+    an hour, for webhook_give_up_seconds) are delayed messages, not a sleeping thread. Raising
+    here (the app DB is down) retries the same attempt under RETRY."""
+    webhooks.deliver(services().jobs, CONFIG, job_id, status, attempt, first_at)
+
+
 class FailJobOnDeadLetter(Middleware):
     """A message Dramatiq gives up on ends its job `failed` with the reason, never stuck."""
 
@@ -165,8 +175,8 @@ class FailJobOnDeadLetter(Middleware):
         self._fail(message, "skipped")
 
     def _fail(self, message: Any, how: str) -> None:
-        if not message.args:
-            return
+        if not message.args or message.actor_name == webhooks.DELIVER:
+            return  # a webhook never fails its (ended) job
         job_id = str(message.args[0])
         exc = getattr(message, "_exception", None)
         reason = f"{type(exc).__name__}: {exc}" if exc is not None else "no reason recorded"
@@ -183,11 +193,19 @@ class FailJobOnDeadLetter(Middleware):
             log.error("job %s: could not record failure: %s", job_id, e)
 
 
+DELAY_PREFETCH = 256
+
+
 class WorkerConcurrency(Middleware):
     """`dramatiq actors` runs WORKER_CONCURRENCY threads per process (SPEC section 4)."""
 
     def before_worker_boot(self, broker: dramatiq.Broker, worker: Any) -> None:
         worker.worker_threads = CONFIG.worker_concurrency
+        # A delayed message (a retry's eta: webhooks wait up to an hour) stays claimed, with
+        # its advisory lock, in the process that fetched it; Dramatiq's default of 1000 per
+        # thread could exhaust Postgres's lock table when an endpoint is down for many jobs.
+        # Beyond this many per delay queue, delayed messages wait unclaimed in the queue table.
+        worker.delay_prefetch = min(worker.delay_prefetch, DELAY_PREFETCH)
 
 
 broker.add_middleware(FailJobOnDeadLetter())

@@ -58,6 +58,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("log_format", "LOG_FORMAT", "str", "text"),
     Setting("metrics_token", "METRICS_TOKEN", "str", None),
     Setting("worker_metrics_addr", "WORKER_METRICS_ADDR", "str", "127.0.0.1:9191"),
+    Setting("webhook_backoff_seconds", "WEBHOOK_BACKOFF_SECONDS", "float", 30.0),
+    Setting("webhook_give_up_seconds", "WEBHOOK_GIVE_UP_SECONDS", "float", 86_400.0),
 )
 LOG_FORMATS = ("text", "json")
 URL_PREFIX = re.compile(r"https?://[^/?#@\s]+(/[^?#\s]*)?\Z", re.IGNORECASE)
@@ -110,6 +112,10 @@ class Config:
     metrics_token: str | None = field(default=None, repr=False)  # a secret: never printed
     # host:port of the workers' Prometheus exposition server (Dramatiq's metrics); "off": none.
     worker_metrics_addr: str = "127.0.0.1:9191"
+    # Webhooks (SPEC 16): the wait after the first failed attempt (doubling, at most an hour),
+    # and how long after the first attempt a delivery is given up.
+    webhook_backoff_seconds: float = 30.0
+    webhook_give_up_seconds: float = 86_400.0
     customers: Mapping[str, str] = field(default_factory=dict)  # customer id -> DSN
     customer_settings: Mapping[str, CustomerSettings] = field(default_factory=dict)
     tokens: Mapping[str, tuple[str, ...]] = field(default_factory=dict)

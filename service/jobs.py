@@ -20,6 +20,7 @@ from typing import Any
 import psycopg2
 import psycopg2.extras
 
+from service import webhooks
 from service.db import IdleConnections, connect, load_queries
 from service.errors import ImportServiceError, RowError
 
@@ -245,11 +246,17 @@ class JobStore:
         for actor_name, args in sends:
             if self._dispatch is None:
                 raise RuntimeError("this JobStore was built without a dispatcher and cannot send work")
-            queue, message_id, message = self._dispatch(actor_name, args)
-            cur.execute(
-                Q["enqueue_message"],
-                {"queue": queue, "message_id": message_id, "message": psycopg2.extras.Json(message)},
-            )
+            _enqueue(cur, self._dispatch(actor_name, args))
+
+    def _send_webhook(self, cur: Any, job_id: str, status: str) -> None:
+        """Queue the job's webhook for its final status, if it has a callback_url (SPEC 16).
+
+        Every transaction that sets a final status calls this, so the delivery commits or
+        rolls back with the status it reports."""
+        cur.execute(Q["callback_url"], (job_id,))
+        row = cur.fetchone()
+        if row is not None and row["callback_url"]:
+            _enqueue(cur, webhooks.delivery_message(job_id, status))
 
     # -- enqueue and reads ---------------------------------------------------------------
 
@@ -494,6 +501,7 @@ class JobStore:
             _insert_logs(cur, job_id, [*lines, ("info", None, None, message)])
             cur.execute(Q["delete_chunks"], (job_id,))
             self._wake_waiters(cur, row["customer_id"], row["product_type"])
+            self._send_webhook(cur, job_id, "succeeded")
             return True
 
     def fail(self, job_id: str, error: str) -> bool:
@@ -507,6 +515,7 @@ class JobStore:
             _insert_logs(cur, job_id, [("error", None, None, error)])
             cur.execute(Q["delete_chunks"], (job_id,))
             self._wake_waiters(cur, row["customer_id"], row["product_type"])
+            self._send_webhook(cur, job_id, "failed")
             if customer_id is not None:
                 self._take_turns(cur, customer_id)  # its chunks out no longer count
             return True
@@ -525,6 +534,7 @@ class JobStore:
             cur.execute(Q["drop_queued_messages"], (job_id,))
             cur.execute(Q["delete_chunks"], (job_id,))
             self._send(cur, [(cleanup_stage, (job_id,))])
+            self._send_webhook(cur, job_id, "cancelled")  # after the drop, which would take it too
             self._wake_waiters(cur, row["customer_id"], row["product_type"])
             if customer_id is not None:
                 self._take_turns(cur, customer_id)  # its chunks out no longer count
@@ -592,6 +602,7 @@ class JobStore:
             if cur.fetchone() is None:
                 return False
             _insert_logs(cur, job_id, [("info", None, None, message)])
+            self._send_webhook(cur, job_id, "undone")
             return True
 
     def end_undo_request(self, job_id: str, message: str | None = None) -> None:
@@ -607,6 +618,15 @@ class JobStore:
         """Append one log line to a job."""
         with self.transaction() as cur:
             _insert_logs(cur, job_id, [(level, row_number, field, message)])
+
+    def log_webhook(self, job_id: str, lines: Sequence[tuple[str, str]], retry: webhooks.Encoded | None = None) -> None:
+        """Log a webhook attempt as (level, message) lines and queue the next attempt, atomically.
+
+        Only import_logs and the queue are written: a delivery never changes the job's row."""
+        with self.transaction() as cur:
+            _insert_logs(cur, job_id, [(level, None, None, message) for level, message in lines])
+            if retry is not None:
+                _enqueue(cur, retry)
 
     def planned_rows(self, job_id: str) -> tuple[int, bool]:
         """Rows in the chunks planned so far, and whether planning is complete (for progress)."""
@@ -638,6 +658,15 @@ class JobStore:
             cur.execute(Q["mark_unreachable"], (job_id,))
             row = cur.fetchone()
         return float(next(iter(row.values()))) if row else 0.0
+
+
+def _enqueue(cur: Any, encoded: tuple[str, str, dict[str, Any]]) -> None:
+    """Write one encoded queue message on this cursor (it commits with the transaction)."""
+    queue, message_id, message = encoded
+    cur.execute(
+        Q["enqueue_message"],
+        {"queue": queue, "message_id": message_id, "message": psycopg2.extras.Json(message)},
+    )
 
 
 def _insert_logs(cur: Any, job_id: str, lines: Sequence[tuple[str, int | None, str | None, str]]) -> None:

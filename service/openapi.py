@@ -88,6 +88,13 @@ def _options_schema() -> dict[str, Any]:
     )
     properties["atomic"]["description"] = "Publish the whole job in one commit; upsert and replace always do."
     properties["allow_empty"]["description"] = "Let a replace with no valid rows empty the table."
+    properties["callback_url"].update(
+        maxLength=2048,
+        pattern=r"^[Hh][Tt][Tt][Pp][Ss]?://[^@/?#\s]+([/?#]\S*)?$",
+        description="Webhook: when the job ends, its view (plus sent_at) is POSTed here, signed in the "
+        "X-Import-Signature header. http(s) only, no credentials, and only under one of the customer's "
+        "webhook_prefixes (the customer needs a webhook_secret).",
+    )
     atomic_modes = [mode for mode in MODES if mode != "append"]
     return {
         "type": "object",

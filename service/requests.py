@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from service import blob
+from service import blob, webhooks
 from service.config import Config
 from service.errors import BlobRefused, RequestRefused
 from service.jobs import Job, JobStore, request_hash
@@ -25,6 +25,7 @@ OPTION_TYPES: dict[str, type] = {
     "atomic": bool,
     "allow_empty": bool,
     "header_row": int,
+    "callback_url": str,
 }
 FORMATS = ("csv", "tsv", "kv", "xlsx")
 ON_INVALID = ("skip", "fail")
@@ -70,6 +71,10 @@ def check_request(body: Any, config: Config, products: ProductRegistry) -> Enque
         blob.check_regular(path, config.max_file_bytes)
     except BlobRefused as exc:
         raise RequestRefused(str(exc), field="blob_uri") from None
+    if "callback_url" in options:
+        problem = webhooks.refusal(options["callback_url"], customer, config.customer_settings.get(customer))
+        if problem is not None:
+            raise RequestRefused(problem, field="options.callback_url")
     return EnqueueRequest(customer, body["product_type"], body["blob_uri"], options)
 
 
@@ -148,6 +153,11 @@ def _check_option_values(options: Mapping[str, Any]) -> None:
         )
     if "sheet" in options:
         _check_sheets(options["sheet"])
+    callback_url = options.get("callback_url")
+    if callback_url is not None:
+        problem = webhooks.url_problem(callback_url)
+        if problem is not None:
+            raise RequestRefused(f"option callback_url {problem}", field="options.callback_url")
 
 
 def _check_sheets(sheet: str | list[Any]) -> None:

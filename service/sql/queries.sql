@@ -268,3 +268,6 @@ UPDATE import_jobs SET undo_pending = false, updated_at = now() WHERE id = %s;
 
 -- name: job_status
 SELECT status FROM import_jobs WHERE id = %s;
+
+-- name: callback_url
+SELECT options ->> 'callback_url' AS callback_url FROM import_jobs WHERE id = %s;

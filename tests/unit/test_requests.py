@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from service.api import Api
-from service.config import Config
+from service.config import Config, CustomerSettings
 from service.errors import RequestRefused
 from service.products import ProductRegistry
 from service.requests import check_request
@@ -134,3 +134,48 @@ def test_header_row_takes_a_whole_number_even_as_a_double_from_grpc(config: Conf
     assert check_request(body(config, options={"header_row": 3}), config, PRODUCTS).options == {"header_row": 3}
     checked = check_request(body(config, options={"header_row": 3.0}), config, PRODUCTS).options
     assert checked == {"header_row": 3} and type(checked["header_row"]) is int
+
+
+HOOKS = "https://hooks.example.com/acme/"
+
+
+@pytest.fixture
+def hooked(config: Config) -> Config:
+    """acme may call back under HOOKS; globex has no settings; initech has prefixes but no secret."""
+    for customer in ("globex", "initech"):
+        (config.blob_root / customer).mkdir()
+        (config.blob_root / customer / "u.csv").write_text("external_id,email\n")
+    settings = {
+        "acme": CustomerSettings(webhook_prefixes=(HOOKS,), webhook_secret="k"),
+        "initech": CustomerSettings(webhook_prefixes=(HOOKS,)),
+    }
+    customers = {"acme": "dbname=acme", "globex": "dbname=globex", "initech": "dbname=initech"}
+    return config.with_(customers=customers, customer_settings=settings)
+
+
+@pytest.mark.parametrize(
+    "customer, url, rule",
+    [
+        ("acme", "https://hooks.example.com/globex/x", "must start with one of the customer's webhook_prefixes"),
+        ("acme", "https://hooks.example.com.evil.net/acme/x", "webhook_prefixes"),
+        ("acme", "ftp://hooks.example.com/acme/x", "must be an http:// or https:// URL"),
+        ("acme", "https://user:pass@hooks.example.com/acme/x", "must not carry credentials"),
+        ("acme", 42, "must be a str"),
+        ("globex", HOOKS + "x", "customer 'globex' has no webhook_prefixes"),
+        ("initech", HOOKS + "x", "customer 'initech' has no webhook_secret"),
+    ],
+)
+def test_a_bad_callback_url_is_refused_naming_the_option_and_the_rule(
+    hooked: Config, customer: str, url: object, rule: str
+) -> None:
+    request = body(hooked, customer_id=customer, options={"callback_url": url})
+    request["blob_uri"] = (hooked.blob_root / customer / "u.csv").as_uri()
+    with pytest.raises(RequestRefused, match=rule) as caught:
+        check_request(request, hooked, PRODUCTS)
+    assert caught.value.field == "options.callback_url"
+    assert str(url) not in str(caught.value)  # never echoed: it may carry a password
+
+
+def test_a_callback_url_under_the_customers_prefix_passes(hooked: Config) -> None:
+    request = check_request(body(hooked, options={"callback_url": HOOKS + "done?job=1"}), hooked, PRODUCTS)
+    assert request.options == {"callback_url": HOOKS + "done?job=1"}

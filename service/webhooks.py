@@ -1,0 +1,277 @@
+"""Webhooks (SPEC 16): when a job ends, its view is POSTed, signed, to the job's callback_url.
+
+The first delivery message is written by JobStore in the transaction that sets the job's
+final status; each attempt writes one import_logs line and, after a failure, the next
+attempt's delayed message in one transaction. Delivery never changes the job's row.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import http.client
+import json
+import logging
+import socket
+import ssl
+import threading
+import time
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+from service.config import Config, CustomerSettings
+
+if TYPE_CHECKING:
+    from service.jobs import JobStore
+
+log = logging.getLogger(__name__)
+
+DELIVER = "deliver_webhook"  # the actor's name: stable, queued messages store it
+# The jobs queue (service.messages.JOBS_QUEUE, which this module cannot import: messages
+# imports the pipeline, which imports jobs, which imports this). No queue of its own: each
+# queue costs every worker process 4 Postgres connections.
+QUEUE = "imports"
+DELAY_QUEUE = QUEUE + ".DQ"  # where Dramatiq keeps messages with an eta
+TIMEOUT_SECONDS = 10.0  # connect, send and answer, all together
+MAX_BACKOFF_SECONDS = 3600.0
+MAX_URL_LENGTH = 2048
+SIGNATURE_HEADER = "X-Import-Signature"
+USER_AGENT = "import-service-webhooks/1"
+
+# (queue name, message id, encoded message), as service.messages.dispatch returns them.
+Encoded = tuple[str, str, dict[str, Any]]
+
+
+def url_problem(url: str) -> str | None:
+    """Why `url` can never be a callback URL (scheme, credentials, shape), or None when it can."""
+    if len(url) > MAX_URL_LENGTH:
+        return f"must be at most {MAX_URL_LENGTH} characters"
+    if any(ch.isspace() or ord(ch) < 0x20 or ord(ch) == 0x7F for ch in url):
+        return "must not contain spaces or control characters"
+    parts = urlsplit(url)
+    if parts.scheme.lower() not in ("http", "https"):
+        return "must be an http:// or https:// URL"
+    if "@" in parts.netloc:
+        return "must not carry credentials (user:password@)"
+    try:
+        parts.port  # noqa: B018  (raises ValueError for a port that is not a number)
+    except ValueError:
+        return "has a port that is not a number from 0 to 65535"
+    if not parts.hostname:
+        return "must name a host"
+    return None
+
+
+def under_prefixes(url: str, prefixes: Sequence[str]) -> bool:
+    """Whether url starts with one of the prefixes; a prefix without a path covers that host
+    only (http://a.example does not cover http://a.example.evil.net/ or another port)."""
+    for prefix in prefixes:
+        if not url.startswith(prefix):
+            continue
+        rest = url[len(prefix) :]
+        if urlsplit(prefix).path or not rest or rest[0] in "/?#":
+            return True
+    return False
+
+
+def refusal(url: str, customer_id: str, settings: CustomerSettings | None) -> str | None:
+    """Why this customer may not use `url` as callback_url, or None when it may."""
+    problem = url_problem(url)
+    if problem is not None:
+        return f"option callback_url {problem}"
+    if settings is None or not settings.webhook_prefixes:
+        return f"option callback_url: customer {customer_id!r} has no webhook_prefixes configured, so no webhooks"
+    if not settings.webhook_secret:
+        return f"option callback_url: customer {customer_id!r} has no webhook_secret configured to sign webhooks"
+    if not under_prefixes(url, settings.webhook_prefixes):
+        allowed = ", ".join(settings.webhook_prefixes)
+        return f"option callback_url must start with one of the customer's webhook_prefixes: {allowed}"
+    return None
+
+
+def delivery_message(
+    job_id: str, status: str, attempt: int = 1, first_at: float | None = None, delay_seconds: float = 0.0
+) -> Encoded:
+    """The message for one delivery attempt in Dramatiq's wire format; with a delay it goes to
+    the delay queue with an eta, as Dramatiq's own `send_with_options(delay=...)` would put it."""
+    message_id = str(uuid.uuid4())
+    now_ms = int(time.time() * 1000)
+    queue, options = QUEUE, {}
+    if delay_seconds > 0:
+        queue, options = DELAY_QUEUE, {"eta": now_ms + int(delay_seconds * 1000)}
+    message = {
+        "queue_name": queue,
+        "actor_name": DELIVER,
+        "args": [job_id, status, attempt, first_at],
+        "kwargs": {},
+        "options": options,
+        "message_id": message_id,
+        "message_timestamp": now_ms,
+    }
+    return queue, message_id, message
+
+
+def sign(body: bytes, secret: str) -> str:
+    """The X-Import-Signature value: sha256=<hex HMAC-SHA256 of the raw body>."""
+    return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+
+
+def body_bytes(view: Mapping[str, Any], sent_at: datetime) -> bytes:
+    """The request body: the job view plus sent_at (RFC 3339, UTC), serialised once."""
+    stamp = sent_at.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return json.dumps({**view, "sent_at": stamp}, separators=(",", ":")).encode()
+
+
+def next_delay(attempt: int, base: float, cap: float = MAX_BACKOFF_SECONDS) -> float:
+    """The wait after failed attempt number `attempt` (1, 2, ...): base, doubling, capped."""
+    return float(min(cap, base * 2 ** min(attempt - 1, 40)))
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How one POST went: delivered (a 2xx) or not, and what to log (never a secret)."""
+
+    delivered: bool
+    what: str
+
+
+def post(url: str, body: bytes, headers: Mapping[str, str], timeout: float = TIMEOUT_SECONDS) -> Outcome:
+    """POST body to url, following no redirect; returns within `timeout` whatever the server does.
+
+    The request runs in a helper thread that this one waits for at most `timeout`: socket
+    timeouts alone would let a server dribbling a byte every few seconds (or a slow DNS
+    lookup) hold the worker thread for as long as it likes. At the deadline the socket is
+    shut down, which ends the helper's blocked read."""
+    # The socket's own timeout is a little longer, so that the deadline is what ends a slow
+    # answer (one outcome, one message), and the helper never outlives it by much.
+    request = _Request(url, body, headers, timeout + 1.0)
+    helper = threading.Thread(target=request.run, name="webhook-post", daemon=True)
+    helper.start()
+    helper.join(timeout)
+    if helper.is_alive():
+        request.abort()
+        return Outcome(False, f"no complete answer within {timeout:g} s")
+    return request.outcome
+
+
+class _Request:
+    """One POST, run by a helper thread; `abort` ends it from another thread."""
+
+    def __init__(self, url: str, body: bytes, headers: Mapping[str, str], timeout: float) -> None:
+        self.url, self.body, self.headers, self.timeout = url, body, dict(headers), timeout
+        self.outcome = Outcome(False, "not attempted")
+        self._conn: http.client.HTTPConnection | None = None
+        self._aborted = threading.Event()
+
+    def run(self) -> None:
+        try:
+            self.outcome = self._post()
+        except TimeoutError:
+            self.outcome = Outcome(False, "timed out")
+        except ssl.SSLError as exc:
+            self.outcome = Outcome(False, f"TLS error: {exc.reason or type(exc).__name__}")
+        except ConnectionRefusedError:
+            self.outcome = Outcome(False, "connection refused")
+        except socket.gaierror:
+            self.outcome = Outcome(False, "host name not found")
+        except (OSError, http.client.HTTPException) as exc:
+            reason = getattr(exc, "strerror", None) or type(exc).__name__
+            self.outcome = Outcome(False, f"network error: {reason}")
+        finally:
+            if self._conn is not None:
+                self._conn.close()
+
+    def _post(self) -> Outcome:
+        parts = urlsplit(self.url)
+        host, port = parts.hostname or "", parts.port
+        if parts.scheme.lower() == "https":
+            context = ssl.create_default_context()
+            self._conn = http.client.HTTPSConnection(host, port, timeout=self.timeout, context=context)
+        else:
+            self._conn = http.client.HTTPConnection(host, port, timeout=self.timeout)
+        self._conn.connect()
+        if self._aborted.is_set():
+            return Outcome(False, "aborted")
+        target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        self._conn.request("POST", target, body=self.body, headers=self.headers)
+        status = self._conn.getresponse().status  # the body of the answer is not read
+        if 200 <= status < 300:
+            return Outcome(True, f"HTTP {status}")
+        if 300 <= status < 400:
+            return Outcome(False, f"HTTP {status}: redirect not followed")
+        return Outcome(False, f"HTTP {status}")
+
+    def abort(self) -> None:
+        """Shut the socket down so that the helper's blocked send or read returns at once."""
+        self._aborted.set()
+        conn = self._conn
+        sock = conn.sock if conn is not None else None
+        if sock is not None:
+            try:
+                socket.socket.shutdown(sock, socket.SHUT_RDWR)  # the raw socket, also under TLS
+            except OSError:
+                pass  # already closed
+
+
+def deliver(
+    jobs: JobStore, config: Config, job_id: str, status: str, attempt: int = 1, first_at: float | None = None
+) -> None:
+    """Make one delivery attempt for the job's `status`; log it and, after a failure, queue
+    the next attempt (exponential backoff) or give up once config.webhook_give_up_seconds
+    have passed since the first attempt."""
+    job = jobs.get(job_id)
+    if job is None:
+        log.info("job %s: webhook not sent: the job no longer exists", job_id)
+        return
+    if job.status != status:
+        # The job moved on (succeeded, then undone): that status's own delivery reports it.
+        jobs.log(job_id, "info", f"webhook for status {status} not sent: the job is {job.status} now")
+        return
+    url = str(job.options.get("callback_url") or "")
+    settings = config.customer_settings.get(job.customer_id)
+    problem = refusal(url, job.customer_id, settings)
+    if problem is not None or settings is None or settings.webhook_secret is None:
+        jobs.log(job_id, "error", f"webhook not sent: {problem or 'no webhook_secret'} (checked at delivery)")
+        return
+    from service.api import job_view  # api imports requests, which imports this module
+
+    first_at = time.time() if first_at is None else first_at
+    body = body_bytes(job_view(job), datetime.now(UTC))
+    headers = {
+        "Content-Type": "application/json",
+        "User-Agent": USER_AGENT,
+        SIGNATURE_HEADER: sign(body, settings.webhook_secret),
+    }
+    outcome = post(url, body, headers)
+    _record(jobs, config, job_id, status, attempt, first_at, outcome)
+
+
+def _record(
+    jobs: JobStore, config: Config, job_id: str, status: str, attempt: int, first_at: float, outcome: Outcome
+) -> None:
+    """Log the attempt; after a failure queue the next one or give up, in the same transaction."""
+    if outcome.delivered:
+        jobs.log_webhook(job_id, [("info", f"webhook attempt {attempt} delivered: {outcome.what}")])
+        log.info("job %s: webhook attempt %d delivered: %s", job_id, attempt, outcome.what)
+        return
+    delay = next_delay(attempt, config.webhook_backoff_seconds)
+    line = ("warning", f"webhook attempt {attempt} failed: {outcome.what}")
+    log.warning("job %s: webhook attempt %d failed: %s", job_id, attempt, outcome.what)
+    if time.time() + delay > first_at + config.webhook_give_up_seconds:
+        given_up = f"webhook given up after {attempt} attempt(s) over {_duration(time.time() - first_at)}"
+        jobs.log_webhook(job_id, [line, ("error", given_up)])
+        return
+    retry = delivery_message(job_id, status, attempt + 1, first_at, delay)
+    jobs.log_webhook(job_id, [(line[0], f"{line[1]}; next attempt in {_duration(delay)}")], retry)
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 60:
+        return f"{seconds:.3g} s"
+    if seconds < 3600:
+        return f"{seconds / 60:.3g} min"
+    return f"{seconds / 3600:.3g} h"
