@@ -34,6 +34,7 @@ serve: $(STAMP)
 	$(PY) -m service.serve
 
 test: $(STAMP)
+	@test -x /usr/bin/chromium -a -x /usr/bin/chromedriver || { echo "make test: the status page test needs Chromium; install it with: sudo apt-get install chromium chromium-driver"; exit 1; }
 	$(PY) -m pytest -q
 
 test-fast: $(STAMP)

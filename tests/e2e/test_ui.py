@@ -1,0 +1,367 @@
+"""The status page GET /ui in headless Chromium: real gunicorn, real `dramatiq actors`, real Postgres.
+
+Needs Debian's `chromium` and `chromium-driver` packages (`sudo apt-get install chromium
+chromium-driver`); without them these tests fail, saying so. The finished-job screenshot is
+saved to docs/status-page.png.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from selenium import webdriver
+from selenium.common.exceptions import TimeoutException
+from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.by import By
+from selenium.webdriver.support import expected_conditions
+from selenium.webdriver.support.ui import WebDriverWait
+
+from service.jobs import migrate
+from service.ui import PAGE
+from tests.conftest import ROOT, Databases
+from tests.e2e.conftest import TOKENS, Stack
+from tests.integration.conftest import pipeline_env, start_workers, stop_workers
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMEDRIVER = Path("/usr/bin/chromedriver")
+INSTALL = "sudo apt-get install chromium chromium-driver"
+SCREENSHOT = ROOT / "docs" / "status-page.png"
+BIG_ROWS = 300_000  # with 5,000-row chunks: 60 chunks, counted over a few seconds
+SCRIPT_CELL = "<script>window.__pwned=1</script>"
+IMG_CELL = "<img src=x onerror=window.__pwned=1>"
+FINAL = ("succeeded", "failed", "cancelled", "undone")
+# Where a page could turn data into markup or run it.
+HTML_SINKS = ("innerHTML", "outerHTML", "insertAdjacentHTML", "document.write", "eval(", "new Function")
+
+
+@pytest.fixture(scope="module")
+def stack(databases: Databases, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    """The e2e stack (acme, globex, tokens, one worker process) with small chunks, so progress is visible."""
+    app = databases.create("app")
+    customers = {"acme": databases.create("acme"), "globex": databases.create("globex")}
+    tmp = tmp_path_factory.mktemp("ui")
+    root = tmp / "blobs"
+    for customer in customers:
+        (root / customer).mkdir(parents=True)
+    (tmp / "customer_map.json").write_text(json.dumps(customers))
+    (tmp / "tokens.json").write_text(json.dumps(TOKENS))
+    migrate(app)
+    env = pipeline_env(
+        app,
+        tmp / "customer_map.json",
+        root,
+        API_TOKENS_PATH=str(tmp / "tokens.json"),
+        WORKER_CONCURRENCY="2",
+        CHUNK_ROWS="5000",
+    )
+    running = Stack(env, app, customers, root, tmp)
+    workers = start_workers(env)
+    try:
+        yield running
+    finally:
+        stop_workers(workers)
+        for process in running.processes:
+            process.terminate()
+            process.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def base_url(stack: Stack) -> str:
+    """A real gunicorn serving the API and the page."""
+    return stack.gunicorn()[1]
+
+
+@pytest.fixture(scope="module")
+def downloads(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Where the browser saves downloads."""
+    return tmp_path_factory.mktemp("downloads")
+
+
+@pytest.fixture(scope="module")
+def browser(downloads: Path) -> Iterator[webdriver.Chrome]:
+    """Headless Chromium at 1280x800, driven by Debian's chromedriver; a failure (never a skip) without them."""
+    missing = [str(path) for path in (CHROMIUM, CHROMEDRIVER) if not path.exists()]
+    if missing:
+        pytest.fail(f"the status page test needs Chromium: {', '.join(missing)} missing; install with `{INSTALL}`")
+    options = webdriver.ChromeOptions()
+    options.binary_location = str(CHROMIUM)
+    for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1280,800"):
+        options.add_argument(argument)
+    options.add_experimental_option(
+        "prefs", {"download.default_directory": str(downloads), "download.prompt_for_download": False}
+    )
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    driver = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
+    try:
+        driver.execute_cdp_cmd("Page.setDownloadBehavior", {"behavior": "allow", "downloadPath": str(downloads)})
+        viewport = {"width": 1280, "height": 800, "deviceScaleFactor": 1, "mobile": False}
+        driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", viewport)
+        yield driver
+    finally:
+        driver.quit()
+
+
+# -- helpers ------------------------------------------------------------------------------
+
+
+def http(base_url: str, method: str, path: str, token: str, body: Any = None) -> tuple[int, Any]:
+    """One JSON call to the API: (status, parsed body)."""
+    data = json.dumps(body).encode() if body is not None else None
+    headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+    request = urllib.request.Request(base_url + path, data=data, method=method, headers=headers)
+    try:
+        with urllib.request.urlopen(request, timeout=30) as answer:
+            return answer.status, json.loads(answer.read())
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read())
+
+
+def enqueue(base_url: str, token: str, customer: str, path: Path) -> str:
+    """Enqueue a users import of a file in the blob area; its job id."""
+    body = {"customer_id": customer, "product_type": "users", "blob_uri": path.as_uri()}
+    status, answer = http(base_url, "POST", "/enqueue", token, body)
+    assert status == 202, answer
+    return str(answer["job_id"])
+
+
+def wait_final(base_url: str, token: str, job_id: str, timeout: float = 120) -> dict[str, Any]:
+    """Poll the API until the job ends."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        status, job = http(base_url, "GET", f"/jobs/{job_id}", token)
+        assert status == 200, job
+        if job["status"] in FINAL:
+            return dict(job)
+        time.sleep(0.2)
+    raise AssertionError(f"job {job_id} did not end within {timeout} s")
+
+
+def big_users_csv(stack: Stack, rows: int = BIG_ROWS) -> Path:
+    """A users file of `rows` rows, every 1,000th with a bad email (so it has rejects and log lines)."""
+    path = stack.blob_root / "acme" / f"users-{rows}.csv"
+    if not path.exists():
+        lines = ["external_id,email,first_name,last_name,role,age"]
+        roles = ("student", "teacher", "admin")
+        for n in range(1, rows + 1):
+            email = "not-an-email" if n % 1000 == 0 else f"user{n}@example.com"
+            lines.append(f"u{n:07d},{email},Ada{n % 97},Lovelace{n % 89},{roles[n % 3]},{18 + n % 60}")
+        path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def wait(driver: webdriver.Chrome, condition: Callable[[webdriver.Chrome], Any], timeout: float = 30) -> Any:
+    """Wait until condition(driver) is truthy; its value."""
+    return WebDriverWait(driver, timeout, poll_frequency=0.05).until(condition)
+
+
+def open_page(driver: webdriver.Chrome, base_url: str, token: str) -> None:
+    """Load /ui afresh, type the token and use it."""
+    driver.get(base_url + "/ui")
+    driver.execute_script("sessionStorage.clear()")
+    driver.get(base_url + "/ui")
+    field = driver.find_element(By.ID, "token")
+    field.clear()
+    field.send_keys(token)
+    driver.find_element(By.CSS_SELECTOR, "#token-form button[type=submit]").click()
+
+
+def row_state(driver: webdriver.Chrome, job_id: str) -> Any:
+    """What the jobs table shows for a job (a dict: status text, bar value and classes, fill width, label), or None."""
+    return driver.execute_script(
+        """const tr = document.querySelector(`tr[data-job-id="${arguments[0]}"]`);
+        if (!tr) return null;
+        const bar = tr.querySelector('[role=progressbar]');
+        return {status: tr.querySelector('.status').textContent, value: bar.getAttribute('aria-valuenow'),
+                rows: bar.dataset.rows, open: bar.classList.contains('open'),
+                width: bar.firstChild.style.width, label: tr.querySelector('.barlabel').textContent};""",
+        job_id,
+    )
+
+
+def watch_row(driver: webdriver.Chrome, job_id: str, timeout: float = 120) -> list[dict[str, Any]]:
+    """Every distinct state the job's row shows, until it shows a final status."""
+    seen: list[dict[str, Any]] = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        state = row_state(driver, job_id)
+        if state is not None and (not seen or state != seen[-1]):
+            seen.append(state)
+        if state is not None and state["status"] in FINAL:
+            return seen
+        time.sleep(0.05)
+    raise AssertionError(f"the page never showed job {job_id} ending; it showed {seen[-5:]}")
+
+
+def select_job(driver: webdriver.Chrome, job_id: str) -> None:
+    """Click the job's row and wait for its details."""
+    wait(driver, lambda d: d.find_elements(By.CSS_SELECTOR, f'tr[data-job-id="{job_id}"]'))
+    driver.find_element(By.CSS_SELECTOR, f'tr[data-job-id="{job_id}"]').click()
+    wait(driver, lambda d: job_id in d.find_element(By.ID, "detail").text)
+
+
+def button(driver: webdriver.Chrome, label: str) -> Any:
+    """The detail panel's button with this label."""
+    return driver.find_element(By.XPATH, f'//section[@id="detail"]//button[normalize-space()="{label}"]')
+
+
+def page_errors(driver: webdriver.Chrome) -> list[str]:
+    """Console lines that mean a script error or a Content-Security-Policy violation."""
+    lines = [entry["message"] for entry in driver.get_log("browser")]
+    return [line for line in lines if re.search(r"Uncaught|Content Security Policy|Refused to", line)]
+
+
+# -- tests --------------------------------------------------------------------------------
+
+
+def test_the_page_has_no_html_sinks_and_no_external_assets() -> None:
+    source = PAGE.read_text()
+    for sink in HTML_SINKS:
+        assert sink not in source, f"service/ui.html uses {sink}: build DOM with createElement/textContent"
+    assert not re.search(r"""(src|href)\s*=\s*["']?(https?:)?//""", source), "an external asset"
+    assert "<link" not in source and "@import" not in source
+
+
+def test_the_page_is_served_with_a_strict_content_security_policy(base_url: str) -> None:
+    with urllib.request.urlopen(base_url + "/ui", timeout=30) as answer:
+        policy = answer.headers["Content-Security-Policy"]
+        assert answer.headers["Content-Type"] == "text/html; charset=utf-8"
+    assert "default-src 'none'" in policy and "connect-src 'self'" in policy
+    assert "http" not in policy  # nothing from elsewhere
+
+
+def test_a_missing_or_bad_token_shows_the_api_message(browser: webdriver.Chrome, base_url: str) -> None:
+    open_page(browser, base_url, "")
+    wait(browser, lambda d: "needs" in d.find_element(By.ID, "notice").text)
+    assert (
+        browser.find_element(By.ID, "notice").text
+        == "This server needs an API token: missing bearer token (Authorization: Bearer <token>)"
+    )
+    open_page(browser, base_url, "tok-not-configured")
+    wait(browser, lambda d: "refused" in d.find_element(By.ID, "notice").text)
+    assert browser.find_element(By.ID, "notice").text == "The token was refused: unknown bearer token"
+    assert browser.find_elements(By.CSS_SELECTOR, "#jobs tbody tr") == []
+    assert browser.execute_script("return sessionStorage.getItem('import-ui-token')") == "tok-not-configured"
+    browser.find_element(By.ID, "forget").click()
+    assert browser.execute_script("return sessionStorage.getItem('import-ui-token')") is None
+    assert browser.find_element(By.ID, "token").get_attribute("value") == ""
+    assert page_errors(browser) == []
+
+
+def test_markup_in_a_file_is_shown_as_text_and_never_runs(
+    browser: webdriver.Chrome, base_url: str, stack: Stack, downloads: Path
+) -> None:
+    # The markup is in a header (an unknown column: a warning line, a rejects.csv column), in cells
+    # (an invalid email: an error line with the value, a reject) and in the file's own name.
+    header = f"external_id,email,first_name,{IMG_CELL}"
+    rows = [f"x1,{SCRIPT_CELL},{IMG_CELL},{SCRIPT_CELL}", f'x2,ok@example.com,"{SCRIPT_CELL}",{IMG_CELL}']
+    path = stack.blob("globex", f"{IMG_CELL}.csv", "\n".join([header, *rows]) + "\n")
+    job_id = enqueue(base_url, "tok-globex", "globex", path)
+    job = wait_final(base_url, "tok-globex", job_id)
+    assert (job["status"], job["rows_valid"], job["rows_invalid"]) == ("succeeded", 1, 1), job
+
+    open_page(browser, base_url, "tok-globex")
+    wait(browser, lambda d: row_state(d, job_id))
+    select_job(browser, job_id)
+    wait(browser, lambda d: d.find_elements(By.CSS_SELECTOR, "#logs tbody tr"))
+    wait(browser, lambda d: d.find_elements(By.CSS_SELECTOR, "#rejects tbody tr"))
+    pwned = "return typeof window.__pwned"
+    assert browser.execute_script(pwned) == "undefined", "markup from the file ran in the page"
+    detail = browser.find_element(By.ID, "detail")
+    logs = browser.find_element(By.ID, "logs").text
+    rejects = browser.find_element(By.ID, "rejects").text
+    assert IMG_CELL in logs, logs  # the unknown column's warning names it
+    assert SCRIPT_CELL in logs, logs  # the invalid email's error quotes it
+    assert SCRIPT_CELL in rejects and IMG_CELL in rejects, rejects
+    assert f"{IMG_CELL}.csv" in detail.text
+    assert f"{IMG_CELL}.csv" in browser.find_element(By.CSS_SELECTOR, f'tr[data-job-id="{job_id}"]').text
+    # Nothing became an element: no img or script beyond the page's own one.
+    assert browser.execute_script("return document.images.length") == 0
+    assert browser.execute_script("return document.scripts.length") == 1
+
+    button(browser, "Download rejects.csv").click()
+    saved = downloads / f"rejects-{job_id}.csv"
+    wait(browser, lambda d: saved.exists() and saved.stat().st_size > 0)
+    text = saved.read_text()
+    assert SCRIPT_CELL in text and IMG_CELL in text, text
+
+    time.sleep(1.5)  # a poll or two more re-render everything
+    assert browser.execute_script(pwned) == "undefined", "markup from the file ran in the page"
+    assert page_errors(browser) == []
+
+
+def test_a_running_job_s_bar_moves_and_ends_succeeded(browser: webdriver.Chrome, base_url: str, stack: Stack) -> None:
+    path = big_users_csv(stack)
+    open_page(browser, base_url, "tok-acme")
+    wait(browser, lambda d: "No jobs yet" in d.find_element(By.ID, "notice").text)
+
+    # A first import of the file: no total is known while it runs, so the bar is open-ended and
+    # its label counts the rows checked so far.
+    first = enqueue(base_url, "tok-acme", "acme", path)
+    browser.find_element(By.ID, "refresh").click()
+    seen = watch_row(browser, first)
+    running = [state for state in seen if state["status"] == "running"]
+    assert len({state["rows"] for state in running}) >= 2, seen
+    assert all(state["open"] and state["value"] is None for state in running), seen
+    assert seen[-1]["status"] == "succeeded" and seen[-1]["value"] == "100", seen
+
+    # The same file again: the first import's rows are the denominator, and the bar fills.
+    second = enqueue(base_url, "tok-acme", "acme", path)
+    browser.find_element(By.ID, "refresh").click()
+    seen = watch_row(browser, second)
+    running = [state for state in seen if state["status"] == "running"]
+    values = {int(state["value"]) for state in running}
+    assert len(values) >= 2 and max(values) < 100, seen
+    assert [int(s["value"]) for s in running] == sorted(int(s["value"]) for s in running), seen
+    assert all(not state["open"] and state["width"] == f"{state['value']}%" for state in running), seen
+    assert "from the last import" in running[-1]["label"], seen
+    final = seen[-1]
+    assert (final["status"], final["value"], final["width"], final["rows"]) == ("succeeded", "100", "100%", "300000")
+
+    select_job(browser, second)
+    wait(browser, lambda d: len(d.find_elements(By.CSS_SELECTOR, "#logs tbody tr")) > 10)
+    detail = browser.find_element(By.ID, "detail").text
+    assert "Status\nsucceeded" in detail and "300,000 read: 299,700 valid, 300 invalid, 299,700 inserted" in detail
+    assert "email" in browser.find_element(By.ID, "logs").text
+    assert button(browser, "Cancel").is_enabled() is False
+    assert all(button(browser, label).is_enabled() for label in ("Undo", "Replay rejects", "Download rejects.csv"))
+    SCREENSHOT.parent.mkdir(exist_ok=True)
+    assert browser.save_screenshot(str(SCREENSHOT))
+    assert page_errors(browser) == []
+
+
+def test_a_running_job_can_be_cancelled_from_the_page(browser: webdriver.Chrome, base_url: str, stack: Stack) -> None:
+    path = big_users_csv(stack, 3 * BIG_ROWS)
+    open_page(browser, base_url, "tok-acme")
+    job_id = enqueue(base_url, "tok-acme", "acme", path)
+    browser.find_element(By.ID, "refresh").click()
+    wait(browser, lambda d: (row_state(d, job_id) or {}).get("status") == "running")
+    select_job(browser, job_id)
+    wait(browser, lambda d: button(d, "Cancel").is_enabled())
+    assert button(browser, "Undo").is_enabled() is False
+    button(browser, "Cancel").click()
+    try:
+        WebDriverWait(browser, 5).until(expected_conditions.alert_is_present()).accept()
+    except TimeoutException:
+        raise AssertionError("Cancel asked for no confirmation") from None
+    wait(browser, lambda d: "cancel: the job is now cancelled" in d.find_element(By.ID, "action-msg").text)
+    wait(browser, lambda d: (row_state(d, job_id) or {}).get("status") == "cancelled")
+    wait(browser, lambda d: "Status\ncancelled" in d.find_element(By.ID, "detail").text)
+    assert button(browser, "Cancel").is_enabled() is False
+    assert wait_final(base_url, "tok-acme", job_id)["status"] == "cancelled"
+
+    # A refused change shows the API's own message: undo of a cancelled job.
+    browser.execute_script("window.confirm = () => true")
+    status, answer = http(base_url, "POST", f"/jobs/{job_id}/undo", "tok-acme")
+    assert status == 409
+    browser.execute_script("arguments[0].disabled = false; arguments[0].click()", button(browser, "Undo"))
+    wait(browser, lambda d: "undo refused (409)" in d.find_element(By.ID, "action-msg").text)
+    assert answer["error"]["message"] in browser.find_element(By.ID, "action-msg").text
+    assert page_errors(browser) == []
