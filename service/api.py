@@ -229,6 +229,9 @@ def job_view(job: Job) -> dict[str, Any]:
         "started_at": iso(job.started_at),
         "finished_at": iso(job.finished_at),
         "undone_at": iso(job.undone_at),
+        # chunks_total is null until the file is planned; the rows of a chunk count in
+        # rows_total once it is done, so chunks_done / chunks_total is the job's progress.
+        "progress": {"chunks_done": job.chunks_done, "chunks_total": job.chunks_total},
     }
 
 

@@ -142,6 +142,13 @@ def _job_schema() -> dict[str, Any]:
         "started_at": _nullable("string", format="date-time"),
         "finished_at": _nullable("string", format="date-time"),
         "undone_at": _nullable("string", format="date-time"),
+        "progress": {
+            "type": "object",
+            "description": "Chunks of the file validated so far, of all its chunks (null until the file is planned).",
+            "properties": {"chunks_done": count, "chunks_total": _nullable("integer", minimum=0)},
+            "required": ["chunks_done", "chunks_total"],
+            "additionalProperties": False,
+        },
     }
     return {"type": "object", "properties": properties, "required": list(properties), "additionalProperties": False}
 

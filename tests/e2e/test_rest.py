@@ -37,6 +37,7 @@ ACME = {"Authorization": "Bearer tok-acme"}
 GLOBEX = {"Authorization": "Bearer tok-globex"}
 ADMIN = {"Authorization": "Bearer tok-admin"}
 FINAL = ("succeeded", "failed", "cancelled", "undone")
+TEXT_TYPES = ("text/html", "text/plain")  # the status page and the metrics, kept as bytes
 CSV_TYPE = "text/csv; charset=utf-8"
 # Statuses the unit tests produce (tests/unit/test_openapi.py): not reachable with a healthy stack.
 NOT_PROVOKED_HERE = {500, 503}
@@ -105,7 +106,12 @@ class Client:
             return
         documented = operation["responses"].get(str(answer.status))
         assert documented is not None, f"{method} {template} answered undocumented {answer.status}: {answer.body}"
-        media = "text/csv" if answer.headers.get("content-type") == CSV_TYPE else "application/json"
+        given = answer.headers.get("content-type", "")
+        media = (
+            "text/csv"
+            if given == CSV_TYPE
+            else next((t for t in TEXT_TYPES if given.startswith(t)), "application/json")
+        )
         assert media in documented["content"], f"{method} {template} {answer.status} answered {media}"
         if media == "application/json":
             _validate(self.document, documented["content"][media]["schema"], answer.body)
@@ -129,7 +135,7 @@ def _read(response: http.client.HTTPResponse) -> Answer:
     """The answer, its body parsed as JSON (a CSV download stays bytes)."""
     raw = response.read()
     headers = {name.lower(): value for name, value in response.getheaders()}
-    if headers.get("content-type") == CSV_TYPE:
+    if headers.get("content-type") == CSV_TYPE or headers.get("content-type", "").startswith(TEXT_TYPES):
         return Answer(response.status, headers, raw)
     assert headers.get("content-type", "").startswith("application/json"), headers
     return Answer(response.status, headers, json.loads(raw))
@@ -213,6 +219,27 @@ def assert_error(answer: Answer, status: int, field: str | None = None, says: st
 def test_healthz_answers_ok_without_a_token(client: Client) -> None:
     answer = client.call("GET", "/healthz")
     assert (answer.status, answer.body) == (200, {"status": "ok"})
+
+
+def test_the_status_page_is_html_under_a_strict_content_security_policy(client: Client) -> None:
+    answer = client.call("GET", "/ui")
+    assert answer.status == 200 and answer.body.startswith(b"<!doctype html>")
+    assert "default-src 'none'" in answer.headers["content-security-policy"]
+
+
+def test_metrics_are_prometheus_text_and_need_the_metrics_token_only_when_one_is_set(
+    client: Client, stack: Stack
+) -> None:
+    answer = client.call("GET", "/metrics")  # this server has no metrics_token
+    assert answer.status == 200 and b"import_app_db_up 1.0" in answer.body
+    assert b'import_http_requests_total{method="GET",route="/ui",status="200"}' in answer.body
+    guarded = start_gunicorn(stack, stack.tmp / "guarded.log", env=dict(stack.env, METRICS_TOKEN="m-secret"))
+    other = Client(guarded.base_url, client.document, client.seen)
+    for headers in ({}, {"Authorization": "Bearer tok-admin"}):
+        refused = other.call("GET", "/metrics", headers=headers)
+        assert_error(refused, 401, None, "metrics_token")
+    assert other.call("GET", "/metrics", headers={"Authorization": "Bearer m-secret"}).status == 200
+    stop(guarded.process)
 
 
 def test_readyz_answers_200_while_the_app_database_answers(client: Client) -> None:
