@@ -113,6 +113,8 @@ class AppDbMetrics(Collector):
                 ended = cur.fetchall()
                 cur.execute(_UNFINISHED)
                 unfinished = cur.fetchall()
+                cur.execute(_WAITING)
+                waiting_chunks = cur.fetchall()
                 cur.execute(_QUEUES)
                 queues = cur.fetchall()
         except psycopg2.Error as exc:
@@ -129,6 +131,15 @@ class AppDbMetrics(Collector):
         for row in unfinished:
             waiting.add_metric([row["product_type"], row["status"]], row["jobs"])
         yield waiting
+        turns = GaugeMetricFamily(
+            "import_chunks_waiting",
+            "Chunks of running jobs planned but not yet sent to the queue: they wait for their "
+            "customer's turn (chunks_in_flight), so this, not the queue, is the backlog of big files.",
+            labels=["product"],
+        )
+        for row in waiting_chunks:
+            turns.add_metric([row["product_type"]], row["chunks"])
+        yield turns
         depth = GaugeMetricFamily(
             "import_queue_messages",
             "Messages in the Dramatiq queue table, by queue and state (queued: waiting; consumed: taken "
@@ -188,6 +199,10 @@ _ENDED = "SELECT * FROM import_job_metrics ORDER BY product_type, status"
 _UNFINISHED = (
     "SELECT product_type, status, count(*) AS jobs FROM import_jobs WHERE status IN ('queued', 'running') "
     "GROUP BY product_type, status ORDER BY 1, 2"
+)
+_WAITING = (
+    "SELECT j.product_type, count(*) AS chunks FROM import_chunks c JOIN import_jobs j ON j.id = c.job_id "
+    "WHERE NOT c.sent AND j.status = 'running' GROUP BY j.product_type ORDER BY 1"
 )
 # Rows already done or rejected are history; message_timestamp is the enqueue time (ms).
 _QUEUES = """

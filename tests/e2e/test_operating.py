@@ -114,6 +114,8 @@ def ops(databases: Databases, tmp_path_factory: pytest.TempPathFactory) -> Itera
         API_TOKENS_PATH=str(tmp / "tokens.json"),
         LOG_FORMAT="json",
         WORKER_METRICS_ADDR=f"127.0.0.1:{metrics_port}",
+        CHUNK_ROWS="1000",  # a 30,000-row file waits for its turns: one chunk out at a time
+        CHUNKS_IN_FLIGHT="1",
     )
     ops = Ops(env, app, customer, root, logs)
     try:
@@ -182,10 +184,24 @@ def test_metrics_count_a_known_import_http_requests_and_the_queues(ops: Ops) -> 
     assert delta("import_http_request_duration_seconds_count", route="/enqueue", method="POST") == 2
     # The queues: nothing waits once the jobs are done; the gauges are there and sane.
     assert value(after, "import_jobs_unfinished", product="users", status="running") == 0
+    assert value(after, "import_chunks_waiting", product="users") == 0
     queued = [
         v for (name, labels), v in after.items() if name == "import_queue_messages" and ("state", "queued") in labels
     ]
     assert all(v >= 0 for v in queued)
+
+
+def test_a_big_files_chunks_waiting_for_their_turn_are_the_backlog_gauge(ops: Ops) -> None:
+    rows = "".join(f"w{i},w{i}@example.com,{20 + i % 50}\n" for i in range(30_000))
+    job_id = ops.enqueue("waiting.csv", "external_id,email,age\n" + rows)
+    seen = []
+    while not seen or seen[-1][0] not in FINAL:
+        status = json.loads(ops.get(f"{ops.rest}/jobs/{job_id}")[1])["status"]
+        page = samples(ops.get(f"{ops.rest}/metrics", token=None)[1])
+        seen.append((status, value(page, "import_chunks_waiting", product="users")))
+    assert max(waiting for _, waiting in seen) >= 5, seen  # 30 chunks, one out at a time
+    assert seen[-1] == ("succeeded", 0), seen
+    assert value(page, "import_jobs_unfinished", product="users", status="running") == 0
 
 
 def test_an_unknown_path_counts_as_unmatched_not_by_its_path(ops: Ops) -> None:
