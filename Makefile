@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed-stamp
 export CONFIG_PATH ?= $(CURDIR)/config.json
 export CONFIG_ENV  ?= default
 
-.PHONY: help run serve test test-fast bench lint format protos requirements stop-db clean
+.PHONY: help run serve test test-fast bench lint format protos requirements stop-db clean docker-check
 
 help:
 	@echo "make run           set up, then import every file in sample/ through the real pipeline"
@@ -16,14 +16,15 @@ help:
 	@echo "make test          set up, then run the whole test suite (unit, integration, e2e)"
 	@echo "make lint          ruff + mypy"
 	@echo "make protos        regenerate gRPC code from protos/"
-	@echo "make requirements  recompile requirements.txt from requirements.in"
+	@echo "make requirements  recompile requirements.txt and requirements-dev.txt from their .in files"
 	@echo "make bench         throughput benchmark (see README)"
+	@echo "make docker-check  build the image, run the compose stack and test it (needs Docker and docker-compose)"
 	@echo "make stop-db       stop the embedded Postgres under .data/"
 
-$(STAMP): requirements.txt pyproject.toml
+$(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is required")'
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt -r requirements-dev.txt
 	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
 	touch $(STAMP)
 
@@ -62,9 +63,15 @@ protos: $(STAMP)
 
 requirements: $(STAMP)
 	$(VENV)/bin/pip-compile --quiet --strip-extras --no-emit-index-url --no-emit-find-links --allow-unsafe -o requirements.txt requirements.in
+	$(VENV)/bin/pip-compile --quiet --strip-extras --no-emit-index-url --no-emit-find-links --allow-unsafe -o requirements-dev.txt requirements-dev.in
 
 stop-db: $(STAMP)
 	$(PY) -c 'from service.db import stop_embedded; from service.config import load_config; stop_embedded(load_config().data_dir)'
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+
+# Builds the image, runs the compose stack, imports every sample through REST, gRPC and
+# importctl, scales to 10 workers, SIGTERMs workers mid-job, tears down (see docker/check.sh).
+docker-check:
+	docker/check.sh

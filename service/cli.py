@@ -54,12 +54,13 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, BinaryIO
 
+import psycopg2
 from docopt import DocoptExit, docopt
 
 from service import blob, logs
 from service.api import OPERATOR, Api, job_view
 from service.config import Config, load_config
-from service.db import app_dsn, redact
+from service.db import app_dsn, describe, redact
 from service.errors import ConfigError, ImportServiceError, RequestRefused
 from service.jobs import Job, JobStore, migrate
 from service.requests import OPTION_TYPES
@@ -88,6 +89,9 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_USAGE
     except ImportServiceError as exc:
         print(f"importctl: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    except psycopg2.Error as exc:  # the app DB is unreachable or refuses us: one line, no traceback
+        print(f"importctl: cannot use the app database: {describe(exc)}", file=sys.stderr)
         return EXIT_FAILED
     except KeyboardInterrupt:
         return 130

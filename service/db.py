@@ -45,7 +45,13 @@ def embedded_dsn(data_dir: Path) -> str:
     # Imported late: processes with a configured DSN never need the package.
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        import pgserver
+        try:
+            import pgserver
+        except ImportError:  # a runtime-only install (the Docker image) has no embedded Postgres
+            raise ConfigError(
+                "no app_db_dsn is configured (APP_DB_DSN), and the embedded Postgres (the pgserver "
+                "package, a development dependency) is not installed"
+            ) from None
     data_dir.mkdir(parents=True, exist_ok=True)
     try:
         # cleanup_mode=None: the server outlives this process, so workers, servers and

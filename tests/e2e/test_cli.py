@@ -231,6 +231,18 @@ def test_a_bad_config_stops_with_one_line_naming_the_file(cli: Cli, content: str
     assert str(cli.tmp) in lines[0]
 
 
+@pytest.mark.parametrize("command", [["migrate"], ["status", "00000000-0000-0000-0000-000000000000"]])
+def test_an_unreachable_app_database_is_one_line_without_traceback_or_password(cli: Cli, command: list[str]) -> None:
+    from tests.e2e.conftest import free_port
+
+    env = dict(cli.env, APP_DB_DSN=f"postgresql://importer:pw-SECRET-1@127.0.0.1:{free_port()}/nowhere")
+    result = cli.run(*command, env=env)
+    assert result.returncode == 1, result
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("importctl: cannot use the app database: "), result.stderr
+    assert "Traceback" not in result.stderr and "pw-SECRET-1" not in result.stderr + result.stdout
+
+
 def test_python_dash_m_service_cli_is_the_same_command(cli: Cli) -> None:
     result = subprocess.run(
         [sys.executable, "-m", "service.cli", "migrate"], env=cli.env, capture_output=True, text=True, cwd=ROOT

@@ -13,7 +13,10 @@ from tests.e2e.conftest import Stack
 pytestmark = pytest.mark.slow
 
 schema = schemathesis.openapi.from_dict(document())
-PAGES = {"/ui": "text/html", "/metrics": "text/plain"}  # the routes that answer something else than JSON when they succeed
+PAGES = {
+    "/ui": "text/html",
+    "/metrics": "text/plain",
+}  # the routes that answer something else than JSON when they succeed
 
 
 @pytest.fixture(scope="module")

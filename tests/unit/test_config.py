@@ -134,3 +134,17 @@ def test_a_bad_token_file_error_never_shows_the_token(folder: Path) -> None:
     with pytest.raises(ConfigError) as caught:
         load_config({"CUSTOMER_MAP_PATH": str(folder / "customers.json"), "API_TOKENS_PATH": str(tokens)})
     assert "s3cret" not in str(caught.value) and "entry 1" in str(caught.value)
+
+
+def test_without_an_app_dsn_and_without_pgserver_the_error_says_what_to_set(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import sys
+
+    from service.config import Config
+    from service.db import app_dsn
+
+    monkeypatch.setitem(sys.modules, "pgserver", None)  # import pgserver raises ImportError
+    with pytest.raises(ConfigError, match=r"no app_db_dsn is configured \(APP_DB_DSN\).*pgserver"):
+        app_dsn(Config(data_dir=tmp_path))
+    assert not (tmp_path / "pg").exists()
