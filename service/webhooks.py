@@ -21,7 +21,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from service.config import Config, CustomerSettings
 
@@ -63,6 +63,9 @@ def url_problem(url: str) -> str | None:
         return "has a port that is not a number from 0 to 65535"
     if not parts.hostname:
         return "must name a host"
+    # /imports/../admin starts with the prefix /imports/ but is not under it on the server.
+    if any(segment in (".", "..") for segment in unquote(parts.path).replace("\\", "/").split("/")):
+        return "must not contain . or .. path segments"
     return None
 
 

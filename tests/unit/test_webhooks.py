@@ -46,6 +46,10 @@ JOB_ID = "0b6f1c3e-0000-4000-8000-000000000001"
         ("https://hooks.example.com/a b", "spaces"),
         ("https://hooks.example.com/\r\nX-Evil: 1", "spaces"),
         ("https://hooks.example.com/" + "a" * 2048, "2048"),
+        ("https://hooks.example.com/imports/../admin", ". or .."),
+        ("https://hooks.example.com/imports/%2e%2e/admin", ". or .."),
+        ("https://hooks.example.com/imports/./x", ". or .."),
+        ("https://hooks.example.com/imports/..%5cadmin", ". or .."),
     ],
 )
 def test_a_url_that_can_never_be_a_callback_is_refused_saying_why(url: str, problem: str) -> None:
