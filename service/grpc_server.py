@@ -58,7 +58,7 @@ COUNTS = (
     "rows_deleted",
 )
 TIMES = ("created_at", "started_at", "finished_at", "undone_at")
-PROGRESS = ("status", *COUNTS)
+PROGRESS = ("status", *COUNTS, "chunks_done", "chunks_total")
 ERROR_CODES: tuple[tuple[type[Exception], grpc.StatusCode], ...] = (
     (Unauthenticated, grpc.StatusCode.UNAUTHENTICATED),
     (PermissionDenied, grpc.StatusCode.PERMISSION_DENIED),
@@ -199,6 +199,9 @@ def job_message(job: Job) -> importer_pb2.Job:
         **{name: getattr(job, name) for name in COUNTS},
     )
     message.options.update(job.options)
+    message.chunks_done = job.chunks_done
+    if job.chunks_total is not None:
+        message.chunks_total = job.chunks_total
     if job.error is not None:
         message.error = job.error
     for name in TIMES:

@@ -107,6 +107,7 @@ def test_an_enqueued_job_runs_to_succeeded_and_get_job_reports_it(stack: Stack, 
     assert (job.customer_id, job.product_type, job.job_id) == ("acme", "users", reply["job_id"])
     assert dict(job.options) == {"format": "csv"}
     assert (job.rows_total, job.rows_valid, job.rows_invalid, job.rows_inserted) == (3, 2, 1, 2)
+    assert (job.chunks_done, job.chunks_total) == (1, 1)  # the REST view's progress, too
     assert job.HasField("created_at") and job.HasField("started_at") and job.HasField("finished_at")
     assert job.created_at.ToDatetime() <= job.started_at.ToDatetime() <= job.finished_at.ToDatetime()
     assert not job.HasField("error")
@@ -154,6 +155,7 @@ def test_get_job_leaves_times_and_error_unset_while_they_are_null(stack: Stack, 
     assert job.status == "queued"
     assert job.HasField("created_at")
     assert not job.HasField("started_at") and not job.HasField("finished_at") and not job.HasField("error")
+    assert not job.HasField("chunks_total") and job.chunks_done == 0  # not planned yet
 
 
 def test_a_failed_job_carries_its_error(stack: Stack, importer: Any) -> None:
