@@ -1,13 +1,21 @@
-"""Blob URIs -> confined local paths: customer C only ever reads under <blob_root>/<C>/."""
+"""Blob URIs -> confined blobs: customer C only ever reads under <blob_root>/<C>/, or (SPEC 17)
+under s3://<bucket>/<prefix>/<C>/ of its S3 area."""
 
 from __future__ import annotations
 
 import os
 import stat
 from pathlib import Path
+from typing import Any
 from urllib.parse import unquote, urlsplit
 
+from service import s3
+from service.config import Config
 from service.errors import BlobRefused
+from service.s3 import S3Object
+
+# A blob: a local file, or an S3 object (the format readers take either, see open_checked).
+Blob = Path | S3Object
 
 _KINDS = {
     stat.S_IFDIR: "a directory",
@@ -18,6 +26,24 @@ _KINDS = {
 }
 
 
+def locate(uri: str, customer_id: str, config: Config) -> Blob:
+    """The blob a file:// or s3:// URI names, refused (BlobRefused) unless it lies in the customer's area."""
+    if isinstance(uri, str) and uri[:5].lower() == "s3://":
+        settings = config.customer_settings.get(customer_id)
+        return s3.parse(uri, customer_id, settings.s3 if settings else None)
+    return resolve(uri, customer_id, config.blob_root)
+
+
+def check(found: Blob, max_bytes: int) -> tuple[Blob, int, dict[str, Any]]:
+    """Look at the blob without reading it: (the blob, pinned for an S3 object; its size; what
+    identifies this version of it: the mtime of a file, the ETag of an object)."""
+    if isinstance(found, S3Object):
+        pinned = s3.stat(found, max_bytes)
+        return pinned, pinned.size or 0, {"etag": pinned.etag}
+    info = check_regular(found, max_bytes)
+    return found, info.st_size, {"mtime_ns": info.st_mtime_ns}
+
+
 def resolve(uri: str, customer_id: str, blob_root: Path) -> Path:
     """The real path a file:// URI names, refused unless it lies inside the customer's area."""
     if not isinstance(uri, str) or not uri:
@@ -25,7 +51,7 @@ def resolve(uri: str, customer_id: str, blob_root: Path) -> Path:
     parts = urlsplit(uri)
     if parts.scheme != "file":
         scheme = parts.scheme or "none"
-        raise BlobRefused(f"blob_uri scheme {scheme!r} is not supported (use file:///absolute/path)")
+        raise BlobRefused(f"blob_uri scheme {scheme!r} is not supported (use file:///absolute/path or s3://)")
     if parts.netloc not in ("", "localhost") or parts.query or parts.fragment:
         raise BlobRefused("blob_uri must be file:// followed by an absolute path, without host, query or fragment")
     raw = unquote(parts.path)

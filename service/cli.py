@@ -57,7 +57,7 @@ from typing import Any, BinaryIO
 import psycopg2
 from docopt import DocoptExit, docopt
 
-from service import blob, logs
+from service import blob, logs, s3
 from service.api import OPERATOR, Api, job_view
 from service.config import Config, load_config
 from service.db import app_dsn, describe, redact
@@ -288,11 +288,17 @@ def _enqueue(args: dict[str, Any], config: Config) -> int:
 
 
 def _copy_into_blob_area(source: Path, customer: str, config: Config) -> str:
-    """Copy a local file under <blob_root>/<customer>/uploads/ and return its URI."""
+    """Copy a local file under <blob_root>/<customer>/uploads/ (or upload it under uploads/ of the
+    customer's S3 area) and return its URI."""
     if customer not in config.customers:
         raise RequestRefused(f"unknown customer {customer!r}", field="customer_id")
     if not source.is_file():
         raise RequestRefused(f"{source} is not a readable regular file", field="file")
+    settings = config.customer_settings.get(customer)
+    if settings is not None and settings.s3 is not None:
+        # SPEC 17: a customer with an S3 area imports from there; its workers may run elsewhere.
+        with source.open("rb") as fh:
+            return s3.upload(fh, settings.s3, customer, f"{uuid.uuid4().hex[:12]}-{source.name}").uri
     target_dir = config.blob_root / customer / "uploads"
     target_dir.mkdir(parents=True, exist_ok=True)
     target = target_dir / f"{uuid.uuid4().hex[:12]}-{source.name}"

@@ -70,6 +70,11 @@ class CustomerDBUnavailable(Retryable):
     """The customer's database cannot be reached right now."""
 
 
+class BlobUnavailable(CustomerDBUnavailable):
+    """The customer's S3 endpoint cannot be reached right now; retried like the customer's
+    database, then the job fails. The message names the endpoint, never credentials."""
+
+
 @dataclass(frozen=True)
 class RowError:
     """One problem with one record: data, not an exception."""

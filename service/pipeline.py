@@ -15,7 +15,6 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from functools import cached_property
-from pathlib import Path
 from typing import Any
 
 from service import blob, formats, logs, rejects
@@ -31,6 +30,7 @@ from service.errors import (
 )
 from service.jobs import ChunkWork, Counts, Job, JobStore
 from service.products import Product, ProductRegistry, encode_json
+from service.s3 import CHANGED
 from service.store import CustomerStore
 
 log = logging.getLogger(__name__)
@@ -206,32 +206,30 @@ def purge_history(services: Services) -> None:
 
 def _open_plan(
     services: Services, job: Job, layout: dict[str, Any] | None = None
-) -> tuple[Path, formats.FileFormat, formats.Header, dict[str, Any]]:
-    """Re-resolve the job's file and check it is the file the plan (default: the job's) was made from."""
+) -> tuple[blob.Blob, formats.FileFormat, formats.Header, dict[str, Any]]:
+    """Re-resolve the job's file and check it is the file the plan (default: the job's) was made from.
+
+    A file is known by its size and mtime, an S3 object by its size and ETag; an object is
+    returned pinned to the plan's ETag, so reading a replaced one fails too."""
     plan = layout or job.plan or {}
-    path = blob.resolve(job.blob_uri, job.customer_id, services.config.blob_root)
-    info = blob.check_regular(path, services.config.max_file_bytes)
-    if (info.st_size, info.st_mtime_ns) != (plan["size"], plan["mtime_ns"]):
-        raise JobFailed("the file changed while it was being imported; enqueue it again")
-    return path, formats.FileFormat(**plan["format"]), formats.Header(**plan["header"]), plan
+    found = blob.locate(job.blob_uri, job.customer_id, services.config)
+    found, size, version = blob.check(found, services.config.max_file_bytes)
+    if size != plan["size"] or any(plan.get(name) != value for name, value in version.items()):
+        raise JobFailed(CHANGED)
+    return found, formats.FileFormat(**plan["format"]), formats.Header(**plan["header"]), plan
 
 
 def fetch(services: Services, job: Job) -> None:
     """Locate and check the blob, detect its format, check its header, prepare the customer DB."""
     product = services.products.get(job.product_type)
-    path = blob.resolve(job.blob_uri, job.customer_id, services.config.blob_root)
-    info = blob.check_regular(path, services.config.max_file_bytes)
-    fmt = formats.detect_format(path, job.options)
-    header = formats.read_header(path, fmt, services.limits)
+    found = blob.locate(job.blob_uri, job.customer_id, services.config)
+    found, size, version = blob.check(found, services.config.max_file_bytes)
+    fmt = formats.detect_format(found, job.options)
+    header = formats.read_header(found, fmt, services.limits)
     columns, warnings, notes = map_columns(product, header.names) if fmt.kind != "kv" else ([], [], [])
     prepare_tables(services, job, product)
-    plan = {
-        "format": asdict(fmt),
-        "header": asdict(header),
-        "columns": columns,
-        "size": info.st_size,
-        "mtime_ns": info.st_mtime_ns,
-    }
+    # version: mtime_ns (a file) or etag (an S3 object); _open_plan checks it again.
+    plan = {"format": asdict(fmt), "header": asdict(header), "columns": columns, "size": size, **version}
     lines = [("warning", text) for text in warnings] + [("info", text) for text in notes]
     _plan_chunks(services, job, plan, lines)  # parse at once: one message less per job
 

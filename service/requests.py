@@ -67,8 +67,8 @@ def check_request(body: Any, config: Config, products: ProductRegistry) -> Enque
             field="options.mode",
         )
     try:
-        path = blob.resolve(body["blob_uri"], customer, config.blob_root)
-        blob.check_regular(path, config.max_file_bytes)
+        # An unreachable S3 endpoint is no fault of the request: BlobUnavailable goes up (503).
+        blob.check(blob.locate(body["blob_uri"], customer, config), config.max_file_bytes)
     except BlobRefused as exc:
         raise RequestRefused(str(exc), field="blob_uri") from None
     if "callback_url" in options:

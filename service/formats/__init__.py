@@ -21,6 +21,10 @@ from service.formats.text import (
     validate_encoding,
 )
 from service.formats.xlsx import decode_records, encode_records
+from service.s3 import S3Object
+
+# A local file or an S3 object: the readers open either with open_checked.
+Source = Path | S3Object
 
 __all__ = [
     "Cut",
@@ -62,7 +66,7 @@ _READERS: dict[str, tuple[_HeaderReader, _RecordReader, _Scanner]] = {
 }
 
 
-def detect_format(path: Path, options: Mapping[str, Any]) -> FileFormat:
+def detect_format(path: Source, options: Mapping[str, Any]) -> FileFormat:
     """Decide kind, encoding, delimiter and sheet from the options, the extension and the first bytes."""
     with open_checked(path, None) as fh:
         head = fh.read(_SNIFF_BYTES)
@@ -82,14 +86,14 @@ def detect_format(path: Path, options: Mapping[str, Any]) -> FileFormat:
     return FileFormat(kind, encoding, delimiter, None)
 
 
-def read_header(path: Path, fmt: FileFormat, limits: Limits) -> Header:
+def read_header(path: Source, fmt: FileFormat, limits: Limits) -> Header:
     """Read the header of the file (refusing files over the size limit)."""
-    with open_checked(path, limits) as fh:
+    with open_checked(path, limits, whole=fmt.kind == "xlsx") as fh:
         return _READERS[fmt.kind][0](fh, fmt, limits)
 
 
 def iter_records(
-    path: Path,
+    path: Source,
     fmt: FileFormat,
     header: Header,
     limits: Limits,
@@ -100,12 +104,12 @@ def iter_records(
     max_records: int | None = None,
 ) -> Iterator[Record]:
     """Stream the data records from start (default: the first one), at most max_records of them."""
-    with open_checked(path, limits) as fh:
+    with open_checked(path, limits, whole=fmt.kind == "xlsx") as fh:
         yield from _READERS[fmt.kind][1](fh, fmt, header, limits, start, first_row, first_line, max_records)
 
 
 def scan_chunks(
-    path: Path, fmt: FileFormat, header: Header, limits: Limits, chunk_rows: int, chunk_bytes: int
+    path: Source, fmt: FileFormat, header: Header, limits: Limits, chunk_rows: int, chunk_bytes: int
 ) -> Iterator[Cut]:
     """Cut the data records into chunks in one pass, with every check iter_records makes.
 
@@ -126,7 +130,7 @@ def scan_chunks(
     """
     if chunk_rows < 1 or chunk_bytes < 1:
         raise ValueError(f"chunk_rows and chunk_bytes must be positive, not {chunk_rows} and {chunk_bytes}")
-    with open_checked(path, limits) as fh:
+    with open_checked(path, limits, whole=fmt.kind == "xlsx") as fh:
         yield from _READERS[fmt.kind][2](fh, fmt, header, limits, chunk_rows, chunk_bytes)
 
 
@@ -137,7 +141,7 @@ def splittable(fmt: FileFormat) -> bool:
     return resolve_codec(fmt.encoding, b"").splittable
 
 
-def _refuse_unread(path: Path, head: bytes) -> None:
+def _refuse_unread(path: Source, head: bytes) -> None:
     """Refuse, by name, a spreadsheet format this service does not read."""
     what = REFUSED.get(path.suffix.lower())
     if what is None and head.startswith(OLE2_MAGIC):
@@ -146,7 +150,7 @@ def _refuse_unread(path: Path, head: bytes) -> None:
         raise FileRejected(f"the file is {what}, which cannot be read; save it as .xlsx or CSV and import that")
 
 
-def _kind(path: Path, option: Any, head: bytes, first: str) -> str:
+def _kind(path: Source, option: Any, head: bytes, first: str) -> str:
     """Take the kind from the option, else the extension, else the content."""
     if option:
         kind = str(option).strip().lower()

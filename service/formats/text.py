@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from service.errors import FileRejected, LimitExceeded
+from service.s3 import S3Object, open_object
 
 KIB = 1024
 MIB = 1024**2
@@ -126,8 +127,11 @@ def limit_text(what: str, key: str, limit: int) -> str:
     return f"{what} is longer than the {key} limit ({human_size(limit)})"
 
 
-def open_checked(path: Path, limits: Limits | None) -> BinaryIO:
-    """Open a regular file for binary reading, refusing FIFOs, devices, directories and oversized files."""
+def open_checked(path: Path | S3Object, limits: Limits | None, *, whole: bool = False) -> BinaryIO:
+    """Open a regular file, or an S3 object (ranged reads; whole: a temp copy, for a zip
+    package), for binary reading, refusing FIFOs, devices, directories and oversized files."""
+    if isinstance(path, S3Object):
+        return open_object(path, None if limits is None else limits.max_file_bytes, whole)
     # O_NONBLOCK so that opening a FIFO cannot hang; it changes nothing for regular files.
     fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
     try:
@@ -595,7 +599,8 @@ def _line_at(fh: BinaryIO, codec: Codec, limits: Limits, top: int, start: int) -
 
 def _check_resume_point(fh: BinaryIO, codec: Codec, start: int) -> None:
     """Refuse an offset that is not the start of a line: parsing from there would be garbage."""
-    if start == codec.bom_len or start >= os.fstat(fh.fileno()).st_size:
+    # seek, not fstat: an S3 object's reader has no file descriptor
+    if start == codec.bom_len or start >= fh.seek(0, os.SEEK_END):
         return
     if start > codec.bom_len:
         fh.seek(start - 1)

@@ -1,0 +1,265 @@
+"""s3:// blobs (SPEC 17): URIs confined to the customer's area, objects read by ranged GETs.
+
+An object is never copied whole (an XLSX package aside: a temp file, removed when closed).
+Every GET names the ETag the job planned with (If-Match), so a replaced object fails the job.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+import tempfile
+import threading
+from dataclasses import dataclass, replace
+from pathlib import PurePosixPath
+from typing import Any, BinaryIO
+from urllib.parse import urlsplit
+
+from service.config import S3Area
+from service.errors import BlobRefused, BlobUnavailable, FileRejected, LimitExceeded
+
+SCHEME = "s3://"
+# Bytes one GET asks for: what a chunk may read past its own range.
+READ_BYTES = 1024 * 1024
+# Bytes a GET from the very start asks for: every reader (each chunk's too) first sniffs the
+# BOM there, and one full read's worth per chunk would be wasted.
+HEAD_BYTES = 64 * 1024
+MAX_KEY_BYTES = 1024
+# S3's rules for a bucket name: 3-63 characters, lowercase letters, digits, dots and hyphens,
+# a letter or digit at each end, no two dots in a row, not an IP address.
+_BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]\Z")
+_IP = re.compile(r"\d+\.\d+\.\d+\.\d+\Z")
+CHANGED = "the file changed while it was being imported; enqueue it again"
+
+
+@dataclass(frozen=True)
+class S3Object:
+    """One object of a customer's S3 area; size and etag once it has been looked at."""
+
+    bucket: str
+    key: str
+    endpoint_url: str | None = None
+    region: str | None = None
+    size: int | None = None
+    etag: str | None = None
+
+    @property
+    def uri(self) -> str:
+        """The object's s3:// URI."""
+        return f"{SCHEME}{self.bucket}/{self.key}"
+
+    @property
+    def name(self) -> str:
+        """The last segment of the key, like Path.name."""
+        return PurePosixPath(self.key).name
+
+    @property
+    def suffix(self) -> str:
+        """The key's extension, like Path.suffix (detect_format reads it)."""
+        return PurePosixPath(self.key).suffix
+
+    def pinned(self, size: int, etag: str) -> S3Object:
+        """The same object, to be read only while it has this size and ETag."""
+        return replace(self, size=size, etag=etag)
+
+
+def area_prefix(area: S3Area, customer_id: str) -> str:
+    """The key prefix of a customer's area: <prefix>/<customer>/."""
+    return f"{area.prefix.strip('/')}/{customer_id}/"
+
+
+def parse(uri: str, customer_id: str, area: S3Area | None) -> S3Object:
+    """The object an s3:// URI names, refused (BlobRefused, naming the rule) unless it lies in
+    the customer's area s3://<bucket>/<prefix>/<customer>/."""
+    if area is None:
+        raise BlobRefused(
+            f"blob_uri scheme 's3' is not supported for customer {customer_id!r}: it has no S3 area (use file://)"
+        )
+    if "\x00" in uri:
+        raise BlobRefused("blob_uri contains a NUL character")
+    bucket, _, key = uri[len(SCHEME) :].partition("/")
+    _check_bucket(bucket)
+    if any(c in uri for c in "?#"):
+        raise BlobRefused("blob_uri must be s3://bucket/key, without query or fragment")
+    _check_key(key)
+    if bucket != area.bucket:
+        raise BlobRefused(f"blob_uri names bucket {bucket!r}; customer {customer_id!r} may read only {area.bucket!r}")
+    prefix = area_prefix(area, customer_id)
+    if not key.startswith(prefix) or key == prefix:
+        raise BlobRefused(f"blob_uri is outside the S3 area of customer {customer_id!r} (s3://{bucket}/{prefix})")
+    return S3Object(bucket, key, area.endpoint_url, area.region)
+
+
+def _check_bucket(bucket: str) -> None:
+    """Refuse a bucket name S3 would refuse."""
+    if not _BUCKET.match(bucket) or ".." in bucket or _IP.match(bucket):
+        raise BlobRefused(
+            f"blob_uri: {bucket[:80]!r} is not a valid bucket name (3-63 lowercase letters, digits, dots, hyphens)"
+        )
+
+
+def _check_key(key: str) -> None:
+    """Refuse an empty, over-long or ambiguous key (empty, '.' or '..' segments)."""
+    size = len(key.encode("utf-8", "surrogatepass"))
+    if size > MAX_KEY_BYTES:
+        raise BlobRefused(f"blob_uri: the object key is {size} bytes, over S3's limit of {MAX_KEY_BYTES}")
+    if not key:
+        raise BlobRefused("blob_uri must be s3://bucket/key with a key")
+    segments = key.split("/")
+    if any(segment in ("", ".", "..") for segment in segments):
+        raise BlobRefused("blob_uri: the key must not have empty, '.' or '..' segments")
+    if any(ord(c) < 0x20 or c == "\x7f" for c in key):
+        raise BlobRefused("blob_uri: the key must not contain control characters")
+
+
+_clients: dict[tuple[str | None, str | None], Any] = {}
+_clients_lock = threading.Lock()
+
+
+def client(endpoint_url: str | None, region: str | None) -> Any:
+    """One boto3 client per (endpoint, region) per process: short timeouts, few retries, so a
+    dead endpoint fails a stage in seconds (the stage is retried like an unreachable customer DB)."""
+    with _clients_lock:  # boto3's session set-up is not thread-safe; its clients are
+        found = _clients.get((endpoint_url, region))
+        if found is None:
+            import boto3
+            from botocore.config import Config as BotoConfig
+
+            settings = BotoConfig(
+                connect_timeout=5,
+                read_timeout=20,
+                retries={"max_attempts": 3, "mode": "standard"},
+                max_pool_connections=32,
+            )
+            session = boto3.session.Session()
+            found = session.client("s3", endpoint_url=endpoint_url, region_name=region, config=settings)
+            _clients[(endpoint_url, region)] = found
+        return found
+
+
+def endpoint(obj: S3Object) -> str:
+    """The endpoint's URL, without any user:password in it (errors name it)."""
+    url = obj.endpoint_url or client(None, obj.region).meta.endpoint_url
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if parts.port:
+        host = f"{host}:{parts.port}"
+    return f"{parts.scheme}://{host}"
+
+
+def stat(obj: S3Object, max_bytes: int) -> S3Object:
+    """HEAD the object: the same object pinned to its size and ETag; refused when missing or too big."""
+    try:
+        head = client(obj.endpoint_url, obj.region).head_object(Bucket=obj.bucket, Key=obj.key)
+    except Exception as exc:
+        raise _translate(exc, obj) from None
+    size = int(head["ContentLength"])
+    if size > max_bytes:
+        raise BlobRefused(f"the file is {size} bytes, over the max_file_bytes limit ({max_bytes} bytes)")
+    return obj.pinned(size, str(head["ETag"]))
+
+
+def open_object(obj: S3Object, max_bytes: int | None, whole: bool = False) -> BinaryIO:
+    """A seekable binary reader of the object's bytes: ranged GETs as it is read (whole: a temp
+    copy, for a zip package). It reads only while the object keeps the ETag it is pinned to."""
+    if obj.etag is None or obj.size is None:
+        obj = stat(obj, 1 << 62)
+    size = obj.size or 0
+    if max_bytes is not None and size > max_bytes:
+        raise LimitExceeded(f"the file has {size:,} bytes, more than the max_file_bytes limit ({max_bytes:,} bytes)")
+    reader = io.BufferedReader(RangeReader(obj), buffer_size=READ_BYTES)
+    if not whole:
+        return reader
+    copy = tempfile.TemporaryFile(prefix="import-xlsx-")  # removed when closed
+    try:
+        with reader:
+            while block := reader.read(READ_BYTES * 8):
+                copy.write(block)
+        copy.seek(0)
+        return copy
+    except BaseException:
+        copy.close()
+        raise
+
+
+class RangeReader(io.RawIOBase):
+    """The bytes of one S3 object: each readinto is one GET of its range, If-Match its ETag."""
+
+    def __init__(self, obj: S3Object) -> None:
+        super().__init__()
+        self._obj = obj
+        self._size = obj.size or 0
+        self._pos = 0
+        self._client = client(obj.endpoint_url, obj.region)
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._pos
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: self._size}[whence]
+        if base + offset < 0:
+            raise ValueError("negative seek position")
+        self._pos = base + offset
+        return self._pos
+
+    def readinto(self, buffer: Any) -> int:
+        view = memoryview(buffer).cast("B")
+        wanted = min(len(view), self._size - self._pos, HEAD_BYTES if self._pos == 0 else len(view))
+        if wanted <= 0:
+            return 0
+        last = self._pos + wanted - 1
+        obj = self._obj
+        try:
+            answer = self._client.get_object(
+                Bucket=obj.bucket, Key=obj.key, Range=f"bytes={self._pos}-{last}", IfMatch=obj.etag
+            )
+            with answer["Body"] as body:
+                data = body.read()
+        except Exception as exc:
+            raise _translate(exc, obj) from None
+        if len(data) != wanted:
+            raise FileRejected(CHANGED)  # the object is shorter than planned: another one
+        view[:wanted] = data
+        self._pos += wanted
+        return wanted
+
+
+def upload(source: BinaryIO, area: S3Area, customer_id: str, name: str) -> S3Object:
+    """Upload a local file into the customer's area under uploads/ and return the object."""
+    obj = S3Object(area.bucket, f"{area_prefix(area, customer_id)}uploads/{name}", area.endpoint_url, area.region)
+    try:
+        client(obj.endpoint_url, obj.region).upload_fileobj(source, obj.bucket, obj.key)
+    except Exception as exc:
+        raise _translate(exc, obj) from None
+    return obj
+
+
+def _translate(exc: Exception, obj: S3Object) -> Exception:
+    """A botocore error as the service's: missing, changed, refused or unreachable; never with
+    credentials in it (only the endpoint, bucket and key are named)."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    if isinstance(exc, ClientError):
+        error = exc.response.get("Error", {})
+        code = str(error.get("Code", ""))
+        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+        if code in ("PreconditionFailed", "412") or status == 412:
+            return FileRejected(CHANGED)
+        if code in ("NoSuchKey", "404", "NotFound") or status == 404:
+            return BlobRefused(f"no object at {obj.uri}")
+        if code in ("InvalidRange", "416") or status == 416:
+            return FileRejected(CHANGED)
+        if status is not None and status >= 500:
+            return BlobUnavailable(f"the S3 endpoint {endpoint(obj)} failed ({status}) reading {obj.uri}")
+        return BlobRefused(f"S3 refused reading {obj.uri}: {code or status}")
+    if isinstance(exc, BotoCoreError):
+        if type(exc).__name__ in ("NoCredentialsError", "PartialCredentialsError"):
+            return BlobRefused(f"no S3 credentials are configured to read {obj.uri}")
+        return BlobUnavailable(f"the S3 endpoint {endpoint(obj)} cannot be reached ({type(exc).__name__})")
+    return exc

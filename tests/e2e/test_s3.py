@@ -1,0 +1,321 @@
+"""s3:// blobs (SPEC 17) against a real S3-compatible HTTP server on 127.0.0.1 (moto's server,
+run here behind a WSGI wrapper that counts the bytes each GET sends back), with real
+`dramatiq actors` / `importctl worker` processes reading from it."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import boto3
+import psutil
+import pytest
+from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
+from werkzeug.serving import make_server
+
+from service.config import Config, load_customers
+from service.errors import BlobUnavailable, RequestRefused
+from service.jobs import Job, JobStore, migrate
+from service.messages import dispatch
+from service.products import ProductRegistry
+from service.requests import EnqueueRequest, check_request, enqueue
+from service.s3 import HEAD_BYTES, READ_BYTES
+from tests.conftest import ROOT, Databases, query, until, wait_finished
+from tests.e2e.conftest import free_port
+from tests.integration.conftest import pipeline_env
+
+pytestmark = pytest.mark.slow
+
+BUCKET = "imports-bucket"
+PREFIX = "landing"
+KEY_ID = "AKIATESTKEYID0000000"
+SECRET = "s3cret-Access-Key-never-shown"
+BIG_ROWS = 1_000_000
+KILL_ROWS = 200_000
+HEADER = "external_id,email,first_name,last_name,role,age,active,created_at\n"
+IMPORTCTL = str(Path(sys.executable).parent / "importctl")
+
+
+class CountingApp:
+    """moto's WSGI app, counting the response bytes of every GET (and its Range header) per path."""
+
+    def __init__(self, app: Callable[..., Iterable[bytes]]) -> None:
+        self.app = app
+        self.lock = threading.Lock()
+        self.gets: list[tuple[str, str | None, int]] = []  # (path, Range, bytes sent)
+
+    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterator[bytes]:
+        sent = 0
+        try:
+            for piece in self.app(environ, start_response):
+                sent += len(piece)
+                yield piece
+        finally:
+            if environ["REQUEST_METHOD"] == "GET":
+                with self.lock:
+                    self.gets.append((environ["PATH_INFO"], environ.get("HTTP_RANGE"), sent))
+
+    def fetched(self, key: str) -> list[tuple[str | None, int]]:
+        with self.lock:
+            return [(ranged, sent) for path, ranged, sent in self.gets if path == f"/{BUCKET}/{key}"]
+
+
+class QuietHandler(MotoRequestHandler):
+    def log_request(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
+
+@dataclass
+class S3Stack:
+    env: dict[str, str]
+    app: str
+    customers: dict[str, str]
+    config: Config
+    jobs: JobStore
+    products: ProductRegistry
+    s3: Any
+    counter: CountingApp
+    endpoint: str
+    dead_endpoint: str
+    tmp: Path
+    big_key: str = ""
+    kill_key: str = ""
+    workers: list[subprocess.Popen[bytes]] = field(default_factory=list)
+
+    def put(self, customer: str, name: str, body: bytes) -> str:
+        key = f"{PREFIX}/{customer}/{name}"
+        self.s3.put_object(Bucket=BUCKET, Key=key, Body=body)
+        return key
+
+    def request(self, customer: str, uri: str) -> EnqueueRequest:
+        return check_request(
+            {"customer_id": customer, "product_type": "users", "blob_uri": uri}, self.config, self.products
+        )
+
+    def enqueue(self, customer: str, key: str) -> str:
+        job, _ = enqueue(self.request(customer, f"s3://{BUCKET}/{key}"), self.jobs)
+        return job.id
+
+    def wait(self, job_id: str, timeout: float = 240) -> Job:
+        return wait_finished(self.jobs, job_id, timeout)
+
+    def rows(self, customer: str, job_id: str) -> tuple[int, int]:
+        sql = "SELECT count(*), count(DISTINCT source_row) FROM users WHERE job_id = %s"
+        (row,) = query(self.customers[customer], sql, (job_id,))
+        return row
+
+
+def users_csv(rows: int) -> bytes:
+    lines = [HEADER] + [
+        f"u{i},user{i}@example.com,Zoë,Müller,student,{i % 90},yes,2024-03-01T09:30:00Z\n" for i in range(1, rows + 1)
+    ]
+    return "".join(lines).encode()
+
+
+def start_supervisor(env: dict[str, str]) -> subprocess.Popen[bytes]:
+    """`importctl worker` with one worker process, which it restarts when it dies."""
+    command = [IMPORTCTL, "worker", "--processes=1"]
+    out = subprocess.DEVNULL
+    return subprocess.Popen(command, env=env, cwd=ROOT, start_new_session=True, stdout=out, stderr=out)
+
+
+def end(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=40)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+
+
+@pytest.fixture(scope="module")
+def s3_stack(databases: Databases, tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Stack]:
+    credentials = {"AWS_ACCESS_KEY_ID": KEY_ID, "AWS_SECRET_ACCESS_KEY": SECRET, "AWS_DEFAULT_REGION": "us-east-1"}
+    saved = {name: os.environ.get(name) for name in credentials}
+    os.environ.update(credentials)  # this process enqueues too (check_request HEADs the object)
+    counter = CountingApp(DomainDispatcherApplication(create_backend_app))
+    server = make_server("127.0.0.1", 0, counter, threaded=True, request_handler=QuietHandler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    endpoint = f"http://127.0.0.1:{server.server_address[1]}"
+    dead_endpoint = f"http://127.0.0.1:{free_port()}"
+    app = databases.create("app")
+    customers = {name: databases.create(name) for name in ("acme", "globex", "plain", "dead")}
+    area = {"bucket": BUCKET, "prefix": PREFIX, "endpoint_url": endpoint, "region": "us-east-1"}
+    mapping: dict[str, Any] = {
+        "acme": {"dsn": customers["acme"], "s3": area},
+        "globex": {"dsn": customers["globex"], "s3": area},
+        "plain": customers["plain"],
+        "dead": {"dsn": customers["dead"], "s3": dict(area, endpoint_url=dead_endpoint)},
+    }
+    tmp = tmp_path_factory.mktemp("s3")
+    root = tmp / "blobs"
+    for name in mapping:
+        (root / name).mkdir(parents=True)
+    (tmp / "customer_map.json").write_text(json.dumps(mapping))
+    migrate(app)
+    env = pipeline_env(
+        app, tmp / "customer_map.json", root, CUSTOMER_DB_RETRY_SECONDS="6", WORKER_CONCURRENCY="4", **credentials
+    )
+    dsns, settings = load_customers(tmp / "customer_map.json")
+    config = Config(app_db_dsn=app, blob_root=root, customers=dsns, customer_settings=settings)
+    client = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1")
+    client.create_bucket(Bucket=BUCKET)
+    client.create_bucket(Bucket="other-bucket")
+    jobs = JobStore(app, dispatch=dispatch)
+    products = ProductRegistry.load(config.schemas_dir)
+    stack = S3Stack(env, app, customers, config, jobs, products, client, counter, endpoint, dead_endpoint, tmp)
+    stack.big_key = stack.put("acme", "big.csv", users_csv(BIG_ROWS))
+    stack.kill_key = stack.put("acme", "kill.csv", users_csv(KILL_ROWS))
+    stack.workers.append(start_supervisor(env))
+    try:
+        yield stack
+    finally:
+        for process in stack.workers:
+            end(process)
+        jobs.close()
+        server.shutdown()
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+def test_a_million_row_csv_in_s3_is_imported_once_with_chunks_reading_only_their_ranges(s3_stack: S3Stack) -> None:
+    size = s3_stack.s3.head_object(Bucket=BUCKET, Key=s3_stack.big_key)["ContentLength"]
+    before = len(s3_stack.counter.fetched(s3_stack.big_key))
+    job_id = s3_stack.enqueue("acme", s3_stack.big_key)
+    job = s3_stack.wait(job_id)
+    assert job.status == "succeeded", job.error
+    assert (job.rows_total, job.rows_valid, job.rows_inserted) == (BIG_ROWS, BIG_ROWS, BIG_ROWS)
+    assert s3_stack.rows("acme", job_id) == (BIG_ROWS, BIG_ROWS)
+    gets = s3_stack.counter.fetched(s3_stack.big_key)[before:]
+    chunks = job.chunks_total or 0
+    fetched = sum(sent for _, sent in gets)
+    print(
+        f"\n1M-row file: {size:,} bytes, {chunks} chunks, {len(gets)} GETs, {fetched:,} bytes fetched "
+        f"({fetched / size:.2f} x the file: one scan by fetch + each chunk its own range)"
+    )
+    assert chunks > 10
+    assert all(ranged and ranged.startswith("bytes=") for ranged, _ in gets), "every GET is a ranged GET"
+    assert max(sent for _, sent in gets) <= READ_BYTES
+    # fetch scans the whole file once (it cuts the chunks); then each chunk reads its own range,
+    # plus the first bytes (the BOM sniff) and at most one read's worth past its end.
+    assert fetched <= 2 * size + (chunks + 2) * (READ_BYTES + HEAD_BYTES)
+
+
+def test_an_xlsx_in_s3_is_imported(s3_stack: S3Stack) -> None:
+    key = s3_stack.put("acme", "users.xlsx", (ROOT / "sample" / "acme" / "users-xlsx.xlsx").read_bytes())
+    job = s3_stack.wait(s3_stack.enqueue("acme", key), timeout=60)
+    assert job.status == "succeeded", job.error
+    assert (job.rows_total, job.rows_valid, job.rows_invalid) == (6, 5, 1)
+    assert s3_stack.rows("acme", job.id) == (5, 5)
+
+
+def test_a_missing_object_is_refused_at_enqueue(s3_stack: S3Stack) -> None:
+    with pytest.raises(RequestRefused) as refused:
+        s3_stack.request("acme", f"s3://{BUCKET}/{PREFIX}/acme/nothing-here.csv")
+    assert refused.value.field == "blob_uri"
+    assert f"no object at s3://{BUCKET}/{PREFIX}/acme/nothing-here.csv" in str(refused.value)
+
+
+@pytest.mark.parametrize(
+    ("customer", "uri", "says"),
+    [
+        ("acme", f"s3://{BUCKET}/{PREFIX}/acme/../globex/u.csv", "'..' segments"),
+        ("acme", f"s3://{BUCKET}/{PREFIX}/globex/u.csv", "outside the S3 area of customer 'acme'"),
+        ("acme", f"s3://other-bucket/{PREFIX}/acme/u.csv", "may read only 'imports-bucket'"),
+        ("acme", f"s3://Bad_Bucket/{PREFIX}/acme/u.csv", "not a valid bucket name"),
+        ("acme", f"s3://{BUCKET}/{PREFIX}/acme/{'k' * 1100}.csv", "over S3's limit of 1024"),
+        ("plain", f"s3://{BUCKET}/{PREFIX}/plain/u.csv", "it has no S3 area"),
+    ],
+)
+def test_an_s3_uri_outside_the_customers_area_is_a_400_naming_blob_uri(
+    s3_stack: S3Stack, customer: str, uri: str, says: str
+) -> None:
+    # The objects exist: only the confinement refuses them.
+    s3_stack.put("globex", "u.csv", users_csv(2))
+    s3_stack.s3.put_object(Bucket="other-bucket", Key=f"{PREFIX}/acme/u.csv", Body=users_csv(2))
+    with pytest.raises(RequestRefused) as refused:
+        s3_stack.request(customer, uri)
+    assert refused.value.field == "blob_uri"
+    assert says in str(refused.value)
+
+
+def test_an_object_replaced_during_the_import_fails_the_job_saying_the_file_changed(s3_stack: S3Stack) -> None:
+    key = s3_stack.put("acme", "replaced.csv", users_csv(KILL_ROWS))
+    job_id = s3_stack.enqueue("acme", key)
+    until(lambda: query(s3_stack.app, "SELECT count(*) FROM import_chunks WHERE job_id = %s", (job_id,))[0][0] > 0)
+    s3_stack.put("acme", "replaced.csv", users_csv(KILL_ROWS).replace(b"student", b"teacher"))
+    job = s3_stack.wait(job_id)
+    assert job.status == "failed"
+    assert "the file changed while it was being imported" in (job.error or "")
+    until(lambda: s3_stack.rows("acme", job_id) == (0, 0), timeout=30)
+
+
+def test_an_object_that_vanishes_after_enqueue_fails_the_job_naming_it(s3_stack: S3Stack) -> None:
+    key = s3_stack.put("acme", "vanishing.csv", users_csv(3))
+    request = s3_stack.request("acme", f"s3://{BUCKET}/{key}")
+    s3_stack.s3.delete_object(Bucket=BUCKET, Key=key)
+    job, _ = enqueue(request, s3_stack.jobs)
+    job = s3_stack.wait(job.id, timeout=60)
+    assert job.status == "failed"
+    assert f"no object at s3://{BUCKET}/{key}" in (job.error or "")
+
+
+def test_an_unreachable_s3_is_retried_then_fails_the_job_naming_the_endpoint_not_the_credentials(
+    s3_stack: S3Stack,
+) -> None:
+    uri = f"s3://{BUCKET}/{PREFIX}/dead/u.csv"
+    with pytest.raises(BlobUnavailable):  # at enqueue: no job (REST answers 503)
+        s3_stack.request("dead", uri)
+    job, _ = s3_stack.jobs.create_job("dead", "users", uri, {})  # as if S3 went down after the enqueue
+    job = s3_stack.wait(job.id, timeout=90)
+    assert job.status == "failed"
+    error = job.error or ""
+    assert f"the S3 endpoint {s3_stack.dead_endpoint} cannot be reached" in error
+    assert "gave up after" in error
+    logged = " ".join(m for (m,) in query(s3_stack.app, "SELECT message FROM import_logs WHERE job_id = %s", (job.id,)))
+    for text in (error, logged):
+        assert SECRET not in text and KEY_ID not in text
+
+
+def test_a_worker_killed_mid_job_leaves_every_row_exactly_once(s3_stack: S3Stack) -> None:
+    job_id = s3_stack.enqueue("acme", s3_stack.kill_key)
+    running = "SELECT count(*) FROM import_chunks WHERE job_id = %s AND running"
+    until(lambda: query(s3_stack.app, running, (job_id,))[0][0] > 0, timeout=60, interval=0.005)
+    master = psutil.Process(s3_stack.workers[0].pid).children()[0]
+    killed = [worker.pid for worker in master.children()]
+    for worker in master.children():
+        worker.send_signal(signal.SIGKILL)
+    job = s3_stack.wait(job_id, timeout=120)
+    assert killed
+    assert job.status == "succeeded", job.error
+    assert (job.rows_total, job.rows_inserted) == (KILL_ROWS, KILL_ROWS)
+    assert s3_stack.rows("acme", job_id) == (KILL_ROWS, KILL_ROWS)
+
+
+def test_importctl_enqueue_file_uploads_into_the_customers_s3_area(s3_stack: S3Stack) -> None:
+    source = s3_stack.tmp / "local users.csv"
+    source.write_bytes(users_csv(7))
+    command = [IMPORTCTL, "enqueue", "--customer=globex", "--product=users", f"--file={source}", "--wait"]
+    result = subprocess.run(command, env=s3_stack.env, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    job = s3_stack.jobs.get(result.stdout.strip())
+    assert job is not None and job.status == "succeeded", job
+    assert job.blob_uri.startswith(f"s3://{BUCKET}/{PREFIX}/globex/uploads/")
+    assert job.blob_uri.endswith("-local users.csv")
+    key = job.blob_uri.removeprefix(f"s3://{BUCKET}/")
+    assert s3_stack.s3.get_object(Bucket=BUCKET, Key=key)["Body"].read() == users_csv(7)
+    assert not any((s3_stack.config.blob_root / "globex").rglob("*")), "nothing copied into the file blob area"
+    assert s3_stack.rows("globex", job.id) == (7, 7)
