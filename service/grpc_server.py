@@ -28,7 +28,7 @@ from grpc_reflection.v1alpha import reflection
 from service import logs
 from service.api import Access, Api, JobNotFound, PermissionDenied, Unauthenticated
 from service.db import describe, redact
-from service.errors import ConfigError, CustomerDBUnavailable, JobConflict, RequestRefused
+from service.errors import BlobUnavailable, ConfigError, CustomerDBUnavailable, JobConflict, RequestRefused
 from service.generated import importer_pb2, importer_pb2_grpc
 from service.jobs import IdempotencyConflict, Job
 from service.rejects import Reject
@@ -131,6 +131,9 @@ def _status(exc: Exception) -> tuple[grpc.StatusCode, str]:
         # The app DB is down or restarting: a client may retry, so not INTERNAL.
         log.warning("app database unavailable: %s", describe(exc))
         return grpc.StatusCode.UNAVAILABLE, "the job database is unavailable; try again"
+    if isinstance(exc, BlobUnavailable):
+        log.warning("%s", redact(str(exc)))
+        return grpc.StatusCode.UNAVAILABLE, "the blob store is unavailable; try again"
     if isinstance(exc, CustomerDBUnavailable):
         # Its message names the database: for the log, not for the client.
         log.warning("%s", redact(str(exc)))

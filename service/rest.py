@@ -21,7 +21,7 @@ from service import logs
 from service.api import Access, Api, JobNotFound, PermissionDenied, Unauthenticated, job_view, log_view
 from service.config import Config, load_config
 from service.db import describe, redact
-from service.errors import ConfigError, CustomerDBUnavailable, JobConflict, RequestRefused
+from service.errors import BlobUnavailable, ConfigError, CustomerDBUnavailable, JobConflict, RequestRefused
 from service.jobs import IdempotencyConflict, Job, ping
 from service.metrics import HttpMetrics, MetricsResource
 from service.openapi import MAX_BODY_BYTES, document
@@ -354,6 +354,15 @@ def _customer_db_unavailable(
     resp.media = error_body(503, "the customer database is unavailable; try again shortly")
 
 
+def _blob_store_unavailable(
+    req: falcon.Request, resp: falcon.Response, error: Exception, params: dict[str, Any]
+) -> None:
+    """The customer's S3 endpoint cannot be reached: 503, naming the endpoint (never credentials)."""
+    log.warning("%s %r: %s", req.method, req.path, redact(str(error)))
+    resp.status = 503
+    resp.media = error_body(503, f"{redact(str(error))}; try again shortly")
+
+
 def _crashed(req: falcon.Request, resp: falcon.Response, error: Exception, params: dict[str, Any]) -> None:
     """Anything else is our fault: log it without secrets and answer a bare 500."""
     job = (params or {}).get("job_id", "-")
@@ -399,6 +408,7 @@ def create_app(edge: Edge) -> falcon.App:
     for unavailable in DB_UNAVAILABLE:
         app.add_error_handler(unavailable, _unavailable)
     app.add_error_handler(CustomerDBUnavailable, _customer_db_unavailable)
+    app.add_error_handler(BlobUnavailable, _blob_store_unavailable)
     for kind, _ in ERROR_STATUS:
         app.add_error_handler(kind, _service_error)
     app.set_error_serializer(_http_error)

@@ -406,3 +406,32 @@ def test_a_replay_answers_503_while_the_customer_database_is_unreachable_and_kee
     _check(result, "/jobs/{job_id}/replay", "post")
     assert JOB_ID in caplog.text and "unreachable" in caplog.text
     assert PASSWORD not in caplog.text and PASSWORD not in result.text
+
+
+def test_an_unreachable_s3_endpoint_answers_503_at_enqueue_naming_the_endpoint_not_the_credentials(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from service.config import CustomerSettings, S3Area
+
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIA-UNIT-ID")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "unit-secret-key-42")
+    endpoint = f"http://127.0.0.1:{_closed_port()}"
+    dsn = f"host=127.0.0.1 port={_closed_port()} dbname=app user=importer password={PASSWORD} connect_timeout=2"
+    config = Config(
+        app_db_dsn=dsn,
+        tokens={TOKEN: ("*",)},
+        customers={"s3c": "dbname=s3c"},
+        customer_settings={"s3c": CustomerSettings(s3=S3Area("imports-bucket", "customers", endpoint, "us-east-1"))},
+    )
+    api = Api(config, JobStore(dsn, maxconn=1), ProductRegistry.load(config.schemas_dir))
+    client = falcon.testing.TestClient(create_app(Edge(config, dsn, api)))
+    body = {"customer_id": "s3c", "product_type": "users", "blob_uri": "s3://imports-bucket/customers/s3c/u.csv"}
+    with caplog.at_level(logging.WARNING, logger="service.rest"):
+        result = client.simulate_post("/enqueue", json=body, headers=AUTH)
+    assert result.status_code == 503, result.text
+    message = result.json["error"]["message"]
+    assert endpoint in message and message.endswith("try again shortly"), message
+    assert "customer database" not in message
+    _check(result, "/enqueue", "post")
+    for text in (result.text, caplog.text):
+        assert "unit-secret-key-42" not in text and "AKIA-UNIT-ID" not in text
