@@ -15,10 +15,10 @@ docker info >/dev/null 2>&1 || fail "no Docker engine answers (on our machines: 
 
 export COMPOSE_PROJECT_NAME=importcheck
 WORK=$(mktemp -d /tmp/import-docker-check.XXXXXX)
-export BLOBS=$WORK/blobs
+export BLOBS=$WORK/blobs SECRETS=$WORK/secrets
 free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 REST_PORT=$(free_port) && GRPC_PORT=$(free_port) && export REST_PORT GRPC_PORT
-compose() { docker-compose -f docker-compose.yml -f docker/check.compose.yml "$@"; }
+compose() { docker-compose --profile s3 -f docker-compose.yml -f docker/check.compose.yml "$@"; }
 teardown() {
   code=$?
   if [ "$code" -ne 0 ]; then
@@ -46,8 +46,8 @@ docker run --rm --entrypoint sh import-service:latest -c \
 say "image: non-root, writable HOME, no tests/samples/tokens/dev tools"
 
 # -- secrets and blobs ----------------------------------------------------------------------
-docker/make-secrets.sh >/dev/null
-TOKEN=$(python3 -c 'import json; print(next(iter(json.load(open("docker/secrets/api_tokens.json")))))')
+docker/make-secrets.sh >/dev/null  # fresh ones, in $SECRETS
+TOKEN=$(python3 -c 'import json, os; print(next(iter(json.load(open(os.environ["SECRETS"] + "/api_tokens.json")))))')
 mkdir -p "$BLOBS" && cp -r sample/acme sample/globex "$BLOBS"/
 python3 - "$BLOBS/acme/big.csv" <<'PY'
 import sys
@@ -80,9 +80,11 @@ say "stack healthy: $(compose ps -q | wc -l) containers"
 
 # -- every sample through REST, gRPC and importctl -----------------------------------------
 SAMPLES="acme/users.csv:users acme/users-xlsx.xlsx:users acme/courses.kv:courses globex/organizations.tsv:organizations globex/users.csv:users"
-rest_job() {  # customer product path [options json] -> job id
+rest_job() {  # customer product path-or-uri [options json] -> job id
+  local uri=$3
+  case $uri in s3://*) ;; *) uri=file:///blobs/$uri ;; esac
   curl -sf -X POST "$REST/enqueue" -H "Authorization: Bearer $TOKEN" -H 'Content-Type: application/json' \
-    -d "{\"customer_id\": \"$1\", \"product_type\": \"$2\", \"blob_uri\": \"file:///blobs/$3\", \"options\": ${4:-{\}}}" \
+    -d "{\"customer_id\": \"$1\", \"product_type\": \"$2\", \"blob_uri\": \"$uri\", \"options\": ${4:-{\}}}" \
     | python3 -c 'import json, sys; print(json.load(sys.stdin)["job_id"])'
 }
 rest_wait() {  # job id [seconds] -> the job view once final
@@ -131,6 +133,22 @@ for sample in $SAMPLES; do
   say "importctl $path -> $(echo "$line" | tail -1 | tr -s ' ' | cut -d' ' -f3-)"
 done
 
+# -- a file in S3 (the optional s3 service: moto's server) ----------------------------------
+compose exec -T rest python - <<'PY' || fail "uploading to the stack's S3"
+import boto3
+s3 = boto3.client("s3", endpoint_url="http://s3:5000", region_name="us-east-1")
+s3.create_bucket(Bucket="imports")
+s3.upload_file("/blobs/acme/users.csv", "imports", "customers/acme/users.csv")
+PY
+view=$(rest_wait "$(rest_job acme users s3://imports/customers/acme/users.csv '{"mode": "upsert"}')")
+[ "$(echo "$view" | field status)" = succeeded ] || fail "S3 import: $view"
+say "REST      s3://imports/customers/acme/users.csv -> succeeded, $(echo "$view" | field rows_valid) valid"
+escape=$(curl -s -o /dev/null -w '%{http_code}' -X POST "$REST/enqueue" -H "Authorization: Bearer $TOKEN" \
+  -H 'Content-Type: application/json' \
+  -d '{"customer_id": "acme", "product_type": "users", "blob_uri": "s3://imports/customers/globex/users.csv"}')
+[ "$escape" = 400 ] || fail "an S3 URI under another customer's prefix answered $escape, not 400"
+say "REST      s3://imports/customers/globex/... for acme -> 400"
+
 # -- connections of an idle worker, then 10 workers -----------------------------------------
 sleep 3
 conns_of() {  # container -> app and customer DB connections from it
@@ -138,7 +156,7 @@ conns_of() {  # container -> app and customer DB connections from it
   ip=$(docker inspect --format '{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}' "$1")
   compose exec -T db psql -U postgres -Atc "SELECT count(*) FROM pg_stat_activity WHERE client_addr = '$ip'"
 }
-first_worker=$(compose ps -q worker | head -1)
+first_worker=$(compose ps -q worker | awk "NR == 1")
 say "an idle worker container holds $(conns_of "$first_worker") Postgres connections (1 process x 8 threads)"
 say "scaling the workers to 10"
 compose up -d --scale worker=10 --no-recreate >"$WORK/scale.log" 2>&1 || { cat "$WORK/scale.log"; fail "scale"; }
@@ -154,7 +172,7 @@ for _ in $(seq 60); do
   [ "$done_chunks" -ge 1 ] && break
   sleep 0.5
 done
-victims=$(compose ps -q worker | head -5)
+victims=$(compose ps -q worker | awk "NR <= 5")
 docker kill --signal TERM $victims >/dev/null
 status=$(curl -sf "$REST/jobs/$job" -H "Authorization: Bearer $TOKEN" | field status)
 [ "$status" = running ] || fail "the big job was $status, not running, when the workers got SIGTERM"

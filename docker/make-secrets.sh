@@ -7,28 +7,37 @@
 #   customer_map.json  the sample customers' DSNs, as the service's role
 #   api_tokens.json    one token for every customer (printed once, when made)
 set -Eeuo pipefail
-cd "$(dirname "$0")"
-mkdir -p secrets && chmod 700 secrets
+# SECRETS: the folder (default docker/secrets; make docker-check uses a fresh one of its own).
+SECRETS=${SECRETS:-$(cd "$(dirname "$0")" && pwd)/secrets}
+mkdir -p "$SECRETS" && chmod 700 "$SECRETS"
+cd "$SECRETS"
 random() { python3 -c 'import secrets; print(secrets.token_urlsafe(24))'; }
 # Read by the containers' own users through bind mounts: the files are 0644, the folder 0700.
 umask 022
-if [ ! -s secrets/stack.env ]; then
+if [ ! -s stack.env ]; then
   importer=$(random)
-  cat > secrets/stack.env <<ENV
+  # The AWS keys are for the optional s3 service (moto accepts any); for real S3 put yours here.
+  cat > stack.env <<ENV
 POSTGRES_PASSWORD=$(random)
 IMPORTER_PASSWORD=$importer
 APP_DB_DSN=postgresql://importer:$importer@db:5432/import_app
+AWS_ACCESS_KEY_ID=stack-$(random)
+AWS_SECRET_ACCESS_KEY=$(random)
+AWS_DEFAULT_REGION=us-east-1
 ENV
-  cat > secrets/customer_map.json <<JSON
+  cat > customer_map.json <<JSON
 {
-  "acme": "postgresql://importer:$importer@db:5432/import_acme",
+  "acme": {
+    "dsn": "postgresql://importer:$importer@db:5432/import_acme",
+    "s3": {"bucket": "imports", "prefix": "customers", "endpoint_url": "http://s3:5000", "region": "us-east-1"}
+  },
   "globex": "postgresql://importer:$importer@db:5432/import_globex"
 }
 JSON
-  echo "made docker/secrets/stack.env and docker/secrets/customer_map.json"
+  echo "made $SECRETS/stack.env and $SECRETS/customer_map.json"
 fi
-if [ ! -s secrets/api_tokens.json ]; then
+if [ ! -s api_tokens.json ]; then
   token=$(random)
-  printf '{"%s": ["*"]}\n' "$token" > secrets/api_tokens.json
-  echo "made docker/secrets/api_tokens.json; the API token for every customer: $token"
+  printf '{"%s": ["*"]}\n' "$token" > api_tokens.json
+  echo "made $SECRETS/api_tokens.json; the API token for every customer: $token"
 fi
