@@ -21,3 +21,8 @@ def test_workers_are_told_to_stop_within_the_thirty_seconds_of_spec_10() -> None
 def test_workers_get_two_malloc_arenas_unless_the_operator_says_otherwise() -> None:
     assert worker_command(1, 8, {})[1]["MALLOC_ARENA_MAX"] == "2"
     assert worker_command(1, 8, {"MALLOC_ARENA_MAX": "4"})[1]["MALLOC_ARENA_MAX"] == "4"
+
+
+def test_workers_get_a_fixed_mmap_threshold_unless_the_operator_says_otherwise() -> None:
+    assert worker_command(1, 8, {})[1]["MALLOC_MMAP_THRESHOLD_"] == "262144"
+    assert worker_command(1, 8, {"MALLOC_MMAP_THRESHOLD_": "1048576"})[1]["MALLOC_MMAP_THRESHOLD_"] == "1048576"
