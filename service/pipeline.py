@@ -221,6 +221,13 @@ def _open_plan(
 
 def fetch(services: Services, job: Job) -> None:
     """Locate and check the blob, detect its format, check its header, prepare the customer DB."""
+    if job.chunks_total is not None:
+        # Planned already: the message came again because its worker died after the planning
+        # committed but before the ack. Reading the file again could only fail the job (an
+        # XLSX's chunks read their stored cells, the file may be gone).
+        log.info("job %s: fetch skipped, the file is planned already", job.id)
+        services.jobs.leave_stage(job.id, "fetch")
+        return
     product = services.products.get(job.product_type)
     found = blob.locate(job.blob_uri, job.customer_id, services.config)
     found, size, version = blob.check(found, services.config.max_file_bytes)

@@ -30,6 +30,7 @@ from service.requests import EnqueueRequest, check_request, enqueue
 from service.s3 import HEAD_BYTES, READ_BYTES
 from tests.conftest import ROOT, Databases, query, until, wait_finished
 from tests.e2e.conftest import free_port
+from tests.e2e.test_faults import end, start_supervisor
 from tests.integration.conftest import pipeline_env
 
 pytestmark = pytest.mark.slow
@@ -118,23 +119,6 @@ def users_csv(rows: int) -> bytes:
         f"u{i},user{i}@example.com,Zoë,Müller,student,{i % 90},yes,2024-03-01T09:30:00Z\n" for i in range(1, rows + 1)
     ]
     return "".join(lines).encode()
-
-
-def start_supervisor(env: dict[str, str]) -> subprocess.Popen[bytes]:
-    """`importctl worker` with one worker process, which it restarts when it dies."""
-    command = [IMPORTCTL, "worker", "--processes=1"]
-    out = subprocess.DEVNULL
-    return subprocess.Popen(command, env=env, cwd=ROOT, start_new_session=True, stdout=out, stderr=out)
-
-
-def end(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is None:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=40)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
 
 
 @pytest.fixture(scope="module")

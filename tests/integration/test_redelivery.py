@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -98,6 +99,22 @@ def test_parse_run_twice_plans_each_chunk_once(services: pipeline.Services) -> N
     )
     planned = sorted(tuple(m["args"]) for (m,) in messages if m["args"][0] == job_id)
     assert planned == [(job_id, 0), (job_id, 1), (job_id, 2)], json.dumps(planned)
+
+
+def test_fetch_redelivered_after_the_planning_committed_reads_nothing_and_keeps_the_job(
+    services: pipeline.Services,
+) -> None:
+    job_id = start_job(services, 9)
+    path = services.config.blob_root / "acme" / "users.csv"
+    stat = path.stat()
+    path.write_bytes(b"\0" * stat.st_size)  # unreadable now, same size and mtime: the plan still holds
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    pipeline.run_stage(services, pipeline.fetch, job_id)  # the worker died before the ack
+    job = services.jobs.get(job_id)
+    assert (job.status, job.chunks_total, job.error) == ("running", 3, None)
+    row = query(services.app_dsn, "SELECT stage_running, stage_crashes FROM import_jobs WHERE id = %s", (job_id,))
+    assert row == [(None, 0)]
+    assert query(services.app_dsn, "SELECT count(*) FROM import_chunks WHERE job_id = %s", (job_id,)) == [(3,)]
 
 
 def test_a_chunk_that_commits_after_its_job_was_failed_brings_no_rows_back(services: pipeline.Services) -> None:
