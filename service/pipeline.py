@@ -30,7 +30,7 @@ from service.errors import (
 )
 from service.jobs import ChunkWork, Counts, Job, JobStore
 from service.products import Product, ProductRegistry, encode_json
-from service.s3 import CHANGED
+from service.s3 import CHANGED, S3Object
 from service.store import CustomerStore
 
 log = logging.getLogger(__name__)
@@ -209,13 +209,17 @@ def _open_plan(
 ) -> tuple[blob.Blob, formats.FileFormat, formats.Header, dict[str, Any]]:
     """Re-resolve the job's file and check it is the file the plan (default: the job's) was made from.
 
-    A file is known by its size and mtime, an S3 object by its size and ETag; an object is
-    returned pinned to the plan's ETag, so reading a replaced one fails too."""
+    A file is known by its size and mtime (a stat per chunk). An S3 object is pinned to the
+    plan's size and ETag without a HEAD: every GET names that ETag (If-Match), so a replaced or
+    vanished object fails the read that meets it."""
     plan = layout or job.plan or {}
     found = blob.locate(job.blob_uri, job.customer_id, services.config)
-    found, size, version = blob.check(found, services.config.max_file_bytes)
-    if size != plan["size"] or any(plan.get(name) != value for name, value in version.items()):
-        raise JobFailed(CHANGED)
+    if isinstance(found, S3Object) and "etag" in plan:
+        found = found.pinned(plan["size"], plan["etag"])
+    else:
+        found, size, version = blob.check(found, services.config.max_file_bytes)
+        if size != plan["size"] or any(plan.get(name) != value for name, value in version.items()):
+            raise JobFailed(CHANGED)
     return found, formats.FileFormat(**plan["format"]), formats.Header(**plan["header"]), plan
 
 

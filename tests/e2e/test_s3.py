@@ -46,12 +46,14 @@ IMPORTCTL = str(Path(sys.executable).parent / "importctl")
 
 
 class CountingApp:
-    """moto's WSGI app, counting the response bytes of every GET (and its Range header) per path."""
+    """moto's WSGI app, counting the response bytes of every GET (and its Range header) per path,
+    and the HEADs."""
 
     def __init__(self, app: Callable[..., Iterable[bytes]]) -> None:
         self.app = app
         self.lock = threading.Lock()
         self.gets: list[tuple[str, str | None, int]] = []  # (path, Range, bytes sent)
+        self.heads: list[str] = []  # paths
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterator[bytes]:
         sent = 0
@@ -60,9 +62,11 @@ class CountingApp:
                 sent += len(piece)
                 yield piece
         finally:
-            if environ["REQUEST_METHOD"] == "GET":
-                with self.lock:
+            with self.lock:
+                if environ["REQUEST_METHOD"] == "GET":
                     self.gets.append((environ["PATH_INFO"], environ.get("HTTP_RANGE"), sent))
+                elif environ["REQUEST_METHOD"] == "HEAD":
+                    self.heads.append(environ["PATH_INFO"])
 
     def fetched(self, key: str) -> list[tuple[str | None, int]]:
         with self.lock:
@@ -178,6 +182,7 @@ def s3_stack(databases: Databases, tmp_path_factory: pytest.TempPathFactory) -> 
 def test_a_million_row_csv_in_s3_is_imported_once_with_chunks_reading_only_their_ranges(s3_stack: S3Stack) -> None:
     size = s3_stack.s3.head_object(Bucket=BUCKET, Key=s3_stack.big_key)["ContentLength"]
     before = len(s3_stack.counter.fetched(s3_stack.big_key))
+    heads_before = len(s3_stack.counter.heads)
     job_id = s3_stack.enqueue("acme", s3_stack.big_key)
     job = s3_stack.wait(job_id)
     assert job.status == "succeeded", job.error
@@ -196,6 +201,9 @@ def test_a_million_row_csv_in_s3_is_imported_once_with_chunks_reading_only_their
     # fetch scans the whole file once (it cuts the chunks); then each chunk reads its own range,
     # plus the first bytes (the BOM sniff) and at most one read's worth past its end.
     assert fetched <= 2 * size + (chunks + 2) * (READ_BYTES + HEAD_BYTES)
+    # The enqueue and fetch HEAD the object; the chunks do not (their GETs carry the ETag).
+    heads = [path for path in s3_stack.counter.heads[heads_before:] if path == f"/{BUCKET}/{s3_stack.big_key}"]
+    assert len(heads) <= 2, heads
 
 
 def test_an_xlsx_in_s3_is_imported(s3_stack: S3Stack) -> None:
