@@ -16,7 +16,6 @@ import socket
 import ssl
 import threading
 import time
-import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -24,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlsplit
 
 from service.config import Config, CustomerSettings
+from service.wire import JOBS_QUEUE, delay_queue, encode
 
 if TYPE_CHECKING:
     from service.jobs import JobStore
@@ -31,11 +31,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 DELIVER = "deliver_webhook"  # the actor's name: stable, queued messages store it
-# The jobs queue (service.messages.JOBS_QUEUE, which this module cannot import: messages
-# imports the pipeline, which imports jobs, which imports this). No queue of its own: each
-# queue costs every worker process 4 Postgres connections.
-QUEUE = "imports"
-DELAY_QUEUE = QUEUE + ".DQ"  # where Dramatiq keeps messages with an eta
+# No queue of its own: each queue costs every worker process 4 Postgres connections.
+QUEUE = JOBS_QUEUE
+DELAY_QUEUE = delay_queue(QUEUE)
 TIMEOUT_SECONDS = 10.0  # connect, send and answer, all together
 MAX_BACKOFF_SECONDS = 3600.0
 MAX_URL_LENGTH = 2048
@@ -101,21 +99,7 @@ def delivery_message(
 ) -> Encoded:
     """The message for one delivery attempt in Dramatiq's wire format; with a delay it goes to
     the delay queue with an eta, as Dramatiq's own `send_with_options(delay=...)` would put it."""
-    message_id = str(uuid.uuid4())
-    now_ms = int(time.time() * 1000)
-    queue, options = QUEUE, {}
-    if delay_seconds > 0:
-        queue, options = DELAY_QUEUE, {"eta": now_ms + int(delay_seconds * 1000)}
-    message = {
-        "queue_name": queue,
-        "actor_name": DELIVER,
-        "args": [job_id, status, attempt, first_at],
-        "kwargs": {},
-        "options": options,
-        "message_id": message_id,
-        "message_timestamp": now_ms,
-    }
-    return queue, message_id, message
+    return encode(QUEUE, DELIVER, [job_id, status, attempt, first_at], delay_seconds)
 
 
 def sign(body: bytes, secret: str) -> str:
