@@ -37,20 +37,13 @@ preload_app = True
 # that puts its token there would see it in the log. This one leaves it out.
 access_log_format = '%(h)s %(t)s "%(r)s" %(s)s %(b)s "%(f)s" "%(a)s"'
 
-
-def child_exit(server, worker):  # noqa: ANN001, ANN201  (gunicorn's hook signature)
-    """A worker's live gauges go with it (its counters stay in the totals)."""
-    from prometheus_client import multiprocess
-
-    multiprocess.mark_process_dead(worker.pid)
+# gunicorn's control socket ($HOME/.gunicorn/gunicorn.ctl) is not used here: every gunicorn of
+# a machine would share that one path, and a read-only HOME (the container) logged an error at
+# each start.
+control_socket_disable = True
 
 
 def on_exit(server):  # noqa: ANN001, ANN201
     """Remove the metrics folder this master made."""
     if _OWN_METRICS_DIR:
         shutil.rmtree(_OWN_METRICS_DIR, ignore_errors=True)
-
-# gunicorn's control socket ($HOME/.gunicorn/gunicorn.ctl) is not used here: every gunicorn of
-# a machine would share that one path, and a read-only HOME (the container) logged an error at
-# each start.
-control_socket_disable = True

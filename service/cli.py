@@ -77,9 +77,8 @@ def main(argv: list[str] | None = None) -> int:
     except DocoptExit as exc:
         print(str(exc), file=sys.stderr)
         return EXIT_USAGE
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
-        return _dispatch(args)
+        return _dispatch(args)  # it sets the log format once the configuration is read
     except ConfigError as exc:
         print(f"importctl: configuration error: {exc}", file=sys.stderr)
         return EXIT_USAGE
