@@ -108,6 +108,11 @@ class Stack:
 @pytest.fixture(scope="module")
 def stack(databases: Databases, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     """Fresh app DB, customers acme and globex, tokens, and one `dramatiq actors` process."""
+    yield from make_stack(databases, tmp_path_factory)
+
+
+def make_stack(databases: Databases, tmp_path_factory: pytest.TempPathFactory, **settings: str) -> Iterator[Stack]:
+    """The stack fixture's stack, its workers' environment with these settings too (e.g. CHUNK_ROWS)."""
     app = databases.create("app")
     customers = {"acme": databases.create("acme"), "globex": databases.create("globex")}
     tmp = tmp_path_factory.mktemp("stack")
@@ -118,7 +123,12 @@ def stack(databases: Databases, tmp_path_factory: pytest.TempPathFactory) -> Ite
     (tmp / "tokens.json").write_text(json.dumps(TOKENS))
     migrate(app)
     env = pipeline_env(
-        app, tmp / "customer_map.json", root, API_TOKENS_PATH=str(tmp / "tokens.json"), WORKER_CONCURRENCY="2"
+        app,
+        tmp / "customer_map.json",
+        root,
+        API_TOKENS_PATH=str(tmp / "tokens.json"),
+        WORKER_CONCURRENCY="2",
+        **settings,
     )
     running = Stack(env, app, customers, root, tmp)
     workers = start_workers(env)

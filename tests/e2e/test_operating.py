@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import socket
 import subprocess
 import sys
 import time
@@ -25,7 +26,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from service import blob
 from service.generated import importer_pb2_grpc
 from service.jobs import migrate
-from tests.conftest import ROOT, Databases, query
+from tests.conftest import ROOT, Databases, query, until
 from tests.e2e.conftest import free_port, stop, wait_for_port
 from tests.integration.conftest import pipeline_env
 
@@ -245,6 +246,22 @@ def test_the_workers_serve_dramatiqs_metrics_on_worker_metrics_addr(ops: Ops) ->
         "dramatiq_message_duration_milliseconds_count",
         (("actor_name", "import_fetch"), ("queue_name", "imports")),
     ) in page
+
+
+def test_a_worker_pool_whose_metrics_port_is_taken_says_so_and_works_on(ops: Ops) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        addr = f"127.0.0.1:{taken.getsockname()[1]}"
+        env = dict(ops.env, WORKER_METRICS_ADDR=addr)
+        pool = ops.start("busy-port", IMPORTCTL, "worker", "--processes", "1", "--threads", "1", env=env)
+        try:
+            log = ops.logs / "busy-port.err"
+            until(lambda: f"worker metrics: cannot serve on {addr}" in log.read_text(), timeout=30)
+            assert ops.wait(ops.enqueue("busy-port.csv", USERS))["status"] == "succeeded"
+            assert pool.poll() is None  # the pool runs on without its metrics server
+        finally:
+            stop(pool)
 
 
 def test_json_logs_carry_the_job_and_hold_no_secret_or_row_content(ops: Ops) -> None:

@@ -20,17 +20,15 @@ from typing import Any
 
 import pytest
 from selenium import webdriver
-from selenium.common.exceptions import TimeoutException
+from selenium.common.exceptions import StaleElementReferenceException, TimeoutException
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions
 from selenium.webdriver.support.ui import WebDriverWait
 
-from service.jobs import migrate
 from service.ui import PAGE
 from tests.conftest import Databases
-from tests.e2e.conftest import TOKENS, Stack
-from tests.integration.conftest import pipeline_env, start_workers, stop_workers
+from tests.e2e.conftest import Stack, make_stack
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
@@ -46,32 +44,7 @@ HTML_SINKS = ("innerHTML", "outerHTML", "insertAdjacentHTML", "document.write", 
 @pytest.fixture(scope="module")
 def stack(databases: Databases, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     """The e2e stack (acme, globex, tokens, one worker process) with small chunks, so progress is visible."""
-    app = databases.create("app")
-    customers = {"acme": databases.create("acme"), "globex": databases.create("globex")}
-    tmp = tmp_path_factory.mktemp("ui")
-    root = tmp / "blobs"
-    for customer in customers:
-        (root / customer).mkdir(parents=True)
-    (tmp / "customer_map.json").write_text(json.dumps(customers))
-    (tmp / "tokens.json").write_text(json.dumps(TOKENS))
-    migrate(app)
-    env = pipeline_env(
-        app,
-        tmp / "customer_map.json",
-        root,
-        API_TOKENS_PATH=str(tmp / "tokens.json"),
-        WORKER_CONCURRENCY="2",
-        CHUNK_ROWS="5000",
-    )
-    running = Stack(env, app, customers, root, tmp)
-    workers = start_workers(env)
-    try:
-        yield running
-    finally:
-        stop_workers(workers)
-        for process in running.processes:
-            process.terminate()
-            process.wait(timeout=30)
+    yield from make_stack(databases, tmp_path_factory, CHUNK_ROWS="5000")
 
 
 @pytest.fixture(scope="module")
@@ -159,8 +132,20 @@ def big_users_csv(stack: Stack, rows: int = BIG_ROWS) -> Path:
 
 
 def wait(driver: webdriver.Chrome, condition: Callable[[webdriver.Chrome], Any], timeout: float = 30) -> Any:
-    """Wait until condition(driver) is truthy; its value."""
-    return WebDriverWait(driver, timeout, poll_frequency=0.05).until(condition)
+    """Wait until condition(driver) is truthy; its value. The page re-renders a running job's
+    details as it polls, so an element found a moment ago may be gone: that is asked again."""
+    stale = (StaleElementReferenceException,)
+    return WebDriverWait(driver, timeout, poll_frequency=0.05, ignored_exceptions=stale).until(condition)
+
+
+def click(driver: webdriver.Chrome, label: str) -> None:
+    """Click the detail panel's button with this label, finding it again if a re-render replaced it."""
+
+    def clicked(d: webdriver.Chrome) -> bool:
+        button(d, label).click()
+        return True
+
+    wait(driver, clicked)
 
 
 def open_page(driver: webdriver.Chrome, base_url: str, token: str) -> None:
@@ -287,7 +272,7 @@ def test_markup_in_a_file_is_shown_as_text_and_never_runs(
     assert browser.execute_script("return document.images.length") == 0
     assert browser.execute_script("return document.scripts.length") == 1
 
-    button(browser, "Download rejects.csv").click()
+    click(browser, "Download rejects.csv")
     saved = downloads / f"rejects-{job_id}.csv"
     wait(browser, lambda d: saved.exists() and saved.stat().st_size > 0)
     text = saved.read_text()
@@ -343,8 +328,8 @@ def test_a_running_job_can_be_cancelled_from_the_page(browser: webdriver.Chrome,
     wait(browser, lambda d: (row_state(d, job_id) or {}).get("status") == "running")
     select_job(browser, job_id)
     wait(browser, lambda d: button(d, "Cancel").is_enabled())
-    assert button(browser, "Undo").is_enabled() is False
-    button(browser, "Cancel").click()
+    assert wait(browser, lambda d: not button(d, "Undo").is_enabled())
+    click(browser, "Cancel")
     try:
         WebDriverWait(browser, 5).until(expected_conditions.alert_is_present()).accept()
     except TimeoutException:
@@ -352,7 +337,7 @@ def test_a_running_job_can_be_cancelled_from_the_page(browser: webdriver.Chrome,
     wait(browser, lambda d: "cancel: the job is now cancelled" in d.find_element(By.ID, "action-msg").text)
     wait(browser, lambda d: (row_state(d, job_id) or {}).get("status") == "cancelled")
     wait(browser, lambda d: "Status\ncancelled" in d.find_element(By.ID, "detail").text)
-    assert button(browser, "Cancel").is_enabled() is False
+    assert wait(browser, lambda d: not button(d, "Cancel").is_enabled())
     assert wait_final(base_url, "tok-acme", job_id)["status"] == "cancelled"
 
     # A refused change shows the API's own message: undo of a cancelled job.

@@ -16,7 +16,7 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -29,7 +29,7 @@ from service.jobs import JobStore
 from service.messages import dispatch
 from service.products import ProductRegistry
 from service.requests import check_request, enqueue
-from tests.conftest import Databases
+from tests.conftest import Databases, http_server
 from tests.e2e.conftest import USERS_CSV, Stack, stop
 from tests.integration.conftest import pipeline_env, start_workers, stop_workers
 
@@ -102,15 +102,9 @@ def receiver() -> Iterator[Receiver]:
         def log_message(self, format: str, *args: Any) -> None:
             pass
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    server.daemon_threads = True
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    state.base = f"http://127.0.0.1:{server.server_address[1]}"
-    try:
+    with http_server(Handler) as base:
+        state.base = base
         yield state
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 @dataclass

@@ -12,7 +12,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 
 import dramatiq
@@ -24,6 +24,7 @@ from service import webhooks
 from service.config import Config, CustomerSettings
 from service.jobs import Job
 from service.messages import JOBS_QUEUE
+from tests.conftest import http_server
 
 SECRET = "s3cr3t-webhook-key"
 JOB_ID = "0b6f1c3e-0000-4000-8000-000000000001"
@@ -161,15 +162,9 @@ def receiver() -> Iterator[Receiver]:
         def log_message(self, format: str, *args: Any) -> None:
             pass
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    server.daemon_threads = True
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    state.url = f"http://127.0.0.1:{server.server_address[1]}/hooks/acme"
-    try:
+    with http_server(Handler) as base:
+        state.url = base + "/hooks/acme"
         yield state
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 def test_a_2xx_is_delivered_with_the_body_and_headers_as_given(receiver: Receiver) -> None:
