@@ -52,6 +52,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("max_field_bytes", "MAX_FIELD_BYTES", "int", 1 * MiB),
     Setting("max_record_bytes", "MAX_RECORD_BYTES", "int", 10 * MiB),
     Setting("max_xlsx_bytes", "MAX_XLSX_BYTES", "int", 1 * GiB),
+    Setting("max_columns", "MAX_COLUMNS", "int", 16_384),
+    Setting("max_text_bytes", "MAX_TEXT_BYTES", "int", 4 * GiB),
+    Setting("auth", "AUTH", "str", "on"),
     Setting("log_level", "LOG_LEVEL", "str", "INFO"),
     Setting("undo_retention_days", "UNDO_RETENTION_DAYS", "int", 30),
     Setting("chunks_in_flight", "CHUNKS_IN_FLIGHT", "int", 8),
@@ -62,6 +65,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("webhook_give_up_seconds", "WEBHOOK_GIVE_UP_SECONDS", "float", 86_400.0),
 )
 LOG_FORMATS = ("text", "json")
+AUTH_MODES = ("on", "off")
 URL_PREFIX = re.compile(r"https?://[^/?#@\s]+(/[^?#\s]*)?\Z", re.IGNORECASE)
 
 
@@ -82,6 +86,8 @@ class CustomerSettings:
     webhook_prefixes: tuple[str, ...] = ()
     webhook_secret: str | None = field(default=None, repr=False)  # a secret: never printed
     s3: S3Area | None = None
+    # SPEC 16: callbacks (and later https sources) may reach loopback/private/link-local hosts.
+    allow_private_hosts: bool = False
 
 
 @dataclass(frozen=True)
@@ -104,6 +110,13 @@ class Config:
     max_field_bytes: int = 1 * MiB
     max_record_bytes: int = 10 * MiB
     max_xlsx_bytes: int = 1 * GiB
+    # Columns of a header, or distinct keys of a kv file (SPEC 7).
+    max_columns: int = 16_384
+    # The whole job's text as the records read it (shared strings counted at every use, SPEC 7).
+    max_text_bytes: int = 4 * GiB
+    # "on": every call needs a configured token (none configured: every call is refused);
+    # "off": no tokens at all, every caller is the operator (logged as a warning at start).
+    auth: str = "on"
     log_level: str = "INFO"
     undo_retention_days: int = 30
     # Chunk messages one customer may have queued or running at once (fair turns, SPEC 15).
@@ -146,6 +159,8 @@ def load_config(environ: Mapping[str, str] | None = None) -> Config:
         raise ConfigError(
             f"{values['log_format'][2]}: log_format must be text or json, got {converted['log_format']!r}"
         )
+    if converted["auth"] not in AUTH_MODES:
+        raise ConfigError(f"{values['auth'][2]}: auth must be on or off, got {converted['auth']!r}")
     addr = converted["worker_metrics_addr"]
     if addr != "off" and not _is_addr(addr):
         raise ConfigError(
@@ -222,7 +237,7 @@ def load_customer_map(path: Path) -> dict[str, str]:
     return load_customers(path)[0]
 
 
-CUSTOMER_KEYS = ("dsn", "webhook_prefixes", "webhook_secret", "s3")
+CUSTOMER_KEYS = ("dsn", "webhook_prefixes", "webhook_secret", "s3", "allow_private_hosts")
 S3_KEYS = ("bucket", "prefix", "endpoint_url", "region")
 
 
@@ -274,7 +289,10 @@ def _customer_settings(where: str, entry: dict[str, Any]) -> CustomerSettings:
             if area.get(key) is not None and not isinstance(area[key], str):
                 raise ConfigError(f"{where}: s3.{key} must be a string")
         s3 = S3Area(area["bucket"], area["prefix"], area.get("endpoint_url"), area.get("region"))
-    return CustomerSettings(tuple(prefixes), secret, s3)
+    allow_private = entry.get("allow_private_hosts", False)
+    if not isinstance(allow_private, bool):
+        raise ConfigError(f"{where}: allow_private_hosts must be true or false")
+    return CustomerSettings(tuple(prefixes), secret, s3, allow_private)
 
 
 def is_dsn(text: str) -> bool:
