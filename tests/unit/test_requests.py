@@ -179,3 +179,70 @@ def test_a_bad_callback_url_is_refused_naming_the_option_and_the_rule(
 def test_a_callback_url_under_the_customers_prefix_passes(hooked: Config) -> None:
     request = check_request(body(hooked, options={"callback_url": HOOKS + "done?job=1"}), hooked, PRODUCTS)
     assert request.options == {"callback_url": HOOKS + "done?job=1"}
+
+
+# -- point 4 of issue 18: a request's shape is checked before any lookup, nothing echoed whole --
+
+
+@pytest.mark.parametrize(
+    "changes, field",
+    [
+        ({"options": {"encoding": "x" * (1024 * 1024)}}, "options.encoding"),
+        ({"options": {"encoding": "\ud800"}}, "options.encoding"),
+        ({"options": {"encoding": "utf 8; drop"}}, "options.encoding"),
+        ({"options": {"encoding": "rot13"}}, "options.encoding"),  # a codec, but not text
+        ({"options": {"encoding": "base64"}}, "options.encoding"),
+        ({"options": {"sheet": "\ud800"}}, "options.sheet"),
+        ({"options": {"sheet": ["Q1", "a\udfffb"]}}, "options.sheet"),
+        ({"options": {"sheet": "S" * 256}}, "options.sheet"),
+        ({"options": {"delimiter": "\ud800"}}, "options.delimiter"),
+        ({"blob_uri": "file:///tmp/\ud800.csv"}, "blob_uri"),
+        ({"blob_uri": "file:///" + "a" * 5000}, "blob_uri"),
+        ({"customer_id": "acme\udc80"}, "customer_id"),
+    ],
+)
+def test_hostile_text_in_a_request_is_refused_naming_its_field_without_echoing_it(
+    config: Config, changes: dict[str, object], field: str
+) -> None:
+    with pytest.raises(RequestRefused) as refused:
+        check_request(body(config, **changes), config, PRODUCTS)
+    assert refused.value.field == field
+    message = str(refused.value)
+    assert len(message) < 300
+    assert "\ud800" not in message and "\udfff" not in message
+    message.encode("utf-8")  # what the edge sends must be text
+
+
+def test_made_up_encoding_names_are_never_looked_up(config: Config) -> None:
+    import encodings
+
+    before = len(encodings._cache)  # type: ignore[attr-defined]
+    for i in range(200):
+        with pytest.raises(RequestRefused):
+            check_request(body(config, options={"encoding": f"no-such-codec-{i}"}), config, PRODUCTS)
+    assert len(encodings._cache) == before  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("name", ["utf-8", "UTF-8", "utf_16_le", "latin-1", "Latin1", "cp1252", "iso8859-15", "mac-roman"])
+def test_real_codec_names_pass_in_their_usual_spellings(config: Config, name: str) -> None:
+    assert check_request(body(config, options={"encoding": name}), config, PRODUCTS).options["encoding"] == name
+
+
+def test_a_body_nested_just_under_the_json_parsers_limit_is_a_400_naming_the_depth(config: Config) -> None:
+    import json
+    import sys
+
+    depth = sys.getrecursionlimit() - 50
+    nested = json.loads('{"options": {"sheet": ' + "[" * depth + "]" * depth + "}}")
+    with pytest.raises(RequestRefused, match="nests deeper than 32 levels"):
+        check_request(body(config, **nested), config, PRODUCTS)
+
+
+def test_unknown_fields_and_long_values_are_named_cut_short(config: Config) -> None:
+    many = {f"field_{i}_" + "x" * 1000: 1 for i in range(1000)}
+    with pytest.raises(RequestRefused) as refused:
+        check_request(body(config, **many), config, PRODUCTS)
+    assert len(str(refused.value)) < 1000 and "995 more" in str(refused.value)
+    with pytest.raises(RequestRefused) as refused:
+        check_request(body(config, customer_id="c" * 100_000), config, PRODUCTS)
+    assert len(str(refused.value)) < 300 and "100,000 characters" in str(refused.value)
