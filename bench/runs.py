@@ -46,6 +46,7 @@ from service.products import ProductRegistry
 from service.requests import EnqueueRequest, enqueue
 from service.serve import commands
 from service.supervisor import worker_command
+from service.tokens import new_token
 
 MODES = ("append", "upsert", "upsert10", "undo")
 SHEET_CUSTOMER = "sheet"  # the XLSX run's customer (XLSX=1), with its own database
@@ -445,12 +446,17 @@ class RestServer:
     """`gunicorn service.rest:app` as `make serve` runs it (gunicorn.conf.py, default workers), on a free port.
 
     It runs in its own process group, with the session's environment (its app DB and customer
-    map, no API tokens), until stop() or the end of the `with` block, whatever ended it.
+    map) and a token file of one new operator token (self.token, kept as its sha256 digest, as
+    `importctl token new` makes them), until stop() or the end of the `with` block.
     """
 
     def __init__(self, env: dict[str, str], log_path: Path) -> None:
         self.host, self.port = "127.0.0.1", free_port()
         self.log_path = log_path
+        self.token, entry = new_token("*")
+        tokens = log_path.with_name("api_tokens.json")
+        tokens.write_text("{" + entry + "}\n")
+        env = dict(env, API_TOKENS_PATH=str(tokens))
         self._log: IO[bytes] = log_path.open("wb")
         command = commands(Path(sys.executable).parent, f"{self.host}:{self.port}")["rest"]
         self.master = subprocess.Popen(

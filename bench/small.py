@@ -107,7 +107,8 @@ def post_enqueue(rest: RestServer, uri: str) -> tuple[str, float, float]:
     conn = rest.connection(timeout=POST_TIMEOUT_SECONDS)
     started = time.perf_counter()
     try:
-        conn.request("POST", "/enqueue", body, {"Content-Type": "application/json"})
+        headers = {"Content-Type": "application/json", "Authorization": f"Bearer {rest.token}"}
+        conn.request("POST", "/enqueue", body, headers)
         response = conn.getresponse()
         answer = response.read()
     except (OSError, http.client.HTTPException) as exc:

@@ -6,6 +6,7 @@ caller may not see is reported exactly like a job that does not exist.
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import re
 from collections.abc import Iterator, Mapping
@@ -13,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from service import rejects
-from service.config import CUSTOMER_ID, Config
+from service.config import CUSTOMER_ID, HASHED_PREFIX, Config
 from service.errors import ImportServiceError, RequestRefused
 from service.jobs import Job, JobStore, LogLine
 from service.products import ProductRegistry
@@ -60,17 +61,27 @@ class Api:
         self.products = products
 
     def authenticate(self, authorization: str | None) -> Access:
-        """Turn an `Authorization: Bearer <token>` value into Access (everything when no tokens are set)."""
-        if not self.config.tokens:
+        """Turn an `Authorization: Bearer <token>` value into Access; fail closed (SPEC 4).
+
+        With no token configured every call is refused, unless the configuration says
+        `"auth": "off"`; a key `sha256:<hex>` in the token file matches the token whose
+        SHA-256 digest it is.
+        """
+        if self.config.auth == "off":
             return OPERATOR
+        if not self.config.tokens:
+            raise Unauthenticated("no API tokens are configured on this server, so every call is refused")
         scheme, _, token = (authorization or "").strip().partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
             raise Unauthenticated("missing bearer token (Authorization: Bearer <token>)")
         match = None
         presented = token.strip().encode()
+        digest = ("sha256:" + hashlib.sha256(presented).hexdigest()).encode()
         # Compare against every token, in constant time each, so timing reveals nothing.
         for known, customers in self.config.tokens.items():
-            if hmac.compare_digest(presented, known.encode()):
+            expected = known.lower().encode() if known.startswith(HASHED_PREFIX) else known.encode()
+            candidate = digest if known.startswith(HASHED_PREFIX) else presented
+            if hmac.compare_digest(candidate, expected):
                 match = customers
         if match is None:
             raise Unauthenticated("unknown bearer token")

@@ -12,6 +12,7 @@ Usage:
   importctl replay JOB [--wait]
   importctl worker [--processes=N] [--threads=N]
   importctl migrate
+  importctl token new --customer=C
   importctl (-h | --help)
 
 Options:
@@ -31,6 +32,8 @@ Options:
 `cancel` stops a queued or running job; `undo` takes back what a succeeded job wrote. Both
 print the job; when a worker completes the change, they say so (`status` shows when it has).
 `rejects` writes the job's rejected rows as a CSV file: its header columns plus `errors`.
+`token new` prints a new random API token for customer C (ids separated by commas, or * for
+all) and the line to add to the token file, which keeps only the token's SHA-256 digest.
 `replay` validates the rejected rows of a job that has ended again, against the product
 schema as it is now, in a new job (nothing is read from the file); it prints that job's id.
 
@@ -64,6 +67,7 @@ from service.db import app_dsn, describe, redact
 from service.errors import ConfigError, ImportServiceError, RequestRefused
 from service.jobs import Job, JobStore, migrate
 from service.requests import OPTION_TYPES
+from service.tokens import new_token
 from service.watch import counts, watch
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
@@ -97,6 +101,10 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _dispatch(args: dict[str, Any]) -> int:
+    if args["token"]:
+        token, line = new_token(args["--customer"])
+        print(f"token: {token}\nadd this entry to the token file (API_TOKENS_PATH), then restart the servers:\n  {line}")
+        return EXIT_OK
     config = load_config()
     logs.configure(config.log_format, logging.WARNING)
     if args["worker"]:

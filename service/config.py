@@ -66,6 +66,8 @@ SETTINGS: tuple[Setting, ...] = (
 )
 LOG_FORMATS = ("text", "json")
 AUTH_MODES = ("on", "off")
+HASHED_PREFIX = "sha256:"  # a token file key that is the SHA-256 hex digest of the token (SPEC 4)
+HASHED_TOKEN = re.compile(r"sha256:[0-9a-fA-F]{64}\Z")
 URL_PREFIX = re.compile(r"https?://[^/?#@\s]+(/[^?#\s]*)?\Z", re.IGNORECASE)
 
 
@@ -307,7 +309,8 @@ def is_dsn(text: str) -> bool:
 
 
 def load_tokens(path: Path | None) -> dict[str, tuple[str, ...]]:
-    """Read token -> customer ids it may act for ("*" = all); no file means no tokens."""
+    """Read token (or sha256:<hex digest of it>) -> customer ids it may act for ("*" = all); no file
+    means no tokens, and then every call is refused unless auth is off (see Api.authenticate)."""
     if path is None:
         return {}
     document = _read_json(path)
@@ -319,5 +322,7 @@ def load_tokens(path: Path | None) -> dict[str, tuple[str, ...]]:
         if not token or not ok:
             # The token itself is a secret: name it by position only.
             raise ConfigError(f"{path}: entry {index} must map a non-empty token to a list of customer ids")
+        if token.startswith(HASHED_PREFIX) and not HASHED_TOKEN.match(token):
+            raise ConfigError(f"{path}: entry {index} starts with sha256: but is not followed by 64 hex digits")
         tokens[token] = tuple(customers)
     return tokens

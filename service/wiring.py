@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 from service.api import Api
@@ -9,6 +10,8 @@ from service.config import Config, load_config
 from service.db import app_dsn
 from service.jobs import JobStore, migrate
 from service.products import ProductRegistry
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -28,6 +31,10 @@ def build_edge(config: Config | None = None, maxconn: int = 8) -> Edge:
     from service.messages import dispatch
 
     config = config or load_config()
+    if config.auth == "off":
+        log.warning("auth is off: every caller of this server acts as the operator, for every customer")
+    elif not config.tokens:
+        log.warning("no API tokens are configured (api_tokens_path): every call is refused with 401")
     dsn = app_dsn(config)
     migrate(dsn)
     jobs = JobStore(dsn, dispatch=dispatch, maxconn=maxconn)

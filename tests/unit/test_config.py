@@ -114,6 +114,7 @@ def test_the_customer_map_mixes_dsns_and_objects_of_settings(tmp_path: Path) -> 
         ({"LOG_FORMAT": "xml"}, "log_format must be text or json, got 'xml'"),
         ({"WORKER_METRICS_ADDR": "9191"}, "worker_metrics_addr must be host:port or off"),
         ({"WORKER_METRICS_ADDR": "h:99999"}, "worker_metrics_addr must be host:port or off"),
+        ({"AUTH": "maybe"}, "auth must be on or off, got 'maybe'"),
     ],
 )
 def test_bad_operating_settings_are_refused_naming_them(folder: Path, env: dict[str, str], message: str) -> None:
@@ -134,6 +135,25 @@ def test_a_bad_token_file_error_never_shows_the_token(folder: Path) -> None:
     with pytest.raises(ConfigError) as caught:
         load_config({"CUSTOMER_MAP_PATH": str(folder / "customers.json"), "API_TOKENS_PATH": str(tokens)})
     assert "s3cret" not in str(caught.value) and "entry 1" in str(caught.value)
+
+
+def test_a_hashed_token_key_must_be_sha256_and_64_hex_digits(folder: Path) -> None:
+    good = "sha256:" + "ab" * 32
+    tokens = write(folder / "tokens.json", {"plain": ["acme"], good: ["*"]})
+    config = load_config({"CUSTOMER_MAP_PATH": str(folder / "customers.json"), "API_TOKENS_PATH": str(tokens)})
+    assert config.tokens[good] == ("*",) and config.auth == "on"
+    write(folder / "tokens.json", {"plain": ["acme"], "sha256:abc": ["*"]})
+    with pytest.raises(ConfigError, match="entry 2 starts with sha256: but is not followed by 64 hex digits"):
+        load_config({"CUSTOMER_MAP_PATH": str(folder / "customers.json"), "API_TOKENS_PATH": str(tokens)})
+
+
+def test_allow_private_hosts_must_be_a_boolean(tmp_path: Path) -> None:
+    document = {"acme": {"dsn": "dbname=acme", "allow_private_hosts": "yes"}}
+    with pytest.raises(ConfigError, match="customer 'acme': allow_private_hosts must be true or false"):
+        load_config({"CUSTOMER_MAP_PATH": str(write(tmp_path / "map.json", document))})
+    document = {"acme": {"dsn": "dbname=acme", "allow_private_hosts": True}}
+    config = load_config({"CUSTOMER_MAP_PATH": str(write(tmp_path / "map.json", document))})
+    assert config.customer_settings["acme"].allow_private_hosts is True
 
 
 def test_without_an_app_dsn_and_without_pgserver_the_error_says_what_to_set(

@@ -124,9 +124,9 @@ def test_a_good_request_passes_with_its_options(config: Config) -> None:
 
 @pytest.mark.parametrize("customer_id", ["a\x00b", "../x", ""])
 def test_listing_jobs_of_a_malformed_customer_id_is_refused_before_any_query(config: Config, customer_id: str) -> None:
-    api = Api(config, jobs=None, products=PRODUCTS)  # type: ignore[arg-type]  # never reached
+    api = Api(config.with_(tokens={"t": ("*",)}), jobs=None, products=PRODUCTS)  # type: ignore[arg-type]  # never reached
     with pytest.raises(RequestRefused) as caught:
-        api.list_jobs(api.authenticate(None), customer_id, None, None)
+        api.list_jobs(api.authenticate("Bearer t"), customer_id, None, None)
     assert caught.value.field == "customer_id"
 
 
@@ -223,7 +223,9 @@ def test_made_up_encoding_names_are_never_looked_up(config: Config) -> None:
     assert len(encodings._cache) == before  # type: ignore[attr-defined]
 
 
-@pytest.mark.parametrize("name", ["utf-8", "UTF-8", "utf_16_le", "latin-1", "Latin1", "cp1252", "iso8859-15", "mac-roman"])
+@pytest.mark.parametrize(
+    "name", ["utf-8", "UTF-8", "utf_16_le", "latin-1", "Latin1", "cp1252", "iso8859-15", "mac-roman"]
+)
 def test_real_codec_names_pass_in_their_usual_spellings(config: Config, name: str) -> None:
     assert check_request(body(config, options={"encoding": name}), config, PRODUCTS).options["encoding"] == name
 
