@@ -13,7 +13,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from service import rejects
+from service import logs, rejects
 from service.config import CUSTOMER_ID, HASHED_PREFIX, Config
 from service.errors import ImportServiceError, RequestRefused
 from service.jobs import Job, JobStore, LogLine
@@ -94,13 +94,16 @@ class Api:
         if idempotency_key is not None and not IDEMPOTENCY_KEY.match(idempotency_key):
             raise RequestRefused("Idempotency-Key must be 1 to 200 printable characters", field="idempotency_key")
         request = check_request(body, self.config, self.products)
-        return enqueue(request, self.jobs, idempotency_key)
+        job, created = enqueue(request, self.jobs, idempotency_key)
+        logs.note_request_job(job.id, job.customer_id)
+        return job, created
 
     def job(self, access: Access, job_id: str) -> Job:
         """The job, if it exists and the caller may see it."""
         job = self.jobs.get(job_id)
         if job is None or not access.allows(job.customer_id):
             raise JobNotFound(f"no job {job_id}")
+        logs.note_request_job(job.id, job.customer_id)  # for the access-log line (SPEC 16)
         return job
 
     def cancel(self, access: Access, job_id: str) -> tuple[Job, bool]:

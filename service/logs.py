@@ -25,6 +25,12 @@ from service.db import redact
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 JOB_FIELDS = ("job_id", "customer_id", "stage")
 _job: contextvars.ContextVar[dict[str, str] | None] = contextvars.ContextVar("import_job", default=None)
+# The job a request was about, once the Api has found it (and the caller may see it): the REST
+# edge copies it into the WSGI environ, where gunicorn's access-log line finds it.
+_request_job: contextvars.ContextVar[tuple[str, str] | None] = contextvars.ContextVar(
+    "import_request_job", default=None
+)
+ACCESS_JOB_KEYS = ("import.job_id", "import.customer_id")  # WSGI environ keys of that job
 
 
 @contextmanager
@@ -35,6 +41,19 @@ def job_context(job_id: str, customer_id: str, stage: str) -> Iterator[None]:
         yield
     finally:
         _job.reset(token)
+
+
+def note_request_job(job_id: str, customer_id: str) -> None:
+    """Remember that the request being answered is about this job (see request_job)."""
+    _request_job.set((job_id, customer_id))
+
+
+def request_job(clear: bool = False) -> tuple[str, str] | None:
+    """The job the current request was about, if any; clear=True forgets it (a new request)."""
+    seen = _request_job.get()
+    if clear:
+        _request_job.set(None)
+    return seen
 
 
 class JobFields(logging.Filter):
@@ -77,6 +96,10 @@ def _access_fields(atoms: dict[str, Any]) -> dict[str, Any]:
     """The request fields of one of gunicorn's access-log records (its atoms)."""
     fields: dict[str, Any] = {"method": atoms.get("m"), "path": atoms.get("U"), "status": _number(atoms.get("s"))}
     fields["bytes"] = _number(atoms.get("B"))
+    for key, name in zip(ACCESS_JOB_KEYS, ("job_id", "customer_id"), strict=True):
+        value = atoms.get("{%s}e" % key)  # gunicorn's atom of a WSGI environ key
+        if isinstance(value, str) and value != "-":
+            fields[name] = value
     duration = _number(atoms.get("D"))  # microseconds
     if isinstance(duration, int):
         fields["duration_ms"] = round(duration / 1000, 3)

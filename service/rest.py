@@ -292,6 +292,27 @@ def _refuse_too_large(stream: Any, limit: int, length: int | None) -> NoReturn:
     raise falcon.HTTPContentTooLarge(description=f"the request body is over {limit} bytes")
 
 
+# -- the job a request is about, for the access log ---------------------------------------
+
+
+class RequestJob:
+    """Middleware: the job a request turned out to be about (found by the Api) goes into the
+    WSGI environ, so gunicorn's access-log line carries its job_id and customer_id (SPEC 16)."""
+
+    def process_request(self, req: falcon.Request, resp: falcon.Response) -> None:
+        """A new request is about no job yet."""
+        logs.request_job(clear=True)
+
+    def process_response(
+        self, req: falcon.Request, resp: falcon.Response, resource: object, req_succeeded: bool
+    ) -> None:
+        """Copy the job the Api found, if any, into the environ."""
+        seen = logs.request_job(clear=True)
+        if seen is not None:
+            for key, value in zip(logs.ACCESS_JOB_KEYS, seen, strict=True):
+                req.env[key] = value
+
+
 # -- authentication -----------------------------------------------------------------------
 
 
@@ -399,7 +420,7 @@ def routes(edge: Edge, http: HttpMetrics | None = None) -> list[tuple[str, objec
 def create_app(edge: Edge) -> falcon.App:
     """The falcon app serving the edge's Api."""
     http = HttpMetrics()
-    middleware: list[Any] = [http, Authenticate(edge.api)]
+    middleware: list[Any] = [http, RequestJob(), Authenticate(edge.api)]
     app = falcon.App(middleware=middleware)
     for template, resource in routes(edge, http):
         app.add_route(template, resource)

@@ -292,10 +292,49 @@ def test_json_logs_carry_the_job_and_hold_no_secret_or_row_content(ops: Ops) -> 
     assert lines.get("rest") and lines.get("grpc") and lines.get("worker"), sorted(lines)
     access = [e for e in lines["rest"] if e.get("logger") == "gunicorn.access"]
     assert any(e["method"] == "POST" and e["path"] == "/enqueue" and e["status"] == 202 for e in access)
-    about_jobs = [e for entries in lines.values() for e in entries if "job_id" in e]
+    about_jobs = [
+        e for entries in lines.values() for e in entries if "job_id" in e and e["logger"] != "gunicorn.access"
+    ]
     assert about_jobs and all(e.get("customer_id") == "acme" and e.get("stage") for e in about_jobs)
     stages = {e["stage"] for e in about_jobs if e["job_id"] == job_id}
     assert {"fetch", "insert"} <= stages and any(stage.startswith("validate[") for stage in stages), stages
     # dramatiq's own master lines (booting, ...) are wrapped as JSON too
     assert any(e.get("logger") == "dramatiq.MainProcess" and "booting up" in e["message"] for e in lines["worker"])
     assert query(ops.customer_dsn, "SELECT count(*) FROM users WHERE job_id = %s", (job_id,)) == [(2,)]
+
+
+def test_the_access_line_of_every_request_about_a_job_names_the_job_and_its_customer(ops: Ops) -> None:
+    job_id = ops.enqueue("access.csv", USERS)
+    assert ops.wait(job_id)["status"] == "succeeded"
+    paths = [f"/jobs/{job_id}", f"/jobs/{job_id}/logs", f"/jobs/{job_id}/rejects", f"/jobs/{job_id}/rejects.csv"]
+    for path in paths:
+        assert ops.get(f"{ops.rest}{path}")[0] == 200, path
+    for action in ("replay", "undo", "cancel"):  # cancel of a finished job: 409, still about the job
+        request = urllib.request.Request(
+            f"{ops.rest}/jobs/{job_id}/{action}", data=b"{}", headers={"Authorization": f"Bearer {TOKEN}"}
+        )
+        try:
+            urllib.request.urlopen(request, timeout=30).close()
+        except urllib.error.HTTPError as exc:
+            assert exc.code == 409, (action, exc.code)
+    unknown = "00000000-0000-0000-0000-000000000000"
+    assert ops.get(f"{ops.rest}/jobs/{unknown}")[0] == 404
+    assert ops.get(f"{ops.rest}/jobs?customer_id=acme")[0] == 200
+    deadline = time.monotonic() + 10
+    while True:
+        access = [
+            json.loads(line) for line in (ops.logs / "rest.out").read_text().splitlines() if '"gunicorn.access"' in line
+        ]
+        mine = {(e["method"], e["path"]): e for e in access if job_id in e["path"] or unknown in e["path"]}
+        if len(mine) >= len(paths) + 4 or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    for path in [*paths, *(f"/jobs/{job_id}/{action}" for action in ("replay", "undo", "cancel"))]:
+        method = "GET" if path in paths else "POST"
+        entry = mine[(method, path)]
+        assert (entry.get("job_id"), entry.get("customer_id")) == (job_id, "acme"), entry
+    assert "job_id" not in mine[("GET", f"/jobs/{unknown}")]  # a job nobody may see is about no job
+    listing = [e for e in access if e["path"] == "/jobs" and e["method"] == "GET"]
+    assert listing and all("job_id" not in e for e in listing)
+    enqueued = [e for e in access if e["path"] == "/enqueue" and e["status"] == 202]
+    assert enqueued and all(e.get("customer_id") == "acme" and e.get("job_id") for e in enqueued)
