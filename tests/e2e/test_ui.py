@@ -23,6 +23,7 @@ from selenium import webdriver
 from selenium.common.exceptions import StaleElementReferenceException, TimeoutException
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
+from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.support import expected_conditions
 from selenium.webdriver.support.ui import WebDriverWait
 
@@ -347,4 +348,52 @@ def test_a_running_job_can_be_cancelled_from_the_page(browser: webdriver.Chrome,
     browser.execute_script("arguments[0].disabled = false; arguments[0].click()", button(browser, "Undo"))
     wait(browser, lambda d: "undo refused (409)" in d.find_element(By.ID, "action-msg").text)
     assert answer["error"]["message"] in browser.find_element(By.ID, "action-msg").text
+    assert page_errors(browser) == []
+
+
+def filter_to(driver: webdriver.Chrome, text: str) -> None:
+    """Type text into the jobs filter box (replacing what it held)."""
+    box = driver.find_element(By.ID, "filter")
+    box.send_keys(Keys.CONTROL, "a")  # typed over, as a person does (clear() fires no input event)
+    box.send_keys(text or Keys.BACKSPACE)
+
+
+def listed(driver: webdriver.Chrome) -> list[str]:
+    """The job ids of the rows the table shows, top to bottom."""
+    return list(
+        driver.execute_script("return [...document.querySelectorAll('#jobs tbody tr')].map(r => r.dataset.jobId)")
+    )
+
+
+def test_the_list_shows_short_ids_and_finds_a_job_by_id_prefix_or_file_name(
+    browser: webdriver.Chrome, base_url: str, stack: Stack
+) -> None:
+    first = enqueue(base_url, "tok-globex", "globex", stack.blob("globex", "roster-north.csv"))
+    second = enqueue(base_url, "tok-globex", "globex", stack.blob("globex", "roster-south.csv"))
+    for job_id in (first, second):
+        wait_final(base_url, "tok-globex", job_id)
+    # 49 later jobs push `first` (not `second`) out of the 50 most recent the page lists.
+    later = [enqueue(base_url, "tok-globex", "globex", stack.blob("globex", f"later-{n}.csv")) for n in range(49)]
+    wait_final(base_url, "tok-globex", later[-1])
+
+    open_page(browser, base_url, "tok-globex")
+    wait(browser, lambda d: row_state(d, second))
+    row = browser.find_element(By.CSS_SELECTOR, f'tr[data-job-id="{second}"]')
+    assert row.find_elements(By.TAG_NAME, "td")[0].text == second[:8]
+    assert first not in listed(browser)
+
+    filter_to(browser, second[:8])
+    wait(browser, lambda d: listed(d) == [second])
+    filter_to(browser, "SOUTH")  # part of a file name, any case
+    wait(browser, lambda d: listed(d) == [second])
+    filter_to(browser, first[:8])  # a prefix of a job the page has not loaded: it says what to do
+    wait(browser, lambda d: listed(d) == [] and "paste the whole id" in d.find_element(By.ID, "filter-msg").text)
+    filter_to(browser, first)  # the whole id: looked up, shown and selectable
+    wait(browser, lambda d: listed(d) == [first])
+    select_job(browser, first)
+    assert "roster-north.csv" in browser.find_element(By.ID, "detail").text
+    filter_to(browser, "00000000-0000-0000-0000-000000000000")
+    wait(browser, lambda d: listed(d) == [] and "no such job" in d.find_element(By.ID, "filter-msg").text)
+    filter_to(browser, "")
+    wait(browser, lambda d: len(listed(d)) == 50)
     assert page_errors(browser) == []
