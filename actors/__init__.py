@@ -17,6 +17,7 @@ import psycopg2
 from dramatiq.middleware import Middleware
 
 from actors.broker import RecoverySweep, make_broker
+from actors.deliveries import Deliveries, is_delivery_worker
 from actors.metrics import worker_metrics
 from service import control, logs, pipeline, webhooks
 from service.config import Config, load_config
@@ -25,6 +26,7 @@ from service.errors import ConfigError, ImportServiceError, Retryable
 from service.jobs import JobStore, migrate
 from service.messages import CHUNKS_QUEUE, JOBS_QUEUE, dispatch
 from service.products import ProductRegistry
+from service.wire import WEBHOOKS_QUEUE
 
 log = logging.getLogger(__name__)
 
@@ -155,12 +157,13 @@ def import_discard(job_id: str) -> None:
     pipeline.discard_cancelled(services(), job_id)
 
 
-@dramatiq.actor(actor_name=webhooks.DELIVER, queue_name=JOBS_QUEUE, time_limit=120_000, **RETRY)
+@dramatiq.actor(actor_name=webhooks.DELIVER, queue_name=WEBHOOKS_QUEUE, time_limit=120_000, **RETRY)
 def deliver_webhook(job_id: str, status: str, attempt: int = 1, first_at: float | None = None) -> None:
     """POST the ended job's view to its callback_url; log the attempt, queue the next one if it failed.
 
-    An attempt holds its thread at most webhooks.TIMEOUT_SECONDS; the retries (backoff up to
-    an hour, for webhook_give_up_seconds) are delayed messages, not a sleeping thread. Raising
+    It runs on the webhook threads (actors.deliveries), never on those of the stages. An
+    attempt holds its thread at most webhooks.TIMEOUT_SECONDS; the retries (backoff up to an
+    hour, for webhook_give_up_seconds) are delayed messages, not a sleeping thread. Raising
     here (the app DB is down) retries the same attempt under RETRY."""
     webhooks.deliver(services().jobs, CONFIG, job_id, status, attempt, first_at)
 
@@ -200,6 +203,8 @@ class WorkerConcurrency(Middleware):
     """`dramatiq actors` runs WORKER_CONCURRENCY threads per process (SPEC section 4)."""
 
     def before_worker_boot(self, broker: dramatiq.Broker, worker: Any) -> None:
+        if is_delivery_worker(worker):
+            return  # its threads are webhook_concurrency (actors.deliveries)
         worker.worker_threads = CONFIG.worker_concurrency
         # A delayed message (a retry's eta: webhooks wait up to an hour) stays claimed, with
         # its advisory lock, in the process that fetched it; Dramatiq's default of 1000 per
@@ -210,4 +215,5 @@ class WorkerConcurrency(Middleware):
 
 broker.add_middleware(FailJobOnDeadLetter())
 broker.add_middleware(WorkerConcurrency())
+broker.add_middleware(Deliveries(WEBHOOKS_QUEUE, CONFIG.webhook_concurrency, DELAY_PREFETCH))
 logging.getLogger("dramatiq_pg").setLevel(logging.WARNING)

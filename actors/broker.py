@@ -22,6 +22,7 @@ from dramatiq_pg.broker import QUERIES, PostgresConsumer
 from dramatiq_pg.utils import raise_connection_error, tidy4json, transaction
 from psycopg2.extras import Json
 
+from actors.deliveries import is_delivery_worker
 from service.db import redact
 
 log = logging.getLogger(__name__)
@@ -117,10 +118,12 @@ class RecoverySweep(Middleware):
         self._stop = threading.Event()
 
     def after_worker_boot(self, broker: Any, worker: Any) -> None:
-        threading.Thread(target=self._loop, args=(broker,), name="recovery-sweep", daemon=True).start()
+        if not is_delivery_worker(worker):  # one sweep per process, for every queue
+            threading.Thread(target=self._loop, args=(broker,), name="recovery-sweep", daemon=True).start()
 
     def before_worker_shutdown(self, broker: Any, worker: Any) -> None:
-        self._stop.set()
+        if not is_delivery_worker(worker):
+            self._stop.set()
 
     def _loop(self, broker: Any) -> None:
         # Jitter, so that many worker processes do not sweep in step.

@@ -63,6 +63,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("worker_metrics_addr", "WORKER_METRICS_ADDR", "str", "127.0.0.1:9191"),
     Setting("webhook_backoff_seconds", "WEBHOOK_BACKOFF_SECONDS", "float", 30.0),
     Setting("webhook_give_up_seconds", "WEBHOOK_GIVE_UP_SECONDS", "float", 86_400.0),
+    Setting("webhook_concurrency", "WEBHOOK_CONCURRENCY", "int", 4),
 )
 LOG_FORMATS = ("text", "json")
 AUTH_MODES = ("on", "off")
@@ -131,6 +132,8 @@ class Config:
     # and how long after the first attempt a delivery is given up.
     webhook_backoff_seconds: float = 30.0
     webhook_give_up_seconds: float = 86_400.0
+    # Threads per worker process that POST webhooks, apart from the threads that run imports.
+    webhook_concurrency: int = 4
     customers: Mapping[str, str] = field(default_factory=dict)  # customer id -> DSN
     customer_settings: Mapping[str, CustomerSettings] = field(default_factory=dict)
     tokens: Mapping[str, tuple[str, ...]] = field(default_factory=dict)

@@ -3,6 +3,8 @@
 The first delivery message is written by JobStore in the transaction that sets the job's
 final status; each attempt writes one import_logs line and, after a failure, the next
 attempt's delayed message in one transaction. Delivery never changes the job's row.
+Deliveries have a queue and threads of their own (actors.deliveries), and connect only to
+addresses service.hosts checked (SPEC 16, private hosts).
 """
 
 from __future__ import annotations
@@ -22,8 +24,10 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlsplit
 
+from service import hosts
 from service.config import Config, CustomerSettings
-from service.wire import JOBS_QUEUE, delay_queue, encode
+from service.hosts import Resolver
+from service.wire import WEBHOOKS_QUEUE, delay_queue, encode
 
 if TYPE_CHECKING:
     from service.jobs import JobStore
@@ -31,8 +35,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 DELIVER = "deliver_webhook"  # the actor's name: stable, queued messages store it
-# No queue of its own: each queue costs every worker process 4 Postgres connections.
-QUEUE = JOBS_QUEUE
+QUEUE = WEBHOOKS_QUEUE
 DELAY_QUEUE = delay_queue(QUEUE)
 TIMEOUT_SECONDS = 10.0  # connect, send and answer, all together
 MAX_BACKOFF_SECONDS = 3600.0
@@ -79,8 +82,14 @@ def under_prefixes(url: str, prefixes: Sequence[str]) -> bool:
     return False
 
 
-def refusal(url: str, customer_id: str, settings: CustomerSettings | None) -> str | None:
-    """Why this customer may not use `url` as callback_url, or None when it may."""
+def refusal(
+    url: str, customer_id: str, settings: CustomerSettings | None, resolve: Resolver | None = hosts.system_resolve
+) -> str | None:
+    """Why this customer may not use `url` as callback_url, or None when it may.
+
+    Its host must be public (unless the customer's allow_private_hosts): an address in any
+    spelling is judged as is; a name is resolved with `resolve`, for at most
+    hosts.RESOLVE_TIMEOUT_SECONDS (None: not resolved here, as every connection checks it)."""
     problem = url_problem(url)
     if problem is not None:
         return f"option callback_url {problem}"
@@ -91,7 +100,21 @@ def refusal(url: str, customer_id: str, settings: CustomerSettings | None) -> st
     if not under_prefixes(url, settings.webhook_prefixes):
         allowed = ", ".join(settings.webhook_prefixes)
         return f"option callback_url must start with one of the customer's webhook_prefixes: {allowed}"
+    parts = urlsplit(url)
+    host, port = parts.hostname or "", parts.port or _default_port(parts.scheme)
+    lookup: Resolver = resolve if resolve is not None else _no_lookup
+    problem = hosts.enqueue_refusal(host, port, settings.allow_private_hosts, lookup)
+    if problem is not None:
+        return f"option callback_url: {problem} (unless the customer's allow_private_hosts is set)"
     return None
+
+
+def _no_lookup(host: str, port: int) -> list[str]:
+    return []
+
+
+def _default_port(scheme: str) -> int:
+    return 443 if scheme.lower() == "https" else 80
 
 
 def delivery_message(
@@ -126,8 +149,20 @@ class Outcome:
     what: str
 
 
-def post(url: str, body: bytes, headers: Mapping[str, str], timeout: float = TIMEOUT_SECONDS) -> Outcome:
+def post(
+    url: str,
+    body: bytes,
+    headers: Mapping[str, str],
+    timeout: float = TIMEOUT_SECONDS,
+    *,
+    allow_private: bool = False,
+    resolve: Resolver = hosts.system_resolve,
+) -> Outcome:
     """POST body to url, following no redirect; returns within `timeout` whatever the server does.
+
+    The host is resolved once with `resolve` and the connection goes to an address checked
+    there (service.hosts.connect), with the URL's name in the Host header and TLS's SNI and
+    certificate check; a host that is not public (unless allow_private) is a refused attempt.
 
     The request runs in a helper thread that this one waits for at most `timeout`: socket
     timeouts alone would let a server dribbling a byte every few seconds (or a slow DNS
@@ -135,7 +170,7 @@ def post(url: str, body: bytes, headers: Mapping[str, str], timeout: float = TIM
     shut down, which ends the helper's blocked read."""
     # The socket's own timeout is a little longer, so that the deadline is what ends a slow
     # answer (one outcome, one message), and the helper never outlives it by much.
-    request = _Request(url, body, headers, timeout + 1.0)
+    request = _Request(url, body, headers, timeout + 1.0, allow_private, resolve)
     helper = threading.Thread(target=request.run, name="webhook-post", daemon=True)
     helper.start()
     helper.join(timeout)
@@ -148,8 +183,11 @@ def post(url: str, body: bytes, headers: Mapping[str, str], timeout: float = TIM
 class _Request:
     """One POST, run by a helper thread; `abort` ends it from another thread."""
 
-    def __init__(self, url: str, body: bytes, headers: Mapping[str, str], timeout: float) -> None:
+    def __init__(
+        self, url: str, body: bytes, headers: Mapping[str, str], timeout: float, allow_private: bool, resolve: Resolver
+    ) -> None:
         self.url, self.body, self.headers, self.timeout = url, body, dict(headers), timeout
+        self.allow_private, self.resolve = allow_private, resolve
         self.outcome = Outcome(False, "not attempted")
         self._conn: http.client.HTTPConnection | None = None
         self._aborted = threading.Event()
@@ -157,13 +195,15 @@ class _Request:
     def run(self) -> None:
         try:
             self.outcome = self._post()
+        except hosts.HostRefused as exc:
+            self.outcome = Outcome(False, f"not connected: {exc}")
         except TimeoutError:
             self.outcome = Outcome(False, "timed out")
         except ssl.SSLError as exc:
             self.outcome = Outcome(False, f"TLS error: {exc.reason or type(exc).__name__}")
         except ConnectionRefusedError:
             self.outcome = Outcome(False, "connection refused")
-        except socket.gaierror:
+        except (socket.gaierror, UnicodeError):
             self.outcome = Outcome(False, "host name not found")
         except (OSError, http.client.HTTPException) as exc:
             reason = getattr(exc, "strerror", None) or type(exc).__name__
@@ -174,12 +214,18 @@ class _Request:
 
     def _post(self) -> Outcome:
         parts = urlsplit(self.url)
-        host, port = parts.hostname or "", parts.port
+        host, port = parts.hostname or "", parts.port or _default_port(parts.scheme)
         if parts.scheme.lower() == "https":
             context = ssl.create_default_context()
             self._conn = http.client.HTTPSConnection(host, port, timeout=self.timeout, context=context)
         else:
             self._conn = http.client.HTTPConnection(host, port, timeout=self.timeout)
+
+        def pinned(address: Any, timeout: Any = None, source_address: Any = None) -> socket.socket:
+            # http.client would resolve the name again here and connect to whatever it says now.
+            return hosts.connect(host, port, self.timeout, self.allow_private, self.resolve)
+
+        self._conn._create_connection = pinned  # type: ignore[attr-defined]
         self._conn.connect()
         if self._aborted.is_set():
             return Outcome(False, "aborted")
@@ -205,11 +251,17 @@ class _Request:
 
 
 def deliver(
-    jobs: JobStore, config: Config, job_id: str, status: str, attempt: int = 1, first_at: float | None = None
+    jobs: JobStore,
+    config: Config,
+    job_id: str,
+    status: str,
+    attempt: int = 1,
+    first_at: float | None = None,
+    resolve: Resolver = hosts.system_resolve,
 ) -> None:
     """Make one delivery attempt for the job's `status`; log it and, after a failure, queue
     the next attempt (exponential backoff) or give up once config.webhook_give_up_seconds
-    have passed since the first attempt."""
+    have passed since the first attempt. `resolve` resolves the host, once per attempt."""
     job = jobs.get(job_id)
     if job is None:
         log.info("job %s: webhook not sent: the job no longer exists", job_id)
@@ -220,7 +272,7 @@ def deliver(
         return
     url = str(job.options.get("callback_url") or "")
     settings = config.customer_settings.get(job.customer_id)
-    problem = refusal(url, job.customer_id, settings)
+    problem = refusal(url, job.customer_id, settings, resolve=None)  # the connection resolves and checks the name
     if problem is not None or settings is None or settings.webhook_secret is None:
         jobs.log(job_id, "error", f"webhook not sent: {problem or 'no webhook_secret'} (checked at delivery)")
         return
@@ -233,7 +285,7 @@ def deliver(
         "User-Agent": USER_AGENT,
         SIGNATURE_HEADER: sign(body, settings.webhook_secret),
     }
-    outcome = post(url, body, headers)
+    outcome = post(url, body, headers, allow_private=settings.allow_private_hosts, resolve=resolve)
     _record(jobs, config, job_id, status, attempt, first_at, outcome)
 
 

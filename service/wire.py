@@ -9,8 +9,12 @@ import time
 import uuid
 from typing import Any
 
-JOBS_QUEUE = "imports"  # job-level stages (fetch, parse, insert, undo, discard, replay) and webhooks
+JOBS_QUEUE = "imports"  # job-level stages: fetch, parse, insert, undo, discard, replay
 CHUNKS_QUEUE = "import_chunks"  # one message per chunk: validate
+# Webhook deliveries, run by threads of their own (actors.deliveries): a dead endpoint never
+# holds a thread that a stage needs. Each queue costs every worker process 4 app-DB connections.
+WEBHOOKS_QUEUE = "import_webhooks"
+QUEUES = (JOBS_QUEUE, CHUNKS_QUEUE, WEBHOOKS_QUEUE)  # every queue; a name is at most 43 characters
 
 
 def delay_queue(queue: str) -> str:

@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -28,9 +29,9 @@ from service.config import Config, load_customers
 from service.jobs import JobStore
 from service.messages import dispatch
 from service.products import ProductRegistry
-from service.requests import check_request, enqueue
+from service.requests import EnqueueRequest, check_request, enqueue
 from tests.conftest import Databases, http_server
-from tests.e2e.conftest import USERS_CSV, Stack, stop
+from tests.e2e.conftest import TOKENS, USERS_CSV, Stack, stop
 from tests.integration.conftest import pipeline_env, start_workers, stop_workers
 
 SECRET = "whsec-e2e-4b1f9a"
@@ -116,31 +117,40 @@ class Env:
     config: Config
 
 
-@pytest.fixture(scope="module")
-def env(databases: Databases, tmp_path_factory: pytest.TempPathFactory, receiver: Receiver) -> Iterator[Env]:
+# initech may call back only public hosts; each URL below passes its prefixes, so what refuses
+# it is the host alone.
+PRIVATE_HOSTS = ["127.0.0.1", "127.1", "localhost", "[::1]", "2130706433", "0x7f.1", "[::ffff:127.0.0.1]"]
+
+
+def start_env(
+    databases: Databases, tmp: Path, customers: dict[str, Any], threads: int = 2, **settings: str
+) -> Iterator[Env]:
+    """Databases for these customers (entries of the customer map, "dsn" filled in here), a
+    token file, one `dramatiq actors` process with this many threads, and a real gunicorn."""
     app = databases.create("app")
-    acme, globex = databases.create("acme"), databases.create("globex")
-    tmp = tmp_path_factory.mktemp("webhooks")
+    dsns = {name: databases.create(name) for name in customers}
     root = tmp / "blobs"
-    for customer in ("acme", "globex"):
-        (root / customer).mkdir(parents=True)
-    hooks = {"dsn": acme, "webhook_prefixes": [f"{receiver.base}/hooks/"], "webhook_secret": SECRET}
+    for name in customers:
+        (root / name).mkdir(parents=True)
     map_path = tmp / "customer_map.json"
-    map_path.write_text(json.dumps({"acme": hooks, "globex": globex}))
+    map_path.write_text(json.dumps({name: {**entry, "dsn": dsns[name]} for name, entry in customers.items()}))
+    (tmp / "tokens.json").write_text(json.dumps(TOKENS))
     variables = pipeline_env(
         app,
         map_path,
         root,
-        WORKER_CONCURRENCY="2",
+        API_TOKENS_PATH=str(tmp / "tokens.json"),
+        WORKER_CONCURRENCY=str(threads),
         WEBHOOK_BACKOFF_SECONDS=str(BACKOFF),
         WEBHOOK_GIVE_UP_SECONDS=str(GIVE_UP),
+        **settings,
     )
-    stack = Stack(variables, app, {"acme": acme, "globex": globex}, root, tmp)
-    workers = start_workers(variables)
+    stack = Stack(variables, app, dsns, root, tmp)
+    workers = start_workers(variables, threads=threads)
     try:
         _, base_url = stack.gunicorn()
-        customers, settings = load_customers(map_path)
-        config = Config(app_db_dsn=app, blob_root=root.resolve(), customers=customers, customer_settings=settings)
+        known, customer_settings = load_customers(map_path)
+        config = Config(app_db_dsn=app, blob_root=root.resolve(), customers=known, customer_settings=customer_settings)
         yield Env(stack, base_url, config)
     finally:
         stop_workers(workers)
@@ -148,11 +158,29 @@ def env(databases: Databases, tmp_path_factory: pytest.TempPathFactory, receiver
             stop(process)
 
 
+@pytest.fixture(scope="module")
+def env(databases: Databases, tmp_path_factory: pytest.TempPathFactory, receiver: Receiver) -> Iterator[Env]:
+    port = urlsplit(receiver.base).port
+    hooks = {"webhook_prefixes": [f"{receiver.base}/hooks/", f"http://localhost:{port}/hooks/"]}
+    customers = {
+        # The receiver is on 127.0.0.1: acme may call back private hosts.
+        "acme": {**hooks, "webhook_secret": SECRET, "allow_private_hosts": True},
+        "globex": {},
+        "initech": {
+            "webhook_prefixes": [f"http://{host}:{port}/hooks/" for host in PRIVATE_HOSTS]
+            + ["http://169.254.169.254/hooks/"],
+            "webhook_secret": SECRET,
+        },
+    }
+    yield from start_env(databases, tmp_path_factory.mktemp("webhooks"), customers)
+
+
 def call(env: Env, method: str, path: str, body: Any = None) -> tuple[int, Any]:
     conn = http.client.HTTPConnection(urlsplit(env.base_url).netloc, timeout=30)
     try:
         data = json.dumps(body).encode() if body is not None else None
-        conn.request(method, path, body=data, headers={"Content-Type": "application/json"})
+        headers = {"Content-Type": "application/json", "Authorization": "Bearer tok-admin"}
+        conn.request(method, path, body=data, headers=headers)
         answer = conn.getresponse()
         return answer.status, json.loads(answer.read() or b"null")
     finally:
@@ -350,3 +378,55 @@ def test_a_bad_callback_url_is_answered_400_naming_the_option(
     status, answer = submit(env, url.replace("RECEIVER", receiver.base), customer=customer)
     assert status == 400
     assert answer["error"]["field"] == "options.callback_url" and rule in answer["error"]["message"]
+
+
+# -- private hosts (SPEC 16) ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "127.1", "localhost", "[::1]", "2130706433", "169.254.169.254"])
+def test_a_callback_to_a_private_host_in_any_spelling_is_answered_400_naming_the_option(
+    env: Env, receiver: Receiver, host: str
+) -> None:
+    port = "" if host == "169.254.169.254" else f":{urlsplit(receiver.base).port}"
+    status, answer = submit(env, f"http://{host}{port}/hooks/x", customer="initech")
+    assert status == 400, answer
+    assert answer["error"]["field"] == "options.callback_url"
+    message = answer["error"]["message"]
+    kind = "link-local" if host == "169.254.169.254" else "loopback"
+    assert f"host {host.strip('[]')} " in message and f"a {kind} address" in message, message
+
+
+def test_a_customer_with_allow_private_hosts_is_called_back_on_a_name_that_resolves_to_loopback(
+    env: Env, receiver: Receiver
+) -> None:
+    url = receiver.url("by-name").replace("127.0.0.1", "localhost")
+    view = run(env, url)
+    (hit,) = receiver.wait(url, 1)
+    assert verified(hit)["job_id"] == view["job_id"]
+    assert hit.headers["Host"] == urlsplit(url).netloc  # the name, though the socket went to 127.0.0.1
+    wait_lines(env, view["job_id"], "delivered")
+
+
+def test_a_name_that_resolves_to_loopback_at_delivery_is_never_connected_to_and_each_refusal_is_logged(
+    env: Env, receiver: Receiver
+) -> None:
+    # As if localhost had resolved to a public address when the job was enqueued (DNS
+    # rebinding): the job is written without the enqueue check, and the worker's own lookup
+    # at each attempt finds 127.0.0.1.
+    url = receiver.url("rebound").replace("127.0.0.1", "localhost")
+    path = env.stack.blob("initech", f"{uuid.uuid4().hex[:8]}.csv")
+    jobs = JobStore(env.stack.app_dsn, dispatch=dispatch, maxconn=1)
+    try:
+        job, _ = enqueue(EnqueueRequest("initech", "users", blob.uri_for(path), {"callback_url": url}), jobs)
+    finally:
+        jobs.close()
+    view = wait_status(env, job.id, ("succeeded",))
+    before = job_row(env, job.id)
+    lines = wait_lines(env, job.id, "given up")
+    attempts = lines[:-1]
+    assert len(attempts) >= 2 and all(level == "warning" for level, _ in attempts)
+    refused = "failed: not connected: host localhost resolves to a loopback address"
+    assert all(refused in message for _, message in attempts), attempts
+    assert lines[-1][0] == "error" and f"given up after {len(attempts)} attempt(s)" in lines[-1][1]
+    assert receiver.to(url) == []
+    assert job_row(env, job.id) == before and view["status"] == "succeeded"

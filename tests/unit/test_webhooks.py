@@ -24,6 +24,7 @@ from service import webhooks
 from service.config import Config, CustomerSettings
 from service.jobs import Job
 from service.messages import JOBS_QUEUE
+from service.wire import QUEUES, WEBHOOKS_QUEUE
 from tests.conftest import http_server
 
 SECRET = "s3cr3t-webhook-key"
@@ -82,15 +83,20 @@ def test_a_prefix_without_a_path_covers_only_its_own_host(url: str, allowed: boo
     assert webhooks.under_prefixes(url, prefixes) is allowed
 
 
+def public(host: str, port: int) -> list[str]:
+    """A resolver that answers a public address for every name (no DNS in unit tests)."""
+    return ["93.184.216.34"]
+
+
 def test_a_customer_needs_prefixes_and_a_secret_for_any_callback() -> None:
     url = "https://hooks.example.com/acme/x"
-    assert "no webhook_prefixes" in str(webhooks.refusal(url, "acme", None))
-    assert "no webhook_prefixes" in str(webhooks.refusal(url, "acme", CustomerSettings(webhook_secret=SECRET)))
+    assert "no webhook_prefixes" in str(webhooks.refusal(url, "acme", None, public))
+    assert "no webhook_prefixes" in str(webhooks.refusal(url, "acme", CustomerSettings(webhook_secret=SECRET), public))
     no_secret = CustomerSettings(webhook_prefixes=("https://hooks.example.com/acme/",))
-    assert "no webhook_secret" in str(webhooks.refusal(url, "acme", no_secret))
+    assert "no webhook_secret" in str(webhooks.refusal(url, "acme", no_secret, public))
     both = CustomerSettings(webhook_prefixes=("https://hooks.example.com/acme/",), webhook_secret=SECRET)
-    assert webhooks.refusal(url, "acme", both) is None
-    outside = webhooks.refusal("https://hooks.example.com/globex/x", "acme", both)
+    assert webhooks.refusal(url, "acme", both, public) is None
+    outside = webhooks.refusal("https://hooks.example.com/globex/x", "acme", both, public)
     assert outside is not None and "webhook_prefixes" in outside and SECRET not in outside
 
 
@@ -105,10 +111,10 @@ def test_the_signature_is_the_hmac_sha256_of_the_exact_body_bytes() -> None:
     assert json.loads(body) == {"job_id": JOB_ID, "status": "succeeded", "sent_at": "2024-05-01T12:00:00.000Z"}
 
 
-def test_the_first_delivery_message_is_what_dramatiq_would_encode_for_the_jobs_queue() -> None:
+def test_the_first_delivery_message_is_what_dramatiq_would_encode_for_the_webhook_queue() -> None:
     queue, message_id, encoded = webhooks.delivery_message(JOB_ID, "failed")
     decoded = dramatiq.Message(**encoded)
-    assert queue == webhooks.QUEUE == JOBS_QUEUE == decoded.queue_name
+    assert queue == webhooks.QUEUE == WEBHOOKS_QUEUE == decoded.queue_name != JOBS_QUEUE
     assert message_id == decoded.message_id and tidy4json(decoded) == encoded
     assert decoded.actor_name == "deliver_webhook" and list(decoded.args) == [JOB_ID, "failed", 1, None]
     assert "eta" not in decoded.options
@@ -118,9 +124,15 @@ def test_a_retry_goes_to_the_delay_queue_with_its_eta() -> None:
     before = int(time.time() * 1000)
     queue, _, encoded = webhooks.delivery_message(JOB_ID, "failed", 3, 1_700_000_000.5, delay_seconds=120)
     decoded = dramatiq.Message(**encoded)
-    assert queue == dq_name(JOBS_QUEUE) == decoded.queue_name
+    assert queue == dq_name(WEBHOOKS_QUEUE) == decoded.queue_name
     assert before + 120_000 <= decoded.options["eta"] <= time.time() * 1000 + 120_000
     assert list(decoded.args) == [JOB_ID, "failed", 3, 1_700_000_000.5]
+
+
+def test_every_queue_name_fits_dramatiq_pgs_notify_channel() -> None:
+    # dramatiq-pg notifies on `dramatiq.<queue>.DQ.enqueue`, at most 63 bytes.
+    assert WEBHOOKS_QUEUE in QUEUES and len(set(QUEUES)) == 3
+    assert all(len(f"dramatiq.{q}.DQ.enqueue".encode()) <= 63 for q in QUEUES)
 
 
 def test_the_backoff_doubles_from_its_base_and_stops_at_an_hour() -> None:
@@ -168,7 +180,9 @@ def receiver() -> Iterator[Receiver]:
 
 
 def test_a_2xx_is_delivered_with_the_body_and_headers_as_given(receiver: Receiver) -> None:
-    outcome = webhooks.post(receiver.url + "?k=1", b'{"a":1}', {"Content-Type": "application/json", "X-A": "b"})
+    outcome = webhooks.post(
+        receiver.url + "?k=1", b'{"a":1}', {"Content-Type": "application/json", "X-A": "b"}, allow_private=True
+    )
     assert outcome == webhooks.Outcome(True, "HTTP 200")
     path, headers, body = receiver.requests[0]
     assert (path, body, headers["X-A"], headers["Content-Type"]) == (
@@ -181,12 +195,14 @@ def test_a_2xx_is_delivered_with_the_body_and_headers_as_given(receiver: Receive
 
 def test_a_500_is_a_failed_attempt(receiver: Receiver) -> None:
     receiver.answers = [500]
-    assert webhooks.post(receiver.url, b"{}", {}) == webhooks.Outcome(False, "HTTP 500")
+    assert webhooks.post(receiver.url, b"{}", {}, allow_private=True) == webhooks.Outcome(False, "HTTP 500")
 
 
 def test_a_redirect_is_not_followed(receiver: Receiver) -> None:
     receiver.answers = [302]
-    assert webhooks.post(receiver.url, b"{}", {}) == webhooks.Outcome(False, "HTTP 302: redirect not followed")
+    assert webhooks.post(receiver.url, b"{}", {}, allow_private=True) == webhooks.Outcome(
+        False, "HTTP 302: redirect not followed"
+    )
     assert [path for path, _, _ in receiver.requests] == ["/hooks/acme"]
 
 
@@ -194,7 +210,7 @@ def test_a_refused_connection_is_a_failed_attempt() -> None:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    outcome = webhooks.post(f"http://127.0.0.1:{port}/x", b"{}", {})
+    outcome = webhooks.post(f"http://127.0.0.1:{port}/x", b"{}", {}, allow_private=True)
     assert outcome == webhooks.Outcome(False, "connection refused")
 
 
@@ -220,7 +236,9 @@ def test_a_server_dribbling_its_answer_cannot_hold_the_thread_past_the_deadline(
     threading.Thread(target=dribble, daemon=True).start()
     started = time.monotonic()
     try:
-        outcome = webhooks.post(f"http://127.0.0.1:{listener.getsockname()[1]}/x", b"{}", {}, timeout=1.5)
+        outcome = webhooks.post(
+            f"http://127.0.0.1:{listener.getsockname()[1]}/x", b"{}", {}, timeout=1.5, allow_private=True
+        )
     finally:
         stop.set()
         listener.close()
@@ -287,9 +305,15 @@ def a_job(url: str, status: str = "succeeded") -> Job:
     )
 
 
-def config_for(url: str, secret: str | None = SECRET, backoff: float = 30.0, give_up: float = 86_400.0) -> Config:
+def config_for(
+    url: str,
+    secret: str | None = SECRET,
+    backoff: float = 30.0,
+    give_up: float = 86_400.0,
+    allow_private: bool = True,  # the receiver is on 127.0.0.1
+) -> Config:
     prefix = url.rsplit("/", 1)[0] + "/"
-    settings = {"acme": CustomerSettings(webhook_prefixes=(prefix,), webhook_secret=secret)}
+    settings = {"acme": CustomerSettings((prefix,), secret, allow_private_hosts=allow_private)}
     return Config(customer_settings=settings, webhook_backoff_seconds=backoff, webhook_give_up_seconds=give_up)
 
 
@@ -341,3 +365,56 @@ def test_a_delivery_for_a_status_the_job_has_left_is_not_sent(receiver: Receiver
     webhooks.deliver(jobs, config_for(receiver.url), JOB_ID, "succeeded")  # type: ignore[arg-type]
     assert receiver.requests == [] and jobs.retries == []
     assert jobs.lines == [("info", "webhook for status succeeded not sent: the job is undone now")]
+
+
+# -- private hosts at delivery (SPEC 16; the rules: test_webhooks_private_hosts.py) ---------
+
+
+def name_url(receiver: Receiver) -> str:
+    """The receiver's URL with a name in place of 127.0.0.1 (the tests' resolvers map it)."""
+    return receiver.url.replace("127.0.0.1", "hooks.acme.test")
+
+
+def test_the_post_connects_to_the_checked_address_with_the_names_host_header(receiver: Receiver) -> None:
+    asked: list[str] = []
+
+    def resolve(name: str, port: int) -> list[str]:
+        asked.append(name)
+        return ["127.0.0.1"]
+
+    url = name_url(receiver)
+    outcome = webhooks.post(url, b"{}", {}, allow_private=True, resolve=resolve)
+    assert outcome == webhooks.Outcome(True, "HTTP 200")
+    _, headers, _ = receiver.requests[0]
+    assert headers["Host"] == url.split("/")[2] and asked == ["hooks.acme.test"]
+
+
+def test_a_name_that_rebinds_to_loopback_after_enqueue_is_refused_at_delivery_and_logged(receiver: Receiver) -> None:
+    # DNS rebinding: public when the request is checked, loopback when the worker connects.
+    answers = iter([["93.184.216.34"], ["127.0.0.1"]])
+    asked: list[str] = []
+
+    def rebinding(name: str, port: int) -> list[str]:
+        asked.append(name)
+        return next(answers)
+
+    url = name_url(receiver)
+    config = config_for(url, allow_private=False)
+    assert webhooks.refusal(url, "acme", config.customer_settings["acme"], rebinding) is None
+    jobs = Recorder(a_job(url))
+    webhooks.deliver(jobs, config, JOB_ID, "succeeded", resolve=rebinding)  # type: ignore[arg-type]
+    assert receiver.requests == [] and len(asked) == 2  # one lookup per check, none behind our back
+    ((level, line),) = jobs.lines
+    assert level == "warning" and line.startswith(
+        "webhook attempt 1 failed: not connected: host hooks.acme.test resolves to a loopback address"
+    )
+    assert line.endswith("next attempt in 30 s") and len(jobs.retries) == 1  # retried like any failure
+
+
+def test_a_literal_private_callback_refused_at_delivery_is_an_error_line_and_not_sent(receiver: Receiver) -> None:
+    # allow_private_hosts was removed from the config after the job was enqueued.
+    jobs = Recorder(a_job(receiver.url))
+    webhooks.deliver(jobs, config_for(receiver.url, allow_private=False), JOB_ID, "succeeded")  # type: ignore[arg-type]
+    assert receiver.requests == [] and jobs.retries == []
+    ((level, line),) = jobs.lines
+    assert level == "error" and "host 127.0.0.1 is a loopback address" in line and "checked at delivery" in line
