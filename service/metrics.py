@@ -30,6 +30,7 @@ from prometheus_client.registry import Collector
 from service.api import Unauthenticated
 from service.db import describe
 from service.jobs import JobStore
+from service.wire import QUEUES, delay_queue
 
 log = logging.getLogger(__name__)
 
@@ -151,12 +152,31 @@ class AppDbMetrics(Collector):
             "Age of the oldest message waiting (state queued) in each queue, from its enqueue time.",
             labels=["queue"],
         )
-        for row in queues:
-            depth.add_metric([row["queue_name"], row["state"]], row["messages"])
-            if row["state"] == "queued":
-                oldest.add_metric([row["queue_name"]], max(0.0, float(row["oldest_age"] or 0.0)))
+        for name, state, messages, age in _queue_samples(queues):
+            depth.add_metric([name, state], messages)
+            if state == "queued":
+                oldest.add_metric([name], age)
         yield depth
         yield oldest
+
+
+QUEUE_STATES = ("queued", "consumed")
+
+
+def _queue_samples(rows: list[dict[str, Any]]) -> list[tuple[str, str, int, float]]:
+    """(queue, state, messages, oldest age) for every queue the service declares and its delay
+    queue, 0 when empty, so that alerts and dashboards never see a gap (SPEC 16); a queue found
+    in the table that the service does not declare is shown too."""
+    found = {(row["queue_name"], row["state"]): row for row in rows}
+    names = {q for queue in QUEUES for q in (queue, delay_queue(queue))} | {row["queue_name"] for row in rows}
+    samples = []
+    for name in sorted(names):
+        for state in QUEUE_STATES:
+            row = found.get((name, state))
+            messages = int(row["messages"]) if row else 0
+            age = max(0.0, float(row["oldest_age"] or 0.0)) if row else 0.0
+            samples.append((name, state, messages, age))
+    return samples
 
 
 def _job_families(rows: list[dict[str, Any]]) -> Iterator[Metric]:

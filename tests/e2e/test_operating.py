@@ -26,6 +26,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from service import blob
 from service.generated import importer_pb2_grpc
 from service.jobs import migrate
+from service.wire import QUEUES, WEBHOOKS_QUEUE, delay_queue
 from tests.conftest import ROOT, Databases, query, until
 from tests.e2e.conftest import free_port, stop, wait_for_port
 from tests.integration.conftest import pipeline_env
@@ -190,6 +191,18 @@ def test_metrics_count_a_known_import_http_requests_and_the_queues(ops: Ops) -> 
         v for (name, labels), v in after.items() if name == "import_queue_messages" and ("state", "queued") in labels
     ]
     assert all(v >= 0 for v in queued)
+
+
+def test_every_queue_has_a_depth_and_an_age_sample_even_when_empty(ops: Ops) -> None:
+    status, text = ops.get(f"{ops.rest}/metrics", token=None)
+    page = samples(text)
+    assert status == 200 and value(page, "import_app_db_up") == 1.0
+    for queue in (q for name in QUEUES for q in (name, delay_queue(name))):
+        for state in ("queued", "consumed"):
+            assert ("import_queue_messages", (("queue", queue), ("state", state))) in page, (queue, state)
+        assert ("import_queue_oldest_message_age_seconds", (("queue", queue),)) in page, queue
+    # nothing ever went through the webhooks queue here: its samples are 0, not missing
+    assert value(page, "import_queue_messages", queue=WEBHOOKS_QUEUE, state="queued") == 0
 
 
 def test_a_big_files_chunks_waiting_for_their_turn_are_the_backlog_gauge(ops: Ops) -> None:
