@@ -102,8 +102,10 @@ def main(argv: list[str] | None = None) -> int:
 
 def _dispatch(args: dict[str, Any]) -> int:
     if args["token"]:
-        token, line = new_token(args["--customer"])
-        print(f"token: {token}\nadd this entry to the token file (API_TOKENS_PATH), then restart the servers:\n  {line}")
+        token, entry = new_token(args["--customer"])
+        print(
+            f"token: {token}\nadd this entry to the token file (API_TOKENS_PATH), then restart the servers:\n  {entry}"
+        )
         return EXIT_OK
     config = load_config()
     logs.configure(config.log_format, logging.WARNING)
@@ -174,8 +176,10 @@ def _replay(args: dict[str, Any], config: Config, dsn: str) -> int:
 
     JobConflict (not ended, no rejects) and JobNotFound exit 1 in main."""
     with _operator_api(config, dsn) as api:
-        job = api.replay(OPERATOR, args["JOB"])
+        job, created = api.replay_job(OPERATOR, args["JOB"])
         print(job.id, flush=True)  # before a long wait: a script reading stdout gets it at once
+        if not created:  # asked twice: the replay that is queued, running or succeeded, not a new one
+            print(f"importctl: job {args['JOB']} is replayed already, by job {job.id} ({job.status})", file=sys.stderr)
         if not args["--wait"]:
             return EXIT_OK
         job = wait_for(job.id, api.jobs)

@@ -97,7 +97,7 @@ def _access_fields(atoms: dict[str, Any]) -> dict[str, Any]:
     fields: dict[str, Any] = {"method": atoms.get("m"), "path": atoms.get("U"), "status": _number(atoms.get("s"))}
     fields["bytes"] = _number(atoms.get("B"))
     for key, name in zip(ACCESS_JOB_KEYS, ("job_id", "customer_id"), strict=True):
-        value = atoms.get("{%s}e" % key)  # gunicorn's atom of a WSGI environ key
+        value = atoms.get(f"{{{key}}}e")  # gunicorn's atom of a WSGI environ key
         if isinstance(value, str) and value != "-":
             fields[name] = value
     duration = _number(atoms.get("D"))  # microseconds
