@@ -2,20 +2,23 @@
 
 `python -m service.grpc_server` serves on GRPC_ADDR until SIGTERM or SIGINT. The servicer only
 translates: parse the request, call `edge.api`, build the reply; service errors become status codes.
+The server runs on asyncio: unary calls run in a pool of UNARY_THREADS threads, health and
+reflection on the event loop, and the streams (service.grpc_streams) hold no thread while open.
 """
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import logging
 import signal
 import sys
 import threading
 import traceback
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent import futures
+from contextlib import aclosing
 from dataclasses import dataclass
-from types import FrameType
 from typing import Any, TypeVar
 
 import grpc
@@ -30,6 +33,8 @@ from service.api import Access, Api, JobNotFound, PermissionDenied, Unauthentica
 from service.db import describe, redact
 from service.errors import BlobUnavailable, ConfigError, CustomerDBUnavailable, JobConflict, RequestRefused
 from service.generated import importer_pb2, importer_pb2_grpc
+from service.grpc_streams import COUNTS, MAX_CUSTOMER_STREAMS, STREAM_THREADS, Refused, Streams
+from service.grpc_streams import PROGRESS as PROGRESS  # what a watcher is told about (tests use it)
 from service.jobs import IdempotencyConflict, Job
 from service.rejects import Reject
 from service.wiring import Edge, build_edge
@@ -37,28 +42,16 @@ from service.wiring import Edge, build_edge
 log = logging.getLogger(__name__)
 
 SERVICE_NAME = importer_pb2.DESCRIPTOR.services_by_name["Importer"].full_name
-# Every call holds a pool thread for as long as it lasts, and a WatchJob stream lasts until its
-# job ends: so at most MAX_WATCHES of the MAX_WORKERS threads may watch, and the rest stay free
-# for unary calls. The app-DB pool gets one connection per thread (see main).
-MAX_WORKERS = 16
-MAX_WATCHES = 12
+# A unary call holds one of these threads while it runs; streams never do. The app-DB pool
+# keeps one connection per unary and stream thread (see _start).
+UNARY_THREADS = 16
+# The most WatchJob/ListRejects streams on one customer's jobs (grpc_streams has the caps).
+MAX_WATCHES = MAX_CUSTOMER_STREAMS
 MAX_MESSAGE_BYTES = 1024 * 1024
 MAX_DETAILS = 500
-POLL_SECONDS = 0.2
 GRACE_SECONDS = 10.0
 EXIT_OK, EXIT_CONFIG = 0, 2
-COUNTS = (
-    "rows_total",
-    "rows_valid",
-    "rows_invalid",
-    "rows_inserted",
-    "rows_updated",
-    "rows_unchanged",
-    "rows_duplicate",
-    "rows_deleted",
-)
 TIMES = ("created_at", "started_at", "finished_at", "undone_at")
-PROGRESS = ("status", *COUNTS, "chunks_done", "chunks_total")
 ERROR_CODES: tuple[tuple[type[Exception], grpc.StatusCode], ...] = (
     (Unauthenticated, grpc.StatusCode.UNAUTHENTICATED),
     (PermissionDenied, grpc.StatusCode.PERMISSION_DENIED),
@@ -68,14 +61,7 @@ ERROR_CODES: tuple[tuple[type[Exception], grpc.StatusCode], ...] = (
 )
 
 Method = TypeVar("Method", bound=Callable[..., Any])
-
-
-class Refused(Exception):
-    """A refusal with its own status code (too many watches, shutting down)."""
-
-    def __init__(self, code: grpc.StatusCode, message: str) -> None:
-        super().__init__(message)
-        self.code = code
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -85,12 +71,12 @@ class Undecodable:
     reason: str
 
 
-class LenientDecoding(grpc.ServerInterceptor):
+class LenientDecoding(grpc.aio.ServerInterceptor):
     """Hand Importer methods an Undecodable instead of letting grpc answer INTERNAL for bad bytes."""
 
-    def intercept_service(self, continuation: Callable[..., Any], details: grpc.HandlerCallDetails) -> Any:
+    async def intercept_service(self, continuation: Callable[..., Any], details: grpc.HandlerCallDetails) -> Any:
         """Wrap the request deserializer of importer.Importer methods."""
-        handler = continuation(details)
+        handler = await continuation(details)
         method = getattr(details, "method", "")
         if handler is None or handler.request_deserializer is None or not method.startswith(f"/{SERVICE_NAME}/"):
             return handler
@@ -149,7 +135,7 @@ def _check_decoded(request: Any) -> None:
 
 
 def unary(method: Method) -> Method:
-    """Turn the exceptions of a unary handler into status codes."""
+    """Turn the exceptions of a unary handler into status codes (it runs in a unary thread)."""
 
     @functools.wraps(method)
     def handle(self: Any, request: Any, context: grpc.ServicerContext) -> Any:
@@ -164,17 +150,22 @@ def unary(method: Method) -> Method:
 
 
 def streaming(method: Method) -> Method:
-    """Turn the exceptions of a response-streaming handler into status codes."""
+    """Turn the exceptions of a response-streaming coroutine (it writes to the context) into status codes."""
 
     @functools.wraps(method)
-    def handle(self: Any, request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
+    async def handle(self: Any, request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> None:
         try:
             _check_decoded(request)
-            yield from method(self, request, context)
+            await method(self, request, context)
             return
-        except Exception as exc:  # GeneratorExit (client gone) is not an Exception: it passes
+        except grpc.aio.BaseError as exc:  # a write to a call that has ended (cancelled, past its deadline)
+            log.debug("%s: the call ended before its stream: %r", method.__name__, exc)
+            return
+        except Exception as exc:  # CancelledError (client gone) is not an Exception: it passes
+            if context.done():
+                return  # the call ended under us: nobody to tell
             code, message = status_for(exc)
-        context.abort(code, message)
+        await context.abort(code, message)
 
     return handle  # type: ignore[return-value]
 
@@ -221,20 +212,14 @@ def reject_message(reject: Reject, record: dict[str, str]) -> importer_pb2.Rejec
     return message
 
 
-def _progress(job: Job) -> tuple[Any, ...]:
-    """What a watcher is told about when it changes."""
-    return tuple(getattr(job, name) for name in PROGRESS)
-
-
 class ImporterServicer(importer_pb2_grpc.ImporterServicer):
-    """importer.Importer: every call authenticates, then asks the Api."""
+    """importer.Importer: every call authenticates, then asks the Api (streams through `streams`)."""
 
-    def __init__(self, api: Api, stopping: threading.Event) -> None:
+    def __init__(self, api: Api, streams: Streams | None = None) -> None:
         self._api = api
-        self._stopping = stopping
-        self._watch_slots = threading.BoundedSemaphore(MAX_WATCHES)
+        self._streams = streams or Streams(api)
 
-    def _access(self, context: grpc.ServicerContext) -> Access:
+    def _access(self, context: grpc.ServicerContext | grpc.aio.ServicerContext[Any, Any]) -> Access:
         """The caller's Access from the `authorization` metadata."""
         metadata = {key: value for key, value in context.invocation_metadata()}
         value = metadata.get("authorization")
@@ -276,125 +261,136 @@ class ImporterServicer(importer_pb2_grpc.ImporterServicer):
         return job_message(self._api.replay(self._access(context), request.job_id))
 
     @streaming
-    def ListRejects(
-        self, request: importer_pb2.ListRejectsRequest, context: grpc.ServicerContext
-    ) -> Iterator[importer_pb2.Reject]:
+    async def ListRejects(
+        self, request: importer_pb2.ListRejectsRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> None:
         """The job's rejected rows after `after`, in source_row order, at most `limit` (0: 100)."""
         access = self._access(context)
-        for reject, record in self._api.rejects_stream(access, request.job_id, request.after, request.limit):
-            yield reject_message(reject, record)
+        async with aclosing(self._streams.rejects(access, request.job_id, request.after, request.limit)) as rows:
+            async for reject, record in rows:
+                await context.write(reject_message(reject, record))
 
     @streaming
-    def WatchJob(
-        self, request: importer_pb2.GetJobRequest, context: grpc.ServicerContext
-    ) -> Iterator[importer_pb2.Job]:
+    async def WatchJob(self, request: importer_pb2.GetJobRequest, context: grpc.aio.ServicerContext[Any, Any]) -> None:
         """The job now, then on each change of status or counts, ending after the final status."""
         access = self._access(context)
-        job = self._api.job(access, request.job_id)
-        if not self._watch_slots.acquire(blocking=False):
-            raise Refused(grpc.StatusCode.RESOURCE_EXHAUSTED, "too many jobs are being watched; poll GetJob")
-        try:
-            yield from self._follow(access, job, context)
-        finally:
-            self._watch_slots.release()
+        async with aclosing(self._streams.watch(access, request.job_id)) as jobs:
+            async for job in jobs:
+                await context.write(job_message(job))
 
-    def _follow(self, access: Access, job: Job, context: grpc.ServicerContext) -> Iterator[importer_pb2.Job]:
-        """Poll the job row and yield each change until the job ends or the client leaves."""
-        yield job_message(job)
-        seen = _progress(job)
-        while not job.finished:
-            if self._stopping.wait(POLL_SECONDS):
-                raise Refused(grpc.StatusCode.UNAVAILABLE, "the server is shutting down; call WatchJob again")
-            if not context.is_active():
-                return
-            job = self._api.job(access, job.id)
-            if _progress(job) != seen:
-                seen = _progress(job)
-                yield job_message(job)
+
+class UnaryThreads(futures.ThreadPoolExecutor):
+    """The threads of the unary calls, counting the calls queued or running (streams give way to them)."""
+
+    def __init__(self, threads: int = UNARY_THREADS) -> None:
+        super().__init__(max_workers=threads, thread_name_prefix="grpc")
+        self._count = threading.Lock()
+        self._pending = 0
+
+    @property
+    def busy(self) -> bool:
+        """Whether a unary call is queued or running."""
+        return self._pending > 0
+
+    def submit(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> futures.Future[T]:
+        """Run fn(*args, **kwargs) in a thread, counted while pending."""
+
+        def counted() -> T:
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                self._add(-1)
+
+        self._add(1)
+        try:
+            return super().submit(counted)
+        except BaseException:
+            self._add(-1)  # refused (shut down): it will never run
+            raise
+
+    def _add(self, step: int) -> None:
+        with self._count:
+            self._pending += step
 
 
 @dataclass(frozen=True)
 class Served:
     """A bound (not yet started) server and what a graceful stop needs."""
 
-    server: grpc.Server
+    server: grpc.aio.Server
     port: int
-    health: health.HealthServicer
-    stopping: threading.Event
+    health: health.aio.HealthServicer
+    streams: Streams
+    unary_threads: UnaryThreads
 
-    def shutdown(self, grace: float = GRACE_SECONDS) -> None:
+    async def shutdown(self, grace: float = GRACE_SECONDS) -> None:
         """Report NOT_SERVING, refuse new calls, end watches, let other calls finish."""
-        self.health.enter_graceful_shutdown()
-        stopped = self.server.stop(grace)
-        self.stopping.set()
-        stopped.wait()
+        await self.health.enter_graceful_shutdown()
+        stopped = asyncio.ensure_future(self.server.stop(grace))
+        await asyncio.sleep(0)  # the stop has begun: new calls are refused from here on
+        self.streams.stop()
+        await stopped
+        self.streams.close()
+        self.unary_threads.shutdown(wait=False, cancel_futures=True)
 
 
-def serve(edge: Edge, address: str) -> Served:
-    """Build the server with Importer, health and reflection, bound to address."""
-    server = grpc.server(
-        futures.ThreadPoolExecutor(max_workers=MAX_WORKERS, thread_name_prefix="grpc"),
+async def serve(edge: Edge, address: str) -> Served:
+    """Build the server with Importer, health and reflection, bound to address (inside the event loop)."""
+    unary_threads = UnaryThreads()
+    server = grpc.aio.server(
+        migration_thread_pool=unary_threads,  # runs the servicer's plain (non-async) methods
         interceptors=(LenientDecoding(),),
         # so_reuseport off: a port another process holds is an error, not a shared port.
         options=(("grpc.max_receive_message_length", MAX_MESSAGE_BYTES), ("grpc.so_reuseport", 0)),
     )
-    stopping = threading.Event()
-    importer_pb2_grpc.add_ImporterServicer_to_server(ImporterServicer(edge.api, stopping), server)
-    checker = health.HealthServicer()
+    streams = Streams(edge.api, give_way=lambda: unary_threads.busy)
+    importer_pb2_grpc.add_ImporterServicer_to_server(ImporterServicer(edge.api, streams), server)
+    checker = health.aio.HealthServicer()
     for name in ("", SERVICE_NAME):
-        checker.set(name, health_pb2.HealthCheckResponse.SERVING)
+        await checker.set(name, health_pb2.HealthCheckResponse.SERVING)
     health_pb2_grpc.add_HealthServicer_to_server(checker, server)
     reflection.enable_server_reflection((SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
     try:
         port = server.add_insecure_port(address)
     except RuntimeError as exc:
         raise ConfigError(f"GRPC_ADDR {address!r}: cannot listen there ({exc})") from None
-    return Served(server, port, checker, stopping)
+    return Served(server, port, checker, streams, unary_threads)
 
 
-def create_server(edge: Edge, address: str) -> grpc.Server:
-    """A bound, not yet started gRPC server for embedding and tests."""
-    return serve(edge, address).server
-
-
-def _stop_requested() -> threading.Event:
-    """An event set by the first SIGTERM or SIGINT."""
-    requested = threading.Event()
-
-    def handle(signum: int, frame: FrameType | None) -> None:
-        requested.set()
-
-    signal.signal(signal.SIGTERM, handle)
-    signal.signal(signal.SIGINT, handle)
-    return requested
-
-
-def _start() -> tuple[Edge, Served]:
+async def _start() -> tuple[Edge, Served]:
     """Read the configuration, reach the app DB, bind; ConfigError for anything wrong."""
-    edge = build_edge(maxconn=MAX_WORKERS)
+    edge = build_edge(maxconn=UNARY_THREADS + STREAM_THREADS)
     logs.configure(edge.config.log_format, edge.config.log_level)
-    return edge, serve(edge, edge.config.grpc_addr)
+    return edge, await serve(edge, edge.config.grpc_addr)
 
 
-def main() -> int:
+async def _serve_until_stopped() -> int:
     """Serve until SIGTERM/SIGINT, then stop gracefully; 2 for a bad configuration."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    stop = _stop_requested()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
     try:
-        edge, served = _start()
+        edge, served = await _start()
     except ConfigError as exc:
         print(f"grpc_server: configuration error: {exc}", file=sys.stderr)
         return EXIT_CONFIG
     except psycopg2.Error as exc:
         print(f"grpc_server: configuration error: cannot use the app database: {describe(exc)}", file=sys.stderr)
         return EXIT_CONFIG
-    served.server.start()
+    await served.server.start()
     log.info("serving importer.Importer, health and reflection on %s", edge.config.grpc_addr)
-    stop.wait()
+    await stop.wait()
     log.info("stopping: finishing in-flight calls (up to %.0f s)", GRACE_SECONDS)
-    served.shutdown()
+    await served.shutdown()
     edge.api.jobs.close()
     return EXIT_OK
+
+
+def main() -> int:
+    """Serve until SIGTERM/SIGINT, then stop gracefully; 2 for a bad configuration."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    return asyncio.run(_serve_until_stopped())
 
 
 if __name__ == "__main__":
