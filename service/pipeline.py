@@ -67,7 +67,14 @@ class Services:
     def limits(self) -> formats.Limits:
         """File limits from the configuration."""
         c = self.config
-        return formats.Limits(c.max_file_bytes, c.max_field_bytes, c.max_record_bytes, c.max_xlsx_bytes)
+        return formats.Limits(
+            max_file_bytes=c.max_file_bytes,
+            max_field_bytes=c.max_field_bytes,
+            max_record_bytes=c.max_record_bytes,
+            max_xlsx_bytes=c.max_xlsx_bytes,
+            max_columns=c.max_columns,
+            max_text_bytes=c.max_text_bytes,
+        )
 
 
 def run_stage(services: Services, stage: Callable[..., None], job_id: str) -> None:
@@ -251,11 +258,12 @@ def map_columns(product: Product, names: list[str]) -> tuple[list[str | None], l
     warnings = []
     # A rejects.csv coming back, fixed: its `errors` column is ours, not the customer's.
     unknown = [name for name in column_map.unknown if name.strip().casefold() != rejects.ERRORS_COLUMN]
+    # A header may have thousands of columns and long names: the lines name the first few.
     if unknown:
-        warnings.append("unknown column(s) ignored: " + ", ".join(unknown))
+        warnings.append("unknown column(s) ignored: " + formats.listed(unknown))
     if column_map.blank:
-        warnings.append("column(s) with a blank header ignored: " + ", ".join(map(str, column_map.blank)))
-    notes = [f"column {name!r} read as field {field} (an alias)" for name, field in column_map.aliases]
+        warnings.append("column(s) with a blank header ignored: " + formats.listed(map(str, column_map.blank)))
+    notes = [f"column {formats.clip(name)!r} read as field {field} (an alias)" for name, field in column_map.aliases]
     return list(column_map.fields), warnings, notes
 
 
@@ -299,8 +307,9 @@ def _plan_chunks(services: Services, job: Job, plan: dict[str, Any] | None, line
             pending, plan, lines = [], None, []
     unknown_keys = product.map_keys(keys)[1]
     if unknown_keys:
-        lines.append(("warning", "unknown key(s) ignored: " + ", ".join(sorted(unknown_keys))))
-    lines += [("info", f"key {key!r} read as field {field} (an alias)") for key, field in product.aliases_used(keys)]
+        lines.append(("warning", "unknown key(s) ignored: " + formats.listed(sorted(unknown_keys))))
+    aliases = product.aliases_used(keys)
+    lines += [("info", f"key {formats.clip(key)!r} read as field {field} (an alias)") for key, field in aliases]
     if not services.jobs.add_chunks(job.id, pending, plan=plan, lines=lines, total=planned, final_stage=INSERT):
         _stopped(store, job)
 

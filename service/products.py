@@ -534,7 +534,7 @@ class Product:
         blank: list[int] = []
         aliases: list[tuple[str, str]] = []
         seen: dict[str, int] = {}
-        taken: dict[str, tuple[int, str]] = {}  # field -> (position, name) of its column
+        taken: dict[str, tuple[int, str]] = {}  # field -> (position, name as shown) of its column
         for position, written in enumerate(names, start=1):
             # A spreadsheet header cell may be empty (None) or a number.
             name = ("" if written is None else str(written)).strip()
@@ -545,7 +545,7 @@ class Product:
             key = _header_key(name)
             first = seen.setdefault(key, position)
             if first != position:
-                raise FileRejected(f"duplicate column {name!r} (columns {first} and {position})", line=1)
+                raise FileRejected(f"duplicate column {show(name)} (columns {first} and {position})", line=1)
             field = self._by_key.get(key)
             fields.append(field)
             if field is None:
@@ -554,9 +554,9 @@ class Product:
             if field in taken:
                 other, other_name = taken[field]
                 raise FileRejected(
-                    f"columns {other_name!r} ({other}) and {name!r} ({position}) both map to field {field}", line=1
+                    f"columns {other_name} ({other}) and {show(name)} ({position}) both map to field {field}", line=1
                 )
-            taken[field] = (position, name)
+            taken[field] = (position, show(name))
             if key not in self._canonical:
                 aliases.append((name, field))
         self._require(fields)
@@ -584,7 +584,7 @@ class Product:
             if other != key:
                 # Sorted: a set of keys has no order, and the message must not vary between runs.
                 one, two = sorted((other, key))
-                raise FileRejected(f"keys {one!r} and {two!r} both map to field {field}")
+                raise FileRejected(f"keys {show(one)} and {show(two)} both map to field {field}")
             mapping[key] = field
         return mapping, unknown
 

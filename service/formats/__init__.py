@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, BinaryIO
 
 from service.errors import FileRejected
 from service.formats import delimited, kv, xlsx
+from service.formats.limits import clip, listed, text_error
 from service.formats.text import (
     ZIP_MAGIC,
     Cut,
@@ -32,10 +34,12 @@ __all__ = [
     "Header",
     "Limits",
     "Record",
+    "clip",
     "decode_records",
     "detect_format",
     "encode_records",
     "iter_records",
+    "listed",
     "read_header",
     "scan_chunks",
     "splittable",
@@ -113,9 +117,10 @@ def scan_chunks(
 ) -> Iterator[Cut]:
     """Cut the data records into chunks in one pass, with every check iter_records makes.
 
-    A chunk ends after chunk_rows records, or (text files) after the first record that
-    brings the chunk's bytes, counted from its start position to the end of that record,
-    to chunk_bytes; only the last chunk may be shorter. Blank records and kv comments
+    A chunk ends after chunk_rows records, or after the first record that brings the
+    chunk's bytes to chunk_bytes: a text file's counted from the chunk's start position to
+    the end of that record, a workbook's as the text its cells stand for (a shared string
+    at each use); only the last chunk may be shorter. Blank records and kv comments
     count for nothing, as in iter_records. A file whose positions are not byte offsets
     (UTF-16, UTF-32... see splittable) gives one Cut with all its records; a file without
     records gives none. Each Cut reads back with
@@ -124,6 +129,8 @@ def scan_chunks(
     the other, give exactly the records of one full iter_records pass. A problem that
     fails the file (FileRejected, LimitExceeded) is raised as iter_records raises it, same
     message and line, after the Cuts before it; a bad kv line is a record, not an error.
+    A text file whose size passes max_text_bytes is refused before the first Cut (by the
+    scan only); a workbook's text is counted row by row, by iter_records too.
 
     For kv, Cut.keys holds every key of the chunk's records (a bad line: the pairs before
     the fault); for the other formats it is empty.
@@ -131,6 +138,9 @@ def scan_chunks(
     if chunk_rows < 1 or chunk_bytes < 1:
         raise ValueError(f"chunk_rows and chunk_bytes must be positive, not {chunk_rows} and {chunk_bytes}")
     with open_checked(path, limits, whole=fmt.kind == "xlsx") as fh:
+        # A text file's text is its bytes; a workbook's is counted cell by cell as it is read.
+        if fmt.kind != "xlsx" and fh.seek(0, os.SEEK_END) > limits.max_text_bytes:
+            raise text_error("the file's text", limits)
         yield from _READERS[fmt.kind][2](fh, fmt, header, limits, chunk_rows, chunk_bytes)
 
 

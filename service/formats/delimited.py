@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, BinaryIO
 
 from service.errors import FileRejected, LimitExceeded
+from service.formats.limits import columns_error
 from service.formats.text import (
     Cut,
     FileFormat,
@@ -45,6 +46,8 @@ def read_header(fh: BinaryIO, fmt: FileFormat, limits: Limits) -> Header:
     """Read the first non-blank record as the header names."""
     source = open_source(fh, fmt.encoding, limits)
     for record in _records(source, fmt, limits, 1, None):
+        if len(record.cells) > limits.max_columns:
+            raise columns_error(len(record.cells), limits, record.line)  # before copying its names
         names = [name.strip() for name in record.cells]
         return Header(names=names, data_start=record.end, data_line=record.next_line)
     raise FileRejected("the file is empty: it has no header line")

@@ -9,6 +9,7 @@ from operator import itemgetter
 from typing import BinaryIO
 
 from service.errors import FileRejected, LimitExceeded
+from service.formats.limits import clip, human_size
 from service.formats.text import Cut, FileFormat, Header, Limits, Record, byte_horizon, limit_text, open_source
 
 # A key is anything but blanks, '=' and '"'; a value is quoted (with \" and \\ escapes)
@@ -43,7 +44,7 @@ def _parse_pairs(text: str) -> tuple[dict[str, str], str | None]:
             return cells, _diagnose(text, pos)
         key, quoted, bare = pair.groups()
         if key in cells:
-            return cells, f"the key {key!r} appears twice"
+            return cells, f"the key {clip(key)!r} appears twice"
         cells[key] = bare if quoted is None else _ESCAPE.sub(r"\1", quoted)
         pos = pair.end()
     return cells, None
@@ -54,20 +55,16 @@ def _diagnose(text: str, pos: int) -> str:
     token = re.split(r"[ \t]", text[pos:], maxsplit=1)[0]
     key, equals, value = token.partition("=")
     if not equals:
-        return f"{_clip(token)!r} is not a key=value pair"
+        return f"{clip(token)!r} is not a key=value pair"
     if not key:
-        return f"{_clip(token)!r} has an empty key"
+        return f"{clip(token)!r} has an empty key"
     if '"' in key:
-        return f"the key {_clip(key)!r} contains a '\"'"
+        return f"the key {clip(key)!r} contains a '\"'"
     if value.startswith('"'):
         if _CLOSED.match(text, pos + len(key) + 1) is None:
-            return f"the quoted value of {key!r} is not closed"
-        return f"the quoted value of {key!r} is followed by text; put a blank between pairs"
-    return f"the value of {key!r} contains a '\"'; quote the value and escape it as \\\""
-
-
-def _clip(text: str, size: int = 40) -> str:
-    return text if len(text) <= size else text[:size] + "..."
+            return f"the quoted value of {clip(key)!r} is not closed"
+        return f"the quoted value of {clip(key)!r} is followed by text; put a blank between pairs"
+    return f"the value of {clip(key)!r} contains a '\"'; quote the value and escape it as \\\""
 
 
 def looks_like_kv(line: str) -> bool:
@@ -102,12 +99,14 @@ def iter_records(
     last_row = -1 if max_records is None else first_row + max_records - 1
     row, line = first_row, source.mark
     quarter, max_field, encoding = limits.max_field_bytes // 4, limits.max_field_bytes, source.codec.name
+    distinct = _Keys(limits, encoding)
     for text in source.lines():
         body = text.strip()
         if body and body[0] != "#":
             cells, error = parse_line(body)
             if len(body) > quarter:
                 _check_fields(cells, encoding, max_field, line)
+            distinct.add(cells, line)
             message = None if error is None else f"line {line}: {error}"
             yield Record(row, line, source.ends[line - source.base], cells, message, line + 1)
             # Stop without reading ahead: the next line belongs to whoever resumes here.
@@ -126,6 +125,7 @@ def scan(
     line, count = header.data_line, 0
     keys: set[str] = set()
     quarter, max_field, encoding = limits.max_field_bytes // 4, limits.max_field_bytes, source.codec.name
+    distinct = _Keys(limits, encoding)
     if source.codec.splittable:
         horizon = 0  # a record ending on this line or later may bring the chunk to chunk_bytes
     else:
@@ -136,6 +136,7 @@ def scan(
             cells, _ = parse_line(body)
             if len(body) > quarter:
                 _check_fields(cells, encoding, max_field, line)
+            distinct.add(cells, line)
             keys.update(cells)
             count += 1
             if count >= chunk_rows or (
@@ -155,3 +156,40 @@ def _check_fields(cells: dict[str, str], encoding: str, max_field_bytes: int, li
         for text in (key, value):
             if len(text.encode(encoding)) > max_field_bytes:
                 raise LimitExceeded(limit_text("a field", "max_field_bytes", max_field_bytes), line=line)
+
+
+class _Keys:
+    """The distinct keys read so far. A key=value file's keys are its columns: at most
+    max_columns of them, and together no longer than a header may be (max_record_bytes),
+    so that neither the scan nor a rejects.csv holds more than a header's worth."""
+
+    __slots__ = ("seen", "size", "limits", "encoding")
+
+    def __init__(self, limits: Limits, encoding: str) -> None:
+        self.seen: set[str] = set()
+        self.size = 0
+        self.limits = limits
+        self.encoding = encoding
+
+    def add(self, cells: dict[str, str], line: int) -> None:
+        """Count the record's new keys; refuse the file at the line that brings them past a limit."""
+        seen = self.seen
+        if seen.issuperset(cells):
+            return
+        for key in cells:
+            if key not in seen:
+                seen.add(key)
+                self.size += len(key.encode(self.encoding))
+        limits = self.limits
+        if len(seen) > limits.max_columns:
+            raise LimitExceeded(
+                f"the file has more distinct keys than the max_columns limit ({limits.max_columns:,}); "
+                "a key=value file's keys are its columns",
+                line=line,
+            )
+        if self.size > limits.max_record_bytes:
+            raise LimitExceeded(
+                f"the file's distinct keys are longer together than the max_record_bytes limit "
+                f"({human_size(limits.max_record_bytes)}); a key=value file's keys are its header",
+                line=line,
+            )

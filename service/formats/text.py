@@ -14,11 +14,10 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from service.errors import FileRejected, LimitExceeded
+from service.formats.limits import KIB, Limits, human_size, limit_text
 from service.s3 import S3Object, open_object
 
-KIB = 1024
-MIB = 1024**2
-GIB = 1024**3
+__all__ = ["Limits", "human_size", "limit_text"]  # kept here too: the readers import them from this module
 
 ZIP_MAGIC = b"PK\x03\x04"
 
@@ -47,16 +46,6 @@ _ASCII_SAMPLE = "\n\r\t ,;|\"'=#\\azAZ09"
 _CHUNK = 64 * KIB
 # Bytes read at a time by BlockSource; a module variable so that tests can make blocks tiny.
 BLOCK_BYTES = 64 * KIB
-
-
-@dataclass(frozen=True)
-class Limits:
-    """Size limits a file must respect (SPEC section 7)."""
-
-    max_file_bytes: int = 2 * GIB
-    max_field_bytes: int = MIB
-    max_record_bytes: int = 10 * MIB
-    max_xlsx_bytes: int = GIB  # total uncompressed size of all zip members
 
 
 @dataclass(frozen=True)
@@ -111,20 +100,6 @@ class Cut:
     # entered in the middle, so scan_chunks' one pass is the only read of it)
     records: list[Record] | None = None
     notes: tuple[str, ...] = ()  # lines for the job's log (xlsx: which rows each sheet gave)
-
-
-def human_size(size: int) -> str:
-    """Say a byte count the way the limits are configured: '1 MiB', '2 GiB', '100 bytes'."""
-    for unit, name in ((GIB, "GiB"), (MIB, "MiB"), (KIB, "KiB")):
-        if size >= unit:
-            value = size / unit
-            return f"{value:.0f} {name}" if size % unit == 0 else f"{value:.1f} {name}"
-    return f"{size} bytes"
-
-
-def limit_text(what: str, key: str, limit: int) -> str:
-    """Phrase a limit breach naming the config key and its human size."""
-    return f"{what} is longer than the {key} limit ({human_size(limit)})"
 
 
 def open_checked(path: Path | S3Object, limits: Limits | None, *, whole: bool = False) -> BinaryIO:

@@ -17,7 +17,13 @@ from openpyxl.styles.stylesheet import apply_stylesheet
 
 from service.errors import FileRejected, LimitExceeded
 from service.formats import sheet_xml
+from service.formats.limits import TextMeter, clip, columns_error, listed
 from service.formats.text import Cut, FileFormat, Header, Limits, Record, human_size
+
+# What a cell costs a chunk's records beside its text (its slot, its Python object): a
+# chunk's byte budget counts it, so that a chunk of many small cells stays small too.
+_CELL_BYTES = 48
+_PIECE_BYTES = 1024 * 1024  # of a stored chunk's text decompressed at a time
 
 
 def read_header(fh: BinaryIO, fmt: FileFormat, limits: Limits) -> Header:
@@ -43,6 +49,8 @@ def _header(sheet: _Sheet, wanted: int | None) -> Header:
             names = ["" if value is None else str(value).strip() for value in values]
             while names and not names[-1]:
                 names.pop()  # formatted but empty cells past the last column
+            if len(names) > sheet.meter.limits.max_columns:
+                raise columns_error(len(names), sheet.meter.limits, number)
             return Header(names=names, data_start=number + 1, data_line=number + 1)
     if wanted is not None:
         raise FileRejected(
@@ -62,7 +70,9 @@ def _columns_in(sheet: _Sheet, header: Header, first: _Sheet, first_header: Head
     here: dict[str, int] = {}
     for index, name in enumerate(header.names):
         if name and here.setdefault(key(name), index) != index:
-            raise FileRejected(f"the sheet {sheet.title!r} has the column {name!r} twice", line=header.data_line - 1)
+            raise FileRejected(
+                f"the sheet {sheet.title!r} has the column {clip(name)!r} twice", line=header.data_line - 1
+            )
     wanted = [key(name) for name in first_header.names if name]
     missing = [name for name in first_header.names if name and key(name) not in here]
     extra = [name for name in header.names if name and key(name) not in wanted]
@@ -70,8 +80,8 @@ def _columns_in(sheet: _Sheet, header: Header, first: _Sheet, first_header: Head
         said = "; ".join(
             part
             for part in (
-                f"it lacks {', '.join(map(repr, missing))}" if missing else "",
-                f"it adds {', '.join(map(repr, extra))}" if extra else "",
+                f"it lacks {listed(missing, quoted=True)}" if missing else "",
+                f"it adds {listed(extra, quoted=True)}" if extra else "",
             )
             if part
         )
@@ -114,15 +124,17 @@ def scan(
     fh: BinaryIO, fmt: FileFormat, header: Header, limits: Limits, chunk_rows: int, chunk_bytes: int
 ) -> Iterator[Cut]:
     """Cut the non-empty rows into chunks of chunk_rows, each Cut with its records (the one
-    read of the sheet; see encode_records); positions are sheet rows, chunk_bytes does not apply.
+    read of the sheet; see encode_records); positions are sheet rows. A chunk also ends at the
+    record that brings it to chunk_bytes: the text its cells stand for, and _CELL_BYTES a cell.
 
     With several sheets, a chunk may hold rows of two of them, and the notes of the Cuts say
     which rows of the job each sheet gave (a full chunk is held until the next record, so that
     the last sheet's note has a Cut to go with)."""
-    del chunk_bytes
     with _open_sheets(fh, fmt, limits) as sheets:
+        meter = sheets[0].meter
         first_line, start = header.data_line, header.data_start
         records: list[Record] = []
+        size = 0
         notes: list[str] = []
         held: Cut | None = None
         for record in _records(sheets, fmt, header, notes=notes if len(sheets) > 1 else None):
@@ -131,14 +143,15 @@ def scan(
                 held = None
                 notes.clear()
             records.append(record)
-            if len(records) >= chunk_rows:
+            size += meter.row + _CELL_BYTES * len(record.cells)
+            if len(records) >= chunk_rows or size >= chunk_bytes:
                 cut = Cut(records[0].source_row, first_line, start, len(records), records=records)
                 if len(sheets) > 1:
                     held = cut
                 else:
                     yield cut
                 # Record.next_line and Record.end of the chunk's last record
-                first_line, start, records = record.next_line, record.end, []
+                first_line, start, records, size = record.next_line, record.end, [], 0
         if held is not None:
             yield replace(held, notes=() if records else tuple(notes))
         if records:
@@ -189,20 +202,46 @@ def _reorder(values: tuple[Any, ...], order: list[int | None], own_width: int) -
 
 
 def encode_records(records: list[Record]) -> bytes:
-    """A chunk's records as compressed JSON lines, [source_row, sheet row, cells] each, dates tagged."""
+    """A chunk's records as compressed JSON lines, [source_row, sheet row, cells] each, dates tagged.
+
+    Compressed a line at a time: JSON escapes a control character in six, so the text of a
+    whole chunk may be several times its budget; one line is bounded by the record limit."""
     encode = json.JSONEncoder(default=_tag, ensure_ascii=False).encode
-    text = "\n".join(encode([record.source_row, record.line, record.cells]) for record in records)
-    return zlib.compress(text.encode(), 1)
+    packer = zlib.compressobj(1)
+    parts = []
+    for index, record in enumerate(records):
+        line = encode([record.source_row, record.line, record.cells])
+        parts.append(packer.compress((f"\n{line}" if index else line).encode()))
+    parts.append(packer.flush())
+    return b"".join(parts)
 
 
 def decode_records(payload: bytes) -> Iterator[Record]:
     """The records encode_records stored, as iter_records would read them from the sheet, one
-    at a time (a chunk in flight holds its text, not all its rows as objects)."""
+    at a time (a chunk in flight holds its compressed text and a piece of its text, not all
+    its rows as objects)."""
     decode = json.JSONDecoder(object_hook=_untag).decode
-    text = zlib.decompress(payload)
-    for line in text.split(b"\n") if text else ():
-        source_row, number, cells = decode(line.decode())
-        yield Record(source_row, number, number + 1, cells, next_line=number + 1)
+    unpacker = zlib.decompressobj()
+    held: list[bytes] = []  # the start of a line that goes on in the next piece
+    while payload:
+        piece = unpacker.decompress(payload, _PIECE_BYTES)
+        payload = unpacker.unconsumed_tail
+        if b"\n" not in piece:
+            held.append(piece)
+            continue
+        lines = piece.split(b"\n")
+        lines[0] = b"".join([*held, lines[0]])
+        held = [lines.pop()]
+        for line in lines:
+            yield _record(decode(line.decode()))
+    last = b"".join([*held, unpacker.flush()])
+    if last:
+        yield _record(decode(last.decode()))
+
+
+def _record(stored: list[Any]) -> Record:
+    source_row, number, cells = stored
+    return Record(source_row, number, number + 1, cells, next_line=number + 1)
 
 
 _TEMPORAL: dict[str, Any] = {
@@ -249,11 +288,14 @@ class _Sheet:
     archive: zipfile.ZipFile
     book: Any  # openpyxl's Workbook, as far as ExcelReader filled it (strings, styles, epoch)
     shared: sheet_xml.SharedStrings
+    meter: TextMeter  # one for all the sheets of a pass: the file's text
 
     def rows(self) -> Iterator[tuple[int, tuple[Any, ...]]]:
         book = self.book
         with self.archive.open(self.path) as source:
-            yield from sheet_xml.iter_rows(source, self.shared, book.epoch, book._date_formats, book._timedelta_formats)
+            yield from sheet_xml.iter_rows(
+                source, self.shared, book.epoch, book._date_formats, book._timedelta_formats, self.meter
+            )
 
 
 @contextmanager
@@ -268,7 +310,7 @@ def _open_sheets(fh: BinaryIO, fmt: FileFormat, limits: Limits) -> Iterator[list
     try:
         reader = ExcelReader(fh, read_only=True, data_only=True, keep_links=False)
         reader.read_manifest()
-        shared = _shared_strings(reader)
+        shared = _shared_strings(reader, limits)
         reader.read_workbook()
         apply_stylesheet(reader.archive, reader.wb)
         sheets = [
@@ -276,23 +318,28 @@ def _open_sheets(fh: BinaryIO, fmt: FileFormat, limits: Limits) -> Iterator[list
             for sheet, rel in reader.parser.find_sheets()
             if rel.target in reader.valid_files and "chartsheet" not in rel.Type
         ]
+    except FileRejected:
+        reader.archive.close()
+        raise
     except Exception as exc:  # openpyxl raises KeyError, ValueError, XML errors... on damaged files
         raise FileRejected(f"not a valid XLSX file: the workbook cannot be opened ({_say(exc)})") from exc
     try:
         picked = _pick_sheets(sheets, fmt.sheet)
-        yield [_Sheet(title, path, reader.archive, reader.wb, shared) for title, path in picked]
+        meter = TextMeter(limits, "the workbook's text (a shared string counts at each cell that uses it)")
+        # A title only names the sheet in messages and notes: clipped, as a workbook may hold any.
+        yield [_Sheet(clip(title), path, reader.archive, reader.wb, shared, meter) for title, path in picked]
     finally:
         reader.archive.close()
 
 
-def _shared_strings(reader: ExcelReader) -> sheet_xml.SharedStrings:
+def _shared_strings(reader: ExcelReader, limits: Limits) -> sheet_xml.SharedStrings:
     """The workbook's shared strings, read by sheet_xml (openpyxl's list of str takes three
     times the memory); none when it has no table."""
     part = reader.package.find(SHARED_STRINGS)
     if part is None:
         return sheet_xml.SharedStrings()
     with reader.archive.open(part.PartName[1:]) as source:
-        return sheet_xml.read_shared_strings(source)
+        return sheet_xml.read_shared_strings(source, limits)
 
 
 def _check_package(fh: BinaryIO, limits: Limits) -> None:
@@ -335,9 +382,9 @@ def _pick_sheets(sheets: list[tuple[str, str]], names: str | list[str] | None) -
     wanted = [names] if isinstance(names, str) else names
     missing = [name for name in wanted if name not in parts]
     if missing:
-        listed = ", ".join(repr(title) for title, _ in sheets) or "none"
-        which = f"no sheet {missing[0]!r}" if len(missing) == 1 else f"no sheets {', '.join(map(repr, missing))}"
-        raise FileRejected(f"option sheet: the workbook has {which}; its sheets are {listed}")
+        titles = listed((title for title, _ in sheets), quoted=True) or "none"
+        which = f"no sheet {clip(missing[0])!r}" if len(missing) == 1 else f"no sheets {listed(missing, quoted=True)}"
+        raise FileRejected(f"option sheet: the workbook has {which}; its sheets are {titles}")
     return [(name, parts[name]) for name in wanted]
 
 
@@ -360,4 +407,5 @@ def _rows(sheet: _Sheet, start: int) -> Iterator[tuple[int, tuple[Any, ...]]]:
 
 
 def _say(exc: Exception) -> str:
-    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+    # clipped: a library's message may quote a part of the file at any length
+    return clip(f"{type(exc).__name__}: {exc}", 200) if str(exc) else type(exc).__name__
