@@ -182,7 +182,13 @@ class FailJobOnDeadLetter(Middleware):
             return  # a webhook never fails its (ended) job
         job_id = str(message.args[0])
         exc = getattr(message, "_exception", None)
-        reason = f"{type(exc).__name__}: {exc}" if exc is not None else "no reason recorded"
+        # The job's error is read by the customer: our own errors are written for them; a
+        # driver's or Python's text (hosts, ports, users) goes to this log only (SPEC 14).
+        if isinstance(exc, ImportServiceError):
+            reason = str(exc)
+        else:
+            reason = type(exc).__name__ if exc is not None else "no reason recorded"
+            log.error("job %s: stage %s %s after retries: %s", job_id, message.actor_name, how, redact(repr(exc)))
         error = f"internal error in stage {message.actor_name} ({how} after retries): {redact(reason)}"
         try:
             if message.actor_name == pipeline.UNDO:

@@ -125,21 +125,17 @@ class Api:
         return control.undo(self._services(), self.job(access, job_id))
 
     def replay(self, access: Access, job_id: str) -> Job:
-        """A new job that validates the job's stored rejects against the schema as it is now.
+        """A new job that validates the job's stored rejects against the schema as it is now;
+        while one is queued, running or succeeded, that one (see `replay_job`).
 
         Raises JobConflict when the job has not ended or has no rejects."""
-        from service import replay
-        from service.errors import JobConflict
-        from service.pipeline import REPLAY
+        return self.replay_job(access, job_id)[0]
 
-        job = self.job(access, job_id)
-        if job.status not in replay.REPLAYABLE:
-            raise JobConflict(f"job {job.id} is {job.status}; only the rejects of a job that has ended can be replayed")
-        if not self._store(job).has_rejects(job.id):
-            raise JobConflict(f"job {job.id} has no rejected rows to replay")
-        options = replay.replay_options(job)
-        created, _ = self.jobs.create_job(job.customer_id, job.product_type, job.blob_uri, options, first_stage=REPLAY)
-        return created
+    def replay_job(self, access: Access, job_id: str) -> tuple[Job, bool]:
+        """The job's replay and whether this call created it (SPEC 14: one at a time)."""
+        from service import replay
+
+        return replay.request(self._services(), self.job(access, job_id))
 
     def rejects_page(
         self, access: Access, job_id: str, after: Any = None, limit: Any = None
@@ -147,21 +143,21 @@ class Api:
         """One page of the job's rejected rows (views) and the `after` of the next page (None: last)."""
         job, start, count = self._rejects_request(access, job_id, after, limit)
         items = list(self._store(job).iter_rejects(job.id, start, count + 1))
-        names = rejects.header_names(job.plan)
+        names = rejects.header_names(self.jobs.plan(job.id))
         following = items[count - 1].source_row if len(items) > count else None
         return [reject_view(item, names) for item in items[:count]], following
 
     def rejects_stream(self, access: Access, job_id: str, after: Any = None, limit: Any = None) -> Iterator[Any]:
         """The job's rejected rows after `after` (at most `limit`, 0 = the default), with the header names."""
         job, start, count = self._rejects_request(access, job_id, after, limit)
-        names = rejects.header_names(job.plan)
+        names = rejects.header_names(self.jobs.plan(job.id))
         return ((item, rejects.record(item, names)) for item in self._store(job).iter_rejects(job.id, start, count))
 
     def rejects_csv(self, access: Access, job_id: str) -> Iterator[bytes]:
         """The job's rejects.csv as UTF-8 pieces, read as they are written (constant memory)."""
         job = self.job(access, job_id)
         store = self._store(job)
-        return rejects.csv_bytes(lambda: store.iter_rejects(job.id), rejects.header_names(job.plan))
+        return rejects.csv_bytes(lambda: store.iter_rejects(job.id), rejects.header_names(self.jobs.plan(job.id)))
 
     def _rejects_request(self, access: Access, job_id: str, after: Any, limit: Any) -> tuple[Job, int, int]:
         job = self.job(access, job_id)

@@ -7,22 +7,28 @@ import time
 
 from service.errors import JobConflict
 from service.jobs import Job
-from service.pipeline import DISCARD, UNDO, Services
+from service.pipeline import DISCARD, UNDO, Services, discard_rows
 
 log = logging.getLogger(__name__)
 
 # An undo of up to this many written rows runs in the caller's process (the answer is 200);
 # a bigger one goes to a worker (202), so no request waits on a long transaction.
 UNDO_INLINE_ROWS = 20_000
+# A cancelled streaming job with up to this many rows counted has them deleted in the
+# caller's process (the answer is 200, `cancelled`); a bigger one by the worker the cancel
+# sent (202, `running` until its rows are gone).
+CANCEL_INLINE_ROWS = 200_000
 # How long a cancel waits for a publish that is committing at that instant to end.
 COMMIT_WAIT_SECONDS = 8.0
 POLL_SECONDS = 0.1
 
 
 def cancel(services: Services, job: Job) -> tuple[Job, bool]:
-    """Stop a queued or running job at once and delete what it left; (job, complete)."""
+    """Stop a queued or running job at once and delete what it left; (job, complete).
+
+    A streaming job's rows are in the table: it reads `cancelled` only once they are gone."""
     deadline = time.monotonic() + COMMIT_WAIT_SECONDS
-    while not services.jobs.cancel(job.id, DISCARD):
+    while (outcome := services.jobs.cancel(job.id, DISCARD)) is None:
         job = _reload(services, job)
         if job.status == "cancelled":
             return job, True
@@ -32,10 +38,25 @@ def cancel(services: Services, job: Job) -> tuple[Job, bool]:
         if time.monotonic() > deadline:
             raise JobConflict(f"job {job.id} is committing its rows right now; ask again in a few seconds")
         time.sleep(POLL_SECONDS)  # its publish is committing: it is about to end one way or the other
-    # A worker deletes what the job left (the cancel sent it); a chunk still in flight deletes
-    # its own rows when it sees the job ended, and the sweep deletes once more later.
+    # A worker deletes what the job left (the cancel sent it); a chunk still in flight writes
+    # nothing once the rows were discarded (CustomerStore.discard), and the sweep deletes once
+    # more later. A streaming job is ended here when its rows are few enough to delete now.
+    if outcome == "requested":
+        job = _reload(services, job)
+        if job.rows_valid > CANCEL_INLINE_ROWS or not finish_cancel(services, job):
+            log.info("job %s: cancel requested; a worker deletes its rows", job.id)
+            return _reload(services, job), False
     log.info("job %s: cancelled", job.id)
     return _reload(services, job), True
+
+
+def finish_cancel(services: Services, job: Job) -> bool:
+    """Delete a running job's rows whose cancel was requested, then end it `cancelled`; False
+    while its customer database cannot be reached (the worker the cancel sent retries)."""
+    if not discard_rows(services, job):
+        return False
+    services.jobs.finish_cancel(job.id)
+    return True
 
 
 def undo(services: Services, job: Job) -> tuple[Job, bool]:

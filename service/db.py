@@ -93,18 +93,29 @@ def connect(
     return conn
 
 
-_PASSWORD = re.compile(r"(password\s*=\s*)(\S+)|(://[^:/@]*:)([^@]*)(@)", re.IGNORECASE)
+# A password after its key (password=, PGPASSWORD=, "password": ...), quoted (libpq's '...' with
+# backslash escapes, or "...") or bare up to white space; an unclosed quote runs to the end.
+# Or the password of a URI's user info (scheme://user:password@host), up to the last @ of it.
+_PASSWORD = re.compile(
+    r"""(?P<key>password["']?\s*[=:]\s*)(?:'(?:\\.?|[^'\\])*'?|"(?:\\.?|[^"\\])*"?|[^\s'"]\S*)"""
+    r"|(?P<user>[a-z][a-z0-9+.-]*://[^:/?#@\s]*:)[^\s/?#]*(?=@)",
+    re.IGNORECASE | re.DOTALL,
+)
 
 
 def redact(text: str) -> str:
-    """Remove passwords from a DSN or a driver message before it reaches a log or a user."""
-    return _PASSWORD.sub(lambda m: f"{m.group(1)}***" if m.group(1) else f"{m.group(3)}***{m.group(5)}", text)
+    """Remove passwords from a DSN, a URI or a driver message before it reaches a log or a user."""
+    return _PASSWORD.sub(lambda m: f"{m.group('key') or m.group('user')}***", text)
 
 
 def describe(exc: BaseException) -> str:
-    """A one-line, password-free description of a driver error."""
-    first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    return redact(first)
+    """A one-line, password-free description of a driver error (for the operator's log)."""
+    lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
+    if not lines:
+        return type(exc).__name__
+    # libpq says one line per address it tried (localhost: ::1, then 127.0.0.1): keep them all.
+    tried = [line for line in lines[1:] if line.startswith("connection to server")]
+    return redact(" / ".join([lines[0], *tried]))
 
 
 def database_name(dsn: str) -> str:

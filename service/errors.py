@@ -47,7 +47,14 @@ class LimitExceeded(FileRejected):
 
 
 class CustomerDBRefused(JobFailed):
-    """The customer's database answered but refused a statement (its table has another shape...)."""
+    """The customer's database answered but refused a statement (its table has another shape...).
+
+    Its text is what a customer reads (no host, port, user or DSN); `detail`, the driver's own
+    words without passwords, is for the operator's log only."""
+
+    def __init__(self, message: str, detail: str | None = None) -> None:
+        super().__init__(message)
+        self.detail = detail or message
 
 
 class BlobRefused(JobFailed):
@@ -67,7 +74,14 @@ class Retryable(ImportServiceError):
 
 
 class CustomerDBUnavailable(Retryable):
-    """The customer's database cannot be reached right now."""
+    """The customer's database cannot be reached right now.
+
+    Its text is what a customer reads (no host, port, user or DSN); `detail`, the driver's own
+    words without passwords, is for the operator's log only."""
+
+    def __init__(self, message: str, detail: str | None = None) -> None:
+        super().__init__(message)
+        self.detail = detail or message
 
 
 class BlobUnavailable(CustomerDBUnavailable):

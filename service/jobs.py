@@ -6,14 +6,10 @@ cursor, in the same transaction (see `Dispatch`), so state and work never disagr
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -24,12 +20,13 @@ from service import webhooks
 from service.db import IdleConnections, connect, load_queries
 from service.errors import ImportServiceError, RowError
 
+# The job's values live in service/job.py; they stay importable from here.
+from service.job import CHUNK_FIELDS, FINAL_STATUSES, ChunkWork, Counts, Job, LogLine, request_hash  # noqa: F401
+
 log = logging.getLogger(__name__)
 
 SQL_DIR = Path(__file__).parent / "sql"
 MIGRATION_LOCK = 7_245_117_011  # any constant: serialises concurrent `migrate` runs
-
-FINAL_STATUSES = ("succeeded", "failed", "cancelled", "undone")
 
 # (actor name, args) -> (queue name, message id, encoded message): provided by actors/.
 Dispatch = Callable[[str, tuple[Any, ...]], tuple[str, str, dict[str, Any]]]
@@ -40,124 +37,10 @@ class IdempotencyConflict(ImportServiceError):
     """The idempotency key was used before with a different request."""
 
 
-Q = load_queries(SQL_DIR / "queries.sql")
-
-
-@dataclass(frozen=True)
-class Job:
-    """A row of import_jobs."""
-
-    id: str
-    customer_id: str
-    product_type: str
-    blob_uri: str
-    options: dict[str, Any]
-    status: str
-    rows_total: int
-    rows_valid: int
-    rows_invalid: int
-    rows_inserted: int
-    rows_updated: int
-    rows_unchanged: int
-    rows_duplicate: int
-    rows_deleted: int
-    error: str | None
-    created_at: datetime
-    started_at: datetime | None
-    finished_at: datetime | None
-    updated_at: datetime
-    plan: dict[str, Any] | None
-    chunks_total: int | None
-    chunks_done: int
-    logged_errors: int
-    idempotency_key: str | None
-    undone_at: datetime | None = None
-    waiting: bool = False
-    publishing: bool = False
-    undo_pending: bool = False
-
-    @classmethod
-    def from_row(cls, row: dict[str, Any]) -> Job:
-        """Build a Job from a dict-cursor row, ignoring columns it does not carry."""
-        names = cls.__dataclass_fields__
-        values = {k: v for k, v in row.items() if k in names}
-        values["id"] = str(values["id"])
-        return cls(**values)
-
-    @property
-    def finished(self) -> bool:
-        """Whether the job reached a final status."""
-        return self.status in FINAL_STATUSES
-
-    @property
-    def mode(self) -> str:
-        """The write mode: append (default), upsert or replace."""
-        return str(self.options.get("mode", "append"))
-
-    @property
-    def replay_of(self) -> str | None:
-        """The job whose rejects this job replays (SPEC 14), if it is a replay."""
-        value = self.options.get("replay_of")
-        return str(value) if value else None
-
-    @property
-    def atomic(self) -> bool:
-        """Whether the job's rows become visible in one commit (upsert, replace, atomic append)."""
-        return self.mode != "append" or bool(self.options.get("atomic"))
-
-
-@dataclass(frozen=True)
-class Counts:
-    """What a job did to the product table (SPEC 12)."""
-
-    inserted: int = 0
-    updated: int = 0
-    unchanged: int = 0
-    duplicate: int = 0
-    deleted: int = 0
-
-    def as_params(self) -> dict[str, int]:
-        """The counts as query parameters."""
-        return {
-            "inserted": self.inserted,
-            "updated": self.updated,
-            "unchanged": self.unchanged,
-            "duplicate": self.duplicate,
-            "deleted": self.deleted,
-        }
-
-
-@dataclass(frozen=True)
-class ChunkWork:
-    """What one chunk covers, as handed to the validate stage."""
-
-    job_id: str
-    chunk_no: int
-    first_row: int
-    first_line: int
-    start_pos: int
-    row_count: int
-    attempts: int
-    crashes: int
-
-
-_CHUNK_FIELDS = ("first_row", "first_line", "start_pos", "row_count", "attempts", "crashes")
-
-
-@dataclass(frozen=True)
-class LogLine:
-    """A row of import_logs."""
-
-    at: datetime
-    level: str
-    row_number: int | None
-    field: str | None
-    message: str
-
-
-def request_hash(body: dict[str, Any]) -> str:
-    """A stable digest of an enqueue request, to tell a replay from a conflicting reuse of a key."""
-    return hashlib.sha256(json.dumps(body, sort_keys=True, default=str).encode()).hexdigest()
+# Every column a Job carries but its plan: views, lists and watchers never load a header
+# of up to max_columns names; the stages that read the file do (see `JobStore.plan`).
+JOB_COLUMNS = ", ".join(name for name in Job.__dataclass_fields__ if name != "plan")
+Q = {name: text.replace("{job_columns}", JOB_COLUMNS) for name, text in load_queries(SQL_DIR / "queries.sql").items()}
 
 
 def migrate(dsn: str) -> list[str]:
@@ -294,8 +177,45 @@ class JobStore:
             cur.execute(Q["job"], (job_id,))
             return Job.from_row(cur.fetchone()), True
 
+    def create_replay(self, original: Job, options: dict[str, Any], first_stage: str) -> tuple[Job, bool]:
+        """A replay job of `original` and its first message, atomically: (job, True); or
+        (its live replay, False) when one is queued, running or succeeded (SPEC 14)."""
+        params = {
+            "customer_id": original.customer_id,
+            "product_type": original.product_type,
+            "blob_uri": original.blob_uri,
+            "options": psycopg2.extras.Json(options),
+            "replay_of": original.id,
+        }
+        while True:  # the live replay that made the insert do nothing may end before it is read
+            with self.transaction() as cur:
+                job_id = str(uuid.uuid4())
+                cur.execute(Q["insert_replay"], {**params, "id": job_id})
+                if cur.fetchone() is not None:
+                    self._send(cur, [(first_stage, (job_id,))])
+                    cur.execute(Q["job"], (job_id,))
+                    return Job.from_row(cur.fetchone()), True
+                cur.execute(Q["live_replay"], (original.id,))
+                row = cur.fetchone()
+                if row is not None:
+                    return Job.from_row(row), False
+
+    def live_replay(self, job_id: str) -> Job | None:
+        """The replay of the job that is queued, running or succeeded, if there is one."""
+        with self.transaction() as cur:
+            cur.execute(Q["live_replay"], (job_id,))
+            row = cur.fetchone()
+        return Job.from_row(row) if row else None
+
+    def plan(self, job_id: str) -> dict[str, Any] | None:
+        """The job's file layout (its header: up to max_columns names), which views leave out."""
+        with self.transaction() as cur:
+            cur.execute(Q["job_plan"], (job_id,))
+            row = cur.fetchone()
+        return row["plan"] if row else None
+
     def get(self, job_id: str) -> Job | None:
-        """The job with this id, or None (also for ids that are not UUIDs)."""
+        """The job with this id without its plan, or None (also for ids that are not UUIDs)."""
         if not _is_uuid(job_id):
             return None
         with self.transaction() as cur:
@@ -363,9 +283,9 @@ class JobStore:
         recording nothing, when the job is no longer running (cancelled or failed)."""
         with self.transaction() as cur:
             customer_id = self._lock_turns(cur, job_id)
-            cur.execute(Q["job_for_update"], (job_id,))
+            cur.execute(Q["job_state_for_update"], (job_id,))
             row = cur.fetchone()
-            if customer_id is None or row is None or row["status"] != "running":
+            if customer_id is None or row is None or row["status"] != "running" or row["cancel_requested"]:
                 return False
             if plan is not None:
                 cur.execute(Q["save_plan"], (psycopg2.extras.Json(plan), job_id))
@@ -431,7 +351,7 @@ class JobStore:
             row = cur.fetchone()
         if row is None:
             return None
-        work = ChunkWork(job_id=job_id, chunk_no=chunk_no, **{k: row[k] for k in _CHUNK_FIELDS})
+        work = ChunkWork(job_id=job_id, chunk_no=chunk_no, **{k: row[k] for k in CHUNK_FIELDS})
         return Job.from_row(row), work
 
     def end_chunk_attempt(self, job_id: str, chunk_no: int) -> None:
@@ -470,12 +390,12 @@ class JobStore:
             customer_id = self._lock_turns(cur, job_id)
             cur.execute(Q["complete_chunk"], (valid, invalid, job_id, chunk_no))
             if cur.fetchone() is None:
-                # Counted already (a redelivered message), or the job failed or was cancelled
+                # Counted already (a redelivered message), or the job failed or is cancelled
                 # meanwhile, which deleted its chunk plan: then this chunk's rows must go.
                 cur.execute(Q["job_status"], (job_id,))
                 row = cur.fetchone()
-                return row is None or row["status"] not in ("failed", "cancelled")
-            cur.execute(Q["job_for_update"], (job_id,))
+                return row is None or not (row["status"] in ("failed", "cancelled") or row["cancel_requested"])
+            cur.execute(Q["job_state_for_update"], (job_id,))
             job = cur.fetchone()
             room = max(0, max_logged - job["logged_errors"])
             logged = list(errors[:room])
@@ -505,40 +425,73 @@ class JobStore:
             return True
 
     def fail(self, job_id: str, error: str) -> bool:
-        """Mark the job failed (if it is not finished) and log the reason; wake jobs waiting for it."""
+        """Mark the job failed (if it is not finished; `cancelled` if a cancel was asked) and log
+        the reason; wake jobs waiting for it."""
         with self.transaction() as cur:
             customer_id = self._lock_turns(cur, job_id)
             cur.execute(Q["fail_job"], (error, job_id))
             row = cur.fetchone()
             if row is None:
                 return False
-            _insert_logs(cur, job_id, [("error", None, None, error)])
-            cur.execute(Q["delete_chunks"], (job_id,))
-            self._wake_waiters(cur, row["customer_id"], row["product_type"])
-            self._send_webhook(cur, job_id, "failed")
-            if customer_id is not None:
-                self._take_turns(cur, customer_id)  # its chunks out no longer count
+            level = "error" if row["status"] == "failed" else "info"
+            _insert_logs(cur, job_id, [(level, None, None, error)])
+            self._end(cur, job_id, row, customer_id)
             return True
 
-    def cancel(self, job_id: str, cleanup_stage: str) -> bool:
-        """Mark a queued or running job cancelled, drop its queued work and send `cleanup_stage`.
+    def cancel(self, job_id: str, cleanup_stage: str) -> str | None:
+        """Stop a queued or running job at once: drop its queued work and send `cleanup_stage`.
 
-        False when it cannot be cancelled now (it ended, or its publish is committing)."""
+        "cancelled" when that ended it; "requested" for a running streaming job, which reads
+        `running` until its rows are deleted and `finish_cancel` ends it; None when it cannot
+        be cancelled now (it ended, or its publish is committing)."""
         with self.transaction() as cur:
             customer_id = self._lock_turns(cur, job_id)
-            cur.execute(Q["cancel_job"], (job_id,))
+            cur.execute(Q["job_state_for_update"], (job_id,))
+            state = cur.fetchone()
+            if state is None or state["status"] not in ("queued", "running") or state["publishing"]:
+                return None
+            if state["cancel_requested"]:
+                return "requested"
+            options = state["options"]
+            streaming = options.get("mode", "append") == "append" and not options.get("atomic")
+            if state["status"] == "running" and streaming and not options.get("dry_run"):
+                cur.execute(Q["request_cancel"], (job_id,))
+                message, outcome = "cancel requested; its rows are being deleted", "requested"
+            else:
+                cur.execute(Q["cancel_job"], (job_id,))
+                message, outcome = "cancelled; its rows are discarded", "cancelled"
+            row = cur.fetchone()
+            _insert_logs(cur, job_id, [("info", None, None, message)])
+            cur.execute(Q["drop_queued_messages"], (job_id,))
+            self._send(cur, [(cleanup_stage, (job_id,))])
+            if outcome == "cancelled":
+                self._end(cur, job_id, dict(row, status="cancelled"), customer_id)
+            else:
+                cur.execute(Q["delete_chunks"], (job_id,))
+                if customer_id is not None:
+                    self._take_turns(cur, customer_id)  # its chunks out no longer count
+            return outcome
+
+    def finish_cancel(self, job_id: str) -> bool:
+        """End a job whose cancel was requested `cancelled`, once its rows are deleted."""
+        with self.transaction() as cur:
+            customer_id = self._lock_turns(cur, job_id)
+            cur.execute(Q["finish_cancel"], (job_id,))
             row = cur.fetchone()
             if row is None:
                 return False
-            _insert_logs(cur, job_id, [("info", None, None, "cancelled; its rows are discarded")])
-            cur.execute(Q["drop_queued_messages"], (job_id,))
-            cur.execute(Q["delete_chunks"], (job_id,))
-            self._send(cur, [(cleanup_stage, (job_id,))])
-            self._send_webhook(cur, job_id, "cancelled")  # after the drop, which would take it too
-            self._wake_waiters(cur, row["customer_id"], row["product_type"])
-            if customer_id is not None:
-                self._take_turns(cur, customer_id)  # its chunks out no longer count
+            _insert_logs(cur, job_id, [("info", None, None, "cancelled; its rows are deleted")])
+            self._end(cur, job_id, dict(row, status="cancelled"), customer_id)
             return True
+
+    def _end(self, cur: Any, job_id: str, row: dict[str, Any], customer_id: str | None) -> None:
+        """What follows a job's failure or cancel in its transaction: its chunks go, its webhook
+        is queued, jobs waiting for it wake and its customer's next chunks get its turns."""
+        cur.execute(Q["delete_chunks"], (job_id,))
+        self._send_webhook(cur, job_id, row["status"])  # after any message drop, which would take it too
+        self._wake_waiters(cur, row["customer_id"], row["product_type"])
+        if customer_id is not None:
+            self._take_turns(cur, customer_id)  # its chunks out no longer count
 
     # -- turns: jobs of one customer and product publish in the order they were enqueued -----
 

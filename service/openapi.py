@@ -392,6 +392,7 @@ def _replay() -> dict[str, Any]:
             "from the file.",
             "parameters": [_job_id()],
             "responses": {
+                "200": _json(_ref("Job"), "Asked again while its replay is queued, running or succeeded: that job."),
                 "202": _json(_ref("Enqueued"), "The new job is queued.", headers={"Location": _location()}),
                 **_errors(401, 404, 409, 500, 503),
             },

@@ -17,7 +17,10 @@ from dataclasses import asdict, dataclass
 from functools import cached_property
 from typing import Any
 
-from service import blob, formats, logs, rejects
+from service import blob, closing, formats, logs, rejects
+from service.closing import insert as insert  # (the last stage, in its own module)
+from service.closing import publish as publish
+from service.closing import summarize
 from service.config import Config
 from service.db import customer_dsn
 from service.errors import (
@@ -28,7 +31,7 @@ from service.errors import (
     JobFailed,
     RowError,
 )
-from service.jobs import ChunkWork, Counts, Job, JobStore
+from service.jobs import ChunkWork, Job, JobStore
 from service.products import Product, ProductRegistry, encode_json
 from service.s3 import CHANGED, S3Object
 from service.store import CustomerStore
@@ -135,37 +138,49 @@ def _stage_outcome(services: Services, job: Job, name: str) -> Iterator[None]:
         except CustomerDBUnavailable as exc:
             waited = services.jobs.mark_unreachable(job.id)
             if waited >= services.config.customer_db_retry_seconds:
-                fail_job(services, job, f"{exc} (gave up after {waited:.0f} s)")
-                return
+                if fail_job(services, job, f"{exc} (gave up after {waited:.0f} s)"):
+                    return
+                # Its COMMIT's outcome is unknown: retried with backoff, then by the sweep.
             log.warning("job %s: %s; will retry", job.id, exc)
             raise
 
 
-def fail_job(services: Services, job: Job, error: str) -> None:
-    """Mark the job failed and delete what it left; the sweep deletes once more later.
+def fail_job(services: Services, job: Job, error: str) -> bool:
+    """Mark the job failed and delete what it left; the sweep deletes once more later. False
+    when the job may not fail yet (it stays running).
 
     An atomic job whose publish committed (its journal says so) succeeded after all: it is
-    finished as such, never failed with its rows in the table. A streaming job's rows are
-    deleted before and after it is marked failed, so nobody sees a `failed` job with rows; a
-    chunk committing later sees the job failed and deletes its own (see `sweep_cleanups` for
-    one that dies in between).
+    finished as such, never failed with its rows in the table. One that claimed its commit
+    (`publishing`) while its journal cannot be read may have committed: it stays running until
+    the journal says (see closing.wait_for_journal). A streaming job's rows are deleted before
+    and after it is marked failed, so nobody sees a `failed` job with rows; a chunk committing
+    later sees the job failed and deletes its own (see `sweep_cleanups` for one that dies in between).
     """
-    if job.atomic and _finish_published(services, job):
-        return
+    if job.atomic:
+        job = services.jobs.get(job.id) or job  # (a stage's copy predates its claim of the commit)
+        recorded = _finish_published(services, job)
+        if recorded:
+            return True
+        if recorded is None and job.publishing and job.status == "running":
+            if closing.wait_for_journal(services, job):
+                return False
+            error = closing.unknown_outcome(services)
     reachable = discard_rows(services, job)
     if services.jobs.fail(job.id, error):
         log.info("job %s failed: %s", job.id, error)
     if reachable:
         discard_rows(services, job)
+    return True
 
 
-def _finish_published(services: Services, job: Job) -> bool:
-    """Succeed an atomic job whose publish committed before the app DB heard of it."""
+def _finish_published(services: Services, job: Job) -> bool | None:
+    """Succeed an atomic job whose publish committed before the app DB heard of it: True;
+    False when it did not commit, None when the journal cannot be read."""
     try:
         publication = services.customer(job.customer_id).journal(job.id)
     except (CustomerDBUnavailable, CustomerDBRefused) as exc:
         log.warning("job %s: cannot check whether its publish committed: %s", job.id, exc)
-        return False
+        return None
     if publication is None:
         return False
     services.jobs.succeed(job.id, publication.counts, summarize(job, publication.counts))
@@ -189,10 +204,14 @@ def discard_rows(services: Services, job: Job) -> bool:
 
 
 def discard_cancelled(services: Services, job_id: str) -> None:
-    """Delete what a cancelled job left (a worker does it, so a cancel request never waits on it)."""
+    """Delete what a cancelled job left (a worker does it, so a cancel request never waits on it);
+    a running job whose cancel was requested reads `cancelled` only once its rows are gone."""
     job = services.jobs.get(job_id)
-    if job is not None and job.status == "cancelled":
-        discard_rows(services, job)
+    if job is None or not (job.status == "cancelled" or job.cancel_requested):
+        return
+    if not discard_rows(services, job) and job.cancel_requested:
+        raise CustomerDBUnavailable(f"job {job.id}: its rows cannot be deleted yet; retrying")
+    services.jobs.finish_cancel(job.id)
 
 
 def sweep_cleanups(services: Services) -> None:
@@ -457,56 +476,3 @@ def cell_text(value: Any) -> str:
 def copy_escape(text: str) -> str:
     """Escape a JSON text for COPY's text format (json.dumps already escapes control characters)."""
     return text.replace("\\", "\\\\")
-
-
-def insert(services: Services, job: Job) -> None:
-    """Close the job: check and journal a streaming job's rows, or publish an atomic job's."""
-    on_invalid = job.options.get("on_invalid", "fail" if job.mode == "replace" else "skip")
-    if on_invalid == "fail" and job.rows_invalid:
-        raise JobFailed(
-            f"{job.rows_invalid} of {job.rows_total} rows are invalid and on_invalid is 'fail' (see the log)"
-        )
-    if job.options.get("dry_run"):
-        services.customer(job.customer_id).drop_chunk_cells(job.id)
-        message = f"dry run: {job.rows_valid} valid and {job.rows_invalid} invalid rows, nothing written"
-        services.jobs.succeed(job.id, Counts(), message)
-        return
-    if job.mode == "replace" and job.rows_valid == 0 and not job.options.get("allow_empty"):
-        raise JobFailed("replace found no valid rows and would empty the table; set allow_empty: true to allow it")
-    store = services.customer(job.customer_id)
-    if not job.atomic:
-        inserted = store.journal_append(job.id, job.product_type, job.rows_valid)
-        if inserted != job.rows_valid:
-            raise JobFailed(f"the customer table holds {inserted} rows of this job, but {job.rows_valid} were valid")
-        services.jobs.succeed(job.id, Counts(inserted=inserted), summarize(job, Counts(inserted=inserted)))
-        return
-    if services.jobs.wait_turn(job):
-        return  # the last earlier job to end sends this stage again
-    publish(services, job)
-
-
-def publish(services: Services, job: Job) -> None:
-    """Publish an atomic job's staged rows in one commit, then mark it succeeded."""
-    product = services.products.get(job.product_type)
-    room = max(0, services.config.max_logged_errors - job.logged_errors)
-    publication = services.customer(job.customer_id).publish(
-        job.id,
-        job.product_type,
-        job.mode,
-        product.key,
-        job.rows_valid,
-        room,
-        still_running=lambda: services.jobs.status(job.id) == "running",
-        confirm=lambda: services.jobs.start_publishing(job.id),
-    )
-    services.jobs.succeed(job.id, publication.counts, summarize(job, publication.counts), publication.warnings)
-
-
-def summarize(job: Job, counts: Counts) -> str:
-    """The closing log line of a succeeded job."""
-    parts = [f"{counts.inserted} inserted"]
-    if job.mode != "append":
-        parts += [f"{counts.updated} updated", f"{counts.unchanged} unchanged", f"{counts.duplicate} duplicate"]
-    if job.mode == "replace":
-        parts.append(f"{counts.deleted} deleted")
-    return f"{job.mode}: " + ", ".join(parts) + f"; {job.rows_invalid} invalid rows skipped"

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from service import formats
-from service.errors import JobFailed
+from service.errors import JobConflict, JobFailed
 from service.jobs import ChunkWork, Job
 
 if TYPE_CHECKING:
@@ -20,6 +20,25 @@ if TYPE_CHECKING:
 
 REPLAYABLE = ("succeeded", "failed", "cancelled", "undone")
 CHUNKS_PER_TRANSACTION = 8
+
+
+def request(services: Services, original: Job) -> tuple[Job, bool]:
+    """Replay a finished job's rejects: (the new job, True); or (its replay, False) while one is
+    queued, running or succeeded, so a double click or a client's retry writes no row twice.
+
+    Raises JobConflict when the job has not ended or has no rejects."""
+    from service.pipeline import REPLAY
+
+    if original.status not in REPLAYABLE:
+        raise JobConflict(
+            f"job {original.id} is {original.status}; only the rejects of a job that has ended can be replayed"
+        )
+    live = services.jobs.live_replay(original.id)
+    if live is not None:
+        return live, False
+    if not services.customer(original.customer_id).has_rejects(original.id):
+        raise JobConflict(f"job {original.id} has no rejected rows to replay")
+    return services.jobs.create_replay(original, replay_options(original), REPLAY)
 
 
 def replay_options(original: Job) -> dict[str, Any]:
@@ -39,18 +58,18 @@ def plan(services: Services, job: Job) -> None:
     """The first stage of a replay: map the original header anew, cut the rejects into chunks."""
     from service.pipeline import INSERT, map_columns, prepare_tables
 
-    original = services.jobs.get(job.replay_of or "")
-    if original is None or not original.plan:
+    original = services.jobs.plan(job.replay_of or "")
+    if not original:
         raise JobFailed(f"job {job.replay_of} has no plan to replay (it failed before reading its file)")
     product = services.products.get(job.product_type)
-    kind = original.plan["format"]["kind"]
-    names = original.plan["header"]["names"]
+    kind = original["format"]["kind"]
+    names = original["header"]["names"]
     columns, warnings, notes = map_columns(product, names) if kind != "kv" else ([], [], [])
     prepare_tables(services, job, product)
-    replay_plan = {"format": original.plan["format"], "header": original.plan["header"], "columns": columns}
+    replay_plan = {"format": original["format"], "header": original["header"], "columns": columns}
     if not services.jobs.save_plan(job.id, replay_plan, warnings, [], notes):
         return
-    rows = services.customer(job.customer_id).reject_rows(original.id)
+    rows = services.customer(job.customer_id).reject_rows(job.replay_of or "")
     size = services.config.chunk_rows
     chunks = [
         (n, part[0], part[0], part[-1], len(part))

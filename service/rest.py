@@ -166,9 +166,14 @@ class JobReplayResource:
         self.api = api
 
     def on_post(self, req: falcon.Request, resp: falcon.Response, job_id: str) -> None:
-        """202 with a new job that validates the job's stored rejects again, like an enqueue."""
+        """202 with a new job that validates the job's stored rejects again, like an enqueue;
+        200 with the replay job already queued, running or succeeded (asked twice)."""
         discard_body(req)
-        accepted(resp, self.api.replay(req.context.access, job_id))
+        job, created = self.api.replay_job(req.context.access, job_id)
+        if created:
+            accepted(resp, job)
+        else:
+            resp.media = job_view(job)
 
 
 class JobListResource:

@@ -16,21 +16,22 @@ from __future__ import annotations
 import io
 import json
 import logging
-import threading
 import uuid
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
 import psycopg2
-import psycopg2.errors
 import psycopg2.extras
 from psycopg2 import sql
 
 from service.config import PROJECT_ROOT
-from service.db import IdleConnections, connect, database_name, describe, load_queries
-from service.errors import CustomerDBRefused, CustomerDBUnavailable, JobCancelled, JobConflict, JobFailed
+from service.customer_db import WATCH_SECONDS as WATCH_SECONDS  # (moved there; still importable here)
+from service.customer_db import Cursor as _Cursor
+from service.customer_db import CustomerDB
+from service.customer_db import exists as _exists
+from service.db import load_queries
+from service.errors import JobCancelled, JobConflict, JobFailed
 from service.jobs import Counts
 from service.products import PRODUCT_NAME
 from service.rejects import Reject
@@ -38,11 +39,8 @@ from service.rejects import Reject
 log = logging.getLogger(__name__)
 
 Q = load_queries(PROJECT_ROOT / "service" / "sql" / "customer.sql")
-
-
-_IDLE = IdleConnections(per_dsn=2, total=8)  # customer DBs: a few idle per process
-WATCH_SECONDS = 0.5  # how often a publish checks that its job was not cancelled
 MAX_KEYS_NAMED = 10
+KEPT_BATCH = 2000  # rejects read at a time when a replace looks for the keys it keeps
 
 
 def product_table(product: str) -> sql.Identifier:
@@ -77,11 +75,13 @@ def _q(name: str, product: str | None = None, key: str | None = None, job_id: st
 
 @dataclass(frozen=True)
 class Publication:
-    """What a publish did: its counts, and the duplicate-key warnings (row, message) to log."""
+    """What a publish did: its counts, the duplicate-key warnings (row, message) to log, and
+    how many table rows a replace kept because their key is on an invalid line of the file."""
 
     counts: Counts
     warnings: list[tuple[int, str]] = field(default_factory=list)
     already: bool = False
+    kept: int = 0
 
 
 @dataclass(frozen=True)
@@ -100,11 +100,8 @@ def _counts(row: dict[str, Any]) -> Counts:
     )
 
 
-class CustomerStore:
+class CustomerStore(CustomerDB):
     """One customer's database: product tables, staging, publish, undo, deletes."""
-
-    def __init__(self, dsn: str) -> None:
-        self._dsn = dsn
 
     def has_rejects(self, job_id: str) -> bool:
         """Whether any rejected row of the job is stored."""
@@ -142,67 +139,10 @@ class CustomerStore:
                     yield Reject(source_row, json.loads(cells), errors)
         except (psycopg2.OperationalError, psycopg2.InterfaceError) as exc:
             raise self._failed(exc) from None
+        except psycopg2.Error as exc:
+            raise self._refused(exc) from None
         finally:
             conn.close()
-
-    def _connect(self) -> Any:
-        """An idle connection of this process or a new one; an unreachable database becomes
-        CustomerDBUnavailable."""
-        conn = _IDLE.take(self._dsn)
-        if conn is not None:
-            return conn
-        try:
-            return connect(self._dsn)
-        except psycopg2.OperationalError as exc:
-            raise CustomerDBUnavailable(
-                f"customer database {database_name(self._dsn)!r} is unreachable: {describe(exc)}"
-            ) from None
-
-    def _failed(self, exc: Exception) -> CustomerDBUnavailable:
-        """A dropped connection or a failing server, as the retryable error jobs wait on."""
-        return CustomerDBUnavailable(f"customer database {database_name(self._dsn)!r} failed: {describe(exc)}")
-
-    @contextmanager
-    def _transaction(self, still_running: Callable[[], bool] | None = None) -> Iterator[Any]:
-        """A transaction on a fresh connection; connection trouble becomes CustomerDBUnavailable.
-
-        With `still_running`, a watcher cancels the statement in progress once it says False,
-        and the transaction ends in JobCancelled.
-        """
-        conn = self._connect()
-        cancelled = threading.Event()
-        done = threading.Event()
-        watcher = None
-        if still_running is not None:
-            watcher = threading.Thread(target=_watch, args=(conn, still_running, cancelled, done), daemon=True)
-            watcher.start()
-        clean = False
-        try:
-            with conn, conn.cursor(cursor_factory=psycopg2.extras.RealDictCursor) as cur:
-                yield _Cursor(cur, cancelled)
-            clean = True
-        except psycopg2.errors.QueryCanceled:
-            if cancelled.is_set():
-                raise JobCancelled("the job was cancelled") from None
-            raise CustomerDBUnavailable(
-                f"customer database {database_name(self._dsn)!r} cancelled a statement"
-            ) from None
-        except (psycopg2.OperationalError, psycopg2.InterfaceError) as exc:
-            raise self._failed(exc) from None
-        except psycopg2.Error as exc:
-            # The database answered but refused (a table of another shape, no permission...):
-            # retrying will not help, the customer must act.
-            raise CustomerDBRefused(
-                f"customer database {database_name(self._dsn)!r} refused the import: {describe(exc)}"
-            ) from None
-        finally:
-            done.set()
-            if watcher is not None:
-                watcher.join()
-            if clean and not cancelled.is_set():  # a late cancel must not hit the next user
-                _IDLE.give(self._dsn, conn)
-            else:
-                conn.close()
 
     def prepare(self, product: str, key: str | None = None, stage_for: str | None = None) -> None:
         """Create the product table (and its key index, the job's staging table) when missing."""
@@ -327,11 +267,13 @@ class CustomerStore:
         max_warnings: int,
         still_running: Callable[[], bool],
         confirm: Callable[[], bool],
+        spare: Callable[[Any], str | None] | None = None,
     ) -> Publication:
         """Move the job's staged rows into the product table in one transaction (SPEC 12).
 
         `confirm` is asked last, just before the commit; when it (or `still_running`, asked
         while statements run) says the job was cancelled, nothing changes: JobCancelled.
+        A replace keeps the rows whose key `spare` reads (valid) from one of the job's rejects.
         """
         with self._transaction(still_running) as cur:
             cur.execute(Q["publish_lock"], {"product": product})
@@ -350,7 +292,7 @@ class CustomerStore:
                 publication = Publication(Counts(inserted=cur.rowcount))
             else:
                 assert key is not None, "upsert and replace need the product's x-key"
-                publication = self._merge(cur, job_id, product, mode, key, staged, max_warnings)
+                publication = self._merge(cur, job_id, product, mode, key, staged, max_warnings, spare)
             params = {"job": job_id, "product": product, "mode": mode, **publication.counts.as_params()}
             cur.execute(Q["journal_insert"], params)
             # CASCADE: the temporary view of the file's rows depends on it.
@@ -362,7 +304,15 @@ class CustomerStore:
         return publication
 
     def _merge(
-        self, cur: _Cursor, job_id: str, product: str, mode: str, key: str, staged: int, max_warnings: int
+        self,
+        cur: _Cursor,
+        job_id: str,
+        product: str,
+        mode: str,
+        key: str,
+        staged: int,
+        max_warnings: int,
+        spare: Callable[[Any], str | None] | None = None,
     ) -> Publication:
         """Upsert (and for replace, delete the rest of) the staged rows by key, keeping history."""
         cur.execute(_q("distinct_keys", key=key, job_id=job_id))
@@ -391,12 +341,17 @@ class CustomerStore:
         if matched < distinct:  # (no key matched twice, checked above) some keys are new
             cur.execute(_q("upsert_insert", product, key), {"job": job_id})
             inserted = cur.rowcount
-        deleted = 0
+        deleted = kept = 0
         if mode == "replace":
-            cur.execute(_q("replace_delete", product, key), {"job": job_id})
+            sparing = spare is not None and _keep_rejected_keys(cur, job_id, spare) > 0
+            if sparing:
+                cur.execute(_q("kept_count", product, key), {"job": job_id})
+                kept = int(cur.fetchone()["n"])
+            # (Without kept keys, the plain delete: no key to read from every row left.)
+            cur.execute(_q("replace_delete_sparing" if sparing else "replace_delete", product, key), {"job": job_id})
             deleted = cur.rowcount
         counts = Counts(inserted, updated, distinct - updated - inserted, staged - distinct, deleted)
-        return Publication(counts, warnings)
+        return Publication(counts, warnings, kept=kept)
 
     def undo(self, job_id: str, product: str, key: str | None, retention_days: int, check_only: bool = False) -> Undone:
         """Put back the product table as it was before the job, in one transaction (SPEC 13).
@@ -425,8 +380,8 @@ class CustomerStore:
                 later = [str(r["job_id"]) for r in cur.fetchall()]
                 if later:
                     raise JobConflict(
-                        f"job {job_id} cannot be undone: later job(s) changed the same rows; "
-                        f"undo them first, newest first: {', '.join(later)}"
+                        f"job {job_id} cannot be undone: later job(s) changed the same rows (or rows of "
+                        f"those jobs); undo them first, newest first: {', '.join(later)}"
                     )
             if check_only:
                 return Undone()
@@ -470,47 +425,27 @@ class CustomerStore:
                 cur.execute(Q["purge_history"], {"days": retention_days})
 
 
+def _keep_rejected_keys(cur: _Cursor, job_id: str, spare: Callable[[Any], str | None]) -> int:
+    """Fill import_kept with the valid keys `spare` reads from the job's rejects, batch by batch
+    (memory does not grow with them); how many keys (with repeats)."""
+    found = 0
+    cur.execute(Q["kept_keys"])
+    with cur.connection.cursor(name="kept_rejects") as rejected:
+        rejected.itersize = KEPT_BATCH
+        rejected.execute("SELECT record::text FROM import_service.rejects WHERE job_id = %s", (job_id,))
+        while batch := rejected.fetchmany(KEPT_BATCH):
+            cur.check_cancelled()
+            # (A NUL cannot be stored in text, nor then in any key of the table.)
+            keys = {k for (record,) in batch if (k := spare(json.loads(record))) is not None and "\x00" not in k}
+            if keys:
+                psycopg2.extras.execute_values(cur, Q["kept_insert"], [(k,) for k in keys], page_size=KEPT_BATCH)
+                found += len(keys)
+    if found:
+        cur.execute(Q["analyze_kept"])
+    return found
+
+
 def _drop_chunk_cells(cur: Any, job_id: str) -> None:
     """Delete a job's stored chunk cells, if the customer DB has the table."""
     if _exists(cur, "import_service.chunk_cells"):
         cur.execute("DELETE FROM import_service.chunk_cells WHERE job_id = %s", (job_id,))
-
-
-def _exists(cur: Any, relation: str) -> bool:
-    """Whether a table (schema-qualified, or on the search path) exists."""
-    cur.execute("SELECT to_regclass(%s) IS NOT NULL AS present", (relation,))
-    return bool(cur.fetchone()["present"])
-
-
-class _Cursor:
-    """A cursor that refuses to run more statements once its job was cancelled."""
-
-    def __init__(self, cur: Any, cancelled: threading.Event) -> None:
-        self._cur = cur
-        self._cancelled = cancelled
-
-    def check_cancelled(self) -> None:
-        """Raise JobCancelled if the watcher saw the job cancelled."""
-        if self._cancelled.is_set():
-            raise JobCancelled("the job was cancelled")
-
-    def execute(self, statement: Any, params: Any = None) -> None:
-        self.check_cancelled()
-        self._cur.execute(statement, params)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._cur, name)
-
-
-def _watch(conn: Any, still_running: Callable[[], bool], cancelled: threading.Event, done: threading.Event) -> None:
-    """Cancel the connection's statement once the job is no longer running."""
-    while not done.wait(WATCH_SECONDS):
-        try:
-            running = still_running()
-        except Exception as exc:  # the app DB hiccuped: keep going, ask again
-            log.warning("could not check whether a job is still running: %s", describe(exc))
-            continue
-        if not running:
-            cancelled.set()
-            conn.cancel()
-            return

@@ -152,6 +152,23 @@ SELECT s.data, %(job)s, s.source_row FROM import_src s
 WHERE NOT EXISTS (SELECT 1 FROM import_match m WHERE m.k = s.k)
 ORDER BY s.source_row;
 
+-- name: kept_keys
+-- The keys a replace keeps although no valid row of the file has them: each is the readable,
+-- valid key of one of its invalid rows (SPEC 12), found by service.store._keep_rejected_keys.
+CREATE TEMP TABLE import_kept (k text NOT NULL) ON COMMIT DROP;
+
+-- name: kept_insert
+INSERT INTO import_kept (k) VALUES %s;
+
+-- name: analyze_kept
+ANALYZE import_kept;
+
+-- name: kept_count
+-- The table rows replace_delete_sparing spares for those keys.
+SELECT count(*) AS n FROM {table} t
+WHERE t.data ->> {key} IN (SELECT k FROM import_kept)
+  AND t.job_id <> %(job)s AND NOT EXISTS (SELECT 1 FROM import_match m WHERE m.id = t.id);
+
 -- name: replace_delete
 -- Rows no key of the file matched, other than those just inserted: keep them in the
 -- history, then delete.
@@ -163,16 +180,36 @@ WITH gone AS (
 INSERT INTO import_service.history (job_id, op, row_id, data, old_job_id, source_row, imported_at)
 SELECT %(job)s, 'delete', id, data, job_id, source_row, imported_at FROM gone;
 
+-- name: replace_delete_sparing
+-- The same, sparing also the rows whose key is on an invalid line of the file (import_kept).
+WITH gone AS (
+    DELETE FROM {table} t
+    WHERE t.job_id <> %(job)s AND NOT EXISTS (SELECT 1 FROM import_match m WHERE m.id = t.id)
+      AND NOT EXISTS (SELECT 1 FROM import_kept k WHERE k.k = t.data ->> {key})
+    RETURNING t.*
+)
+INSERT INTO import_service.history (job_id, op, row_id, data, old_job_id, source_row, imported_at)
+SELECT %(job)s, 'delete', id, data, job_id, source_row, imported_at FROM gone;
+
 -- name: undo_conflicts
--- Jobs, not undone, that changed rows this job wrote, or that now hold a key this job deleted.
-SELECT c.job_id, p.published_at FROM (
-    SELECT h.job_id FROM import_service.history h WHERE h.old_job_id = %(job)s AND h.job_id <> %(job)s
+-- Every job, not undone, to undo before this one, newest first: those that changed rows this
+-- job wrote or now hold a key it deleted, and so on from each of them (jobs 1, 2 and 3 that
+-- each changed the row job 0 wrote are all named at once). An undone job keeps no history and
+-- holds no row, so it is never named.
+WITH RECURSIVE later (job_id) AS (
+    SELECT %(job)s::uuid
     UNION
-    SELECT t.job_id FROM {table} t
-    JOIN import_service.history h ON h.job_id = %(job)s AND h.op = 'delete' AND t.data ->> {key} = h.data ->> {key}
-) c LEFT JOIN import_service.publishes p ON p.job_id = c.job_id
-ORDER BY p.published_at DESC NULLS FIRST
-LIMIT 20;
+    SELECT c.job_id FROM later l CROSS JOIN LATERAL (
+        SELECT h.job_id FROM import_service.history h WHERE h.old_job_id = l.job_id AND h.job_id <> l.job_id
+        UNION
+        SELECT t.job_id FROM import_service.history h
+        JOIN {table} t ON t.data ->> {key} = h.data ->> {key}
+        WHERE h.job_id = l.job_id AND h.op = 'delete' AND t.job_id <> l.job_id
+    ) c
+)
+SELECT l.job_id, p.published_at FROM later l LEFT JOIN import_service.publishes p ON p.job_id = l.job_id
+WHERE l.job_id <> %(job)s::uuid
+ORDER BY p.published_at DESC NULLS FIRST, l.job_id;
 
 -- name: undo_updates
 UPDATE {table} t

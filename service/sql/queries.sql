@@ -1,4 +1,6 @@
 -- Named queries of the app DB, loaded once by service/jobs.py (the only module that runs them).
+-- {job_columns} is every column a Job carries but `plan` (jobs.JOB_COLUMNS): a file's header
+-- of up to max_columns names is loaded by the stages that read the file, never by a view.
 
 -- name: insert_job
 INSERT INTO import_jobs (id, customer_id, product_type, blob_uri, options, idempotency_key, request_hash)
@@ -26,13 +28,16 @@ SELECT pg_notify('dramatiq.' || queue_name || '.enqueue',
 FROM enqueued;
 
 -- name: job
-SELECT * FROM import_jobs WHERE id = %s;
+SELECT {job_columns} FROM import_jobs WHERE id = %s;
 
--- name: job_for_update
-SELECT * FROM import_jobs WHERE id = %s FOR UPDATE;
+-- name: job_plan
+SELECT plan FROM import_jobs WHERE id = %s;
+
+-- name: job_state_for_update
+SELECT status, cancel_requested, publishing, logged_errors, options FROM import_jobs WHERE id = %s FOR UPDATE;
 
 -- name: list_jobs
-SELECT * FROM import_jobs
+SELECT {job_columns} FROM import_jobs
 WHERE (%(all_customers)s OR customer_id = ANY(%(customers)s))
   AND (%(customer_id)s::text IS NULL OR customer_id = %(customer_id)s)
   AND (%(status)s::text IS NULL OR status = %(status)s)
@@ -46,7 +51,7 @@ SELECT at, level, row_number, field, message FROM import_logs WHERE job_id = %s 
 INSERT INTO import_logs (job_id, level, row_number, field, message) VALUES %s;
 
 -- name: save_plan
-UPDATE import_jobs SET plan = %s, updated_at = now() WHERE id = %s AND status = 'running';
+UPDATE import_jobs SET plan = %s, updated_at = now() WHERE id = %s AND status = 'running' AND NOT cancel_requested;
 
 -- name: insert_chunk
 INSERT INTO import_chunks (job_id, chunk_no, first_row, first_line, start_pos, row_count)
@@ -62,14 +67,14 @@ SELECT pg_advisory_xact_lock(hashtext('import-service:chunks:' || %s));
 -- name: customer_in_flight
 -- Chunk messages of the customer's running jobs that are queued or running.
 SELECT coalesce(sum(greatest(chunks_sent - chunks_done, 0)), 0)::integer AS n
-FROM import_jobs WHERE customer_id = %s AND status = 'running';
+FROM import_jobs WHERE customer_id = %s AND status = 'running' AND NOT cancel_requested;
 
 -- name: send_next_chunk
 -- The customer's next turn: the lowest unsent chunk of its running job with the fewest
 -- chunks in flight (the earliest job on a tie), marked sent.
 WITH job AS (
     SELECT j.id FROM import_jobs j
-    WHERE j.customer_id = %(customer)s AND j.status = 'running'
+    WHERE j.customer_id = %(customer)s AND j.status = 'running' AND NOT j.cancel_requested
       AND EXISTS (SELECT 1 FROM import_chunks c WHERE c.job_id = j.id AND NOT c.sent)
     ORDER BY j.chunks_sent - j.chunks_done, j.created_at
     LIMIT 1
@@ -94,7 +99,7 @@ SELECT customer_id, status FROM import_jobs WHERE id = %s;
 
 -- name: finish_planning
 UPDATE import_jobs SET chunks_total = %s, stage_running = NULL, updated_at = now()
-WHERE id = %s AND status = 'running'
+WHERE id = %s AND status = 'running' AND NOT cancel_requested
 RETURNING chunks_total, chunks_done;
 
 -- name: begin_chunk
@@ -103,6 +108,7 @@ UPDATE import_chunks c
 SET attempts = c.attempts + 1, crashes = c.crashes + (CASE WHEN c.running THEN 1 ELSE 0 END), running = true
 FROM import_jobs j
 WHERE c.job_id = %s AND c.chunk_no = %s AND NOT c.done AND j.id = c.job_id AND j.status = 'running'
+  AND NOT j.cancel_requested
 RETURNING c.first_row, c.first_line, c.start_pos, c.row_count, c.attempts, c.crashes, j.*;
 
 -- name: end_chunk_attempt
@@ -118,7 +124,7 @@ SET status = 'running',
     started_at = coalesce(started_at, now()),
     stage_crashes = CASE WHEN stage_running = %(stage)s THEN stage_crashes + 1 ELSE 0 END,
     stage_running = %(stage)s, updated_at = now()
-WHERE id = %(id)s AND (status = 'running' OR (%(start)s AND status = 'queued'))
+WHERE id = %(id)s AND (status = 'running' OR (%(start)s AND status = 'queued')) AND NOT cancel_requested
 RETURNING *;
 
 -- name: leave_stage
@@ -140,22 +146,19 @@ SET rows_total = rows_total + %(valid)s + %(invalid)s,
     logged_errors = logged_errors + %(logged)s,
     unreachable_since = NULL,
     updated_at = now()
-WHERE id = %(id)s AND status = 'running'
+WHERE id = %(id)s AND status = 'running' AND NOT cancel_requested
 RETURNING chunks_total, chunks_done;
 
--- name: succeed_job
-UPDATE import_jobs
-SET status = 'succeeded', rows_inserted = %s, finished_at = now(), updated_at = now(),
-    unreachable_since = NULL
-WHERE id = %s AND status = 'running'
-RETURNING id;
-
 -- name: fail_job
+-- A job being cancelled that fails meanwhile (a stage's error, the sweep) ends cancelled:
+-- the caller deleted its rows first, as a cancel does.
 UPDATE import_jobs
-SET status = 'failed', error = %s, finished_at = now(), updated_at = now(), cleanup_pending = true,
+SET status = CASE WHEN cancel_requested THEN 'cancelled' ELSE 'failed' END,
+    error = CASE WHEN cancel_requested THEN NULL ELSE %s END,
+    finished_at = now(), updated_at = now(), cleanup_pending = true,
     waiting = false, publishing = false, stage_running = NULL
 WHERE id = %s AND status IN ('queued', 'running')
-RETURNING customer_id, product_type;
+RETURNING customer_id, product_type, status;
 
 -- name: mark_unreachable
 UPDATE import_jobs SET unreachable_since = coalesce(unreachable_since, now()), updated_at = now()
@@ -175,7 +178,7 @@ GROUP BY j.chunks_total;
 -- Unfinished jobs with no live message: every state change writes the next message in the
 -- same transaction, so this only happens when a message was dead-lettered or deleted and
 -- the job could not be failed at that moment.
-SELECT j.* FROM import_jobs j
+SELECT {job_columns} FROM import_jobs j
 WHERE j.status IN ('queued', 'running') AND NOT j.waiting
   AND j.updated_at < now() - make_interval(secs => %s)
   AND NOT EXISTS (
@@ -190,7 +193,7 @@ WHERE j.status IN ('queued', 'running') AND NOT j.waiting
 LIMIT 100;
 
 -- name: cleanups_due
-SELECT * FROM import_jobs
+SELECT {job_columns} FROM import_jobs
 WHERE status IN ('failed', 'cancelled') AND cleanup_pending AND finished_at < now() - make_interval(secs => %s)
 LIMIT 100;
 
@@ -202,7 +205,7 @@ UPDATE import_jobs
 SET status = 'succeeded', rows_inserted = %(inserted)s, rows_updated = %(updated)s,
     rows_unchanged = %(unchanged)s, rows_duplicate = %(duplicate)s, rows_deleted = %(deleted)s,
     finished_at = now(), updated_at = now(), unreachable_since = NULL, publishing = false, stage_running = NULL
-WHERE id = %(id)s AND status = 'running'
+WHERE id = %(id)s AND status = 'running' AND NOT cancel_requested
 RETURNING customer_id, product_type;
 
 -- name: publish_order_lock
@@ -221,7 +224,7 @@ LIMIT 5;
 
 -- name: start_waiting
 UPDATE import_jobs SET waiting = true, stage_running = NULL, updated_at = now()
-WHERE id = %s AND status = 'running' RETURNING id;
+WHERE id = %s AND status = 'running' AND NOT cancel_requested RETURNING id;
 
 -- name: wake_waiters
 -- Waiting jobs of a customer's product none of whose earlier jobs may still write.
@@ -240,13 +243,29 @@ WHERE status = 'running' AND waiting AND updated_at < now() - make_interval(secs
 
 -- name: start_publishing
 -- The last step before a publish commits in the customer DB: from here on, cancel waits.
-UPDATE import_jobs SET publishing = true, updated_at = now() WHERE id = %s AND status = 'running' RETURNING id;
+UPDATE import_jobs SET publishing = true, updated_at = now()
+WHERE id = %s AND status = 'running' AND NOT cancel_requested RETURNING id;
 
 -- name: cancel_job
+-- A job none of whose rows can be in the product table (queued, atomic, dry run) is
+-- cancelled at once; the staging table it may have goes later.
 UPDATE import_jobs
 SET status = 'cancelled', error = NULL, finished_at = now(), updated_at = now(), cleanup_pending = true,
     waiting = false
 WHERE id = %s AND status IN ('queued', 'running') AND NOT publishing
+RETURNING customer_id, product_type;
+
+-- name: request_cancel
+-- A running streaming job stops taking work, but reads `running` until its rows are gone.
+UPDATE import_jobs SET cancel_requested = true, waiting = false, updated_at = now()
+WHERE id = %s AND status = 'running' AND NOT publishing
+RETURNING customer_id, product_type;
+
+-- name: finish_cancel
+UPDATE import_jobs
+SET status = 'cancelled', error = NULL, finished_at = now(), updated_at = now(), cleanup_pending = true,
+    waiting = false, stage_running = NULL
+WHERE id = %s AND status = 'running' AND cancel_requested
 RETURNING customer_id, product_type;
 
 -- name: drop_queued_messages
@@ -267,7 +286,19 @@ RETURNING id;
 UPDATE import_jobs SET undo_pending = false, updated_at = now() WHERE id = %s;
 
 -- name: job_status
-SELECT status FROM import_jobs WHERE id = %s;
+SELECT status, cancel_requested FROM import_jobs WHERE id = %s;
+
+-- name: insert_replay
+-- At most one replay of a job is queued, running or succeeded (import_jobs_one_replay): of
+-- two requests at once, the second inserts nothing and answers with the first one's job.
+INSERT INTO import_jobs (id, customer_id, product_type, blob_uri, options, replay_of)
+VALUES (%(id)s, %(customer_id)s, %(product_type)s, %(blob_uri)s, %(options)s, %(replay_of)s)
+ON CONFLICT (replay_of) WHERE status IN ('queued', 'running', 'succeeded') DO NOTHING
+RETURNING id;
+
+-- name: live_replay
+SELECT {job_columns} FROM import_jobs
+WHERE replay_of = %s AND status IN ('queued', 'running', 'succeeded');
 
 -- name: callback_url
 SELECT options ->> 'callback_url' AS callback_url FROM import_jobs WHERE id = %s;

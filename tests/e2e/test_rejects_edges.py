@@ -97,6 +97,12 @@ def tricky(stack: Stack, client: Client) -> str:
     return imported(stack, client, TRICKY)
 
 
+@pytest.fixture
+def unreplayed(stack: Stack, client: Client) -> str:
+    """A fresh job like tricky: a job is replayed once at a time (SPEC 14), so each replay test has its own."""
+    return imported(stack, client, TRICKY)
+
+
 @pytest.fixture(scope="module")
 def clean(stack: Stack, client: Client) -> str:
     """An acme job without a single reject."""
@@ -319,8 +325,9 @@ def replay_over(edge: str, stack: Stack, client: Client, importer: Any, job_id: 
 
 @pytest.mark.parametrize("edge", ["rest", "grpc", "importctl"])
 def test_each_edge_replays_a_jobs_rejects_as_a_new_job_that_validates_them_again(
-    stack: Stack, client: Client, importer: Any, tricky: str, edge: str
+    stack: Stack, client: Client, importer: Any, unreplayed: str, edge: str
 ) -> None:
+    tricky = unreplayed
     original = client.call("GET", f"/jobs/{tricky}", headers=ACME).body
     replay_id = replay_over(edge, stack, client, importer, tricky)
     assert uuid.UUID(replay_id) and replay_id != tricky
@@ -366,8 +373,9 @@ def test_a_failed_jobs_replay_keeps_its_options_and_importctl_wait_exits_1_when_
 
 
 def test_importctl_replay_wait_prints_the_new_id_and_the_summary_and_exits_0(
-    stack: Stack, client: Client, tricky: str
+    stack: Stack, client: Client, unreplayed: str
 ) -> None:
+    tricky = unreplayed
     result = importctl(stack, "replay", tricky, "--wait")
     assert result.returncode == 0, result.stderr
     replay_id = result.stdout.decode().strip()

@@ -132,7 +132,7 @@ def test_a_chunk_that_commits_after_its_job_was_failed_brings_no_rows_back(servi
     assert query(customer, "SELECT count(*) FROM users WHERE job_id = %s", (job_id,)) == [(0,)]
     # Now the late chunk's COPY commits: nothing lands (before, its rows showed until the
     # chunk saw the job failed and deleted them again).
-    _, work = begun
+    held, work = begun  # the job as the chunk's worker loaded it (with its plan)
     store = services.customer("acme")
     prefix = store.copy_prefix(job_id, staged=False)
     late = io.BytesIO(f'{prefix}5\t{{"external_id": "u5", "email": "u5@example.com"}}\n'.encode())
@@ -140,7 +140,7 @@ def test_a_chunk_that_commits_after_its_job_was_failed_brings_no_rows_back(servi
     assert query(customer, "SELECT count(*) FROM users WHERE job_id = %s", (job_id,)) == [(0,)]
     assert query(customer, "SELECT count(*) FROM import_service.discarded WHERE job_id = %s", (job_id,)) == [(1,)]
     # The whole late chunk: counts nothing, leaves nothing.
-    assert pipeline.validate(services, job, work)
+    assert pipeline.validate(services, held, work)
     assert query(customer, "SELECT count(*) FROM users WHERE job_id = %s", (job_id,)) == [(0,)]
     failed = services.jobs.get(job_id)
     assert failed is not None and failed.status == "failed" and failed.rows_valid == 4

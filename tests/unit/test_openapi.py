@@ -64,6 +64,11 @@ class ScriptedApi(Api):
             raise JobNotFound(f"no job {job_id}")
         return a_job(REPLAYED, "queued")
 
+    def replay_job(self, access: Access, job_id: str) -> tuple[Job, bool]:
+        if job_id == PENDING:  # replayed before: its replay is still running
+            return a_job(REPLAYED, "running"), False
+        return self.replay(access, job_id), True
+
     def _answer(self, action: str, job_id: str) -> tuple[Job, bool]:
         if job_id == CONFLICT:
             raise JobConflict(f"cannot {action} job {job_id}: it failed")
@@ -380,6 +385,14 @@ def test_a_replay_answers_202_with_the_new_job_and_where_to_follow_it_whatever_t
         assert (result.status_code, result.json) == (202, {"job_id": REPLAYED, "status": "queued"}), result.text
         assert result.headers["location"] == f"/jobs/{REPLAYED}"
         _check(result, "/jobs/{job_id}/replay", "post")
+
+
+def test_a_replay_asked_again_answers_200_with_the_replay_job_it_made_before(
+    scripted: falcon.testing.TestClient,
+) -> None:
+    again = scripted.simulate_post(f"/jobs/{PENDING}/replay", headers=AUTH)
+    assert (again.status_code, again.json["job_id"], again.json["status"]) == (200, REPLAYED, "running")
+    _check(again, "/jobs/{job_id}/replay", "post")
 
 
 def test_a_replay_the_job_refuses_answers_409_and_a_hidden_job_404_in_the_error_shape(
