@@ -648,6 +648,8 @@ def test_replaying_a_jobs_rejects_answers_202_with_location_and_the_new_job_runs
         original["blob_uri"],
     ), job
     assert (job["rows_total"], job["rows_valid"], job["rows_invalid"]) == (1, 0, 1)
+    again = client.call("POST", f"/jobs/{original['job_id']}/replay", headers=ACME)  # a retry: the same job
+    assert again.status == 200 and again.body["job_id"] == job["job_id"], again
 
 
 def test_replaying_a_job_without_rejects_or_a_queued_one_answers_409(stack: Stack, client: Client) -> None:
