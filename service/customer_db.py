@@ -93,6 +93,18 @@ class CustomerDB:
         return CustomerDBRefused(f"{REFUSED}: {refusal_reason(exc, self._dsn)}", detail)
 
     @contextmanager
+    def driver_errors(self) -> Iterator[None]:
+        """Driver errors as the service's: a dropped connection is retryable (CustomerDBUnavailable);
+        a database that answered but refused (a table of another shape, no permission...) is the
+        customer's to fix, and retrying will not help (CustomerDBRefused)."""
+        try:
+            yield
+        except (psycopg2.OperationalError, psycopg2.InterfaceError) as exc:
+            raise self._failed(exc) from None
+        except psycopg2.Error as exc:
+            raise self._refused(exc) from None
+
+    @contextmanager
     def _transaction(self, still_running: Callable[[], bool] | None = None) -> Iterator[Any]:
         """A transaction on a fresh connection; connection trouble becomes CustomerDBUnavailable.
 
@@ -108,19 +120,17 @@ class CustomerDB:
             watcher.start()
         clean = False
         try:
-            with conn, conn.cursor(cursor_factory=psycopg2.extras.RealDictCursor) as cur:
-                yield Cursor(cur, cancelled)
-            clean = True
-        except psycopg2.errors.QueryCanceled:
-            if cancelled.is_set():
-                raise JobCancelled("the job was cancelled") from None
-            raise self._unavailable("customer database cancelled a statement", "cancelled a statement") from None
-        except (psycopg2.OperationalError, psycopg2.InterfaceError) as exc:
-            raise self._failed(exc) from None
-        except psycopg2.Error as exc:
-            # The database answered but refused (a table of another shape, no permission...):
-            # retrying will not help, the customer must act.
-            raise self._refused(exc) from None
+            with self.driver_errors():
+                try:
+                    with conn, conn.cursor(cursor_factory=psycopg2.extras.RealDictCursor) as cur:
+                        yield Cursor(cur, cancelled)
+                    clean = True
+                except psycopg2.errors.QueryCanceled:
+                    if cancelled.is_set():
+                        raise JobCancelled("the job was cancelled") from None
+                    raise self._unavailable(
+                        "customer database cancelled a statement", "cancelled a statement"
+                    ) from None
         finally:
             done.set()
             if watcher is not None:

@@ -128,7 +128,7 @@ class CustomerStore(CustomerDB):
                 return
         conn = self._connect()
         try:
-            with conn, conn.cursor(name="rejects") as cur:
+            with self.driver_errors(), conn, conn.cursor(name="rejects") as cur:
                 cur.itersize = 2000
                 cur.execute(
                     "SELECT source_row, record::text, errors FROM import_service.rejects "
@@ -137,10 +137,6 @@ class CustomerStore(CustomerDB):
                 )
                 for source_row, cells, errors in cur:
                     yield Reject(source_row, json.loads(cells), errors)
-        except (psycopg2.OperationalError, psycopg2.InterfaceError) as exc:
-            raise self._failed(exc) from None
-        except psycopg2.Error as exc:
-            raise self._refused(exc) from None
         finally:
             conn.close()
 
