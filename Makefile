@@ -29,10 +29,10 @@ $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	touch $(STAMP)
 
 run: $(STAMP)
-	$(PY) -m service.demo
+	$(PY) -m service.edges.cli.demo
 
 serve: $(STAMP)
-	$(PY) -m service.serve
+	$(PY) -m service.edges.cli.serve
 
 test: $(STAMP)
 	@test -x /usr/bin/chromium -a -x /usr/bin/chromedriver || { echo "make test: the status page test needs Chromium; install it with: sudo apt-get install chromium chromium-driver"; exit 1; }
@@ -66,7 +66,7 @@ requirements: $(STAMP)
 	$(VENV)/bin/pip-compile --quiet --strip-extras --no-emit-index-url --no-emit-find-links --allow-unsafe -o requirements-dev.txt requirements-dev.in
 
 stop-db: $(STAMP)
-	$(PY) -c 'from service.db import stop_embedded; from service.config import load_config; stop_embedded(load_config().data_dir)'
+	$(PY) -c 'from service.storage.db import stop_embedded; from service.config import load_config; stop_embedded(load_config().data_dir)'
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

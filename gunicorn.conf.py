@@ -15,8 +15,8 @@ if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
     _OWN_METRICS_DIR = tempfile.mkdtemp(prefix="import-service-rest-metrics-")
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = _OWN_METRICS_DIR
 
+from service.edges.rest.app import startup_config  # noqa: E402
 from service.logs import gunicorn_logconfig  # noqa: E402
-from service.rest import startup_config  # noqa: E402
 
 # A bad configuration stops gunicorn here, in the master, with one line and exit code 2.
 bind = [startup_config().rest_addr]
@@ -36,7 +36,9 @@ preload_app = True
 # The default access-log format logs the user of a Basic Authorization header: a client
 # that puts its token there would see it in the log. This one leaves it out, and names the
 # job (and its customer) a request was about, '-' for others (service.rest.RequestJob).
-access_log_format = '%(h)s %(t)s "%(r)s" %(s)s %(b)s "%(f)s" "%(a)s" job=%({import.job_id}e)s customer=%({import.customer_id}e)s'
+access_log_format = (
+    '%(h)s %(t)s "%(r)s" %(s)s %(b)s "%(f)s" "%(a)s" job=%({import.job_id}e)s customer=%({import.customer_id}e)s'
+)
 
 # gunicorn's control socket ($HOME/.gunicorn/gunicorn.ctl) is not used here: every gunicorn of
 # a machine would share that one path, and a read-only HOME (the container) logged an error at

@@ -19,14 +19,15 @@ from dramatiq.middleware import Middleware
 from actors.broker import RecoverySweep, make_broker
 from actors.deliveries import Deliveries, is_delivery_worker
 from actors.metrics import worker_metrics
-from service import control, logs, pipeline, webhooks
+from service import logs
 from service.config import Config, load_config
-from service.db import app_dsn, redact
 from service.errors import ConfigError, ImportServiceError, Retryable
-from service.jobs import JobStore, migrate
-from service.messages import CHUNKS_QUEUE, JOBS_QUEUE, dispatch
-from service.products import ProductRegistry
-from service.wire import WEBHOOKS_QUEUE
+from service.schema.products import ProductRegistry
+from service.stages import control, pipeline, webhooks
+from service.stages.messages import CHUNKS_QUEUE, JOBS_QUEUE, dispatch
+from service.storage.db import app_dsn, redact
+from service.storage.jobs import JobStore, migrate
+from service.storage.queue import WEBHOOKS_QUEUE
 
 log = logging.getLogger(__name__)
 

@@ -34,7 +34,7 @@ from psycopg2 import sql
 from bench import data, small, together
 from bench.runs import MODES, SHEET_CUSTOMER, Phase, Results, Run, Session, run_all
 from service.config import load_config
-from service.db import app_dsn
+from service.storage.db import app_dsn
 
 
 @dataclass

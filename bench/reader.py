@@ -10,7 +10,7 @@ from __future__ import annotations
 import psycopg2
 import psycopg2.extras
 
-from service.jobs import Job
+from service.storage.jobs import Job
 
 
 class JobReader:

@@ -36,17 +36,17 @@ import psycopg2
 from bench import small, together
 from bench.data import COUNTS, HEADER, Files
 from bench.reader import JobReader
-from service import control
 from service.config import PROJECT_ROOT, Config
+from service.edges.cli.serve import commands
+from service.edges.cli.supervisor import worker_command
+from service.edges.tokens import new_token
 from service.errors import ImportServiceError
-from service.jobs import Job, JobStore, migrate
-from service.messages import dispatch
-from service.pipeline import Services
-from service.products import ProductRegistry
-from service.requests import EnqueueRequest, enqueue
-from service.serve import commands
-from service.supervisor import worker_command
-from service.tokens import new_token
+from service.schema.products import ProductRegistry
+from service.stages import control
+from service.stages.enqueue import EnqueueRequest, enqueue
+from service.stages.messages import dispatch
+from service.stages.pipeline import Services
+from service.storage.jobs import Job, JobStore, migrate
 
 MODES = ("append", "upsert", "upsert10", "undo")
 SHEET_CUSTOMER = "sheet"  # the XLSX run's customer (XLSX=1), with its own database

@@ -25,7 +25,7 @@ import psycopg2
 
 from bench.data import HEADER, records
 from bench.reader import JobReader
-from service.jobs import FINAL_STATUSES, Job
+from service.storage.jobs import FINAL_STATUSES, Job
 
 if TYPE_CHECKING:
     from bench.runs import RestServer, Session

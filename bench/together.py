@@ -20,8 +20,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from bench.data import COUNTS, Files, prepare_head
-from service.jobs import Job
-from service.requests import EnqueueRequest, enqueue
+from service.stages.enqueue import EnqueueRequest, enqueue
+from service.storage.jobs import Job
 
 if TYPE_CHECKING:
     from bench.runs import Session

@@ -41,7 +41,7 @@ def pg_admin_dsn() -> str:
         return explicit
     if _reachable(LOCAL_DSN):
         return LOCAL_DSN
-    from service.db import embedded_dsn
+    from service.storage.db import embedded_dsn
 
     return embedded_dsn(ROOT / ".data" / "test")
 

@@ -23,7 +23,7 @@ from service.formats.text import (
     validate_encoding,
 )
 from service.formats.xlsx import decode_records, encode_records
-from service.s3 import S3Object
+from service.sources.s3 import S3Object
 
 # A local file or an S3 object: the readers open either with open_checked.
 Source = Path | S3Object

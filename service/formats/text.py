@@ -15,7 +15,7 @@ from typing import Any, BinaryIO
 
 from service.errors import FileRejected, LimitExceeded
 from service.formats.limits import KIB, Limits, human_size, limit_text
-from service.s3 import S3Object, open_object
+from service.sources.s3 import S3Object, open_object
 
 __all__ = ["Limits", "human_size", "limit_text"]  # kept here too: the readers import them from this module
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from service.jobs import migrate
+from service.storage.jobs import migrate
 from tests.conftest import ROOT, Databases
 from tests.integration.conftest import (
     pipeline,  # noqa: F401  (the fixture, shared with e2e tests)

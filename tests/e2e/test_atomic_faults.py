@@ -16,13 +16,14 @@ from pathlib import Path
 import psutil
 import pytest
 
-from service import blob, control
 from service.config import Config, load_customer_map
-from service.jobs import Job, JobStore, migrate
-from service.messages import dispatch
-from service.pipeline import Services
-from service.products import ProductRegistry
-from service.requests import check_request, enqueue
+from service.schema.products import ProductRegistry
+from service.sources import blob
+from service.stages import control
+from service.stages.enqueue import check_request, enqueue
+from service.stages.messages import dispatch
+from service.stages.pipeline import Services
+from service.storage.jobs import Job, JobStore, migrate
 from tests.conftest import Databases, query, until, wait_finished
 from tests.e2e.test_faults import chunk_running, end, stage_running, start_supervisor
 from tests.integration.conftest import pipeline_env

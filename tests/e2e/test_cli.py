@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from service.jobs import migrate
+from service.storage.jobs import migrate
 from tests.conftest import ROOT, Databases, query
 from tests.integration.conftest import pipeline_env, start_workers, stop_workers
 

@@ -16,14 +16,15 @@ from dataclasses import dataclass
 import psycopg2.extensions
 import pytest
 
-from service import blob, control
-from service.closing import WAITING
 from service.config import Config, load_customer_map
-from service.jobs import JobStore, migrate
-from service.messages import dispatch
-from service.pipeline import Services
-from service.products import ProductRegistry
-from service.requests import check_request, enqueue
+from service.schema.products import ProductRegistry
+from service.sources import blob
+from service.stages import control
+from service.stages.enqueue import check_request, enqueue
+from service.stages.insert import WAITING
+from service.stages.messages import dispatch
+from service.stages.pipeline import Services
+from service.storage.jobs import JobStore, migrate
 from tests.conftest import Databases, query, until, wait_finished
 from tests.integration.conftest import pipeline_env, start_workers, stop_workers
 

@@ -12,12 +12,12 @@ from pathlib import Path
 import psycopg2.extensions
 import pytest
 
-from service import blob
 from service.config import Config, load_customer_map
-from service.jobs import Job, JobStore, migrate
-from service.messages import dispatch
-from service.products import ProductRegistry
-from service.requests import check_request, enqueue
+from service.schema.products import ProductRegistry
+from service.sources import blob
+from service.stages.enqueue import check_request, enqueue
+from service.stages.messages import dispatch
+from service.storage.jobs import Job, JobStore, migrate
 from tests.conftest import Databases, query, wait_finished
 from tests.e2e.conftest import free_port
 from tests.e2e.test_faults import end, start_supervisor

@@ -19,10 +19,10 @@ from google.protobuf import struct_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
-from service import blob
+from service.edges.grpc.server import MAX_WATCHES, PROGRESS, status_for
 from service.generated import importer_pb2, importer_pb2_grpc
-from service.grpc_server import MAX_WATCHES, PROGRESS, status_for
-from service.jobs import JobStore, Q
+from service.sources import blob
+from service.storage.jobs import JobStore, Q
 from tests.conftest import ROOT, query
 from tests.e2e.conftest import Stack
 

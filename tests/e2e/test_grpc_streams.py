@@ -21,9 +21,9 @@ import pytest
 from google.protobuf import struct_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from service import blob
+from service.edges.grpc.streams import MAX_CUSTOMER_STREAMS
 from service.generated import importer_pb2, importer_pb2_grpc
-from service.grpc_streams import MAX_CUSTOMER_STREAMS
+from service.sources import blob
 from tests.conftest import query, until
 from tests.e2e.conftest import Stack
 from tests.e2e.test_grpc import ACME, GLOBEX, TIMEOUT, job_nobody_runs, wait_finished

@@ -17,8 +17,8 @@ from urllib.parse import urlsplit
 import psutil
 import pytest
 
-from service import blob
-from service.openapi import MAX_BODY_BYTES
+from service.edges.rest.openapi import MAX_BODY_BYTES
+from service.sources import blob
 from tests.conftest import Databases, query
 from tests.e2e.conftest import Stack, make_stack
 from tests.unit.test_formats_sheet_xml import MAIN, workbook

@@ -25,7 +25,7 @@ EXPECTED = {
 
 def _run(env: dict[str, str]) -> dict[str, list[str]]:
     result = subprocess.run(
-        [sys.executable, "-m", "service.demo"], env=env, capture_output=True, text=True, timeout=300, cwd=ROOT
+        [sys.executable, "-m", "service.edges.cli.demo"], env=env, capture_output=True, text=True, timeout=300, cwd=ROOT
     )
     assert result.returncode == 0, result.stdout + result.stderr
     # It ends by writing one job's rejected rows to a file, and says where.

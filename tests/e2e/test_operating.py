@@ -23,10 +23,10 @@ import pytest
 from google.protobuf import struct_pb2
 from prometheus_client.parser import text_string_to_metric_families
 
-from service import blob
 from service.generated import importer_pb2_grpc
-from service.jobs import migrate
-from service.wire import QUEUES, WEBHOOKS_QUEUE, delay_queue
+from service.sources import blob
+from service.storage.jobs import migrate
+from service.storage.queue import QUEUES, WEBHOOKS_QUEUE, delay_queue
 from tests.conftest import ROOT, Databases, query, until
 from tests.e2e.conftest import free_port, stop, wait_for_port
 from tests.integration.conftest import pipeline_env

@@ -23,8 +23,8 @@ from urllib.parse import urlsplit
 import grpc
 import pytest
 
-from service import blob
 from service.generated import importer_pb2, importer_pb2_grpc
+from service.sources import blob
 from tests.conftest import ROOT
 from tests.e2e.conftest import Stack
 from tests.e2e.test_rest import ACME, ADMIN, CSV_TYPE, GLOBEX, Client, assert_error, job_nobody_runs

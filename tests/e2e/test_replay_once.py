@@ -18,10 +18,10 @@ import grpc
 import pytest
 
 from service.generated import importer_pb2, importer_pb2_grpc
-from service.jobs import JobStore
-from service.messages import dispatch
-from service.pipeline import REPLAY
-from service.replay import replay_options
+from service.stages.messages import dispatch
+from service.stages.pipeline import REPLAY
+from service.stages.replay import replay_options
+from service.storage.jobs import JobStore
 from tests.conftest import ROOT, Databases, query
 from tests.e2e.conftest import Stack
 from tests.e2e.test_cli import IMPORTCTL

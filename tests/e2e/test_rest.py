@@ -26,8 +26,9 @@ import psycopg2.extras
 import pytest
 from jsonschema import Draft202012Validator
 
-from service import blob, openapi
-from service.jobs import JobStore, Q
+from service.edges.rest import openapi
+from service.sources import blob
+from service.storage.jobs import JobStore, Q
 from tests.conftest import ROOT, query
 from tests.e2e.conftest import TOKENS, Stack, free_port, stop, wait_for_port
 
@@ -570,7 +571,7 @@ def test_undoing_a_succeeded_upsert_answers_200_undone_and_again_200_unchanged(s
 
 
 def test_a_big_undo_answers_202_with_location_and_a_worker_makes_the_job_undone(stack: Stack, client: Client) -> None:
-    from service.control import UNDO_INLINE_ROWS
+    from service.stages.control import UNDO_INLINE_ROWS
 
     request, prefix = organizations(stack, count=UNDO_INLINE_ROWS + 1)
     enqueued = client.call("POST", "/enqueue", dict(request, options={"mode": "upsert"}), headers=ACME)

@@ -7,7 +7,7 @@ import pytest
 import schemathesis
 from hypothesis import HealthCheck, settings
 
-from service.openapi import document
+from service.edges.rest.openapi import document
 from tests.e2e.conftest import Stack
 
 pytestmark = pytest.mark.slow

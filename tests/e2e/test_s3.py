@@ -23,11 +23,11 @@ from werkzeug.serving import make_server
 
 from service.config import Config, load_customers
 from service.errors import BlobUnavailable, RequestRefused
-from service.jobs import Job, JobStore, migrate
-from service.messages import dispatch
-from service.products import ProductRegistry
-from service.requests import EnqueueRequest, check_request, enqueue
-from service.s3 import HEAD_BYTES, READ_BYTES
+from service.schema.products import ProductRegistry
+from service.sources.s3 import HEAD_BYTES, READ_BYTES
+from service.stages.enqueue import EnqueueRequest, check_request, enqueue
+from service.stages.messages import dispatch
+from service.storage.jobs import Job, JobStore, migrate
 from tests.conftest import ROOT, Databases, query, until, wait_finished
 from tests.e2e.conftest import free_port
 from tests.e2e.test_faults import end, start_supervisor

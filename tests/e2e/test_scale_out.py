@@ -17,12 +17,12 @@ from pathlib import Path
 
 import pytest
 
-from service import blob
 from service.config import Config, load_customer_map
-from service.jobs import JobStore, migrate
-from service.messages import dispatch
-from service.products import ProductRegistry
-from service.requests import check_request, enqueue
+from service.schema.products import ProductRegistry
+from service.sources import blob
+from service.stages.enqueue import check_request, enqueue
+from service.stages.messages import dispatch
+from service.storage.jobs import JobStore, migrate
 from tests.conftest import ROOT, Databases, query, until, wait_finished
 from tests.integration.conftest import pipeline_env
 

@@ -27,7 +27,7 @@ from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.support import expected_conditions
 from selenium.webdriver.support.ui import WebDriverWait
 
-from service.ui import PAGE
+from service.edges.rest.ui import PAGE
 from tests.conftest import Databases
 from tests.e2e.conftest import Stack, make_stack
 

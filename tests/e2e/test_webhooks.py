@@ -24,12 +24,12 @@ from urllib.parse import urlsplit
 import psycopg2.extras
 import pytest
 
-from service import blob
 from service.config import Config, load_customers
-from service.jobs import JobStore
-from service.messages import dispatch
-from service.products import ProductRegistry
-from service.requests import EnqueueRequest, check_request, enqueue
+from service.schema.products import ProductRegistry
+from service.sources import blob
+from service.stages.enqueue import EnqueueRequest, check_request, enqueue
+from service.stages.messages import dispatch
+from service.storage.jobs import JobStore
 from tests.conftest import Databases, http_server
 from tests.e2e.conftest import TOKENS, USERS_CSV, Stack, stop
 from tests.integration.conftest import pipeline_env, start_workers, stop_workers

@@ -14,12 +14,12 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from service import blob
 from service.config import Config
-from service.jobs import JobStore
-from service.messages import dispatch
-from service.products import ProductRegistry
-from service.requests import check_request, enqueue
+from service.schema.products import ProductRegistry
+from service.sources import blob
+from service.stages.enqueue import check_request, enqueue
+from service.stages.messages import dispatch
+from service.storage.jobs import JobStore
 from tests.conftest import Databases, query, until
 from tests.e2e.test_webhooks import SECRET, Env, call, start_env, wait_status
 

@@ -35,14 +35,15 @@ import openpyxl
 import psutil
 import pytest
 
-from service import blob, control
 from service.config import Config, load_customer_map
-from service.jobs import Job, JobStore, migrate
-from service.messages import dispatch
-from service.pipeline import Services, purge_history
-from service.products import ProductRegistry
-from service.requests import check_request, enqueue
-from service.store import Q
+from service.schema.products import ProductRegistry
+from service.sources import blob
+from service.stages import control
+from service.stages.enqueue import check_request, enqueue
+from service.stages.messages import dispatch
+from service.stages.pipeline import Services, purge_history
+from service.storage.jobs import Job, JobStore, migrate
+from service.storage.store import Q
 from tests.conftest import Databases, query, until, wait_finished
 from tests.e2e.test_faults import end, start_supervisor
 from tests.integration.conftest import pipeline_env

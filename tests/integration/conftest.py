@@ -16,12 +16,12 @@ from typing import Any
 
 import pytest
 
-from service import blob
 from service.config import SETTINGS, Config, load_customer_map
-from service.jobs import Job, JobStore, migrate
-from service.messages import JOBS_QUEUE, dispatch
-from service.products import ProductRegistry
-from service.requests import check_request, enqueue
+from service.schema.products import ProductRegistry
+from service.sources import blob
+from service.stages.enqueue import check_request, enqueue
+from service.stages.messages import JOBS_QUEUE, dispatch
+from service.storage.jobs import Job, JobStore, migrate
 from tests.conftest import ROOT, Databases
 
 JOB_TIMEOUT = 60.0

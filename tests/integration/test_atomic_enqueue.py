@@ -7,8 +7,8 @@ from typing import Any
 import psycopg2
 import pytest
 
-from service.jobs import JobStore, migrate
-from service.messages import dispatch
+from service.stages.messages import dispatch
+from service.storage.jobs import JobStore, migrate
 from tests.conftest import Databases, query
 
 

@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 import psycopg2
 import pytest
 
-from service import control
-from service.pipeline import DISCARD, Services
+from service.stages import control
+from service.stages.pipeline import DISCARD, Services
 from tests.conftest import Databases, query, until
 from tests.integration.conftest import Pipeline, make_pipeline
 

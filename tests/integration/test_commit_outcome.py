@@ -10,13 +10,13 @@ from dataclasses import dataclass
 
 import pytest
 
-from service import pipeline
-from service.closing import WAITING
 from service.config import Config
-from service.jobs import Job, JobStore, migrate
-from service.messages import dispatch
-from service.products import ProductRegistry
-from service.store import CustomerStore
+from service.schema.products import ProductRegistry
+from service.stages import pipeline
+from service.stages.insert import WAITING
+from service.stages.messages import dispatch
+from service.storage.jobs import Job, JobStore, migrate
+from service.storage.store import CustomerStore
 from tests.conftest import Databases, query
 from tests.e2e.conftest import free_port
 

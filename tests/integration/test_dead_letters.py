@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from service import blob
+from service.sources import blob
 from tests.conftest import query
 from tests.integration.conftest import Pipeline
 

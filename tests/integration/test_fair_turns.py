@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
-from service.jobs import JobStore
-from service.messages import dispatch
+from service.stages.messages import dispatch
+from service.storage.jobs import JobStore
 from tests.conftest import Databases, query
 from tests.integration.conftest import HELD_QUEUE, Pipeline, make_pipeline
 

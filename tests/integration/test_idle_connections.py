@@ -7,7 +7,7 @@ import os
 
 import psycopg2
 
-from service.db import IdleConnections, connect
+from service.storage.db import IdleConnections, connect
 from tests.conftest import Databases
 
 

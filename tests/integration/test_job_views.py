@@ -10,13 +10,13 @@ import falcon.testing
 import psycopg2.extras
 import pytest
 
-from service.api import Api
 from service.config import Config
-from service.jobs import JobStore, Q, migrate
-from service.messages import dispatch
-from service.products import ProductRegistry
-from service.rest import create_app
-from service.wiring import Edge
+from service.edges.api import Api
+from service.edges.rest.app import create_app
+from service.edges.wiring import Edge
+from service.schema.products import ProductRegistry
+from service.stages.messages import dispatch
+from service.storage.jobs import JobStore, Q, migrate
 from tests.conftest import Databases
 
 TOKEN = "tok-views"

@@ -12,12 +12,13 @@ from pathlib import Path
 
 import pytest
 
-from service import blob, pipeline
 from service.config import Config
-from service.jobs import JobStore, migrate
-from service.messages import dispatch
-from service.products import ProductRegistry
-from service.requests import check_request, enqueue
+from service.schema.products import ProductRegistry
+from service.sources import blob
+from service.stages import pipeline
+from service.stages.enqueue import check_request, enqueue
+from service.stages.messages import dispatch
+from service.storage.jobs import JobStore, migrate
 from tests.conftest import Databases, query
 
 

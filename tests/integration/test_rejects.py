@@ -72,7 +72,7 @@ def test_a_dry_run_keeps_its_rejects_and_writes_no_row(pipeline: Pipeline) -> No
 
 
 def test_rejects_past_the_retention_period_are_purged(pipeline: Pipeline) -> None:
-    from service.pipeline import Services, purge_history
+    from service.stages.pipeline import Services, purge_history
 
     job = pipeline.run("globex", "users", "p.csv", b"external_id,email\np1,bad\n")
     dsn = pipeline.customer_dsns["globex"]
@@ -111,13 +111,13 @@ def test_two_keys_for_one_field_anywhere_in_a_key_value_file_fail_the_job(pipeli
 
 
 def _api(pipeline: Pipeline) -> Any:
-    from service.api import Api
+    from service.edges.api import Api
 
     return Api(pipeline.config, pipeline.jobs, pipeline.products)
 
 
 def test_the_rejects_csv_gives_back_the_files_cells_byte_for_byte_and_round_trips(pipeline: Pipeline) -> None:
-    from service.api import OPERATOR
+    from service.edges.api import OPERATOR
 
     content = (
         "external_id;email;first_name;notes\r\n"
@@ -159,7 +159,7 @@ def test_the_rejects_csv_gives_back_the_files_cells_byte_for_byte_and_round_trip
 def test_rejects_page_by_source_row_and_refuse_bad_limits(pipeline: Pipeline) -> None:
     import pytest
 
-    from service.api import OPERATOR, Access, JobNotFound
+    from service.edges.api import OPERATOR, Access, JobNotFound
     from service.errors import RequestRefused
 
     content = b"external_id,email\n" + b"".join(f"p{i},bad{i}\n".encode() for i in range(7))
@@ -180,7 +180,7 @@ def test_rejects_page_by_source_row_and_refuse_bad_limits(pipeline: Pipeline) ->
 
 
 def test_a_key_value_rejects_csv_has_every_key_in_first_seen_order(pipeline: Pipeline) -> None:
-    from service.api import OPERATOR
+    from service.edges.api import OPERATOR
 
     content = b"external_id=K1 title=T credits=-1\nexternal_id=K2 title=U\nsubtitle=x external_id=K3 credits=-5\n"
     job = pipeline.run("acme", "courses", "k.kv", content)
@@ -192,7 +192,7 @@ def test_a_key_value_rejects_csv_has_every_key_in_first_seen_order(pipeline: Pip
 
 
 def test_tsv_with_a_bom_and_utf16_sources_come_back_as_utf8_csv(pipeline: Pipeline) -> None:
-    from service.api import OPERATOR
+    from service.edges.api import OPERATOR
 
     text = 'external_id\temail\tfirst_name\r\nt1\tbad\tZoë, "Z"\r\nt2\tok@x.io\tAnn\r\n'
     expected = (

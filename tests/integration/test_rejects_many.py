@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from service.api import OPERATOR, Api
+from service.edges.api import OPERATOR, Api
 from tests.conftest import Databases, query
 from tests.integration.conftest import Pipeline, make_pipeline
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from service.api import OPERATOR, Access, Api, JobNotFound
+from service.edges.api import OPERATOR, Access, Api, JobNotFound
 from service.errors import JobConflict
 from tests.conftest import ROOT, Databases, query
 from tests.integration.conftest import Pipeline, make_pipeline

@@ -8,9 +8,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from service import control
 from service.errors import JobConflict
-from service.pipeline import Services
+from service.stages import control
+from service.stages.pipeline import Services
 from tests.conftest import Databases, query
 from tests.integration.conftest import Pipeline, make_pipeline
 

@@ -6,8 +6,8 @@ import hashlib
 
 import pytest
 
-from service.api import OPERATOR, Access, Api, Unauthenticated
 from service.config import Config
+from service.edges.api import OPERATOR, Access, Api, Unauthenticated
 
 
 def api(**settings: object) -> Api:

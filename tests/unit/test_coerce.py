@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from service.coerce import (
+from service.schema.coerce import (
     ABSENT,
     BOOLEAN_WORDS,
     EXACT_CLASSES,

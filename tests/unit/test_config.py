@@ -162,7 +162,7 @@ def test_without_an_app_dsn_and_without_pgserver_the_error_says_what_to_set(
     import sys
 
     from service.config import Config
-    from service.db import app_dsn
+    from service.storage.db import app_dsn
 
     monkeypatch.setitem(sys.modules, "pgserver", None)  # import pgserver raises ImportError
     with pytest.raises(ConfigError, match=r"no app_db_dsn is configured \(APP_DB_DSN\).*pgserver"):

@@ -21,17 +21,17 @@ import falcon.testing
 import grpc
 import pytest
 
-from service.api import Access, Api
-from service.cli import RecordCounter, write_file
 from service.config import Config
+from service.edges.api import Access, Api
+from service.edges.cli.main import RecordCounter, write_file
+from service.edges.grpc.server import ImporterServicer, reject_message, status_for
+from service.edges.rest.app import create_app
+from service.edges.wiring import Edge
 from service.errors import CustomerDBUnavailable, JobConflict
 from service.generated import importer_pb2
-from service.grpc_server import ImporterServicer, reject_message, status_for
-from service.jobs import Job, JobStore
-from service.products import ProductRegistry
-from service.rejects import Reject, csv_bytes
-from service.rest import create_app
-from service.wiring import Edge
+from service.schema.products import ProductRegistry
+from service.storage.jobs import Job, JobStore
+from service.storage.rejects import Reject, csv_bytes
 from tests.unit.test_openapi import a_job
 
 TOKEN = "tok-unit-rejects"
@@ -115,7 +115,7 @@ def test_a_failure_once_the_download_started_cuts_it_and_the_log_names_the_job(
     api: ScriptedRejectsApi, client: falcon.testing.TestClient, caplog: pytest.LogCaptureFixture
 ) -> None:
     api.pieces, api.fail_after_first = [b"a,errors\r\n", b"b,c\r\n"], True
-    with caplog.at_level(logging.ERROR, logger="service.rest"), pytest.raises(CustomerDBUnavailable):
+    with caplog.at_level(logging.ERROR, logger="service.edges.rest.app"), pytest.raises(CustomerDBUnavailable):
         client.simulate_get(f"/jobs/{JOB_ID}/rejects.csv", headers=AUTH)  # the server then drops the connection
     assert f"job {JOB_ID}: rejects.csv cut short" in caplog.text
 

@@ -11,12 +11,12 @@ from typing import Any
 import grpc
 import pytest
 
-from service.api import JobNotFound
-from service.cli import parse_options, summary
+from service.edges.api import JobNotFound
+from service.edges.cli.main import parse_options, summary
+from service.edges.cli.watch import render_bar, render_line, watch
+from service.edges.grpc.server import job_message, status_for
 from service.errors import JobConflict, RequestRefused
-from service.grpc_server import job_message, status_for
-from service.jobs import Job
-from service.watch import render_bar, render_line, watch
+from service.storage.jobs import Job
 
 JOB_ID = "0b8f4a52-1a53-4f0e-9a51-7c0f1b2e6d10"
 AT = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)

@@ -11,8 +11,8 @@ from typing import Any
 import grpc
 import pytest
 
-from service.grpc_streams import JobPolls, Refused, StreamSlots, Turns
-from service.jobs import Job
+from service.edges.grpc.streams import JobPolls, Refused, StreamSlots, Turns
+from service.storage.jobs import Job
 from tests.unit.test_openapi import a_job
 
 JOB_ID = "7b1e4c2a-9d3f-4a6b-8c5d-1e2f3a4b5c6d"

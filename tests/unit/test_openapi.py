@@ -20,15 +20,15 @@ import falcon.testing
 import pytest
 from jsonschema import Draft202012Validator
 
-from service.api import Access, Api, JobNotFound
 from service.config import Config
+from service.edges.api import Access, Api, JobNotFound
+from service.edges.rest.app import create_app
+from service.edges.rest.openapi import document
+from service.edges.wiring import Edge
 from service.errors import CustomerDBUnavailable, JobConflict, RequestRefused
-from service.jobs import Job, JobStore
-from service.openapi import document
-from service.products import ProductRegistry
-from service.requests import check_options
-from service.rest import create_app
-from service.wiring import Edge
+from service.schema.products import ProductRegistry
+from service.stages.enqueue import check_options
+from service.storage.jobs import Job, JobStore
 
 TOKEN = "tok-unit-secret"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -270,7 +270,7 @@ def test_options_the_checker_accepts_fit_the_document(options: dict[str, Any]) -
 def test_a_bug_answers_500_in_the_documented_shape_and_the_log_names_the_job_without_secrets(
     client: falcon.testing.TestClient, caplog: pytest.LogCaptureFixture
 ) -> None:
-    with caplog.at_level(logging.ERROR, logger="service.rest"):
+    with caplog.at_level(logging.ERROR, logger="service.edges.rest.app"):
         result = client.simulate_get(f"/jobs/{JOB_ID}/logs", headers=AUTH)
     assert result.status_code == 500
     assert result.json == {"error": {"status": 500, "message": "internal error", "field": None}}
@@ -282,7 +282,7 @@ def test_a_bug_answers_500_in_the_documented_shape_and_the_log_names_the_job_wit
 def test_an_unreachable_app_database_answers_503_on_readyz_and_reads_while_healthz_stays_200(
     client: falcon.testing.TestClient, caplog: pytest.LogCaptureFixture
 ) -> None:
-    with caplog.at_level(logging.WARNING, logger="service.rest"):
+    with caplog.at_level(logging.WARNING, logger="service.edges.rest.app"):
         ready = client.simulate_get("/readyz")
         listed = client.simulate_get("/jobs", headers=AUTH)
         job = client.simulate_get(f"/jobs/{JOB_ID}", headers=AUTH)
@@ -360,7 +360,7 @@ def test_cancel_undo_and_replay_answer_503_while_the_app_database_is_unreachable
 def test_an_unreachable_customer_database_answers_503_to_rejects_and_the_log_names_the_job_without_secrets(
     unreachable_customer: falcon.testing.TestClient, caplog: pytest.LogCaptureFixture, path: str
 ) -> None:
-    with caplog.at_level(logging.WARNING, logger="service.rest"):
+    with caplog.at_level(logging.WARNING, logger="service.edges.rest.app"):
         result = unreachable_customer.simulate_get(path.format(job_id=JOB_ID), headers=AUTH)
     assert result.status_code == 503, result.text
     assert result.json == {
@@ -411,7 +411,7 @@ def test_a_replay_the_job_refuses_answers_409_and_a_hidden_job_404_in_the_error_
 def test_a_replay_answers_503_while_the_customer_database_is_unreachable_and_keeps_its_name_in_the_log(
     unreachable_customer: falcon.testing.TestClient, caplog: pytest.LogCaptureFixture
 ) -> None:
-    with caplog.at_level(logging.WARNING, logger="service.rest"):
+    with caplog.at_level(logging.WARNING, logger="service.edges.rest.app"):
         result = unreachable_customer.simulate_post(f"/jobs/{JOB_ID}/replay", headers=AUTH)
     assert result.json == {
         "error": {"status": 503, "message": "the customer database is unavailable; try again shortly", "field": None}
@@ -439,7 +439,7 @@ def test_an_unreachable_s3_endpoint_answers_503_at_enqueue_naming_the_endpoint_n
     api = Api(config, JobStore(dsn, maxconn=1), ProductRegistry.load(config.schemas_dir))
     client = falcon.testing.TestClient(create_app(Edge(config, dsn, api)))
     body = {"customer_id": "s3c", "product_type": "users", "blob_uri": "s3://imports-bucket/customers/s3c/u.csv"}
-    with caplog.at_level(logging.WARNING, logger="service.rest"):
+    with caplog.at_level(logging.WARNING, logger="service.edges.rest.app"):
         result = client.simulate_post("/enqueue", json=body, headers=AUTH)
     assert result.status_code == 503, result.text
     message = result.json["error"]["message"]

@@ -14,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from service.errors import ConfigError, FileRejected, RowError, UnknownProduct
-from service.products import (
+from service.schema.products import (
     PRODUCT_NAME,
     ColumnMap,
     Product,

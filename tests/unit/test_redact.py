@@ -8,8 +8,8 @@ from dataclasses import dataclass
 import psycopg2
 import pytest
 
-from service.customer_db import refusal_reason
-from service.db import describe, redact
+from service.storage.customer_db import refusal_reason
+from service.storage.db import describe, redact
 
 
 @pytest.mark.parametrize(

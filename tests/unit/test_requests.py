@@ -6,11 +6,11 @@ from pathlib import Path
 
 import pytest
 
-from service.api import Api
 from service.config import Config, CustomerSettings
+from service.edges.api import Api
 from service.errors import RequestRefused
-from service.products import ProductRegistry
-from service.requests import check_request
+from service.schema.products import ProductRegistry
+from service.stages.enqueue import check_request
 from tests.conftest import ROOT
 
 PRODUCTS = ProductRegistry.load(ROOT / "schemas")

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from service import blob
 from service.config import Config, CustomerSettings, S3Area
 from service.errors import BlobRefused
-from service.s3 import S3Object, parse
+from service.sources import blob
+from service.sources.s3 import S3Object, parse
 
 AREA = S3Area("imports-bucket", "landing", "http://127.0.0.1:1", "us-east-1")
 CONFIG = Config(

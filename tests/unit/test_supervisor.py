@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from service.supervisor import SHUTDOWN_TIMEOUT_MS, worker_command
+from service.edges.cli.supervisor import SHUTDOWN_TIMEOUT_MS, worker_command
 
 
 def test_the_thread_count_reaches_the_actors_through_worker_concurrency() -> None:

@@ -20,11 +20,11 @@ import pytest
 from dramatiq.common import dq_name
 from dramatiq_pg.utils import tidy4json
 
-from service import webhooks
 from service.config import Config, CustomerSettings
-from service.jobs import Job
-from service.messages import JOBS_QUEUE
-from service.wire import QUEUES, WEBHOOKS_QUEUE
+from service.stages import webhooks
+from service.stages.messages import JOBS_QUEUE
+from service.storage.jobs import Job
+from service.storage.queue import QUEUES, WEBHOOKS_QUEUE
 from tests.conftest import http_server
 
 SECRET = "s3cr3t-webhook-key"

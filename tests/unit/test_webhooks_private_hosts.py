@@ -18,8 +18,9 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from service import hosts, webhooks
+from service import hosts
 from service.config import CustomerSettings
+from service.stages import webhooks
 
 SECRET = "s3cr3t-webhook-key"
 

@@ -20,8 +20,8 @@ import psycopg2.errors
 import psycopg2.extensions
 import psycopg2.extras
 
-from service.db import IdleConnections, connect, database_name, describe, redact
 from service.errors import CustomerDBRefused, CustomerDBUnavailable, JobCancelled
+from service.storage.db import IdleConnections, connect, database_name, describe, redact
 
 log = logging.getLogger(__name__)
 

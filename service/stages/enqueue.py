@@ -11,11 +11,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from service import blob, webhooks
 from service.config import Config
 from service.errors import BlobRefused, RequestRefused
-from service.jobs import Job, JobStore, request_hash
-from service.products import ProductRegistry
+from service.schema.products import ProductRegistry
+from service.sources import blob
+from service.stages import webhooks
+from service.storage.jobs import Job, JobStore, request_hash
 
 FIELDS = ("customer_id", "product_type", "blob_uri", "options")
 OPTION_TYPES: dict[str, type] = {

@@ -27,10 +27,10 @@ from urllib.parse import unquote, urlsplit
 from service import hosts
 from service.config import Config, CustomerSettings
 from service.hosts import Resolver
-from service.wire import WEBHOOKS_QUEUE, delay_queue, encode
+from service.storage.queue import WEBHOOKS_QUEUE, delay_queue, encode
 
 if TYPE_CHECKING:
-    from service.jobs import JobStore
+    from service.storage.jobs import JobStore
 
 log = logging.getLogger(__name__)
 
@@ -276,7 +276,7 @@ def deliver(
     if problem is not None or settings is None or settings.webhook_secret is None:
         jobs.log(job_id, "error", f"webhook not sent: {problem or 'no webhook_secret'} (checked at delivery)")
         return
-    from service.api import job_view  # api imports requests, which imports this module
+    from service.edges.api import job_view  # api imports requests, which imports this module
 
     first_at = time.time() if first_at is None else first_at
     body = body_bytes(job_view(job), datetime.now(UTC))

@@ -31,7 +31,8 @@ import fastjsonschema
 import jsonschema
 from jsonschema import Draft7Validator, FormatChecker, ValidationError
 
-from service.coerce import (
+from service.errors import ConfigError, FileRejected, RowError, UnknownProduct
+from service.schema.coerce import (
     ABSENT,
     SUPPORTED_TYPES,
     Coercer,
@@ -40,7 +41,6 @@ from service.coerce import (
     inline_coercion,
     show,
 )
-from service.errors import ConfigError, FileRejected, RowError, UnknownProduct
 
 PRODUCT_NAME = re.compile(r"[a-z][a-z0-9_]*\Z")
 _MAX_NAME = 63  # a product name becomes a Postgres table name, which is cut at 63 bytes

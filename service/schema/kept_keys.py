@@ -14,8 +14,8 @@ from typing import Any
 
 import fastjsonschema
 
-from service.coerce import ABSENT, CoercionError, build_coercer
-from service.products import Product, compile_fast
+from service.schema.coerce import ABSENT, CoercionError, build_coercer
+from service.schema.products import Product, compile_fast
 
 log = logging.getLogger(__name__)
 

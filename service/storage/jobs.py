@@ -16,12 +16,12 @@ from typing import Any
 import psycopg2
 import psycopg2.extras
 
-from service import webhooks
-from service.db import IdleConnections, connect, load_queries
 from service.errors import ImportServiceError, RowError
+from service.stages import webhooks
+from service.storage.db import IdleConnections, connect, load_queries
 
 # The job's values live in service/job.py; they stay importable from here.
-from service.job import CHUNK_FIELDS, FINAL_STATUSES, ChunkWork, Counts, Job, LogLine, request_hash  # noqa: F401
+from service.storage.job import CHUNK_FIELDS, FINAL_STATUSES, ChunkWork, Counts, Job, LogLine, request_hash  # noqa: F401
 
 log = logging.getLogger(__name__)
 

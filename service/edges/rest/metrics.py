@@ -27,10 +27,10 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 
-from service.api import Unauthenticated
-from service.db import describe
-from service.jobs import JobStore
-from service.wire import QUEUES, delay_queue
+from service.edges.api import Unauthenticated
+from service.storage.db import describe
+from service.storage.jobs import JobStore
+from service.storage.queue import QUEUES, delay_queue
 
 log = logging.getLogger(__name__)
 

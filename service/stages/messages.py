@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from service.pipeline import DISCARD, FETCH, INSERT, PARSE, REPLAY, UNDO, VALIDATE
-from service.wire import CHUNKS_QUEUE, JOBS_QUEUE, encode
+from service.stages.pipeline import DISCARD, FETCH, INSERT, PARSE, REPLAY, UNDO, VALIDATE
+from service.storage.queue import CHUNKS_QUEUE, JOBS_QUEUE, encode
 
 __all__ = ["CHUNKS_QUEUE", "JOBS_QUEUE", "QUEUES", "dispatch"]
 

@@ -6,8 +6,8 @@ import logging
 import time
 
 from service.errors import JobConflict
-from service.jobs import Job
-from service.pipeline import DISCARD, UNDO, Services, discard_rows
+from service.stages.pipeline import DISCARD, UNDO, Services, discard_rows
+from service.storage.jobs import Job
 
 log = logging.getLogger(__name__)
 

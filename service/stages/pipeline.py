@@ -17,12 +17,8 @@ from dataclasses import asdict, dataclass
 from functools import cached_property
 from typing import Any
 
-from service import blob, closing, formats, logs, rejects
-from service.closing import insert as insert  # (the last stage, in its own module)
-from service.closing import publish as publish
-from service.closing import summarize
+from service import formats, logs
 from service.config import Config
-from service.db import customer_dsn
 from service.errors import (
     CustomerDBRefused,
     CustomerDBUnavailable,
@@ -31,10 +27,17 @@ from service.errors import (
     JobFailed,
     RowError,
 )
-from service.jobs import ChunkWork, Job, JobStore
-from service.products import Product, ProductRegistry, encode_json
-from service.s3 import CHANGED, S3Object
-from service.store import CustomerStore
+from service.schema.products import Product, ProductRegistry, encode_json
+from service.sources import blob
+from service.sources.s3 import CHANGED, S3Object
+from service.stages import insert as closing
+from service.stages.insert import insert as insert  # (the last stage, in its own module)
+from service.stages.insert import publish as publish
+from service.stages.insert import summarize
+from service.storage import rejects
+from service.storage.db import customer_dsn
+from service.storage.jobs import ChunkWork, Job, JobStore
+from service.storage.store import CustomerStore
 
 log = logging.getLogger(__name__)
 
@@ -342,7 +345,7 @@ def _stopped(store: CustomerStore, job: Job) -> None:
 
 def replay(services: Services, job: Job) -> None:
     """Plan a replay job's chunks from the stored rejects of the job it replays (service.replay)."""
-    from service import replay as replays
+    from service.stages import replay as replays
 
     replays.plan(services, job)
 
@@ -354,7 +357,7 @@ def validate(services: Services, job: Job, work: ChunkWork) -> bool:
     A streaming append job COPYs into the product table, an atomic one into its staging table."""
     product = services.products.get(job.product_type)
     if job.replay_of:
-        from service import replay
+        from service.stages import replay
 
         plan = job.plan or {}
         first, last = work.first_row, replay.last_row(work)

@@ -9,10 +9,10 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
-from service import s3
 from service.config import Config
 from service.errors import BlobRefused
-from service.s3 import S3Object
+from service.sources import s3
+from service.sources.s3 import S3Object
 
 # A blob: a local file, or an S3 object (the format readers take either, see open_checked).
 Blob = Path | S3Object

@@ -15,9 +15,9 @@ from pathlib import Path
 from types import FrameType
 
 from service.config import load_config
-from service.db import app_dsn
 from service.errors import ConfigError
-from service.jobs import migrate
+from service.storage.db import app_dsn
+from service.storage.jobs import migrate
 
 STOP_TIMEOUT_SECONDS = 30
 

@@ -5,11 +5,11 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from service.api import Api
 from service.config import Config, load_config
-from service.db import app_dsn
-from service.jobs import JobStore, migrate
-from service.products import ProductRegistry
+from service.edges.api import Api
+from service.schema.products import ProductRegistry
+from service.storage.db import app_dsn
+from service.storage.jobs import JobStore, migrate
 
 log = logging.getLogger(__name__)
 
@@ -28,7 +28,7 @@ def build_edge(config: Config | None = None, maxconn: int = 8) -> Edge:
 
     Raises ConfigError for a bad configuration; the caller prints it as one line.
     """
-    from service.messages import dispatch
+    from service.stages.messages import dispatch
 
     config = config or load_config()
     if config.auth == "off":

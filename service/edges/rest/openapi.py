@@ -9,9 +9,9 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from service.api import DEFAULT_LIST_LIMIT, MAX_LIST_LIMIT, STATUSES
-from service.rejects import DEFAULT_PAGE, ERRORS_COLUMN, MAX_PAGE
-from service.requests import FORMATS, MAX_SHEET_ROWS, MAX_SHEETS, MODES, ON_INVALID, OPTION_TYPES
+from service.edges.api import DEFAULT_LIST_LIMIT, MAX_LIST_LIMIT, STATUSES
+from service.stages.enqueue import FORMATS, MAX_SHEET_ROWS, MAX_SHEETS, MODES, ON_INVALID, OPTION_TYPES
+from service.storage.rejects import DEFAULT_PAGE, ERRORS_COLUMN, MAX_PAGE
 
 MAX_BODY_BYTES = 1024 * 1024
 JSON = "application/json"

@@ -14,12 +14,12 @@ import sys
 import time
 from pathlib import Path
 
-from service import blob
 from service.config import Config, load_config
-from service.db import app_dsn, customer_dsn, ensure_database
 from service.errors import ConfigError, ImportServiceError
-from service.jobs import Job, JobStore, migrate
-from service.products import ProductRegistry
+from service.schema.products import ProductRegistry
+from service.sources import blob
+from service.storage.db import app_dsn, customer_dsn, ensure_database
+from service.storage.jobs import Job, JobStore, migrate
 
 TIMEOUT_SECONDS = 300
 FORMATS = {".csv", ".tsv", ".kv", ".txt", ".xlsx"}
@@ -49,8 +49,8 @@ def main() -> int:
     for customer in config.customers:
         if ensure_database(customer_dsn(config, customer, dsn)):
             print(f"created database for sample customer {customer}")
-    from service.messages import dispatch
-    from service.requests import check_request, enqueue
+    from service.stages.enqueue import check_request, enqueue
+    from service.stages.messages import dispatch
 
     jobs = JobStore(dsn, dispatch=dispatch)
     products = ProductRegistry.load(config.schemas_dir)
@@ -90,7 +90,7 @@ def main() -> int:
 
 def _write_rejects(config: Config, jobs: JobStore, products: ProductRegistry, finished: list[Job]) -> None:
     """Write the rejected rows of the first job that has some to a CSV, as a customer gets them."""
-    from service.api import OPERATOR, Api
+    from service.edges.api import OPERATOR, Api
 
     job = next((j for j in finished if j.rows_invalid), None)
     if job is None:

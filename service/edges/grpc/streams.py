@@ -20,10 +20,10 @@ from typing import Any, TypeVar
 
 import grpc
 
-from service import rejects
-from service.api import OPERATOR, Access, Api
-from service.jobs import Job
-from service.rejects import Reject
+from service.edges.api import OPERATOR, Access, Api
+from service.storage import rejects
+from service.storage.jobs import Job
+from service.storage.rejects import Reject
 
 # 1024 open streams cost about as many small coroutines and HTTP/2 streams; one customer may
 # hold half of them, so the other tenants always keep at least 512.

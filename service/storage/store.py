@@ -19,26 +19,26 @@ import logging
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import psycopg2
 import psycopg2.extras
 from psycopg2 import sql
 
-from service.config import PROJECT_ROOT
-from service.customer_db import WATCH_SECONDS as WATCH_SECONDS  # (moved there; still importable here)
-from service.customer_db import Cursor as _Cursor
-from service.customer_db import CustomerDB
-from service.customer_db import exists as _exists
-from service.db import load_queries
 from service.errors import JobCancelled, JobConflict, JobFailed
-from service.jobs import Counts
-from service.products import PRODUCT_NAME
-from service.rejects import Reject
+from service.schema.products import PRODUCT_NAME
+from service.storage.customer_db import WATCH_SECONDS as WATCH_SECONDS  # (moved there; still importable here)
+from service.storage.customer_db import Cursor as _Cursor
+from service.storage.customer_db import CustomerDB
+from service.storage.customer_db import exists as _exists
+from service.storage.db import load_queries
+from service.storage.jobs import Counts
+from service.storage.rejects import Reject
 
 log = logging.getLogger(__name__)
 
-Q = load_queries(PROJECT_ROOT / "service" / "sql" / "customer.sql")
+Q = load_queries(Path(__file__).parent / "sql" / "customer.sql")
 MAX_KEYS_NAMED = 10
 KEPT_BATCH = 2000  # rejects read at a time when a replace looks for the keys it keeps
 

@@ -13,10 +13,10 @@ from typing import TYPE_CHECKING, Any
 
 from service import formats
 from service.errors import JobConflict, JobFailed
-from service.jobs import ChunkWork, Job
+from service.storage.jobs import ChunkWork, Job
 
 if TYPE_CHECKING:
-    from service.pipeline import Services
+    from service.stages.pipeline import Services
 
 REPLAYABLE = ("succeeded", "failed", "cancelled", "undone")
 CHUNKS_PER_TRANSACTION = 8
@@ -27,7 +27,7 @@ def request(services: Services, original: Job) -> tuple[Job, bool]:
     queued, running or succeeded, so a double click or a client's retry writes no row twice.
 
     Raises JobConflict when the job has not ended or has no rejects."""
-    from service.pipeline import REPLAY
+    from service.stages.pipeline import REPLAY
 
     if original.status not in REPLAYABLE:
         raise JobConflict(
@@ -56,7 +56,7 @@ def replay_options(original: Job) -> dict[str, Any]:
 
 def plan(services: Services, job: Job) -> None:
     """The first stage of a replay: map the original header anew, cut the rejects into chunks."""
-    from service.pipeline import INSERT, map_columns, prepare_tables
+    from service.stages.pipeline import INSERT, map_columns, prepare_tables
 
     original = services.jobs.plan(job.replay_of or "")
     if not original:

@@ -13,12 +13,13 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from service import logs, rejects
+from service import logs
 from service.config import CUSTOMER_ID, HASHED_PREFIX, Config
 from service.errors import ImportServiceError, RequestRefused
-from service.jobs import Job, JobStore, LogLine
-from service.products import ProductRegistry
-from service.requests import check_request, enqueue
+from service.schema.products import ProductRegistry
+from service.stages.enqueue import check_request, enqueue
+from service.storage import rejects
+from service.storage.jobs import Job, JobStore, LogLine
 
 IDEMPOTENCY_KEY = re.compile(r"(?=.*\S)[^\x00-\x1f\x7f]{1,200}\Z")
 STATUSES = ("queued", "running", "succeeded", "failed", "cancelled", "undone")
@@ -111,7 +112,7 @@ class Api:
 
         Raises JobConflict for a job that already ended otherwise (a cancelled one answers as is).
         """
-        from service import control
+        from service.stages import control
 
         return control.cancel(self._services(), self.job(access, job_id))
 
@@ -120,7 +121,7 @@ class Api:
 
         Raises JobConflict naming the later jobs to undo first, or why the job cannot be undone.
         """
-        from service import control
+        from service.stages import control
 
         return control.undo(self._services(), self.job(access, job_id))
 
@@ -133,7 +134,7 @@ class Api:
 
     def replay_job(self, access: Access, job_id: str) -> tuple[Job, bool]:
         """The job's replay and whether this call created it (SPEC 14: one at a time)."""
-        from service import replay
+        from service.stages import replay
 
         return replay.request(self._services(), self.job(access, job_id))
 
@@ -175,7 +176,7 @@ class Api:
         return self._services().customer(job.customer_id)
 
     def _services(self) -> Any:
-        from service.pipeline import Services
+        from service.stages.pipeline import Services
 
         return Services(self.config, self.jobs, self.products, self.jobs.dsn)
 

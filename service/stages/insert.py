@@ -10,12 +10,12 @@ import datetime
 import logging
 from typing import TYPE_CHECKING
 
-from service import kept_keys
 from service.errors import JobFailed
-from service.jobs import Counts, Job
+from service.schema import kept_keys
+from service.storage.jobs import Counts, Job
 
 if TYPE_CHECKING:
-    from service.pipeline import Services
+    from service.stages.pipeline import Services
 
 log = logging.getLogger(__name__)
 

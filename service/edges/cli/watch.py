@@ -6,7 +6,7 @@ import time
 from collections.abc import Callable
 from typing import TextIO
 
-from service.jobs import Job, JobStore
+from service.storage.jobs import Job, JobStore
 
 BAR_WIDTH = 30
 POLL_SECONDS = 0.25

@@ -1,0 +1,378 @@
+"""importctl: enqueue, run and inspect imports, run workers, migrate the app DB.
+
+Usage:
+  importctl enqueue --customer=C --product=P (--file=PATH | --uri=URI) [--option=K=V]... [--idempotency-key=KEY] [--wait]
+  importctl import --customer=C --product=P (--file=PATH | --uri=URI) [--option=K=V]...
+  importctl status JOB [--json]
+  importctl logs JOB
+  importctl watch JOB
+  importctl cancel JOB
+  importctl undo JOB
+  importctl rejects JOB [--output=PATH]
+  importctl replay JOB [--wait]
+  importctl worker [--processes=N] [--threads=N]
+  importctl migrate
+  importctl token new --customer=C
+  importctl (-h | --help)
+
+Options:
+  --customer=C          Customer id (a key of customer_map.json).
+  --product=P           Product type (a schema in schemas/).
+  --file=PATH           A local file; it is copied into the customer's blob area first.
+  --uri=URI             A file:// URI inside the customer's blob area.
+  --option=K=V          A job option, e.g. --option=dry_run=true --option=delimiter=';'.
+                        Several sheets of one workbook: --option=sheet=Q1 --option=sheet=Q2.
+  --idempotency-key=KEY Enqueue at most one job for this key and request.
+  --wait                Wait for the job to end; exit 1 if it failed.
+  --json                Print the job as JSON.
+  --output=PATH         Write the rejects.csv there (replaced once complete) instead of to stdout.
+  --processes=N         Worker processes [default: 2].
+  --threads=N           Threads per worker process (default: WORKER_CONCURRENCY).
+
+`cancel` stops a queued or running job; `undo` takes back what a succeeded job wrote. Both
+print the job; when a worker completes the change, they say so (`status` shows when it has).
+`rejects` writes the job's rejected rows as a CSV file: its header columns plus `errors`.
+`token new` prints a new random API token for customer C (ids separated by commas, or * for
+all) and the line to add to the token file, which keeps only the token's SHA-256 digest.
+`replay` validates the rejected rows of a job that has ended again, against the product
+schema as it is now, in a new job (nothing is read from the file); it prints that job's id.
+
+Exit codes: 0 ok, 1 a job this command waited for (import, enqueue --wait, replay --wait,
+watch) failed, no such job, a cancel, undo or replay the job's state refuses, or an
+unreachable customer database; 2 usage or config error.
+Configuration: CONFIG_PATH / CONFIG_ENV and the variables of the README; no token is needed.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import psycopg2
+from docopt import DocoptExit, docopt
+
+from service import logs
+from service.config import Config, load_config
+from service.edges.api import OPERATOR, Api, job_view
+from service.edges.cli.watch import counts, watch
+from service.edges.tokens import new_token
+from service.errors import ConfigError, ImportServiceError, RequestRefused
+from service.sources import blob, s3
+from service.stages.enqueue import OPTION_TYPES
+from service.storage.db import app_dsn, describe, redact
+from service.storage.jobs import Job, JobStore, migrate
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+POLL_SECONDS = 0.2
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run one importctl command; return its exit code."""
+    try:
+        args = docopt(__doc__, argv=argv, default_help=True)
+    except DocoptExit as exc:
+        print(str(exc), file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        return _dispatch(args)  # it sets the log format once the configuration is read
+    except ConfigError as exc:
+        print(f"importctl: configuration error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except RequestRefused as exc:
+        where = f" ({exc.field})" if exc.field else ""
+        print(f"importctl: refused{where}: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except ImportServiceError as exc:
+        print(f"importctl: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    except psycopg2.Error as exc:  # the app DB is unreachable or refuses us: one line, no traceback
+        print(f"importctl: cannot use the app database: {describe(exc)}", file=sys.stderr)
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        return 130
+
+
+def _dispatch(args: dict[str, Any]) -> int:
+    if args["token"]:
+        token, entry = new_token(args["--customer"])
+        print(
+            f"token: {token}\nadd this entry to the token file (API_TOKENS_PATH), then restart the servers:\n  {entry}"
+        )
+        return EXIT_OK
+    config = load_config()
+    logs.configure(config.log_format, logging.WARNING)
+    if args["worker"]:
+        from service.edges.cli.supervisor import run_workers
+
+        threads = int(args["--threads"]) if args["--threads"] else config.worker_concurrency
+        return run_workers(int(args["--processes"]), threads, config.log_format)
+    dsn = _app_dsn(config)
+    if args["migrate"]:
+        applied = migrate(dsn)
+        print("applied: " + ", ".join(applied) if applied else "app database is up to date")
+        return EXIT_OK
+    if args["enqueue"] or args["import"]:
+        return _enqueue(args, config)
+    if args["cancel"] or args["undo"]:
+        return _change(args, config, dsn)
+    if args["rejects"]:
+        return _rejects(args, config, dsn)
+    if args["replay"]:
+        return _replay(args, config, dsn)
+    jobs = JobStore(dsn, maxconn=2)
+    job = jobs.get(args["JOB"])
+    if job is None:
+        print(f"importctl: no job {args['JOB']}", file=sys.stderr)
+        return EXIT_FAILED
+    if args["status"]:
+        print(json.dumps(job_view(job), indent=2) if args["--json"] else summary(job))
+    elif args["watch"]:
+        job = watch(jobs, job.id, sys.stdout, interactive=sys.stdout.isatty())
+        # An undone job had succeeded; failed and cancelled ones did not import their file.
+        return EXIT_OK if job.status in ("succeeded", "undone") else EXIT_FAILED
+    elif args["logs"]:
+        for line in jobs.logs(job.id):
+            where = f" row {line.row_number}" if line.row_number is not None else ""
+            field = f" [{line.field}]" if line.field else ""
+            print(f"{line.at.isoformat()} {line.level:<7}{where}{field} {line.message}")
+    return EXIT_OK
+
+
+@contextmanager
+def _operator_api(config: Config, dsn: str) -> Iterator[Api]:
+    """An Api that may send stage messages (the workers pick them up), its pool closed after use."""
+    from service.schema.products import ProductRegistry
+    from service.stages.messages import dispatch
+
+    jobs = JobStore(dsn, dispatch=dispatch, maxconn=2)
+    try:
+        yield Api(config, jobs, ProductRegistry.load(config.schemas_dir))
+    finally:
+        jobs.close()
+
+
+def _change(args: dict[str, Any], config: Config, dsn: str) -> int:
+    """Cancel or undo a job as the operator and print it; JobConflict and JobNotFound exit 1 in main."""
+    with _operator_api(config, dsn) as api:
+        change = api.cancel if args["cancel"] else api.undo
+        job, complete = change(OPERATOR, args["JOB"])
+    print(summary(job))
+    if not complete:
+        ending = "cancelled" if args["cancel"] else "undone"
+        print(f"importctl: a worker completes this; `importctl status {job.id}` shows it {ending}", file=sys.stderr)
+    return EXIT_OK
+
+
+def _replay(args: dict[str, Any], config: Config, dsn: str) -> int:
+    """Replay a job's rejects as the operator and print the new job's id; with --wait, exit by its end.
+
+    JobConflict (not ended, no rejects) and JobNotFound exit 1 in main."""
+    with _operator_api(config, dsn) as api:
+        job, created = api.replay_job(OPERATOR, args["JOB"])
+        print(job.id, flush=True)  # before a long wait: a script reading stdout gets it at once
+        if not created:  # asked twice: the replay that is queued, running or succeeded, not a new one
+            print(f"importctl: job {args['JOB']} is replayed already, by job {job.id} ({job.status})", file=sys.stderr)
+        if not args["--wait"]:
+            return EXIT_OK
+        job = wait_for(job.id, api.jobs)
+    print(summary(job), file=sys.stderr)
+    return EXIT_OK if job.status == "succeeded" else EXIT_FAILED
+
+
+def _rejects(args: dict[str, Any], config: Config, dsn: str) -> int:
+    """Write the job's rejects.csv, as the operator, to --output or stdout; JobNotFound exits 1 in main."""
+    from service.schema.products import ProductRegistry
+
+    output = args["--output"]
+    jobs = JobStore(dsn, maxconn=2)
+    try:
+        api = Api(config, jobs, ProductRegistry.load(config.schemas_dir))
+        pieces = api.rejects_csv(OPERATOR, args["JOB"])
+        if output is None:
+            _write(pieces, sys.stdout.buffer)
+            return EXIT_OK
+        written = write_file(pieces, Path(output))
+    except BrokenPipeError:  # `importctl rejects JOB | head`: the reader has enough
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_FAILED
+    except OSError as exc:
+        print(f"importctl: cannot write {output or 'stdout'}: {exc.strerror or exc}", file=sys.stderr)
+        return EXIT_FAILED
+    finally:
+        jobs.close()
+    print(f"importctl: wrote {written} rejects to {output}", file=sys.stderr)
+    return EXIT_OK
+
+
+def write_file(pieces: Iterator[bytes], path: Path) -> int:
+    """Write a rejects.csv to path and return how many rejects it holds.
+
+    A regular file is written beside it and renamed once complete, so a failure leaves no
+    short file that looks whole; anything else (a pipe, /dev/stdout) is written in place.
+    """
+    if path.exists() and not path.is_file():
+        with path.open("wb") as out:
+            return _write(pieces, out)
+    partial = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.part")
+    try:
+        with partial.open("wb") as out:
+            written = _write(pieces, out)
+        os.replace(partial, path)
+    finally:
+        partial.unlink(missing_ok=True)
+    return written
+
+
+def _write(pieces: Iterator[bytes], out: BinaryIO) -> int:
+    """Copy the pieces of a rejects.csv to out; the number of rejects (records after the header)."""
+    records = RecordCounter()
+    for piece in pieces:
+        out.write(piece)
+        records.feed(piece)
+    out.flush()
+    return max(records.complete - 1, 0)
+
+
+class RecordCounter:
+    """Counts the records of a CSV fed in pieces: a line end inside quotes belongs to a cell.
+
+    csv.writer quotes every cell holding a quote and doubles the quotes inside, so an odd
+    number of quotes since the last record's end means a quoted cell is still open.
+    """
+
+    def __init__(self) -> None:
+        self.complete = 0
+        self._quoted = False
+
+    def feed(self, piece: bytes) -> None:
+        """Count the records that end in this piece."""
+        *ended, rest = piece.split(b"\n")
+        for line in ended:
+            self._quoted ^= line.count(b'"') % 2 == 1
+            self.complete += not self._quoted
+        self._quoted ^= rest.count(b'"') % 2 == 1
+
+
+def _app_dsn(config: Config) -> str:
+    try:
+        return app_dsn(config)
+    except ConfigError:
+        raise
+    except Exception as exc:
+        raise ConfigError(f"cannot use the app database: {redact(str(exc).strip())}") from None
+
+
+def _enqueue(args: dict[str, Any], config: Config) -> int:
+    """Enqueue a job (copying --file into the blob area), then wait or run it as asked."""
+    import actors  # sets the broker, migrates, declares the actors
+    from service.stages.enqueue import check_request, enqueue
+
+    services = actors.services()
+    customer = args["--customer"]
+    uri = args["--uri"] or _copy_into_blob_area(Path(args["--file"]), customer, config)
+    body = {
+        "customer_id": customer,
+        "product_type": args["--product"],
+        "blob_uri": uri,
+        "options": parse_options(args["--option"]),
+    }
+    request = check_request(body, config, services.products)
+    job, _ = enqueue(request, services.jobs, args["--idempotency-key"])
+    if args["import"]:
+        job = _run_until_done(job.id, services.jobs, config)
+        print(summary(job))
+        return EXIT_OK if job.status == "succeeded" else EXIT_FAILED
+    print(job.id)
+    if args["--wait"]:
+        job = wait_for(job.id, services.jobs)
+        print(summary(job), file=sys.stderr)
+        return EXIT_OK if job.status == "succeeded" else EXIT_FAILED
+    return EXIT_OK
+
+
+def _copy_into_blob_area(source: Path, customer: str, config: Config) -> str:
+    """Copy a local file under <blob_root>/<customer>/uploads/ (or upload it under uploads/ of the
+    customer's S3 area) and return its URI."""
+    if customer not in config.customers:
+        raise RequestRefused(f"unknown customer {customer!r}", field="customer_id")
+    if not source.is_file():
+        raise RequestRefused(f"{source} is not a readable regular file", field="file")
+    settings = config.customer_settings.get(customer)
+    if settings is not None and settings.s3 is not None:
+        # SPEC 17: a customer with an S3 area imports from there; its workers may run elsewhere.
+        with source.open("rb") as fh:
+            return s3.upload(fh, settings.s3, customer, f"{uuid.uuid4().hex[:12]}-{source.name}").uri
+    target_dir = config.blob_root / customer / "uploads"
+    target_dir.mkdir(parents=True, exist_ok=True)
+    target = target_dir / f"{uuid.uuid4().hex[:12]}-{source.name}"
+    shutil.copyfile(source, target)
+    return blob.uri_for(target)
+
+
+def _run_until_done(job_id: str, jobs: JobStore, config: Config) -> Job:
+    """Run a Dramatiq worker in this process until the job ends."""
+    import dramatiq
+
+    worker = dramatiq.Worker(dramatiq.get_broker(), worker_threads=config.worker_concurrency)
+    worker.start()
+    try:
+        return wait_for(job_id, jobs)
+    finally:
+        worker.stop(timeout=30_000)
+
+
+def wait_for(job_id: str, jobs: JobStore) -> Job:
+    """Poll until the job reaches a final status."""
+    while True:
+        job = jobs.get(job_id)
+        if job is None or job.finished:
+            assert job is not None, f"job {job_id} vanished"
+            return job
+        time.sleep(POLL_SECONDS)
+
+
+def parse_options(pairs: list[str]) -> dict[str, Any]:
+    """Turn K=V pairs into an options object; boolean options accept true/false/yes/no/1/0,
+    whole-number options (header_row) digits; sheet given twice or more is a list of sheets."""
+    options: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise RequestRefused(f"--option must be K=V, got {pair!r}", field="option")
+        if OPTION_TYPES.get(key) is bool:
+            lowered = value.strip().lower()
+            if lowered not in ("true", "false", "yes", "no", "1", "0"):
+                raise RequestRefused(f"{key} must be true or false, got {value!r}", field=f"options.{key}")
+            options[key] = lowered in ("true", "yes", "1")
+        elif OPTION_TYPES.get(key) is int:
+            try:
+                options[key] = int(value.strip())
+            except ValueError:
+                raise RequestRefused(f"{key} must be a whole number, got {value!r}", field=f"options.{key}") from None
+        elif key == "sheet" and key in options:  # --option=sheet=A --option=sheet=B: both, in that order
+            named = options[key]
+            options[key] = [*(named if isinstance(named, list) else [named]), value]
+        else:
+            options[key] = value
+    return options
+
+
+def summary(job: Job) -> str:
+    """One line per job: id, what, status and counts (and when it was undone, or why it failed)."""
+    line = f"{job.id}  {job.customer_id}/{job.product_type}  {job.status:<9}  total={job.rows_total} {counts(job)}"
+    if job.undone_at is not None:
+        line += f"  undone_at={job.undone_at.isoformat()}"
+    return f"{line}  error: {job.error}" if job.error else line
+
+
+if __name__ == "__main__":
+    sys.exit(main())
