@@ -1,7 +1,7 @@
 """The key of a rejected row, for replace (SPEC 12): a table row whose key is on an invalid
 line of the file, the key itself readable and valid, is kept, not deleted.
 
-A reject is stored with its cells as read (service.pipeline.reject_line): a list in the
+A reject is stored with its cells as read (service.stages.validate.reject_line): a list in the
 file's column order, or for key=value files an object keyed by the file's own keys. The
 key cell is coerced and checked as the valid rows' key is, by the key's schema property alone.
 """
@@ -15,7 +15,8 @@ from typing import Any
 import fastjsonschema
 
 from service.schema.coerce import ABSENT, CoercionError, build_coercer
-from service.schema.products import Product, compile_fast
+from service.schema.products import Product
+from service.schema.validators import compile_fast
 
 log = logging.getLogger(__name__)
 

@@ -9,7 +9,8 @@ from typing import Any
 import pytest
 
 from service.errors import ConfigError, FileRejected
-from service.schema.products import ColumnMap, Product, ProductRegistry
+from service.schema.headers import ColumnMap
+from service.schema.products import Product, ProductRegistry
 
 SCHEMAS = Path(__file__).resolve().parents[2] / "schemas"
 REGISTRY = ProductRegistry.load(SCHEMAS)

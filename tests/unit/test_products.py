@@ -14,11 +14,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from service.errors import ConfigError, FileRejected, RowError, UnknownProduct
-from service.schema.products import (
-    PRODUCT_NAME,
-    ColumnMap,
-    Product,
-    ProductRegistry,
+from service.schema.headers import ColumnMap
+from service.schema.products import PRODUCT_NAME, Product, ProductRegistry
+from service.schema.validators import (
     date_text,
     date_time_text,
     email_text,

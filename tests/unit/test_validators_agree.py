@@ -20,7 +20,8 @@ from hypothesis import strategies as st
 from jsonschema import Draft7Validator
 
 from service.schema import products as products_module
-from service.schema.products import Product, ProductRegistry, compile_fast, full_validator
+from service.schema.products import Product, ProductRegistry
+from service.schema.validators import compile_fast, full_validator
 
 SCHEMAS = Path(__file__).resolve().parents[2] / "schemas"
 PRODUCTS = sorted(path.stem for path in SCHEMAS.glob("*.json"))
