@@ -1,32 +1,29 @@
-"""File formats: detect a file's format, read its header, stream its records with resume points."""
+"""File formats: detect a file's format, read its header, stream its records with resume points.
+
+Bytes in, records out: `delimited` (CSV, TSV), `kv` (key=value text) and `xlsx` (with
+`sheet_xml`) read a blob that a source opened; `decoding` finds the text encoding, `text`
+reads lines, `records` holds the types every reader yields, `limits` bounds what a file
+becomes in memory. Formats import the sources (to open a blob) and the leaves, never the
+schema, the databases, a stage or an edge.
+"""
 
 from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterator, Mapping
-from pathlib import Path
 from typing import Any, BinaryIO
 
 from service.errors import FileRejected
 from service.formats import delimited, kv, xlsx
-from service.formats.limits import clip, listed, text_error
-from service.formats.text import (
-    ZIP_MAGIC,
-    Cut,
-    FileFormat,
-    Header,
-    Limits,
-    Record,
-    open_checked,
-    resolve_codec,
-    sniff_encoding,
-    validate_encoding,
-)
+from service.formats.decoding import ZIP_MAGIC, resolve_codec, sniff_encoding, validate_encoding
+from service.formats.limits import Limits, clip, listed, text_error
+from service.formats.records import Cut, FileFormat, Header, Record
 from service.formats.xlsx import decode_records, encode_records
-from service.sources.s3 import S3Object
+from service.sources import blob
+from service.sources.blob import Blob
 
-# A local file or an S3 object: the readers open either with open_checked.
-Source = Path | S3Object
+# A blob of any store: the readers open it with open_checked.
+Source = Blob
 
 __all__ = [
     "Cut",
@@ -149,6 +146,11 @@ def splittable(fmt: FileFormat) -> bool:
     if fmt.kind == "xlsx":
         return True
     return resolve_codec(fmt.encoding, b"").splittable
+
+
+def open_checked(path: Blob, limits: Limits | None, *, whole: bool = False) -> BinaryIO:
+    """Open a blob for binary reading within limits.max_file_bytes (see service.sources.blob.open_blob)."""
+    return blob.open_blob(path, None if limits is None else limits.max_file_bytes, whole=whole)
 
 
 def _refuse_unread(path: Source, head: bytes) -> None:

@@ -8,18 +8,9 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, BinaryIO
 
 from service.errors import FileRejected, LimitExceeded
-from service.formats.limits import columns_error
-from service.formats.text import (
-    Cut,
-    FileFormat,
-    Header,
-    Limits,
-    LineSource,
-    Record,
-    byte_horizon,
-    limit_text,
-    open_source,
-)
+from service.formats.limits import Limits, columns_error, limit_text
+from service.formats.records import Cut, FileFormat, Header, Record
+from service.formats.text import LineSource, byte_horizon, open_source
 
 if TYPE_CHECKING:
     from _csv import Reader

@@ -9,8 +9,9 @@ from operator import itemgetter
 from typing import BinaryIO
 
 from service.errors import FileRejected, LimitExceeded
-from service.formats.limits import clip, human_size
-from service.formats.text import Cut, FileFormat, Header, Limits, Record, byte_horizon, limit_text, open_source
+from service.formats.limits import Limits, clip, human_size, limit_text
+from service.formats.records import Cut, FileFormat, Header, Record
+from service.formats.text import byte_horizon, open_source
 
 # A key is anything but blanks, '=' and '"'; a value is quoted (with \" and \\ escapes)
 # or bare; a pair ends at a run of blanks or at the end of the line.

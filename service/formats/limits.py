@@ -7,10 +7,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from service.errors import LimitExceeded
+from service.units import GIB, KIB, MIB, human_size
 
-KIB = 1024
-MIB = 1024**2
-GIB = 1024**3
+__all__ = ["GIB", "KIB", "MIB", "human_size"]  # (and the names below) sizes live in service.units
 
 
 @dataclass(frozen=True)
@@ -23,15 +22,6 @@ class Limits:
     max_xlsx_bytes: int = GIB  # total uncompressed size of all zip members
     max_columns: int = 16_384  # columns of a header, distinct keys of a key=value file
     max_text_bytes: int = 4 * GIB  # the whole file's text (an XLSX shared string at each use)
-
-
-def human_size(size: int) -> str:
-    """Say a byte count the way the limits are configured: '1 MiB', '2 GiB', '100 bytes'."""
-    for unit, name in ((GIB, "GiB"), (MIB, "MiB"), (KIB, "KiB")):
-        if size >= unit:
-            value = size / unit
-            return f"{value:.0f} {name}" if size % unit == 0 else f"{value:.1f} {name}"
-    return f"{size} bytes"
 
 
 def limit_text(what: str, key: str, limit: int) -> str:

@@ -1,220 +1,29 @@
-"""Shared reader types, and strict, bounded line reading of text files with resumable positions."""
+"""Strict, bounded line reading of text files with resumable positions: a block at a time when
+the codec splits on b'\\n', else line by line from an incremental decoder."""
 
 from __future__ import annotations
 
 import codecs
 import os
-import stat
 from bisect import bisect_left
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
 from itertools import accumulate, chain
 from operator import methodcaller
-from pathlib import Path
-from typing import Any, BinaryIO
+from typing import BinaryIO
 
-from service.errors import FileRejected, LimitExceeded
-from service.formats.limits import KIB, Limits, human_size, limit_text
-from service.sources.s3 import S3Object, open_object
+from service.errors import LimitExceeded
+from service.formats.decoding import Codec, nul_error, text_codec, undecodable_error
+from service.formats.limits import KIB, Limits, limit_text
+from service.formats.records import Header
 
-__all__ = ["Limits", "human_size", "limit_text"]  # kept here too: the readers import them from this module
-
-ZIP_MAGIC = b"PK\x03\x04"
-
-# Longest BOM first: the UTF-32 LE BOM begins with the UTF-16 LE one.
-_BOMS = (
-    (codecs.BOM_UTF32_LE, "utf-32"),
-    (codecs.BOM_UTF32_BE, "utf-32"),
-    (codecs.BOM_UTF8, "utf-8-sig"),
-    (codecs.BOM_UTF16_LE, "utf-16"),
-    (codecs.BOM_UTF16_BE, "utf-16"),
-)
-# Codecs whose byte order comes from a BOM; without one CPython assumes little endian.
-_WIDE = {
-    "utf-16": ((codecs.BOM_UTF16_LE, "utf-16-le"), (codecs.BOM_UTF16_BE, "utf-16-be")),
-    "utf-32": ((codecs.BOM_UTF32_LE, "utf-32-le"), (codecs.BOM_UTF32_BE, "utf-32-be")),
-}
-_OWN_BOM = {
-    "utf-16-le": codecs.BOM_UTF16_LE,
-    "utf-16-be": codecs.BOM_UTF16_BE,
-    "utf-32-le": codecs.BOM_UTF32_LE,
-    "utf-32-be": codecs.BOM_UTF32_BE,
-}
-# These encode ASCII as ASCII yet carry shift state from line to line.
-_STATEFUL = {"utf-7", "hz"}
-_ASCII_SAMPLE = "\n\r\t ,;|\"'=#\\azAZ09"
 _CHUNK = 64 * KIB
 # Bytes read at a time by BlockSource; a module variable so that tests can make blocks tiny.
 BLOCK_BYTES = 64 * KIB
 
 
-@dataclass(frozen=True)
-class FileFormat:
-    """How a file is to be read."""
-
-    kind: str  # 'csv' | 'tsv' | 'kv' | 'xlsx'
-    encoding: str  # python codec for text; '' for xlsx
-    delimiter: str  # csv/tsv only, else ''
-    sheet: str | list[str] | None  # xlsx only: a sheet's name, or several names read as one file
-    header_row: int | None = None  # xlsx only: the header's sheet row (None: the first non-empty row)
-
-
-@dataclass(frozen=True)
-class Header:
-    """The header of a file and where its data begins."""
-
-    names: list[str]
-    data_start: int  # text: byte offset; xlsx: sheet row number
-    data_line: int  # file line (xlsx: sheet row) of the first data record
-
-
-@dataclass(slots=True)
-class Record:
-    """One data record with the positions needed to resume after it.
-
-    Not frozen: a frozen dataclass costs a microsecond per record to build (object.__setattr__).
-    Readers never change a record once yielded; neither should its consumers.
-    """
-
-    source_row: int  # 1 = first data record of the file
-    line: int  # file line (xlsx: sheet row) where the record starts
-    end: int  # position just after this record: a resume point
-    cells: list[Any] | dict[str, str]
-    error: str | None = None  # a problem confined to this record
-    next_line: int = 0  # line (xlsx: row) where the following record would start
-
-
-@dataclass(frozen=True)
-class Cut:
-    """One chunk of a file found by scan_chunks: read it back with
-    iter_records(start=start, first_row=first_row, first_line=first_line, max_records=rows)."""
-
-    first_row: int  # source_row of the chunk's first record
-    first_line: int  # line (xlsx: sheet row) where the chunk's reading starts
-    start: int  # resume position where the chunk's reading starts (the previous chunk's last Record.end)
-    rows: int  # number of records in the chunk (blank and comment lines do not count)
-    keys: frozenset[str] = (
-        frozenset()
-    )  # kv only: every key of the chunk's records (bad lines: the pairs before the fault)
-    # xlsx only: the chunk's records themselves, to be stored for the chunk (a sheet cannot be
-    # entered in the middle, so scan_chunks' one pass is the only read of it)
-    records: list[Record] | None = None
-    notes: tuple[str, ...] = ()  # lines for the job's log (xlsx: which rows each sheet gave)
-
-
-def open_checked(path: Path | S3Object, limits: Limits | None, *, whole: bool = False) -> BinaryIO:
-    """Open a regular file, or an S3 object (ranged reads; whole: a temp copy, for a zip
-    package), for binary reading, refusing FIFOs, devices, directories and oversized files."""
-    if isinstance(path, S3Object):
-        return open_object(path, None if limits is None else limits.max_file_bytes, whole)
-    # O_NONBLOCK so that opening a FIFO cannot hang; it changes nothing for regular files.
-    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
-    try:
-        info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode):
-            raise FileRejected("the blob is not a regular file (a directory, a FIFO or a device)")
-        if limits is not None and info.st_size > limits.max_file_bytes:
-            raise LimitExceeded(
-                f"the file has {info.st_size:,} bytes, more than the max_file_bytes limit "
-                f"({human_size(limits.max_file_bytes)})"
-            )
-        return os.fdopen(fd, "rb")
-    except BaseException:
-        os.close(fd)
-        raise
-
-
-def sniff_encoding(head: bytes) -> str:
-    """Name the encoding a BOM announces, else UTF-8."""
-    for bom, name in _BOMS:
-        if head.startswith(bom):
-            return name
-    return "utf-8"
-
-
-def validate_encoding(name: str) -> str:
-    """Return the encoding option unchanged if Python can decode text with it."""
-    try:
-        # Non-empty input: Python skips the codec entirely when decoding b"".
-        b"\0\0\0\0".decode(name)
-    except (LookupError, UnicodeError):
-        raise FileRejected(
-            f"option encoding: {name!r} is not a text encoding Python knows (examples: utf-8, utf-16, latin-1, cp1252)"
-        ) from None
-    return name
-
-
-@dataclass(frozen=True)
-class Codec:
-    """How the bytes of a text file are decoded, after its BOM."""
-
-    label: str  # the encoding as named in FileFormat, for messages
-    name: str  # BOM-less python codec decoding the lines
-    bom_len: int
-    splittable: bool  # a b'\n' byte always ends a line, so lines decode on their own
-
-
-def ascii_compatible(name: str) -> bool:
-    """Tell whether a codec writes ASCII as ASCII without shift state, so b'\\n' splits lines."""
-    base = codecs.lookup(name).name
-    if base in _STATEFUL or base.startswith("iso2022"):
-        return False
-    try:
-        return _ASCII_SAMPLE.encode(base) == _ASCII_SAMPLE.encode("ascii")
-    except UnicodeError:
-        return False
-
-
-def resolve_codec(label: str, head: bytes) -> Codec:
-    """Pick the BOM-less codec and BOM length for a file whose first bytes are head."""
-    base = codecs.lookup(validate_encoding(label)).name
-    if base in ("utf-8", "utf-8-sig"):
-        return Codec(label, "utf-8", 3 if head.startswith(codecs.BOM_UTF8) else 0, True)
-    if base in _WIDE:
-        for bom, name in _WIDE[base]:
-            if head.startswith(bom):
-                return Codec(label, name, len(bom), False)
-        return Codec(label, _WIDE[base][0][1], 0, False)
-    if base in _OWN_BOM:
-        bom = _OWN_BOM[base]
-        return Codec(label, base, len(bom) if head.startswith(bom) else 0, False)
-    return Codec(label, base, 0, ascii_compatible(base))
-
-
-def text_codec(fh: BinaryIO, label: str) -> Codec:
-    """Resolve the codec of an open text file, refusing a workbook passed off as text."""
-    fh.seek(0)
-    head = fh.read(4)
-    if head.startswith(ZIP_MAGIC):
-        raise FileRejected(
-            "the file is a zip archive (an XLSX workbook?), not text; "
-            "give it the .xlsx extension or the option format=xlsx"
-        )
-    return resolve_codec(label, head)
-
-
 def too_long_error(max_record_bytes: int, record_line: int) -> LimitExceeded:
     """A record (or one line of it) passes max_record_bytes; named by the line where the record starts."""
     return LimitExceeded(limit_text("a record", "max_record_bytes", max_record_bytes), line=record_line)
-
-
-def nul_error(codec: Codec, line: int) -> FileRejected:
-    """A NUL character: the file is binary or in another encoding."""
-    return FileRejected(
-        "the line contains a NUL character: the file is binary or not in the "
-        f"{codec.label} encoding (give the right encoding option)",
-        line=line,
-    )
-
-
-def undecodable_error(codec: Codec, byte: int, column: int | None, line: int) -> FileRejected:
-    """Bytes the codec cannot decode."""
-    where = f" at byte {column + 1} of the line" if column is not None else ""
-    return FileRejected(
-        f"the file is not valid {codec.label} text: byte 0x{byte:02x}{where} cannot be "
-        "decoded (save the file as UTF-8, or give its encoding in the encoding option)",
-        line=line,
-    )
 
 
 class LineReader:

@@ -17,8 +17,8 @@ from openpyxl.styles.stylesheet import apply_stylesheet
 
 from service.errors import FileRejected, LimitExceeded
 from service.formats import sheet_xml
-from service.formats.limits import TextMeter, clip, columns_error, listed
-from service.formats.text import Cut, FileFormat, Header, Limits, Record, human_size
+from service.formats.limits import Limits, TextMeter, clip, columns_error, human_size, listed
+from service.formats.records import Cut, FileFormat, Header, Record
 
 # What a cell costs a chunk's records beside its text (its slot, its Python object): a
 # chunk's byte budget counts it, so that a chunk of many small cells stays small too.

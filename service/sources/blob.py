@@ -1,21 +1,32 @@
 """Blob URIs -> confined blobs: customer C only ever reads under <blob_root>/<C>/, or (SPEC 17)
-under s3://<bucket>/<prefix>/<C>/ of its S3 area."""
+under s3://<bucket>/<prefix>/<C>/ of its S3 area.
+
+The one interface the layers above use for every store: `locate` (URI -> blob, confined),
+`check` (size and version, no read), `pin` (to the version a plan recorded) and
+`open_blob` (a binary reader); `upload` puts a local file into the customer's area
+(`importctl enqueue --file`). A store is one module of this package (`s3`); adding one
+means its URI scheme in `locate` and its branch in each of these calls."""
 
 from __future__ import annotations
 
 import os
+import shutil
 import stat
+import uuid
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 from urllib.parse import unquote, urlsplit
 
 from service.config import Config
-from service.errors import BlobRefused
+from service.errors import BlobRefused, FileRejected, LimitExceeded, RequestRefused
 from service.sources import s3
 from service.sources.s3 import S3Object
+from service.units import human_size
 
-# A blob: a local file, or an S3 object (the format readers take either, see open_checked).
+# A blob: a local file, or an S3 object (the format readers take either, see open_blob).
 Blob = Path | S3Object
+# A blob whose version changed (or vanished) between the plan and a read fails its job with this.
+CHANGED = s3.CHANGED
 
 _KINDS = {
     stat.S_IFDIR: "a directory",
@@ -83,3 +94,51 @@ def check_regular(path: Path, max_bytes: int) -> os.stat_result:
 def uri_for(path: Path) -> str:
     """The file:// URI of an absolute path."""
     return path.resolve().as_uri()
+
+
+def pin(found: Blob, plan: dict[str, Any]) -> Blob | None:
+    """The blob pinned to the version the plan recorded, where the store can pin without a
+    request (an S3 object by its ETag: every GET then names it); None where it must be checked."""
+    if isinstance(found, S3Object) and "etag" in plan:
+        return found.pinned(plan["size"], plan["etag"])
+    return None
+
+
+def open_blob(found: Blob, max_bytes: int | None, *, whole: bool = False) -> BinaryIO:
+    """Open a blob for binary reading: a regular file (refusing FIFOs, devices, directories and
+    files over max_bytes), or an object (ranged reads; whole: a temp copy, for a zip package)."""
+    if isinstance(found, S3Object):
+        return s3.open_object(found, max_bytes, whole)
+    # O_NONBLOCK so that opening a FIFO cannot hang; it changes nothing for regular files.
+    fd = os.open(found, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise FileRejected("the blob is not a regular file (a directory, a FIFO or a device)")
+        if max_bytes is not None and info.st_size > max_bytes:
+            raise LimitExceeded(
+                f"the file has {info.st_size:,} bytes, more than the max_file_bytes limit ({human_size(max_bytes)})"
+            )
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def upload(source: Path, customer: str, config: Config) -> str:
+    """Copy a local file under <blob_root>/<customer>/uploads/ (or upload it under uploads/ of the
+    customer's S3 area) and return its URI."""
+    if customer not in config.customers:
+        raise RequestRefused(f"unknown customer {customer!r}", field="customer_id")
+    if not source.is_file():
+        raise RequestRefused(f"{source} is not a readable regular file", field="file")
+    settings = config.customer_settings.get(customer)
+    if settings is not None and settings.s3 is not None:
+        # SPEC 17: a customer with an S3 area imports from there; its workers may run elsewhere.
+        with source.open("rb") as fh:
+            return s3.upload(fh, settings.s3, customer, f"{uuid.uuid4().hex[:12]}-{source.name}").uri
+    target_dir = config.blob_root / customer / "uploads"
+    target_dir.mkdir(parents=True, exist_ok=True)
+    target = target_dir / f"{uuid.uuid4().hex[:12]}-{source.name}"
+    shutil.copyfile(source, target)
+    return uri_for(target)
