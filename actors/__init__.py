@@ -22,10 +22,12 @@ from actors.metrics import worker_metrics
 from service import logs
 from service.config import Config, load_config
 from service.errors import ConfigError, ImportServiceError, Retryable
+from service.logs import redact
 from service.schema.products import ProductRegistry
-from service.stages import control, pipeline, webhooks
+from service.stages import cleanup, control, fetch, insert, pipeline, replay, webhooks
+from service.stages import services as stages
 from service.stages.messages import CHUNKS_QUEUE, JOBS_QUEUE, dispatch
-from service.storage.db import app_dsn, redact
+from service.storage.db import app_dsn
 from service.storage.jobs import JobStore, migrate
 from service.storage.queue import WEBHOOKS_QUEUE
 
@@ -52,13 +54,13 @@ def sweep_jobs() -> None:
     finish cleanups; wake stalled publish turns."""
     services().jobs.take_stalled_turns()
     for job in services().jobs.orphaned_jobs(ORPHAN_AFTER_SECONDS):
-        pipeline.fail_job(services(), job, "its queued work vanished (a message was lost or deleted); enqueue it again")
-    pipeline.sweep_cleanups(services())
+        cleanup.fail_job(services(), job, "its queued work vanished (a message was lost or deleted); enqueue it again")
+    cleanup.sweep_cleanups(services())
     services().jobs.wake_stalled(STALLED_TURN_SECONDS)
     global _purged_at
     if time.monotonic() - _purged_at > PURGE_EVERY_SECONDS:
         _purged_at = time.monotonic()
-        pipeline.purge_history(services())
+        cleanup.purge_history(services())
 
 
 ORPHAN_AFTER_SECONDS = 60.0
@@ -70,11 +72,11 @@ logs.reformat(CONFIG.log_format)  # dramatiq set up the handlers; the format is 
 broker = make_broker(APP_DSN, extra=[RecoverySweep(after_sweep=sweep_jobs), *worker_metrics(CONFIG)])
 dramatiq.set_broker(broker)
 
-_services: pipeline.Services | None = None
+_services: stages.Services | None = None
 _services_lock = threading.Lock()
 
 
-def services() -> pipeline.Services:
+def services() -> stages.Services:
     """The process's Services, built on first use (after any fork)."""
     global _services
     with _services_lock:
@@ -83,11 +85,11 @@ def services() -> pipeline.Services:
                 APP_DSN,
                 dispatch=dispatch,
                 maxconn=CONFIG.worker_concurrency,  # kept idle at most: one per thread
-                chunk_stage=pipeline.VALIDATE,
+                chunk_stage=stages.VALIDATE,
                 chunks_in_flight=CONFIG.chunks_in_flight,
             )
             products = ProductRegistry.load(CONFIG.schemas_dir)
-            _services = pipeline.Services(CONFIG, jobs, products, APP_DSN)
+            _services = stages.Services(CONFIG, jobs, products, APP_DSN)
         return _services
 
 
@@ -110,22 +112,22 @@ RETRY: dict[str, Any] = {"retry_when": should_retry, "min_backoff": 500, "max_ba
 CHUNK_PRIORITY = 10
 
 
-@dramatiq.actor(actor_name=pipeline.FETCH, queue_name=JOBS_QUEUE, time_limit=600_000, **RETRY)
+@dramatiq.actor(actor_name=stages.FETCH, queue_name=JOBS_QUEUE, time_limit=600_000, **RETRY)
 def import_fetch(job_id: str) -> None:
     """Locate the blob, detect format and header, prepare the customer DB."""
-    pipeline.run_stage(services(), pipeline.fetch, job_id)
+    pipeline.run_stage(services(), fetch.fetch, job_id)
 
 
-@dramatiq.actor(actor_name=pipeline.PARSE, queue_name=JOBS_QUEUE, time_limit=3_600_000, **RETRY)
+@dramatiq.actor(actor_name=stages.PARSE, queue_name=JOBS_QUEUE, time_limit=3_600_000, **RETRY)
 def import_parse(job_id: str) -> None:
     """Scan the file and cut it into chunks."""
-    pipeline.run_stage(services(), pipeline.parse, job_id)
+    pipeline.run_stage(services(), fetch.parse, job_id)
 
 
 @dramatiq.actor(
-    actor_name=pipeline.VALIDATE,
+    actor_name=stages.VALIDATE,
     queue_name=CHUNKS_QUEUE,
-    time_limit=pipeline.CHUNK_TIME_LIMIT_SECONDS * 1000,
+    time_limit=stages.CHUNK_TIME_LIMIT_SECONDS * 1000,
     priority=CHUNK_PRIORITY,
     **RETRY,
 )
@@ -134,28 +136,28 @@ def import_validate(job_id: str, chunk_no: int) -> None:
     pipeline.run_chunk(services(), job_id, chunk_no)
 
 
-@dramatiq.actor(actor_name=pipeline.INSERT, queue_name=JOBS_QUEUE, time_limit=3_600_000, **RETRY)
+@dramatiq.actor(actor_name=stages.INSERT, queue_name=JOBS_QUEUE, time_limit=3_600_000, **RETRY)
 def import_insert(job_id: str) -> None:
     """Close the job: check a streaming job's rows, or publish an atomic job's in one commit."""
-    pipeline.run_stage(services(), pipeline.insert, job_id)
+    pipeline.run_stage(services(), insert.insert, job_id)
 
 
-@dramatiq.actor(actor_name=pipeline.UNDO, queue_name=JOBS_QUEUE, time_limit=3_600_000, **RETRY)
+@dramatiq.actor(actor_name=stages.UNDO, queue_name=JOBS_QUEUE, time_limit=3_600_000, **RETRY)
 def import_undo(job_id: str) -> None:
     """Finish a big undo in one transaction of the customer DB."""
     control.finish_undo(services(), job_id)
 
 
-@dramatiq.actor(actor_name=pipeline.REPLAY, queue_name=JOBS_QUEUE, time_limit=600_000, **RETRY)
+@dramatiq.actor(actor_name=stages.REPLAY, queue_name=JOBS_QUEUE, time_limit=600_000, **RETRY)
 def import_replay(job_id: str) -> None:
     """Plan a replay job from the stored rejects of the job it replays."""
-    pipeline.run_stage(services(), pipeline.replay, job_id)
+    pipeline.run_stage(services(), replay.replay, job_id)
 
 
-@dramatiq.actor(actor_name=pipeline.DISCARD, queue_name=JOBS_QUEUE, time_limit=3_600_000, **RETRY)
+@dramatiq.actor(actor_name=stages.DISCARD, queue_name=JOBS_QUEUE, time_limit=3_600_000, **RETRY)
 def import_discard(job_id: str) -> None:
     """Delete what a cancelled job left in the customer database."""
-    pipeline.discard_cancelled(services(), job_id)
+    cleanup.discard_cancelled(services(), job_id)
 
 
 @dramatiq.actor(actor_name=webhooks.DELIVER, queue_name=WEBHOOKS_QUEUE, time_limit=120_000, **RETRY)
@@ -192,13 +194,13 @@ class FailJobOnDeadLetter(Middleware):
             log.error("job %s: stage %s %s after retries: %s", job_id, message.actor_name, how, redact(repr(exc)))
         error = f"internal error in stage {message.actor_name} ({how} after retries): {redact(reason)}"
         try:
-            if message.actor_name == pipeline.UNDO:
+            if message.actor_name == stages.UNDO:
                 # The job stays succeeded, its rows as they were (the undo is one transaction).
                 services().jobs.end_undo_request(job_id, f"undo did not complete: {error}")
                 return
             job = services().jobs.get(job_id)
             if job is not None and not job.finished:
-                pipeline.fail_job(services(), job, error)
+                cleanup.fail_job(services(), job, error)
         except ImportServiceError as e:
             log.error("job %s: could not record failure: %s", job_id, e)
 

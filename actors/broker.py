@@ -23,7 +23,7 @@ from dramatiq_pg.utils import raise_connection_error, tidy4json, transaction
 from psycopg2.extras import Json
 
 from actors.deliveries import is_delivery_worker
-from service.storage.db import redact
+from service.logs import redact
 
 log = logging.getLogger(__name__)
 

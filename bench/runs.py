@@ -45,7 +45,7 @@ from service.schema.products import ProductRegistry
 from service.stages import control
 from service.stages.enqueue import EnqueueRequest, enqueue
 from service.stages.messages import dispatch
-from service.stages.pipeline import Services
+from service.stages.services import Services
 from service.storage.jobs import Job, JobStore, migrate
 
 MODES = ("append", "upsert", "upsert10", "undo")

@@ -3,7 +3,7 @@ that concerns one.
 
 A line logged while a job's stage runs carries job_id, customer_id and stage (set by
 job_context, a context variable, so each worker thread has its own). Every line passes through
-service.db.redact, which hides DSN passwords; the service never logs tokens, secrets or row
+`redact`, below, which hides DSN passwords; the service never logs tokens, secrets or row
 content in the first place (a test greps the logs of a full run).
 """
 
@@ -19,8 +19,6 @@ import traceback
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
-
-from service.storage.db import redact
 
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 JOB_FIELDS = ("job_id", "customer_id", "stage")
@@ -203,3 +201,28 @@ def wrap_line(line: str) -> str:
 _DRAMATIQ_LINE = re.compile(
     r"\[[^]]*\] \[PID (?P<pid>\d+)\] \[[^]]*\] \[(?P<logger>[^]]*)\] \[(?P<level>[A-Z]+)\] (?P<message>.*)\Z", re.DOTALL
 )
+
+
+# A password after its key (password=, PGPASSWORD=, "password": ...), quoted (libpq's '...' with
+# backslash escapes, or "...") or bare up to white space; an unclosed quote runs to the end.
+# Or the password of a URI's user info (scheme://user:password@host), up to the last @ of it.
+_PASSWORD = re.compile(
+    r"""(?P<key>password["']?\s*[=:]\s*)(?:'(?:\\.?|[^'\\])*'?|"(?:\\.?|[^"\\])*"?|[^\s'"]\S*)"""
+    r"|(?P<user>[a-z][a-z0-9+.-]*://[^:/?#@\s]*:)[^\s/?#]*(?=@)",
+    re.IGNORECASE | re.DOTALL,
+)
+
+
+def redact(text: str) -> str:
+    """Remove passwords from a DSN, a URI or a driver message before it reaches a log or a user."""
+    return _PASSWORD.sub(lambda m: f"{m.group('key') or m.group('user')}***", text)
+
+
+def describe(exc: BaseException) -> str:
+    """A one-line, password-free description of a driver error (for the operator's log)."""
+    lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
+    if not lines:
+        return type(exc).__name__
+    # libpq says one line per address it tried (localhost: ::1, then 127.0.0.1): keep them all.
+    tried = [line for line in lines[1:] if line.startswith("connection to server")]
+    return redact(" / ".join([lines[0], *tried]))

@@ -17,9 +17,13 @@ from service import logs
 from service.config import CUSTOMER_ID, HASHED_PREFIX, Config
 from service.errors import ImportServiceError, RequestRefused
 from service.schema.products import ProductRegistry
+from service.stages import control, replay
 from service.stages.enqueue import check_request, enqueue
+from service.stages.services import Services
 from service.storage import rejects
 from service.storage.jobs import Job, JobStore, LogLine
+from service.storage.store import CustomerStore
+from service.storage.views import reject_view
 
 IDEMPOTENCY_KEY = re.compile(r"(?=.*\S)[^\x00-\x1f\x7f]{1,200}\Z")
 STATUSES = ("queued", "running", "succeeded", "failed", "cancelled", "undone")
@@ -112,8 +116,6 @@ class Api:
 
         Raises JobConflict for a job that already ended otherwise (a cancelled one answers as is).
         """
-        from service.stages import control
-
         return control.cancel(self._services(), self.job(access, job_id))
 
     def undo(self, access: Access, job_id: str) -> tuple[Job, bool]:
@@ -121,8 +123,6 @@ class Api:
 
         Raises JobConflict naming the later jobs to undo first, or why the job cannot be undone.
         """
-        from service.stages import control
-
         return control.undo(self._services(), self.job(access, job_id))
 
     def replay(self, access: Access, job_id: str) -> Job:
@@ -134,8 +134,6 @@ class Api:
 
     def replay_job(self, access: Access, job_id: str) -> tuple[Job, bool]:
         """The job's replay and whether this call created it (SPEC 14: one at a time)."""
-        from service.stages import replay
-
         return replay.request(self._services(), self.job(access, job_id))
 
     def rejects_page(
@@ -172,12 +170,10 @@ class Api:
             raise RequestRefused(f"limit must be a whole number from 1 to {rejects.MAX_PAGE}", field="limit") from None
         return job, start, count
 
-    def _store(self, job: Job) -> Any:
+    def _store(self, job: Job) -> CustomerStore:
         return self._services().customer(job.customer_id)
 
-    def _services(self) -> Any:
-        from service.stages.pipeline import Services
-
+    def _services(self) -> Services:
         return Services(self.config, self.jobs, self.products, self.jobs.dsn)
 
     def logs(self, access: Access, job_id: str) -> list[LogLine]:
@@ -212,51 +208,3 @@ def _limit(value: Any) -> int:
     if isinstance(value, bool) or not 1 <= number <= MAX_LIST_LIMIT:
         raise RequestRefused(f"limit must be a whole number from 1 to {MAX_LIST_LIMIT}", field="limit")
     return number
-
-
-def job_view(job: Job) -> dict[str, Any]:
-    """The public view of a job (SPEC section 9), times as ISO 8601 strings."""
-
-    def iso(value: Any) -> str | None:
-        return value.isoformat() if value is not None else None
-
-    return {
-        "job_id": job.id,
-        "customer_id": job.customer_id,
-        "product_type": job.product_type,
-        "blob_uri": job.blob_uri,
-        "options": job.options,
-        "status": job.status,
-        "rows_total": job.rows_total,
-        "rows_valid": job.rows_valid,
-        "rows_invalid": job.rows_invalid,
-        "rows_inserted": job.rows_inserted,
-        "rows_updated": job.rows_updated,
-        "rows_unchanged": job.rows_unchanged,
-        "rows_duplicate": job.rows_duplicate,
-        "rows_deleted": job.rows_deleted,
-        "error": job.error,
-        "created_at": iso(job.created_at),
-        "started_at": iso(job.started_at),
-        "finished_at": iso(job.finished_at),
-        "undone_at": iso(job.undone_at),
-        # chunks_total is null until the file is planned; the rows of a chunk count in
-        # rows_total once it is done, so chunks_done / chunks_total is the job's progress.
-        "progress": {"chunks_done": job.chunks_done, "chunks_total": job.chunks_total},
-    }
-
-
-def reject_view(item: rejects.Reject, names: list[str] | None) -> dict[str, Any]:
-    """The public view of one rejected row (SPEC 14)."""
-    return {"source_row": item.source_row, "record": rejects.record(item, names), "errors": item.errors}
-
-
-def log_view(line: LogLine) -> dict[str, Any]:
-    """The public view of one log line."""
-    return {
-        "at": line.at.isoformat(),
-        "level": line.level,
-        "row_number": line.row_number,
-        "field": line.field,
-        "message": line.message,
-    }

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from service.config import Config, load_config
 from service.edges.api import Api
 from service.schema.products import ProductRegistry
+from service.stages.messages import dispatch
 from service.storage.db import app_dsn
 from service.storage.jobs import JobStore, migrate
 
@@ -28,8 +29,6 @@ def build_edge(config: Config | None = None, maxconn: int = 8) -> Edge:
 
     Raises ConfigError for a bad configuration; the caller prints it as one line.
     """
-    from service.stages.messages import dispatch
-
     config = config or load_config()
     if config.auth == "off":
         log.warning("auth is off: every caller of this server acts as the operator, for every customer")

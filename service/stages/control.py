@@ -6,7 +6,8 @@ import logging
 import time
 
 from service.errors import JobConflict
-from service.stages.pipeline import DISCARD, UNDO, Services, discard_rows
+from service.stages.cleanup import discard_rows
+from service.stages.services import DISCARD, UNDO, Services
 from service.storage.jobs import Job
 
 log = logging.getLogger(__name__)

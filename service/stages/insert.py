@@ -1,21 +1,16 @@
 """The last stage of an import (insert): journal a streaming job's rows or publish an atomic
 job's, and what an atomic job whose COMMIT outcome is unknown does meanwhile (SPEC 12).
-
-service.pipeline imports these under their old names (pipeline.insert, pipeline.publish...).
 """
 
 from __future__ import annotations
 
 import datetime
 import logging
-from typing import TYPE_CHECKING
 
 from service.errors import JobFailed
 from service.schema import kept_keys
+from service.stages.services import Services
 from service.storage.jobs import Counts, Job
-
-if TYPE_CHECKING:
-    from service.stages.pipeline import Services
 
 log = logging.getLogger(__name__)
 

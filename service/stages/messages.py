@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from service.stages.pipeline import DISCARD, FETCH, INSERT, PARSE, REPLAY, UNDO, VALIDATE
+from service.stages.services import DISCARD, FETCH, INSERT, PARSE, REPLAY, UNDO, VALIDATE
 from service.storage.queue import CHUNKS_QUEUE, JOBS_QUEUE, encode
 
 __all__ = ["CHUNKS_QUEUE", "JOBS_QUEUE", "QUEUES", "dispatch"]

@@ -9,14 +9,13 @@ the original's rejects in source_row order. A chunk's rows are not contiguous, s
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from service import formats
 from service.errors import JobConflict, JobFailed
+from service.stages.fetch import map_columns, prepare_tables
+from service.stages.services import INSERT, REPLAY, Services
 from service.storage.jobs import ChunkWork, Job
-
-if TYPE_CHECKING:
-    from service.stages.pipeline import Services
 
 REPLAYABLE = ("succeeded", "failed", "cancelled", "undone")
 CHUNKS_PER_TRANSACTION = 8
@@ -27,8 +26,6 @@ def request(services: Services, original: Job) -> tuple[Job, bool]:
     queued, running or succeeded, so a double click or a client's retry writes no row twice.
 
     Raises JobConflict when the job has not ended or has no rejects."""
-    from service.stages.pipeline import REPLAY
-
     if original.status not in REPLAYABLE:
         raise JobConflict(
             f"job {original.id} is {original.status}; only the rejects of a job that has ended can be replayed"
@@ -54,10 +51,9 @@ def replay_options(original: Job) -> dict[str, Any]:
     return options
 
 
-def plan(services: Services, job: Job) -> None:
-    """The first stage of a replay: map the original header anew, cut the rejects into chunks."""
-    from service.stages.pipeline import INSERT, map_columns, prepare_tables
-
+def replay(services: Services, job: Job) -> None:
+    """The first stage of a replay job, instead of fetch: map the original header anew, cut the
+    original's rejects into chunks."""
     original = services.jobs.plan(job.replay_of or "")
     if not original:
         raise JobFailed(f"job {job.replay_of} has no plan to replay (it failed before reading its file)")

@@ -21,20 +21,21 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from service import hosts
 from service.config import Config, CustomerSettings
 from service.hosts import Resolver
-from service.storage.queue import WEBHOOKS_QUEUE, delay_queue, encode
-
-if TYPE_CHECKING:
-    from service.storage.jobs import JobStore
+from service.storage.jobs import JobStore
+from service.storage.queue import DELIVER_WEBHOOK, WEBHOOKS_QUEUE, Encoded, delay_queue, delivery_message
+from service.storage.views import job_view
 
 log = logging.getLogger(__name__)
 
-DELIVER = "deliver_webhook"  # the actor's name: stable, queued messages store it
+__all__ = ["DELIVER", "Encoded", "delivery_message", "deliver", "refusal"]
+
+DELIVER = DELIVER_WEBHOOK  # the actor's name: stable, queued messages store it
 QUEUE = WEBHOOKS_QUEUE
 DELAY_QUEUE = delay_queue(QUEUE)
 TIMEOUT_SECONDS = 10.0  # connect, send and answer, all together
@@ -42,9 +43,6 @@ MAX_BACKOFF_SECONDS = 3600.0
 MAX_URL_LENGTH = 2048
 SIGNATURE_HEADER = "X-Import-Signature"
 USER_AGENT = "import-service-webhooks/1"
-
-# (queue name, message id, encoded message), as service.messages.dispatch returns them.
-Encoded = tuple[str, str, dict[str, Any]]
 
 
 def url_problem(url: str) -> str | None:
@@ -115,14 +113,6 @@ def _no_lookup(host: str, port: int) -> list[str]:
 
 def _default_port(scheme: str) -> int:
     return 443 if scheme.lower() == "https" else 80
-
-
-def delivery_message(
-    job_id: str, status: str, attempt: int = 1, first_at: float | None = None, delay_seconds: float = 0.0
-) -> Encoded:
-    """The message for one delivery attempt in Dramatiq's wire format; with a delay it goes to
-    the delay queue with an eta, as Dramatiq's own `send_with_options(delay=...)` would put it."""
-    return encode(QUEUE, DELIVER, [job_id, status, attempt, first_at], delay_seconds)
 
 
 def sign(body: bytes, secret: str) -> str:
@@ -276,8 +266,6 @@ def deliver(
     if problem is not None or settings is None or settings.webhook_secret is None:
         jobs.log(job_id, "error", f"webhook not sent: {problem or 'no webhook_secret'} (checked at delivery)")
         return
-    from service.edges.api import job_view  # api imports requests, which imports this module
-
     first_at = time.time() if first_at is None else first_at
     body = body_bytes(job_view(job), datetime.now(UTC))
     headers = {

@@ -1,5 +1,5 @@
 """Connections and transactions on one customer's database, and the one place its driver
-errors are wrapped (used by service.store, which runs the statements).
+errors are wrapped (used by service.storage.store, which runs the statements).
 
 A wrapped error's text is what a customer may read (job errors, job log lines, API answers):
 it never names the database's host, port or user, nor its DSN (SPEC 14). The driver's own
@@ -21,7 +21,8 @@ import psycopg2.extensions
 import psycopg2.extras
 
 from service.errors import CustomerDBRefused, CustomerDBUnavailable, JobCancelled
-from service.storage.db import IdleConnections, connect, database_name, describe, redact
+from service.logs import describe, redact
+from service.storage.db import IdleConnections, connect, database_name
 
 log = logging.getLogger(__name__)
 

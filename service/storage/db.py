@@ -1,6 +1,6 @@
 """Where the databases are: the app DB (configured or embedded) and each customer's DB.
 
-This module only finds and opens connections; jobs.py and store.py run the SQL.
+This module only finds and opens connections; the app-DB store (jobs.py and its parts app_db, turns, chunks, controls) and store.py run the SQL.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ _INHERITED = ("host", "port", "user", "password")
 
 
 def load_queries(path: Path) -> dict[str, str]:
-    """Split a .sql file into blocks headed `-- name: x` (jobs.py and store.py run them)."""
+    """Split a .sql file into blocks headed `-- name: x` (the app-DB store and store.py run them)."""
     blocks = re.split(r"^-- name: (\w+)\s*$", path.read_text(), flags=re.MULTILINE)
     return {name: body.strip() for name, body in zip(blocks[1::2], blocks[2::2], strict=True)}
 
@@ -91,31 +91,6 @@ def connect(
     )
     conn.autocommit = autocommit
     return conn
-
-
-# A password after its key (password=, PGPASSWORD=, "password": ...), quoted (libpq's '...' with
-# backslash escapes, or "...") or bare up to white space; an unclosed quote runs to the end.
-# Or the password of a URI's user info (scheme://user:password@host), up to the last @ of it.
-_PASSWORD = re.compile(
-    r"""(?P<key>password["']?\s*[=:]\s*)(?:'(?:\\.?|[^'\\])*'?|"(?:\\.?|[^"\\])*"?|[^\s'"]\S*)"""
-    r"|(?P<user>[a-z][a-z0-9+.-]*://[^:/?#@\s]*:)[^\s/?#]*(?=@)",
-    re.IGNORECASE | re.DOTALL,
-)
-
-
-def redact(text: str) -> str:
-    """Remove passwords from a DSN, a URI or a driver message before it reaches a log or a user."""
-    return _PASSWORD.sub(lambda m: f"{m.group('key') or m.group('user')}***", text)
-
-
-def describe(exc: BaseException) -> str:
-    """A one-line, password-free description of a driver error (for the operator's log)."""
-    lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
-    if not lines:
-        return type(exc).__name__
-    # libpq says one line per address it tried (localhost: ::1, then 127.0.0.1): keep them all.
-    tried = [line for line in lines[1:] if line.startswith("connection to server")]
-    return redact(" / ".join([lines[0], *tried]))
 
 
 def database_name(dsn: str) -> str:

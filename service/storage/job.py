@@ -1,6 +1,6 @@
 """A job as the app DB holds it: its row, its counts, its chunks and its log lines.
 
-Plain values, no SQL: service/jobs.py (the store) reads and writes them.
+Plain values, no SQL: service/storage/jobs.py (the store) reads and writes them.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ FINAL_STATUSES = ("succeeded", "failed", "cancelled", "undone")
 
 @dataclass(frozen=True)
 class Job:
-    """A row of import_jobs; each field is a column of that name (jobs.JOB_COLUMNS selects them)."""
+    """A row of import_jobs; each field is a column of that name (app_db.JOB_COLUMNS selects them)."""
 
     id: str
     customer_id: str
@@ -43,7 +43,7 @@ class Job:
     idempotency_key: str | None
     undone_at: datetime | None = None
     # The file's layout (its header: up to max_columns names). Only the stages that read the
-    # file load it; views, lists and watchers leave it None (see jobs.JOB_COLUMNS).
+    # file load it; views, lists and watchers leave it None (see app_db.JOB_COLUMNS).
     plan: dict[str, Any] | None = None
     waiting: bool = False
     publishing: bool = False

@@ -1,7 +1,10 @@
 """Dramatiq's message wire format and the queue names, without importing Dramatiq (the edges
-write messages inside their own transactions and must not start a broker). A leaf module:
-service.messages (the stages' messages) and service.webhooks both build on it;
-tests/unit/test_messages.py checks the format against Dramatiq's."""
+write messages inside their own transactions and must not start a broker). The stages'
+messages (service.stages.messages) and webhook deliveries both build on it;
+tests/unit/test_messages.py checks the format against Dramatiq's.
+
+A webhook's first delivery message is built here, not by service.stages.webhooks: the app
+DB's store writes it in the transaction that ends the job, and storage imports no stage."""
 
 from __future__ import annotations
 
@@ -15,6 +18,10 @@ CHUNKS_QUEUE = "import_chunks"  # one message per chunk: validate
 # holds a thread that a stage needs. Each queue costs every worker process 4 app-DB connections.
 WEBHOOKS_QUEUE = "import_webhooks"
 QUEUES = (JOBS_QUEUE, CHUNKS_QUEUE, WEBHOOKS_QUEUE)  # every queue; a name is at most 43 characters
+DELIVER_WEBHOOK = "deliver_webhook"  # the delivery actor's name: stable, queued messages store it
+
+# (queue name, message id, encoded message), as service.stages.messages.dispatch returns them.
+Encoded = tuple[str, str, dict[str, Any]]
 
 
 def delay_queue(queue: str) -> str:
@@ -22,7 +29,7 @@ def delay_queue(queue: str) -> str:
     return f"{queue}.DQ"
 
 
-def encode(queue: str, actor_name: str, args: list[Any], delay_seconds: float = 0.0) -> tuple[str, str, dict[str, Any]]:
+def encode(queue: str, actor_name: str, args: list[Any], delay_seconds: float = 0.0) -> Encoded:
     """A message for an actor as Dramatiq would write it: (queue, message id, message). With a
     delay it goes to the queue's delay queue with an eta, as `send_with_options(delay=...)` puts it."""
     message_id = str(uuid.uuid4())
@@ -40,3 +47,11 @@ def encode(queue: str, actor_name: str, args: list[Any], delay_seconds: float = 
         "message_timestamp": now_ms,
     }
     return queue, message_id, message
+
+
+def delivery_message(
+    job_id: str, status: str, attempt: int = 1, first_at: float | None = None, delay_seconds: float = 0.0
+) -> Encoded:
+    """The message for one webhook delivery attempt in Dramatiq's wire format; with a delay it
+    goes to the delay queue with an eta, as Dramatiq's own `send_with_options(delay=...)` would put it."""
+    return encode(WEBHOOKS_QUEUE, DELIVER_WEBHOOK, [job_id, status, attempt, first_at], delay_seconds)

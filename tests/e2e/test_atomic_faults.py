@@ -22,7 +22,7 @@ from service.sources import blob
 from service.stages import control
 from service.stages.enqueue import check_request, enqueue
 from service.stages.messages import dispatch
-from service.stages.pipeline import Services
+from service.stages.services import Services
 from service.storage.jobs import Job, JobStore, migrate
 from tests.conftest import Databases, query, until, wait_finished
 from tests.e2e.test_faults import chunk_running, end, stage_running, start_supervisor

@@ -23,7 +23,7 @@ from service.stages import control
 from service.stages.enqueue import check_request, enqueue
 from service.stages.insert import WAITING
 from service.stages.messages import dispatch
-from service.stages.pipeline import Services
+from service.stages.services import Services
 from service.storage.jobs import JobStore, migrate
 from tests.conftest import Databases, query, until, wait_finished
 from tests.integration.conftest import pipeline_env, start_workers, stop_workers

@@ -22,7 +22,8 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from service.edges.grpc.server import MAX_WATCHES, PROGRESS, status_for
 from service.generated import importer_pb2, importer_pb2_grpc
 from service.sources import blob
-from service.storage.jobs import JobStore, Q
+from service.storage.app_db import Q
+from service.storage.jobs import JobStore
 from tests.conftest import ROOT, query
 from tests.e2e.conftest import Stack
 

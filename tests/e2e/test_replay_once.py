@@ -19,8 +19,8 @@ import pytest
 
 from service.generated import importer_pb2, importer_pb2_grpc
 from service.stages.messages import dispatch
-from service.stages.pipeline import REPLAY
 from service.stages.replay import replay_options
+from service.stages.services import REPLAY
 from service.storage.jobs import JobStore
 from tests.conftest import ROOT, Databases, query
 from tests.e2e.conftest import Stack

@@ -28,7 +28,8 @@ from jsonschema import Draft202012Validator
 
 from service.edges.rest import openapi
 from service.sources import blob
-from service.storage.jobs import JobStore, Q
+from service.storage.app_db import Q
+from service.storage.jobs import JobStore
 from tests.conftest import ROOT, query
 from tests.e2e.conftest import TOKENS, Stack, free_port, stop, wait_for_port
 

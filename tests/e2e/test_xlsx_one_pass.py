@@ -39,9 +39,10 @@ from service.config import Config, load_customer_map
 from service.schema.products import ProductRegistry
 from service.sources import blob
 from service.stages import control
+from service.stages.cleanup import purge_history
 from service.stages.enqueue import check_request, enqueue
 from service.stages.messages import dispatch
-from service.stages.pipeline import Services, purge_history
+from service.stages.services import Services
 from service.storage.jobs import Job, JobStore, migrate
 from service.storage.store import Q
 from tests.conftest import Databases, query, until, wait_finished

@@ -13,7 +13,7 @@ import psycopg2
 import pytest
 
 from service.stages import control
-from service.stages.pipeline import DISCARD, Services
+from service.stages.services import DISCARD, Services
 from tests.conftest import Databases, query, until
 from tests.integration.conftest import Pipeline, make_pipeline
 

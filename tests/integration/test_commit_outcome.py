@@ -12,7 +12,8 @@ import pytest
 
 from service.config import Config
 from service.schema.products import ProductRegistry
-from service.stages import pipeline
+from service.stages import cleanup
+from service.stages import services as stages
 from service.stages.insert import WAITING
 from service.stages.messages import dispatch
 from service.storage.jobs import Job, JobStore, migrate
@@ -26,8 +27,8 @@ class Stand:
     app: str
     customer: str
     jobs: JobStore
-    up: pipeline.Services  # the customer database reachable
-    down: pipeline.Services  # the same customer, its database unreachable
+    up: stages.Services  # the customer database reachable
+    down: stages.Services  # the same customer, its database unreachable
 
     def job(self, publishing: bool, days_old: int = 0) -> Job:
         """A running upsert job, as if its stages ran; `publishing`: it claimed its commit."""
@@ -63,8 +64,8 @@ def stand(databases: Databases) -> Iterator[Stand]:
     jobs = JobStore(app, dispatch=dispatch)
     products = ProductRegistry.load(Config().schemas_dir)
     closed = f"host=127.0.0.1 port={free_port()} dbname=gone user=nobody"
-    up = pipeline.Services(Config(app_db_dsn=app, customers={"acme": customer}), jobs, products, app)
-    down = pipeline.Services(Config(app_db_dsn=app, customers={"acme": closed}), jobs, products, app)
+    up = stages.Services(Config(app_db_dsn=app, customers={"acme": customer}), jobs, products, app)
+    down = stages.Services(Config(app_db_dsn=app, customers={"acme": closed}), jobs, products, app)
     yield Stand(app, customer, jobs, up, down)
     jobs.close()
 
@@ -72,7 +73,7 @@ def stand(databases: Databases) -> Iterator[Stand]:
 def test_a_job_that_claimed_its_commit_stays_running_while_the_journal_cannot_be_read(stand: Stand) -> None:
     job = stand.job(publishing=True)
     for error in ("customer database unreachable (gave up after 60 s)", "its queued work vanished"):
-        assert pipeline.fail_job(stand.down, job, error) is False  # the retry window, then the sweep
+        assert cleanup.fail_job(stand.down, job, error) is False  # the retry window, then the sweep
     after = stand.jobs.get(job.id)
     assert after is not None and after.status == "running" and after.error is None
     assert stand.waiting_lines(job) == 1  # said once, however often it is asked
@@ -80,9 +81,9 @@ def test_a_job_that_claimed_its_commit_stays_running_while_the_journal_cannot_be
 
 def test_once_readable_the_journal_decides_committed_means_succeeded(stand: Stand) -> None:
     job = stand.job(publishing=True)
-    assert pipeline.fail_job(stand.down, job, "gave up") is False
+    assert cleanup.fail_job(stand.down, job, "gave up") is False
     stand.journal(job)
-    assert pipeline.fail_job(stand.up, job, "its queued work vanished") is True
+    assert cleanup.fail_job(stand.up, job, "its queued work vanished") is True
     after = stand.jobs.get(job.id)
     assert after is not None and after.status == "succeeded"
     assert (after.rows_inserted, after.rows_updated) == (1, 1)
@@ -90,15 +91,15 @@ def test_once_readable_the_journal_decides_committed_means_succeeded(stand: Stan
 
 def test_once_readable_the_journal_decides_absent_means_failed(stand: Stand) -> None:
     job = stand.job(publishing=True)
-    assert pipeline.fail_job(stand.down, job, "gave up") is False
-    assert pipeline.fail_job(stand.up, job, "its queued work vanished") is True
+    assert cleanup.fail_job(stand.down, job, "gave up") is False
+    assert cleanup.fail_job(stand.up, job, "its queued work vanished") is True
     after = stand.jobs.get(job.id)
     assert after is not None and after.status == "failed" and after.error == "its queued work vanished"
 
 
 def test_a_job_that_never_claimed_its_commit_fails_at_once(stand: Stand) -> None:
     job = stand.job(publishing=False)
-    assert pipeline.fail_job(stand.down, job, "customer database unreachable (gave up after 60 s)") is True
+    assert cleanup.fail_job(stand.down, job, "customer database unreachable (gave up after 60 s)") is True
     after = stand.jobs.get(job.id)
     assert after is not None and after.status == "failed"
     assert stand.waiting_lines(job) == 0
@@ -107,7 +108,7 @@ def test_a_job_that_never_claimed_its_commit_fails_at_once(stand: Stand) -> None
 def test_the_wait_ends_when_the_journal_would_be_purged(stand: Stand) -> None:
     days = stand.down.config.undo_retention_days
     job = stand.job(publishing=True, days_old=days + 1)
-    assert pipeline.fail_job(stand.down, job, "its queued work vanished") is True
+    assert cleanup.fail_job(stand.down, job, "its queued work vanished") is True
     after = stand.jobs.get(job.id)
     assert after is not None and after.status == "failed"
     assert after.error is not None and "outcome of its publish is unknown" in after.error

@@ -16,7 +16,8 @@ from service.edges.rest.app import create_app
 from service.edges.wiring import Edge
 from service.schema.products import ProductRegistry
 from service.stages.messages import dispatch
-from service.storage.jobs import JobStore, Q, migrate
+from service.storage.app_db import Q
+from service.storage.jobs import JobStore, migrate
 from tests.conftest import Databases
 
 TOKEN = "tok-views"

@@ -72,7 +72,8 @@ def test_a_dry_run_keeps_its_rejects_and_writes_no_row(pipeline: Pipeline) -> No
 
 
 def test_rejects_past_the_retention_period_are_purged(pipeline: Pipeline) -> None:
-    from service.stages.pipeline import Services, purge_history
+    from service.stages.cleanup import purge_history
+    from service.stages.services import Services
 
     job = pipeline.run("globex", "users", "p.csv", b"external_id,email\np1,bad\n")
     dsn = pipeline.customer_dsns["globex"]

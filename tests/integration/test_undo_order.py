@@ -10,7 +10,7 @@ import pytest
 
 from service.errors import JobConflict
 from service.stages import control
-from service.stages.pipeline import Services
+from service.stages.services import Services
 from tests.conftest import Databases, query
 from tests.integration.conftest import Pipeline, make_pipeline
 

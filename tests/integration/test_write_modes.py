@@ -14,7 +14,7 @@ import pytest
 
 from service.errors import JobConflict
 from service.stages import control
-from service.stages.pipeline import Services
+from service.stages.services import Services
 from service.storage.jobs import Job
 from tests.conftest import Databases, query
 from tests.integration.conftest import Pipeline, make_pipeline
@@ -260,7 +260,7 @@ def test_undo_history_past_the_retention_period_is_refused_and_purged(pipeline: 
         control.undo(services, changed)
     history = "SELECT count(*) FROM import_service.history WHERE job_id = %s"
     assert query(dsn, history, (changed.id,)) == [(1,)]
-    from service.stages.pipeline import purge_history
+    from service.stages.cleanup import purge_history
 
     purge_history(services)
     assert query(dsn, history, (changed.id,)) == [(0,)]

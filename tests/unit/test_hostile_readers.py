@@ -19,7 +19,7 @@ from service import formats
 from service.errors import FileRejected, LimitExceeded
 from service.formats import sheet_xml
 from service.schema.products import ProductRegistry
-from service.stages.pipeline import check_records
+from service.stages.validate import check_records
 from tests.conftest import ROOT
 from tests.unit.test_formats_sheet_xml import MAIN, workbook
 
@@ -337,7 +337,7 @@ def test_a_text_file_over_max_text_bytes_is_refused_before_its_first_chunk(tmp_p
 
 
 def test_messages_about_a_header_name_its_first_columns_only(tmp_path: Path) -> None:
-    from service.stages.pipeline import map_columns
+    from service.stages.fetch import map_columns
 
     users = PRODUCTS.get("users")
     names = ["external_id", "email", *(f"extra-{n}-" + "n" * 5000 for n in range(16_000)), "", ""]

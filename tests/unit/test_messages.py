@@ -6,7 +6,7 @@ import dramatiq
 from dramatiq_pg.utils import tidy4json
 
 from service.stages.messages import QUEUES, dispatch
-from service.stages.pipeline import DISCARD, FETCH, INSERT, PARSE, REPLAY, UNDO, VALIDATE
+from service.stages.services import DISCARD, FETCH, INSERT, PARSE, REPLAY, UNDO, VALIDATE
 
 
 def test_every_stage_has_a_queue_with_a_name_short_enough_for_its_notify_channel() -> None:

@@ -1,5 +1,5 @@
-"""Passwords never reach a log or a customer (service.db.redact), and a refusal's reason keeps
-no connection detail (service.customer_db.refusal_reason)."""
+"""Passwords never reach a log or a customer (service.logs.redact), and a refusal's reason keeps
+no connection detail (service.storage.customer_db.refusal_reason)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from dataclasses import dataclass
 import psycopg2
 import pytest
 
+from service.logs import describe, redact
 from service.storage.customer_db import refusal_reason
-from service.storage.db import describe, redact
 
 
 @pytest.mark.parametrize(

@@ -40,7 +40,7 @@ schema as it is now, in a new job (nothing is read from the file); it prints tha
 Exit codes: 0 ok, 1 a job this command waited for (import, enqueue --wait, replay --wait,
 watch) failed, no such job, a cancel, undo or replay the job's state refuses, or an
 unreachable customer database; 2 usage or config error.
-Configuration: CONFIG_PATH / CONFIG_ENV and the variables of the README; no token is needed.
+Configuration: CONFIG_PATH / CONFIG_ENV and the variables of docs/configuration.md; no token is needed.
 """
 
 from __future__ import annotations
@@ -48,7 +48,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import shutil
 import sys
 import time
 import uuid
@@ -62,14 +61,16 @@ from docopt import DocoptExit, docopt
 
 from service import logs
 from service.config import Config, load_config
-from service.edges.api import OPERATOR, Api, job_view
+from service.edges.api import OPERATOR, Api
 from service.edges.cli.watch import counts, watch
 from service.edges.tokens import new_token
 from service.errors import ConfigError, ImportServiceError, RequestRefused
-from service.sources import blob, s3
+from service.logs import describe, redact
+from service.sources import blob
 from service.stages.enqueue import OPTION_TYPES
-from service.storage.db import app_dsn, describe, redact
+from service.storage.db import app_dsn
 from service.storage.jobs import Job, JobStore, migrate
+from service.storage.views import job_view
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 POLL_SECONDS = 0.2
@@ -278,7 +279,7 @@ def _enqueue(args: dict[str, Any], config: Config) -> int:
 
     services = actors.services()
     customer = args["--customer"]
-    uri = args["--uri"] or _copy_into_blob_area(Path(args["--file"]), customer, config)
+    uri = args["--uri"] or blob.upload(Path(args["--file"]), customer, config)
     body = {
         "customer_id": customer,
         "product_type": args["--product"],
@@ -297,25 +298,6 @@ def _enqueue(args: dict[str, Any], config: Config) -> int:
         print(summary(job), file=sys.stderr)
         return EXIT_OK if job.status == "succeeded" else EXIT_FAILED
     return EXIT_OK
-
-
-def _copy_into_blob_area(source: Path, customer: str, config: Config) -> str:
-    """Copy a local file under <blob_root>/<customer>/uploads/ (or upload it under uploads/ of the
-    customer's S3 area) and return its URI."""
-    if customer not in config.customers:
-        raise RequestRefused(f"unknown customer {customer!r}", field="customer_id")
-    if not source.is_file():
-        raise RequestRefused(f"{source} is not a readable regular file", field="file")
-    settings = config.customer_settings.get(customer)
-    if settings is not None and settings.s3 is not None:
-        # SPEC 17: a customer with an S3 area imports from there; its workers may run elsewhere.
-        with source.open("rb") as fh:
-            return s3.upload(fh, settings.s3, customer, f"{uuid.uuid4().hex[:12]}-{source.name}").uri
-    target_dir = config.blob_root / customer / "uploads"
-    target_dir.mkdir(parents=True, exist_ok=True)
-    target = target_dir / f"{uuid.uuid4().hex[:12]}-{source.name}"
-    shutil.copyfile(source, target)
-    return blob.uri_for(target)
 
 
 def _run_until_done(job_id: str, jobs: JobStore, config: Config) -> Job:

@@ -43,7 +43,7 @@ def worker_command(processes: int, threads: int, environ: Mapping[str, str]) -> 
     env = dict(environ, WORKER_CONCURRENCY=str(threads))
     # glibc gives each thread that allocates its own malloc arena (up to 8 per core); freed
     # chunk buffers then stay spread over them and a worker's RSS creeps up with the work it
-    # has done. Two arenas keep it flat (see README, Performance); an operator's value wins.
+    # has done. Two arenas keep it flat (see docs/performance.md); an operator's value wins.
     env.setdefault("MALLOC_ARENA_MAX", "2")
     # A chunk's COPY buffer is a few MiB. Once the first is freed, glibc raises its mmap
     # threshold to that size, so later buffers come from the heap and leave holes there that

@@ -3,7 +3,7 @@
 `python -m service.grpc_server` serves on GRPC_ADDR until SIGTERM or SIGINT. The servicer only
 translates: parse the request, call `edge.api`, build the reply; service errors become status codes.
 The server runs on asyncio: unary calls run in a pool of UNARY_THREADS threads, health and
-reflection on the event loop, and the streams (service.grpc_streams) hold no thread while open.
+reflection on the event loop, and the streams (service.edges.grpc.streams) hold no thread while open.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ from service.edges.grpc.streams import PROGRESS as PROGRESS  # what a watcher is
 from service.edges.wiring import Edge, build_edge
 from service.errors import BlobUnavailable, ConfigError, CustomerDBUnavailable, JobConflict, RequestRefused
 from service.generated import importer_pb2, importer_pb2_grpc
-from service.storage.db import describe, redact
+from service.logs import describe, redact
 from service.storage.jobs import IdempotencyConflict, Job
 from service.storage.rejects import Reject
 

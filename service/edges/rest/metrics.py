@@ -28,7 +28,7 @@ from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 
 from service.edges.api import Unauthenticated
-from service.storage.db import describe
+from service.logs import describe
 from service.storage.jobs import JobStore
 from service.storage.queue import QUEUES, delay_queue
 

@@ -120,7 +120,7 @@ def _nullable(kind: str, **extra: Any) -> dict[str, Any]:
 
 
 def _job_schema() -> dict[str, Any]:
-    """The job view (service.api.job_view)."""
+    """The job view (service.edges.api.job_view)."""
     count = {"type": "integer", "minimum": 0}
     properties = {
         "job_id": {"type": "string", "format": "uuid"},
@@ -154,7 +154,7 @@ def _job_schema() -> dict[str, Any]:
 
 
 def _log_schema() -> dict[str, Any]:
-    """One log line (service.api.log_view)."""
+    """One log line (service.edges.api.log_view)."""
     properties = {
         "at": {"type": "string", "format": "date-time"},
         "level": {"type": "string", "enum": ["info", "warning", "error"]},
@@ -166,7 +166,7 @@ def _log_schema() -> dict[str, Any]:
 
 
 def _reject_schema() -> dict[str, Any]:
-    """One rejected row (service.api.reject_view)."""
+    """One rejected row (service.edges.api.reject_view)."""
     record = {
         "type": "object",
         "additionalProperties": {"type": "string"},

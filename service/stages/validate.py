@@ -1,0 +1,151 @@
+"""The validate stage, one chunk at a time: read its records (from the file, the stored cells
+of a spreadsheet, or a replay's stored rejects), coerce and validate each, COPY the valid
+ones and store the invalid ones with their cells as read, and count the chunk exactly once.
+"""
+
+from __future__ import annotations
+
+import datetime
+import io
+from collections.abc import Iterator
+from typing import Any
+
+from service import formats
+from service.errors import FileRejected, RowError
+from service.schema.products import Product
+from service.schema.records import encode_json
+from service.stages import replay
+from service.stages.cleanup import discard_rows
+from service.stages.fetch import open_plan
+from service.stages.services import INSERT, Services
+from service.storage.jobs import ChunkWork, Job
+from service.storage.store import CustomerStore
+
+
+def validate(services: Services, job: Job, work: ChunkWork) -> bool:
+    """Read, coerce and validate one chunk's records, COPY the valid ones and store the invalid
+    ones, count the chunk exactly once; True once it is counted (see run_chunk).
+
+    A streaming append job COPYs into the product table, an atomic one into its staging table."""
+    product = services.products.get(job.product_type)
+    if job.replay_of:
+        plan = job.plan or {}
+        first, last = work.first_row, replay.last_row(work)
+        records = replay.records(services, job, work)
+    else:
+        first, last = work.first_row, work.first_row + work.row_count - 1
+        path, fmt, header, plan = open_plan(services, job)
+        # A spreadsheet's chunk reads the cells its job's fetch stored (planned by an earlier
+        # version, it has none and reads the sheet).
+        stored = services.customer(job.customer_id).chunk_cells(job.id, work.chunk_no) if fmt.kind == "xlsx" else None
+        records = (
+            formats.decode_records(stored)
+            if stored is not None
+            else formats.iter_records(
+                path,
+                fmt,
+                header,
+                services.limits,
+                start=work.start_pos,
+                first_row=first,
+                first_line=work.first_line,
+                max_records=work.row_count,
+            )
+        )
+    # UTF-8 bytes, not a StringIO: one non-ASCII character makes a str buffer 4 bytes per
+    # character, and a chunk's buffer is most of what a chunk in flight holds.
+    buffer = io.BytesIO()
+    staged = job.atomic
+    prefix = CustomerStore.copy_prefix(job.id, staged)
+    dry_run = bool(job.options.get("dry_run"))
+    rejected = io.BytesIO()  # every invalid row, with its cells as read (SPEC 14)
+    valid, invalid = 0, 0
+    errors: list[RowError] = []
+    cap = services.config.max_logged_errors
+    for record, data, row_errors in check_records(product, plan["columns"], records):
+        if data is not None:
+            if not dry_run:
+                buffer.write(f"{prefix}{record.source_row}\t{copy_escape(data)}\n".encode())
+            valid += 1
+        else:
+            invalid += 1
+            rejected.write(reject_line(job.id, record, row_errors))
+            if len(errors) < cap:
+                errors.extend(row_errors[: cap - len(errors)])
+    if valid + invalid != work.row_count:
+        raise FileRejected(f"rows {first}-{last} read back {valid + invalid} records, expected {work.row_count}")
+    if invalid or not dry_run:
+        services.customer(job.customer_id).copy_chunk(
+            job.id,
+            job.product_type,
+            first,
+            last,
+            None if dry_run else buffer,
+            staged=staged,
+            rerun=work.attempts > 1,
+            rejects=rejected if invalid else None,
+        )
+    if not services.jobs.complete_chunk(job.id, work.chunk_no, valid, invalid, errors, cap, INSERT):
+        # The job failed while this chunk ran: its rows must not outlive the failure.
+        discard_rows(services, job)
+    return True
+
+
+def check_records(
+    product: Product, columns: list[str | None], records: Iterator[formats.Record]
+) -> Iterator[tuple[formats.Record, str | None, list[RowError]]]:
+    """Map each record's cells to fields, coerce and validate it: (record, JSON text or None, errors)."""
+    width = len(columns)
+    key_maps: dict[tuple[str, ...], dict[str, str]] = {}
+    for record in records:
+        row = record.source_row
+        if record.error:
+            yield record, None, [RowError(row, None, record.error)]
+            continue
+        cells = record.cells
+        if isinstance(cells, dict):
+            keys = tuple(cells)
+            mapping = key_maps.get(keys)
+            if mapping is None:
+                mapping = key_maps.setdefault(keys, product.map_keys(keys)[0])
+            raw = {field: cells[key] for key, field in mapping.items()}
+        else:
+            extra = [c for c in cells[width:] if c not in (None, "")]
+            if extra:
+                message = f"line {record.line}: the record has {len(cells)} cells but the header has {width} columns"
+                yield record, None, [RowError(row, None, message)]
+                continue
+            raw = {field: cells[i] for i, field in enumerate(columns) if field is not None and i < len(cells)}
+        data, row_errors = product.check_json(row, raw)
+        yield record, data, row_errors
+
+
+def reject_line(job_id: str, record: formats.Record, errors: list[RowError]) -> bytes:
+    """One COPY line of an invalid row: job, row, its cells as read (as text) and its errors."""
+    cells = record.cells
+    kept: list[str] | dict[str, str] = (
+        {key: value if value.__class__ is str else cell_text(value) for key, value in cells.items()}
+        if isinstance(cells, dict)
+        else [value if value.__class__ is str else cell_text(value) for value in cells]
+    )
+    problems = [{"field": e.field, "message": e.message} for e in errors]
+    fields = (encode_json(kept), encode_json(problems))
+    return f"{job_id}\t{record.source_row}\t{copy_escape(fields[0])}\t{copy_escape(fields[1])}\n".encode()
+
+
+def cell_text(value: Any) -> str:
+    """A cell as text, as a customer would type it again: empty for nothing, ISO 8601 for a date."""
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "TRUE" if value else "FALSE"
+    if isinstance(value, datetime.datetime | datetime.date | datetime.time):
+        return value.isoformat()
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))  # a spreadsheet shows 3, not 3.0
+    return str(value)
+
+
+def copy_escape(text: str) -> str:
+    """Escape a JSON text for COPY's text format (json.dumps already escapes control characters)."""
+    return text.replace("\\", "\\\\")
