@@ -14,10 +14,10 @@ help:
 	@echo "make run           set up, then import every file in sample/ through the real pipeline"
 	@echo "make serve         REST (gunicorn) + gRPC server + workers in the foreground; Ctrl-C stops"
 	@echo "make test          set up, then run the whole test suite (unit, integration, e2e)"
-	@echo "make lint          ruff + mypy"
+	@echo "make lint          ruff + mypy + import-linter (imports run one way, pyproject.toml)"
 	@echo "make protos        regenerate gRPC code from protos/"
 	@echo "make requirements  recompile requirements.txt and requirements-dev.txt from their .in files"
-	@echo "make bench         throughput benchmark (see README)"
+	@echo "make bench         throughput benchmark (see docs/performance.md)"
 	@echo "make docker-check  build the image, run the compose stack and test it (needs Docker and docker-compose)"
 	@echo "make stop-db       stop the embedded Postgres under .data/"
 
@@ -51,6 +51,7 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check service actors tests bench
 	$(VENV)/bin/ruff format --check service actors tests bench
 	$(VENV)/bin/mypy service actors bench
+	$(VENV)/bin/lint-imports --no-cache --no-logo
 
 format: $(STAMP)
 	$(VENV)/bin/ruff check --fix service actors tests
