@@ -1,4 +1,4 @@
-"""Scaling out (README "Scaling out"): two separate worker pools, as on two machines, each a
+"""Scaling out (docs/performance.md "Scaling out"): two separate worker pools, as on two machines, each a
 real `importctl worker` supervisor, share one app DB (the queue) and one customer DB. One big
 job's chunks spread over both pools, each chunk runs once, and the job ends exactly."""
 

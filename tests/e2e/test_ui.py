@@ -3,7 +3,7 @@
 Needs Debian's `chromium` and `chromium-driver` packages (`sudo apt-get install chromium
 chromium-driver`); without them these tests fail, saying so. The finished-job screenshot goes
 to the test's temporary folder, or to UI_SCREENSHOT when set (`UI_SCREENSHOT=docs/status-page.png`
-refreshes the README's).
+refreshes the one docs/operating.md shows).
 """
 
 from __future__ import annotations
@@ -312,7 +312,7 @@ def test_a_running_job_s_bar_moves_and_ends_succeeded(
     assert "email" in browser.find_element(By.ID, "logs").text
     assert button(browser, "Cancel").is_enabled() is False
     assert all(button(browser, label).is_enabled() for label in ("Undo", "Replay rejects", "Download rejects.csv"))
-    # The README's screenshot is taken again with UI_SCREENSHOT=docs/status-page.png; by
+    # docs/operating.md's screenshot is taken again with UI_SCREENSHOT=docs/status-page.png; by
     # default it goes under the test's temporary folder (a test run leaves the tree clean).
     shot = (
         Path(os.environ["UI_SCREENSHOT"]).resolve() if os.environ.get("UI_SCREENSHOT") else tmp_path / "status-page.png"
