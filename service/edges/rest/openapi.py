@@ -10,13 +10,12 @@ import copy
 from typing import Any
 
 from service.edges.api import DEFAULT_LIST_LIMIT, MAX_LIST_LIMIT, STATUSES
-from service.stages.enqueue import FORMATS, MAX_SHEET_ROWS, MAX_SHEETS, MODES, ON_INVALID, OPTION_TYPES
+from service.edges.rest.schemas import ref, schemas
 from service.storage.rejects import DEFAULT_PAGE, ERRORS_COLUMN, MAX_PAGE
 
 MAX_BODY_BYTES = 1024 * 1024
 JSON = "application/json"
 CSV = "text/csv"
-_JSON_TYPES = {str: "string", bool: "boolean", int: "integer", float: "number"}
 
 _ERRORS = {
     400: "The request is refused; `field` names the offending field when there is one.",
@@ -35,10 +34,6 @@ _ERRORS = {
 }
 
 
-def _ref(name: str) -> dict[str, str]:
-    return {"$ref": f"#/components/schemas/{name}"}
-
-
 def _json(schema: dict[str, Any], description: str, headers: dict[str, Any] | None = None) -> dict[str, Any]:
     """A response object with a JSON body."""
     response: dict[str, Any] = {"description": description, "content": {JSON: {"schema": schema}}}
@@ -49,181 +44,11 @@ def _json(schema: dict[str, Any], description: str, headers: dict[str, Any] | No
 
 def _errors(*codes: int) -> dict[str, Any]:
     """Error responses for the given status codes, all with the one error shape."""
-    responses = {str(code): _json(_ref("Error"), _ERRORS[code]) for code in codes}
+    responses = {str(code): _json(ref("Error"), _ERRORS[code]) for code in codes}
     if 401 in codes:
         bearer = {"description": "Always `Bearer`.", "schema": {"type": "string", "const": "Bearer"}}
         responses["401"]["headers"] = {"WWW-Authenticate": bearer}
     return responses
-
-
-def _options_schema() -> dict[str, Any]:
-    """The options object, built from the option table the request checker enforces."""
-    properties: dict[str, Any] = {name: {"type": _JSON_TYPES[kind]} for name, kind in OPTION_TYPES.items()}
-    properties["format"]["enum"] = list(FORMATS)
-    properties["on_invalid"]["enum"] = list(ON_INVALID)
-    properties["delimiter"].update(minLength=1, maxLength=1)
-    properties["sheet"] = {
-        "oneOf": [
-            {"type": "string", "minLength": 1},
-            {
-                "type": "array",
-                "items": {"type": "string", "minLength": 1},
-                "minItems": 1,
-                "maxItems": MAX_SHEETS,
-                "uniqueItems": True,
-            },
-        ],
-        "description": "XLSX: the sheet to read (default: the first), or a list of sheets with the same columns, "
-        "read one after the other as one file.",
-    }
-    properties["header_row"].update(
-        minimum=1,
-        maximum=MAX_SHEET_ROWS,
-        description="XLSX: the sheet row of the header (default: the first non-empty row).",
-    )
-    properties["mode"].update(
-        enum=list(MODES),
-        description="append (default) adds the rows; upsert inserts or replaces rows by the product's key; "
-        "replace does the same and deletes the rows whose key is not in the file.",
-    )
-    properties["atomic"]["description"] = "Publish the whole job in one commit; upsert and replace always do."
-    properties["allow_empty"]["description"] = "Let a replace with no valid rows empty the table."
-    properties["callback_url"].update(
-        maxLength=2048,
-        pattern=r"^[Hh][Tt][Tt][Pp][Ss]?://[^@/?#\s]+([/?#]\S*)?$",
-        description="Webhook: when the job ends, its view (plus sent_at) is POSTed here, signed in the "
-        "X-Import-Signature header. http(s) only, no credentials, and only under one of the customer's "
-        "webhook_prefixes (the customer needs a webhook_secret).",
-    )
-    atomic_modes = [mode for mode in MODES if mode != "append"]
-    return {
-        "type": "object",
-        "properties": properties,
-        "additionalProperties": False,
-        # The checker's rules across options: atomic cannot be false in an atomic mode, and
-        # allow_empty applies only to replace.
-        "allOf": [
-            {
-                "if": {"required": ["mode"], "properties": {"mode": {"enum": atomic_modes}}},
-                "then": {"properties": {"atomic": {"const": True}}},
-            },
-            {
-                "if": {"not": {"required": ["mode"], "properties": {"mode": {"const": "replace"}}}},
-                "then": {"not": {"required": ["allow_empty"]}},
-            },
-        ],
-    }
-
-
-def _nullable(kind: str, **extra: Any) -> dict[str, Any]:
-    return {"type": [kind, "null"], **extra}
-
-
-def _job_schema() -> dict[str, Any]:
-    """The job view (service.edges.api.job_view)."""
-    count = {"type": "integer", "minimum": 0}
-    properties = {
-        "job_id": {"type": "string", "format": "uuid"},
-        "customer_id": {"type": "string"},
-        "product_type": {"type": "string"},
-        "blob_uri": {"type": "string"},
-        "options": {"type": "object"},
-        "status": {"type": "string", "enum": list(STATUSES)},
-        "rows_total": count,
-        "rows_valid": count,
-        "rows_invalid": count,
-        "rows_inserted": count,
-        "rows_updated": count,
-        "rows_unchanged": count,
-        "rows_duplicate": count,
-        "rows_deleted": count,
-        "error": _nullable("string"),
-        "created_at": {"type": "string", "format": "date-time"},
-        "started_at": _nullable("string", format="date-time"),
-        "finished_at": _nullable("string", format="date-time"),
-        "undone_at": _nullable("string", format="date-time"),
-        "progress": {
-            "type": "object",
-            "description": "Chunks of the file validated so far, of all its chunks (null until the file is planned).",
-            "properties": {"chunks_done": count, "chunks_total": _nullable("integer", minimum=0)},
-            "required": ["chunks_done", "chunks_total"],
-            "additionalProperties": False,
-        },
-    }
-    return {"type": "object", "properties": properties, "required": list(properties), "additionalProperties": False}
-
-
-def _log_schema() -> dict[str, Any]:
-    """One log line (service.edges.api.log_view)."""
-    properties = {
-        "at": {"type": "string", "format": "date-time"},
-        "level": {"type": "string", "enum": ["info", "warning", "error"]},
-        "row_number": _nullable("integer"),
-        "field": _nullable("string"),
-        "message": {"type": "string"},
-    }
-    return {"type": "object", "properties": properties, "required": list(properties), "additionalProperties": False}
-
-
-def _reject_schema() -> dict[str, Any]:
-    """One rejected row (service.edges.api.reject_view)."""
-    record = {
-        "type": "object",
-        "additionalProperties": {"type": "string"},
-        "description": "The row's cells as read, keyed by the file's header names (a key=value file: its keys).",
-    }
-    return _object(
-        {
-            "source_row": {"type": "integer", "minimum": 1},
-            "record": record,
-            "errors": {"type": "array", "items": _ref("FieldError")},
-        }
-    )
-
-
-def _object(required: dict[str, Any], **optional: Any) -> dict[str, Any]:
-    """A closed object schema: these required properties, these optional ones, nothing else."""
-    return {
-        "type": "object",
-        "properties": {**required, **optional},
-        "required": list(required),
-        "additionalProperties": False,
-    }
-
-
-def _schemas() -> dict[str, Any]:
-    """Every component schema."""
-    text = {"type": "string", "minLength": 1}
-    error_body = _object(
-        {"status": {"type": "integer", "minimum": 400, "maximum": 599}, "message": {"type": "string"}},
-        field=_nullable("string"),
-    )
-    return {
-        "EnqueueRequest": _object(
-            {"customer_id": text, "product_type": text, "blob_uri": text | {"pattern": "^file://"}},
-            options=_ref("Options"),
-        ),
-        "Options": _options_schema(),
-        "Enqueued": _object({"job_id": {"type": "string", "format": "uuid"}, "status": {"const": "queued"}}),
-        "Job": _job_schema(),
-        "JobList": _object({"jobs": {"type": "array", "items": _ref("Job")}}),
-        "LogLine": _log_schema(),
-        "Logs": _object({"logs": {"type": "array", "items": _ref("LogLine")}}),
-        "FieldError": _object({"field": _nullable("string"), "message": {"type": "string"}}),
-        "Reject": _reject_schema(),
-        "RejectPage": _object(
-            {
-                "rejects": {"type": "array", "items": _ref("Reject"), "maxItems": MAX_PAGE},
-                "next": _nullable(
-                    "integer", minimum=1, description="The `after` of the next page; null on the last page."
-                ),
-            }
-        ),
-        "Health": _object({"status": {"const": "ok"}}),
-        "Ready": _object({"status": {"const": "ready"}}),
-        "OpenApiDocument": {"type": "object", "required": ["openapi", "info", "paths"]},
-        "Error": _object({"error": error_body}),
-    }
 
 
 def _job_id() -> dict[str, Any]:
@@ -255,10 +80,10 @@ def _enqueue() -> dict[str, Any]:
             "operationId": "enqueue",
             "summary": "Enqueue an import job.",
             "parameters": [key],
-            "requestBody": {"required": True, "content": {JSON: {"schema": _ref("EnqueueRequest")}}},
+            "requestBody": {"required": True, "content": {JSON: {"schema": ref("EnqueueRequest")}}},
             "responses": {
-                "202": _json(_ref("Enqueued"), "The job is queued.", headers={"Location": _location()}),
-                "200": _json(_ref("Job"), "A replay of an Idempotency-Key: the job it created."),
+                "202": _json(ref("Enqueued"), "The job is queued.", headers={"Location": _location()}),
+                "200": _json(ref("Job"), "A replay of an Idempotency-Key: the job it created."),
                 **_errors(400, 401, 403, 409, 413, 415, 500, 503),
             },
         }
@@ -287,7 +112,7 @@ def _jobs() -> dict[str, Any]:
                 "operationId": "listJobs",
                 "summary": "Jobs newest first, only of customers the token may see.",
                 "parameters": _list_parameters(),
-                "responses": {"200": _json(_ref("JobList"), "The jobs."), **_errors(400, 401, 403, 500, 503)},
+                "responses": {"200": _json(ref("JobList"), "The jobs."), **_errors(400, 401, 403, 500, 503)},
             }
         },
         "/jobs/{job_id}": {
@@ -295,7 +120,7 @@ def _jobs() -> dict[str, Any]:
                 "operationId": "getJob",
                 "summary": "One job.",
                 "parameters": [_job_id()],
-                "responses": {"200": _json(_ref("Job"), "The job."), **_errors(401, 404, 500, 503)},
+                "responses": {"200": _json(ref("Job"), "The job."), **_errors(401, 404, 500, 503)},
             }
         },
         "/jobs/{job_id}/logs": {
@@ -303,7 +128,7 @@ def _jobs() -> dict[str, Any]:
                 "operationId": "getJobLogs",
                 "summary": "The job's log lines, oldest first.",
                 "parameters": [_job_id()],
-                "responses": {"200": _json(_ref("Logs"), "The log lines."), **_errors(401, 404, 500, 503)},
+                "responses": {"200": _json(ref("Logs"), "The log lines."), **_errors(401, 404, 500, 503)},
             }
         },
     }
@@ -349,7 +174,7 @@ def _rejects() -> dict[str, Any]:
                 "summary": "The job's rejected rows, a page at a time, by source_row.",
                 "parameters": [_job_id(), *_page_parameters()],
                 "responses": {
-                    "200": _json(_ref("RejectPage"), "One page of rejected rows."),
+                    "200": _json(ref("RejectPage"), "One page of rejected rows."),
                     **_errors(400, 401, 404, 500, 503),
                 },
             }
@@ -373,8 +198,8 @@ def _change(operation_id: str, summary: str, done: str, pending: str) -> dict[st
             "summary": summary,
             "parameters": [_job_id()],
             "responses": {
-                "200": _json(_ref("Job"), done),
-                "202": _json(_ref("Job"), pending, headers={"Location": _location()}),
+                "200": _json(ref("Job"), done),
+                "202": _json(ref("Job"), pending, headers={"Location": _location()}),
                 **_errors(401, 404, 409, 500, 503),
             },
         }
@@ -392,8 +217,8 @@ def _replay() -> dict[str, Any]:
             "from the file.",
             "parameters": [_job_id()],
             "responses": {
-                "200": _json(_ref("Job"), "Asked again while its replay is queued, running or succeeded: that job."),
-                "202": _json(_ref("Enqueued"), "The new job is queued.", headers={"Location": _location()}),
+                "200": _json(ref("Job"), "Asked again while its replay is queued, running or succeeded: that job."),
+                "202": _json(ref("Enqueued"), "The new job is queued.", headers={"Location": _location()}),
                 **_errors(401, 404, 409, 500, 503),
             },
         }
@@ -427,15 +252,15 @@ def _paths() -> dict[str, Any]:
         ),
         "/jobs/{job_id}/replay": _replay(),
         "/healthz": _public(
-            "healthz", "The process is alive (no database involved).", {"200": _json(_ref("Health"), "Alive.")}
+            "healthz", "The process is alive (no database involved).", {"200": _json(ref("Health"), "Alive.")}
         ),
         "/readyz": _public(
             "readyz",
             "The app database answers.",
-            {"200": _json(_ref("Ready"), "Ready."), **_errors(503)},
+            {"200": _json(ref("Ready"), "Ready."), **_errors(503)},
         ),
         "/openapi.json": _public(
-            "openapi", "This document.", {"200": _json(_ref("OpenApiDocument"), "The OpenAPI document.")}
+            "openapi", "This document.", {"200": _json(ref("OpenApiDocument"), "The OpenAPI document.")}
         ),
         "/metrics": _public(
             "metrics",
@@ -473,7 +298,7 @@ _DOCUMENT: dict[str, Any] = {
     "paths": _paths(),
     "components": {
         "securitySchemes": {"bearerAuth": {"type": "http", "scheme": "bearer"}},
-        "schemas": _schemas(),
+        "schemas": schemas(),
     },
 }
 

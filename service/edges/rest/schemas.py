@@ -1,0 +1,189 @@
+"""The component schemas of the REST edge's OpenAPI document: the request, the options, a job,
+a log line, a reject, a page, an error. Enumerations come from the code that enforces them
+(statuses, options, limits), so the document cannot drift from them.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from service.edges.api import STATUSES
+from service.stages.enqueue import FORMATS, MAX_SHEET_ROWS, MAX_SHEETS, MODES, ON_INVALID, OPTION_TYPES
+from service.storage.rejects import MAX_PAGE
+
+_JSON_TYPES = {str: "string", bool: "boolean", int: "integer", float: "number"}
+
+
+def ref(name: str) -> dict[str, str]:
+    """A reference to a component schema."""
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _options_schema() -> dict[str, Any]:
+    """The options object, built from the option table the request checker enforces."""
+    properties: dict[str, Any] = {name: {"type": _JSON_TYPES[kind]} for name, kind in OPTION_TYPES.items()}
+    properties["format"]["enum"] = list(FORMATS)
+    properties["on_invalid"]["enum"] = list(ON_INVALID)
+    properties["delimiter"].update(minLength=1, maxLength=1)
+    properties["sheet"] = {
+        "oneOf": [
+            {"type": "string", "minLength": 1},
+            {
+                "type": "array",
+                "items": {"type": "string", "minLength": 1},
+                "minItems": 1,
+                "maxItems": MAX_SHEETS,
+                "uniqueItems": True,
+            },
+        ],
+        "description": "XLSX: the sheet to read (default: the first), or a list of sheets with the same columns, "
+        "read one after the other as one file.",
+    }
+    properties["header_row"].update(
+        minimum=1,
+        maximum=MAX_SHEET_ROWS,
+        description="XLSX: the sheet row of the header (default: the first non-empty row).",
+    )
+    properties["mode"].update(
+        enum=list(MODES),
+        description="append (default) adds the rows; upsert inserts or replaces rows by the product's key; "
+        "replace does the same and deletes the rows whose key is not in the file.",
+    )
+    properties["atomic"]["description"] = "Publish the whole job in one commit; upsert and replace always do."
+    properties["allow_empty"]["description"] = "Let a replace with no valid rows empty the table."
+    properties["callback_url"].update(
+        maxLength=2048,
+        pattern=r"^[Hh][Tt][Tt][Pp][Ss]?://[^@/?#\s]+([/?#]\S*)?$",
+        description="Webhook: when the job ends, its view (plus sent_at) is POSTed here, signed in the "
+        "X-Import-Signature header. http(s) only, no credentials, and only under one of the customer's "
+        "webhook_prefixes (the customer needs a webhook_secret).",
+    )
+    atomic_modes = [mode for mode in MODES if mode != "append"]
+    return {
+        "type": "object",
+        "properties": properties,
+        "additionalProperties": False,
+        # The checker's rules across options: atomic cannot be false in an atomic mode, and
+        # allow_empty applies only to replace.
+        "allOf": [
+            {
+                "if": {"required": ["mode"], "properties": {"mode": {"enum": atomic_modes}}},
+                "then": {"properties": {"atomic": {"const": True}}},
+            },
+            {
+                "if": {"not": {"required": ["mode"], "properties": {"mode": {"const": "replace"}}}},
+                "then": {"not": {"required": ["allow_empty"]}},
+            },
+        ],
+    }
+
+
+def _nullable(kind: str, **extra: Any) -> dict[str, Any]:
+    return {"type": [kind, "null"], **extra}
+
+
+def _job_schema() -> dict[str, Any]:
+    """The job view (service.edges.api.job_view)."""
+    count = {"type": "integer", "minimum": 0}
+    properties = {
+        "job_id": {"type": "string", "format": "uuid"},
+        "customer_id": {"type": "string"},
+        "product_type": {"type": "string"},
+        "blob_uri": {"type": "string"},
+        "options": {"type": "object"},
+        "status": {"type": "string", "enum": list(STATUSES)},
+        "rows_total": count,
+        "rows_valid": count,
+        "rows_invalid": count,
+        "rows_inserted": count,
+        "rows_updated": count,
+        "rows_unchanged": count,
+        "rows_duplicate": count,
+        "rows_deleted": count,
+        "error": _nullable("string"),
+        "created_at": {"type": "string", "format": "date-time"},
+        "started_at": _nullable("string", format="date-time"),
+        "finished_at": _nullable("string", format="date-time"),
+        "undone_at": _nullable("string", format="date-time"),
+        "progress": {
+            "type": "object",
+            "description": "Chunks of the file validated so far, of all its chunks (null until the file is planned).",
+            "properties": {"chunks_done": count, "chunks_total": _nullable("integer", minimum=0)},
+            "required": ["chunks_done", "chunks_total"],
+            "additionalProperties": False,
+        },
+    }
+    return {"type": "object", "properties": properties, "required": list(properties), "additionalProperties": False}
+
+
+def _log_schema() -> dict[str, Any]:
+    """One log line (service.edges.api.log_view)."""
+    properties = {
+        "at": {"type": "string", "format": "date-time"},
+        "level": {"type": "string", "enum": ["info", "warning", "error"]},
+        "row_number": _nullable("integer"),
+        "field": _nullable("string"),
+        "message": {"type": "string"},
+    }
+    return {"type": "object", "properties": properties, "required": list(properties), "additionalProperties": False}
+
+
+def _reject_schema() -> dict[str, Any]:
+    """One rejected row (service.edges.api.reject_view)."""
+    record = {
+        "type": "object",
+        "additionalProperties": {"type": "string"},
+        "description": "The row's cells as read, keyed by the file's header names (a key=value file: its keys).",
+    }
+    return _object(
+        {
+            "source_row": {"type": "integer", "minimum": 1},
+            "record": record,
+            "errors": {"type": "array", "items": ref("FieldError")},
+        }
+    )
+
+
+def _object(required: dict[str, Any], **optional: Any) -> dict[str, Any]:
+    """A closed object schema: these required properties, these optional ones, nothing else."""
+    return {
+        "type": "object",
+        "properties": {**required, **optional},
+        "required": list(required),
+        "additionalProperties": False,
+    }
+
+
+def schemas() -> dict[str, Any]:
+    """Every component schema."""
+    text = {"type": "string", "minLength": 1}
+    error_body = _object(
+        {"status": {"type": "integer", "minimum": 400, "maximum": 599}, "message": {"type": "string"}},
+        field=_nullable("string"),
+    )
+    return {
+        "EnqueueRequest": _object(
+            {"customer_id": text, "product_type": text, "blob_uri": text | {"pattern": "^file://"}},
+            options=ref("Options"),
+        ),
+        "Options": _options_schema(),
+        "Enqueued": _object({"job_id": {"type": "string", "format": "uuid"}, "status": {"const": "queued"}}),
+        "Job": _job_schema(),
+        "JobList": _object({"jobs": {"type": "array", "items": ref("Job")}}),
+        "LogLine": _log_schema(),
+        "Logs": _object({"logs": {"type": "array", "items": ref("LogLine")}}),
+        "FieldError": _object({"field": _nullable("string"), "message": {"type": "string"}}),
+        "Reject": _reject_schema(),
+        "RejectPage": _object(
+            {
+                "rejects": {"type": "array", "items": ref("Reject"), "maxItems": MAX_PAGE},
+                "next": _nullable(
+                    "integer", minimum=1, description="The `after` of the next page; null on the last page."
+                ),
+            }
+        ),
+        "Health": _object({"status": {"const": "ok"}}),
+        "Ready": _object({"status": {"const": "ready"}}),
+        "OpenApiDocument": {"type": "object", "required": ["openapi", "info", "paths"]},
+        "Error": _object({"error": error_body}),
+    }
