@@ -35,7 +35,7 @@ preload_app = True
 
 # The default access-log format logs the user of a Basic Authorization header: a client
 # that puts its token there would see it in the log. This one leaves it out, and names the
-# job (and its customer) a request was about, '-' for others (service.rest.RequestJob).
+# job (and its customer) a request was about, '-' for others (service.edges.rest.app.RequestJob).
 access_log_format = (
     '%(h)s %(t)s "%(r)s" %(s)s %(b)s "%(f)s" "%(a)s" job=%({import.job_id}e)s customer=%({import.customer_id}e)s'
 )
