@@ -1,7 +1,7 @@
 """File formats: detect a file's format, read its header, stream its records with resume points.
 
-Bytes in, records out: `delimited` (CSV, TSV), `kv` (key=value text) and `xlsx` (with
-`sheet_xml`) read a blob that a source opened; `decoding` finds the text encoding, `text`
+Bytes in, records out: `delimited` (CSV, TSV), `kv` (key=value text), `jsonl` (JSON Lines)
+and `xlsx` (with `sheet_xml`) read a blob that a source opened; `decoding` finds the text encoding, `text`
 reads lines, `records` holds the types every reader yields, `limits` bounds what a file
 becomes in memory. Formats import the sources (to open a blob) and the leaves, never the
 schema, the databases, a stage or an edge.
@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator, Mapping
 from typing import Any, BinaryIO
 
 from service.errors import FileRejected
-from service.formats import delimited, kv, xlsx
+from service.formats import delimited, jsonl, kv, xlsx
 from service.formats.decoding import ZIP_MAGIC, resolve_codec, sniff_encoding, validate_encoding
 from service.formats.limits import Limits, clip, listed, text_error
 from service.formats.records import Cut, FileFormat, Header, Record
@@ -29,6 +29,7 @@ __all__ = [
     "Cut",
     "FileFormat",
     "Header",
+    "KEYED",
     "Limits",
     "Record",
     "clip",
@@ -42,8 +43,19 @@ __all__ = [
     "splittable",
 ]
 
-KINDS = ("csv", "tsv", "kv", "xlsx")
-EXTENSIONS = {".csv": "csv", ".tsv": "tsv", ".kv": "kv", ".txt": "kv", ".xlsx": "xlsx", ".xlsm": "xlsx"}
+KINDS = ("csv", "tsv", "kv", "xlsx", "jsonl")
+# The kinds whose records are objects (their keys are the columns), not rows under a header.
+KEYED = ("kv", "jsonl")
+EXTENSIONS = {
+    ".csv": "csv",
+    ".tsv": "tsv",
+    ".kv": "kv",
+    ".txt": "kv",
+    ".xlsx": "xlsx",
+    ".xlsm": "xlsx",
+    ".jsonl": "jsonl",
+    ".ndjson": "jsonl",
+}
 # Spreadsheets of formats not read: refused by name, whatever the options say.
 REFUSED = {
     ".xls": "an old binary Excel workbook (.xls)",
@@ -63,6 +75,7 @@ _READERS: dict[str, tuple[_HeaderReader, _RecordReader, _Scanner]] = {
     "csv": (delimited.read_header, delimited.iter_records, delimited.scan),
     "tsv": (delimited.read_header, delimited.iter_records, delimited.scan),
     "kv": (kv.read_header, kv.iter_records, kv.scan),
+    "jsonl": (jsonl.read_header, jsonl.iter_records, jsonl.scan),
     "xlsx": (xlsx.read_header, xlsx.iter_records, xlsx.scan),
 }
 
@@ -76,13 +89,21 @@ def detect_format(path: Source, options: Mapping[str, Any]) -> FileFormat:
     else:
         encoding = sniff_encoding(head)
     _refuse_unread(path, head)
-    kind = _kind(path, options.get("format"), head, _first_line(head, encoding, skip_comments=True))
+    kind = _kind(
+        path,
+        options.get("format"),
+        head,
+        _first_line(head, encoding, skip_comments=True),
+        _first_line(head, encoding, skip_comments=False),
+    )
     sheet = options.get("sheet")
     header_row = options.get("header_row")
     if kind == "xlsx":
         return FileFormat("xlsx", "", "", sheet if sheet is None or isinstance(sheet, list) else str(sheet), header_row)
     if header_row is not None:
         raise FileRejected(f"option header_row applies to XLSX files only; this file is read as {kind.upper()}")
+    if kind == "jsonl":
+        jsonl.check_encoding(encoding)
     delimiter = _delimiter(kind, options.get("delimiter"), _first_line(head, encoding, skip_comments=False))
     return FileFormat(kind, encoding, delimiter, None)
 
@@ -125,12 +146,13 @@ def scan_chunks(
     max_records=cut.rows) as exactly cut.rows records, and the chunks, read one after
     the other, give exactly the records of one full iter_records pass. A problem that
     fails the file (FileRejected, LimitExceeded) is raised as iter_records raises it, same
-    message and line, after the Cuts before it; a bad kv line is a record, not an error.
+    message and line, after the Cuts before it; a bad kv or jsonl line is a record, not an error.
     A text file whose size passes max_text_bytes is refused before the first Cut (by the
     scan only); a workbook's text is counted row by row, by iter_records too.
 
     For kv, Cut.keys holds every key of the chunk's records (a bad line: the pairs before
-    the fault); for the other formats it is empty.
+    the fault); for jsonl every key of the chunk's objects (a bad line: none); for the other
+    formats it is empty.
     """
     if chunk_rows < 1 or chunk_bytes < 1:
         raise ValueError(f"chunk_rows and chunk_bytes must be positive, not {chunk_rows} and {chunk_bytes}")
@@ -162,8 +184,9 @@ def _refuse_unread(path: Source, head: bytes) -> None:
         raise FileRejected(f"the file is {what}, which cannot be read; save it as .xlsx or CSV and import that")
 
 
-def _kind(path: Source, option: Any, head: bytes, first: str) -> str:
-    """Take the kind from the option, else the extension, else the content."""
+def _kind(path: Source, option: Any, head: bytes, first: str, very_first: str) -> str:
+    """Take the kind from the option, else the extension, else the content (first: the first
+    non-blank line that is not a # comment; very_first: the first non-blank line)."""
     if option:
         kind = str(option).strip().lower()
         if kind not in KINDS:
@@ -174,6 +197,10 @@ def _kind(path: Source, option: Any, head: bytes, first: str) -> str:
         return by_extension
     if head.startswith(ZIP_MAGIC):
         return "xlsx"
+    # A JSON object starts with '{' and holds a quoted key: never a key=value line, nor a CSV
+    # header (a quote inside an unquoted CSV field is no way to name a column).
+    if jsonl.looks_like_jsonl(very_first):
+        return "jsonl"
     if kv.looks_like_kv(first):
         return "kv"
     return "tsv" if "\t" in first and "," not in first else "csv"
@@ -181,7 +208,7 @@ def _kind(path: Source, option: Any, head: bytes, first: str) -> str:
 
 def _delimiter(kind: str, option: Any, first: str) -> str:
     """Take the delimiter from the option, else TAB for TSV, else sniff it from a CSV header."""
-    if kind == "kv":
+    if kind in KEYED:
         return ""
     if option is not None and option != "":
         delimiter = str(option)

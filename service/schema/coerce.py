@@ -4,6 +4,11 @@ Text cells (CSV, TSV, key=value, XLSX text) arrive as ``str``; other XLSX
 cells keep their native type (int, float, bool, datetime, date, time).
 Each schema property gets one coercer, built once when the schema loads, so
 the per-row work is one function call per cell.
+
+The values of a JSON Lines record (SPEC 18) are JSON's own: a string is coerced
+as a cell is, any other value goes to the schema as it is, so a coercer built for
+a property marked by json_values takes a number, true/false, an array or an
+object only where the schema's type does (null, like an empty cell, is absent).
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ __all__ = [
     "CoercionError",
     "build_coercer",
     "inline_coercion",
+    "json_values",
     "show",
 ]
 
@@ -219,6 +225,76 @@ def _native_date_time(value: Any) -> str:
     return moment.isoformat()
 
 
+# --- JSON values (JSON Lines) ---------------------------------------------
+
+_JSON_EXPECTED: Final = {
+    "string": "a string",
+    "integer": "an integer",
+    "number": "a number",
+    "boolean": "true or false",
+}
+
+
+def _json_type_error(value: Any, kind: str) -> CoercionError:
+    """A JSON value the field's type does not take, named as JSON names it."""
+    if isinstance(value, bool):
+        got = f"JSON {'true' if value else 'false'}"
+    elif isinstance(value, (int, float)):
+        got = f"the JSON number {show(value)}"
+    elif isinstance(value, list):
+        got = "a JSON array"
+    elif isinstance(value, dict):
+        got = "a JSON object"
+    else:
+        got = f"a {type(value).__name__} ({show(value)})"
+    return CoercionError(f"expected {_JSON_EXPECTED[kind]}, got {got}")
+
+
+def _json_integer(value: Any) -> int:
+    """An integer as it is; 42.0 is the same JSON number as 42 (JSON Schema draft 7 calls it an integer)."""
+    if value.__class__ is int:
+        return value  # type: ignore[no-any-return]
+    if value.__class__ is float and value.is_integer():
+        return int(value)
+    raise _json_type_error(value, "integer")
+
+
+def _json_number(value: Any) -> int | float:
+    """A finite number as it is."""
+    if value.__class__ is int or (value.__class__ is float and math.isfinite(value)):
+        return value  # type: ignore[no-any-return]
+    raise _json_type_error(value, "number")
+
+
+def _json_boolean(value: Any) -> bool:
+    """true or false as it is."""
+    if value.__class__ is bool:
+        return value  # type: ignore[no-any-return]
+    raise _json_type_error(value, "boolean")
+
+
+def _json_string(value: Any) -> str:
+    """Only a JSON string is text: any other value is not (text is coerced before this)."""
+    raise _json_type_error(value, "string")
+
+
+_JSON_NATIVE: Final[dict[str, Callable[[Any], Any]]] = {
+    "string": _json_string,
+    "integer": _json_integer,
+    "number": _json_number,
+    "boolean": _json_boolean,
+}
+# The mark json_values sets: only this object, never a value a schema file could hold.
+_JSON_KEY: Final = "x-json-values"
+_JSON_MARK: Final = object()
+
+
+def json_values(prop: dict[str, Any]) -> dict[str, Any]:
+    """The property, marked so that build_coercer and inline_coercion (the generated code) coerce
+    JSON values: a string as a cell, null as absent, any other value only as itself."""
+    return {**prop, _JSON_KEY: _JSON_MARK}
+
+
 # --- assembly ------------------------------------------------------------
 
 _TEXT: Final[dict[str, Callable[[str], Any] | None]] = {
@@ -243,7 +319,9 @@ def build_coercer(prop: dict[str, Any]) -> Coercer:
     """Build the coercer for one schema property; it returns a value, ABSENT, or raises CoercionError."""
     kind = prop["type"]
     text = _TEXT[kind]
-    if kind == "string":
+    if prop.get(_JSON_KEY) is _JSON_MARK:
+        native = _JSON_NATIVE[kind]
+    elif kind == "string":
         native = _NATIVE_BY_FORMAT.get(prop.get("format", ""), _native_text)
     else:
         native = _NATIVE[kind]

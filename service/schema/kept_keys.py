@@ -14,7 +14,7 @@ from typing import Any
 
 import fastjsonschema
 
-from service.schema.coerce import ABSENT, CoercionError, build_coercer
+from service.schema.coerce import ABSENT, CoercionError, build_coercer, json_values
 from service.schema.products import Product
 from service.schema.validators import compile_fast
 
@@ -29,6 +29,8 @@ def reader(product: Product, columns: Sequence[str | None]) -> Callable[[Any], s
         return None
     prop = product.schema["properties"][key]
     coerce = build_coercer(prop)
+    # A keyed record (key=value, JSON Lines) keeps its values as read: JSON values too.
+    coerce_keyed = build_coercer(json_values(prop))
     check = _key_check(product, key, prop)
     index = list(columns).index(key) if key in columns else None
     fields: dict[str, bool] = {}  # key=value file key -> whether it names the key field
@@ -50,7 +52,7 @@ def reader(product: Product, columns: Sequence[str | None]) -> Callable[[Any], s
         if raw is None:
             return None
         try:
-            value = coerce(raw)
+            value = coerce_keyed(raw) if isinstance(cells, dict) else coerce(raw)
         except CoercionError:
             return None
         if value is ABSENT or not isinstance(value, str) or not check(value):

@@ -7,6 +7,10 @@ remembered; it proves most valid records valid in one pass. The reference path
 verdict, and words a rejected record through the product's Explainer (explain.py). A
 valid record can come back as its JSON text, exactly json.dumps(ensure_ascii=False)
 (encode_json), the text the validate stage copies into the customer's table.
+
+A record of JSON values (a JSON Lines object: check_values_json) takes the same two paths
+with coercers of its own (coerce.json_values): a string is coerced as a cell, any other
+value is taken only as itself.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ import fastjsonschema
 
 from service.errors import RowError
 from service.schema.codegen import Plan, compilable
-from service.schema.coerce import ABSENT, Coercer, CoercionError, build_coercer
+from service.schema.coerce import ABSENT, Coercer, CoercionError, build_coercer, json_values
 from service.schema.validators import compile_fast
 
 
@@ -69,6 +73,9 @@ class RecordCheck:
         "_compilable",
         "_explain",
         "_fast",
+        "_json_coercers",
+        "_json_plans",
+        "_json_properties",
         "_max_plans",
         "_name",
         "_plans",
@@ -88,6 +95,10 @@ class RecordCheck:
         # Field order of a record (its keys, in order) -> generated functions, or None: no fast path.
         self._plans: dict[tuple[Any, ...], Plan | None] = {}
         self._max_plans = max_plans
+        # The same for records of JSON values (check_values_json).
+        self._json_properties = {f: json_values(p) for f, p in properties.items()}
+        self._json_coercers: dict[str, Coercer] = {f: build_coercer(p) for f, p in self._json_properties.items()}
+        self._json_plans: dict[tuple[Any, ...], Plan | None] = {}
 
     def check(self, source_row: int, raw: dict[str, Any]) -> tuple[dict[str, Any] | None, list[RowError]]:
         """Coerce and validate one record: (data, []) if valid, else (None, errors).
@@ -117,6 +128,21 @@ class RecordCheck:
         data, errors = self.reference_check(source_row, raw)
         return (None if data is None else encode_json(data)), errors
 
+    def check_values_json(self, source_row: int, raw: dict[str, Any]) -> tuple[str | None, list[RowError]]:
+        """check_json for a record of JSON values (a JSON Lines object): a string is coerced as a
+        cell is, null is absent, any other value is taken as it is, where the field's type takes
+        it (42 for an integer, true for a boolean; 42 is not a string), else the record is rejected."""
+        try:
+            plan = self._json_plans[tuple(raw)]
+        except KeyError:
+            plan = self._plan(raw, self._json_plans, self._json_properties)
+        if plan is not None:
+            text = plan.json(*raw.values())
+            if text is not None:
+                return text, []
+        data, errors = self._reference(source_row, raw, self._json_coercers)
+        return (None if data is None else encode_json(data)), errors
+
     def fast_data(self, raw: dict[str, Any]) -> dict[str, Any] | None:
         """The hot path alone: check's data for a record it proves valid, else None (slow path)."""
         plan = self.plan(raw)
@@ -129,12 +155,17 @@ class RecordCheck:
 
     def plan(self, raw: dict[str, Any]) -> Plan | None:
         """The generated functions for the order of raw's fields, built on first sight (None: none)."""
+        return self._plan(raw, self._plans, self._properties)
+
+    def _plan(
+        self, raw: dict[str, Any], plans: dict[tuple[Any, ...], Plan | None], properties: dict[str, Any]
+    ) -> Plan | None:
         keys = tuple(raw)
-        if keys in self._plans:
-            return self._plans[keys]
-        if len(self._plans) >= self._max_plans:
+        if keys in plans:
+            return plans[keys]
+        if len(plans) >= self._max_plans:
             return None  # a file whose records vary their fields endlessly: the slow path
-        properties, required = self._properties, self._required
+        required = self._required
         plan = None  # an unknown or a missing required field never passes: no fast path
         if (
             self._compilable
@@ -142,12 +173,17 @@ class RecordCheck:
             and set(required) <= set(keys)
         ):
             plan = Plan(self._name, properties, required, keys)
-        self._plans[keys] = plan
+        plans[keys] = plan
         return plan
 
     def reference_check(self, source_row: int, raw: dict[str, Any]) -> tuple[dict[str, Any] | None, list[RowError]]:
         """What check answers, the slow way: the coercers, fastjsonschema, and jsonschema's messages."""
-        data, failed = self.coerce(raw)
+        return self._reference(source_row, raw, self._coercers)
+
+    def _reference(
+        self, source_row: int, raw: dict[str, Any], coercers: dict[str, Coercer]
+    ) -> tuple[dict[str, Any] | None, list[RowError]]:
+        data, failed = self._coerce(raw, coercers)
         if failed is None:
             try:
                 self._fast(data)
@@ -158,9 +194,12 @@ class RecordCheck:
 
     def coerce(self, raw: dict[str, Any]) -> tuple[dict[str, Any], dict[str, str] | None]:
         """Coerce each cell: (the data, the coercion message of each field that failed or None)."""
+        return self._coerce(raw, self._coercers)
+
+    @staticmethod
+    def _coerce(raw: dict[str, Any], coercers: dict[str, Coercer]) -> tuple[dict[str, Any], dict[str, str] | None]:
         data: dict[str, Any] = {}
         failed: dict[str, str] | None = None
-        coercers = self._coercers
         for name, value in raw.items():
             coerce = coercers.get(name)
             if coerce is None:  # not a property: kept so validation names it

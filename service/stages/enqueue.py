@@ -32,7 +32,7 @@ OPTION_TYPES: dict[str, type] = {
     "header_row": int,
     "callback_url": str,
 }
-FORMATS = ("csv", "tsv", "kv", "xlsx")
+FORMATS = ("csv", "tsv", "kv", "xlsx", "jsonl")
 ON_INVALID = ("skip", "fail")
 MODES = ("append", "upsert", "replace")
 MAX_SHEET_ROWS = 1_048_576  # Excel's

@@ -53,7 +53,7 @@ def fetch(services: Services, job: Job) -> None:
     found, size, version = blob.check(found, services.config.max_file_bytes)
     fmt = formats.detect_format(found, job.options)
     header = formats.read_header(found, fmt, services.limits)
-    columns, warnings, notes = map_columns(product, header.names) if fmt.kind != "kv" else ([], [], [])
+    columns, warnings, notes = map_columns(product, header.names) if fmt.kind not in formats.KEYED else ([], [], [])
     prepare_tables(services, job, product)
     # version: mtime_ns (a file) or etag (an S3 object); _open_plan checks it again.
     plan = {"format": asdict(fmt), "header": asdict(header), "columns": columns, "size": size, **version}

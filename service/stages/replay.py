@@ -60,7 +60,7 @@ def replay(services: Services, job: Job) -> None:
     product = services.products.get(job.product_type)
     kind = original["format"]["kind"]
     names = original["header"]["names"]
-    columns, warnings, notes = map_columns(product, names) if kind != "kv" else ([], [], [])
+    columns, warnings, notes = map_columns(product, names) if kind not in formats.KEYED else ([], [], [])
     prepare_tables(services, job, product)
     replay_plan = {"format": original["format"], "header": original["header"], "columns": columns}
     if not services.jobs.save_plan(job.id, replay_plan, warnings, [], notes):

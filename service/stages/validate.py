@@ -94,9 +94,13 @@ def validate(services: Services, job: Job, work: ChunkWork) -> bool:
 def check_records(
     product: Product, columns: list[str | None], records: Iterator[formats.Record]
 ) -> Iterator[tuple[formats.Record, str | None, list[RowError]]]:
-    """Map each record's cells to fields, coerce and validate it: (record, JSON text or None, errors)."""
+    """Map each record's cells to fields, coerce and validate it: (record, JSON text or None, errors).
+
+    A record of keyed cells (kv, JSON Lines) maps its keys like header names; its values are
+    JSON values (a kv value is always a string), coerced by Product.check_values_json."""
     width = len(columns)
-    key_maps: dict[tuple[str, ...], dict[str, str]] = {}
+    # Per order of a record's keys, its key -> field map; None when every key is its field's name.
+    key_maps: dict[tuple[str, ...], dict[str, str] | None] = {}
     for record in records:
         row = record.source_row
         if record.error:
@@ -105,28 +109,39 @@ def check_records(
         cells = record.cells
         if isinstance(cells, dict):
             keys = tuple(cells)
-            mapping = key_maps.get(keys)
-            if mapping is None:
-                mapping = key_maps.setdefault(keys, product.map_keys(keys)[0])
-            raw = {field: cells[key] for key, field in mapping.items()}
-        else:
-            extra = [c for c in cells[width:] if c not in (None, "")]
-            if extra:
-                message = f"line {record.line}: the record has {len(cells)} cells but the header has {width} columns"
-                yield record, None, [RowError(row, None, message)]
-                continue
-            raw = {field: cells[i] for i, field in enumerate(columns) if field is not None and i < len(cells)}
+            try:
+                mapping = key_maps[keys]
+            except KeyError:
+                mapping = key_maps[keys] = _key_map(product, keys)
+            raw = cells if mapping is None else {field: cells[key] for key, field in mapping.items()}
+            data, row_errors = product.check_values_json(row, raw)
+            yield record, data, row_errors
+            continue
+        extra = [c for c in cells[width:] if c not in (None, "")]
+        if extra:
+            message = f"line {record.line}: the record has {len(cells)} cells but the header has {width} columns"
+            yield record, None, [RowError(row, None, message)]
+            continue
+        raw = {field: cells[i] for i, field in enumerate(columns) if field is not None and i < len(cells)}
         data, row_errors = product.check_json(row, raw)
         yield record, data, row_errors
 
 
+def _key_map(product: Product, keys: tuple[str, ...]) -> dict[str, str] | None:
+    """The fields a record's keys fill, or None when each key is its field's own name (the cells
+    are then the record as they are)."""
+    mapping = product.map_keys(keys)[0]
+    return None if len(mapping) == len(keys) and all(key == field for key, field in mapping.items()) else mapping
+
+
 def reject_line(job_id: str, record: formats.Record, errors: list[RowError]) -> bytes:
-    """One COPY line of an invalid row: job, row, its cells as read (as text) and its errors."""
+    """One COPY line of an invalid row: job, row, its cells as read and its errors.
+
+    A row's cells are kept as text; a keyed record's values as they are (a JSON Lines
+    object's are JSON values; a kv record's, text)."""
     cells = record.cells
-    kept: list[str] | dict[str, str] = (
-        {key: value if value.__class__ is str else cell_text(value) for key, value in cells.items()}
-        if isinstance(cells, dict)
-        else [value if value.__class__ is str else cell_text(value) for value in cells]
+    kept: list[str] | dict[str, Any] = (
+        cells if isinstance(cells, dict) else [value if value.__class__ is str else cell_text(value) for value in cells]
     )
     problems = [{"field": e.field, "message": e.message} for e in errors]
     fields = (encode_json(kept), encode_json(problems))

@@ -25,12 +25,22 @@ BADGES = {
     "additionalProperties": False,
 }
 
+# A key with no pattern: a JSON number on a JSON Lines record must not pass for its text.
+CODES = {
+    "type": "object",
+    "x-key": "code",
+    "properties": {"code": {"type": "string", "minLength": 1}, "label": {"type": "string", "minLength": 2}},
+    "required": ["code", "label"],
+    "additionalProperties": False,
+}
+
 
 @pytest.fixture(scope="module")
 def pipeline(databases: Databases, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pipeline]:
     schemas = tmp_path_factory.mktemp("schemas")
     shutil.copy(Config().schemas_dir / "users.json", schemas / "users.json")
     (schemas / "badges.json").write_text(json.dumps(BADGES))
+    (schemas / "codes.json").write_text(json.dumps(CODES))
     yield from make_pipeline(databases, tmp_path_factory, ["acme", "globex"], schemas_dir=schemas)
 
 
@@ -105,3 +115,18 @@ def test_a_replace_without_invalid_rows_logs_no_kept_line(pipeline: Pipeline) ->
     )
     assert job.status == "succeeded", job.error
     assert not [text for text in warnings(pipeline, job.id) if "kept" in text]
+
+
+def test_a_json_lines_file_keeps_a_key_read_as_json_and_not_one_that_is_a_number(pipeline: Pipeline) -> None:
+    first = pipeline.run("acme", "codes", "c.csv", b"code,label\n6,old\n7,old\n8,old\n", {"mode": "upsert"})
+    assert first.status == "succeeded", first.error
+    upload = (
+        '{"code": "6", "label": "six"}\n'
+        '{"code": 7, "label": "seven"}\n'  # a number where the key is a string: no key, keeps nothing
+        '{"code": "8", "label": "x"}\n'  # a readable key on an invalid record: 8 stays as it was
+    )
+    job = pipeline.run("acme", "codes", "c.jsonl", upload.encode(), {"mode": "replace", "on_invalid": "skip"})
+    assert job.status == "succeeded", job.error
+    rows = table(pipeline, "acme", "codes", "code")
+    assert sorted(rows) == ["6", "8"] and rows["8"]["label"] == "old" and rows["6"]["label"] == "six"
+    assert (job.rows_valid, job.rows_invalid, job.rows_deleted) == (1, 2, 1)

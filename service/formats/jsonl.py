@@ -1,0 +1,273 @@
+"""JSON Lines (SPEC 18): one JSON object per line, its keys read like header names (aliases
+apply). A line that is not a JSON object is a bad row, not a bad file: its record holds the
+line's raw text under RAW_KEY. A blank line is skipped and counts for nothing.
+
+A JSON Lines file is UTF-8 (RFC 8259), after an optional BOM. Every value is kept as JSON
+gives it: strings are coerced like cells later, other values go to the schema as they are.
+"""
+
+from __future__ import annotations
+
+import codecs
+import json
+import sys
+from collections.abc import Callable, Iterator
+from typing import Any, BinaryIO, NoReturn
+
+from service.errors import FileRejected, LimitExceeded
+from service.formats.limits import Limits, human_size, limit_text
+from service.formats.records import Cut, FileFormat, Header, Record
+from service.formats.text import byte_horizon, open_source
+
+# The key of the one cell a rejected line keeps: its raw text (the line without its ending).
+RAW_KEY = "_line"
+# Deepest nesting kept: a value in a line may hold arrays and objects (rejects keep them), but
+# never so deep that writing them back (rejects, views) could meet Python's recursion limit.
+MAX_DEPTH = 64
+_BLANKS = " \t\r\n"  # JSON's white space (RFC 8259): what may surround a value on its line
+_ENDINGS = frozenset({"\n", "\r\n", ""})
+_UTF8 = frozenset({"utf-8", "utf-8-sig"})
+_TOO_DEEP = f"the JSON is nested more than {MAX_DEPTH} levels deep"
+_KINDS = {str: "string", int: "number", float: "number", bool: "true/false", list: "array", dict: "object"}
+
+
+class _NotJson(ValueError):
+    """A number JSON cannot carry: NaN, Infinity, or one too large for a double."""
+
+
+def _constant(name: str) -> NoReturn:
+    raise _NotJson(f"{name} is not a JSON value")
+
+
+def _finite(text: str) -> float:
+    number = float(text)
+    if number - number != 0.0:  # inf - inf is nan; NaN is refused by _constant before this
+        raise _NotJson(f"the number {text[:40]} is out of range")
+    return number
+
+
+# Built once, like json.loads's own decoder: strict JSON, finite numbers only.
+# scan_once(text, index) -> (value, end): the decoder's C scanner, without json.loads's per-call checks.
+_DECODER = json.JSONDecoder(parse_float=_finite, parse_constant=_constant)
+_scan: Callable[[str, int], tuple[Any, int]] = _DECODER.scan_once  # type: ignore[attr-defined]
+
+
+def check_encoding(encoding: str) -> None:
+    """Refuse any encoding but UTF-8: JSON text is UTF-8 (RFC 8259)."""
+    if codecs.lookup(encoding).name not in _UTF8:
+        raise FileRejected(
+            f"a JSON Lines file must be UTF-8 (RFC 8259), not {encoding}; save it as UTF-8 and import it again"
+        )
+
+
+def looks_like_jsonl(line: str) -> bool:
+    """Tell whether a line (the first non-blank one of a file) is one JSON object (for content sniffing)."""
+    line = line.strip(_BLANKS)
+    if not line.startswith("{"):
+        return False
+    try:
+        return isinstance(json.loads(line), dict)
+    except (ValueError, RecursionError):
+        return False
+
+
+def parse_line(text: str) -> tuple[dict[str, Any] | None, str | None]:
+    """Read one non-blank line: (the object, None), or (None, what is wrong with the line)."""
+    try:
+        value, end = _scan(text, 0 if text[0] == "{" else len(text) - len(text.lstrip(_BLANKS)))
+    except StopIteration as stop:
+        return None, _syntax(text, "Expecting value", stop.value)
+    except json.JSONDecodeError as exc:
+        return None, _syntax(text, exc.msg, exc.pos)
+    except _NotJson as exc:
+        return None, f"not valid JSON: {exc}"
+    except ValueError:  # more digits than Python's int/str conversion allows
+        return None, "not valid JSON: a number has too many digits"
+    except RecursionError:
+        return None, _TOO_DEEP
+    rest = text[end:]  # usually just the line ending
+    if rest not in _ENDINGS and rest.strip(_BLANKS):
+        return None, _syntax(text, "Extra data after the value", end + len(rest) - len(rest.lstrip(_BLANKS)))
+    if value.__class__ is not dict:
+        return None, f"the line is a JSON {_KINDS.get(value.__class__, 'null')}, not an object"
+    # Rare shapes, found by cheap searches of the text first: deep nesting, and escapes that
+    # make a string no database can store (\u0000, a lone UTF-16 surrogate).
+    if (("[" in text or text.rfind("{")) and text.count("{") + text.count("[") > MAX_DEPTH) or (
+        "\\" in text and ("\\u0000" in text or "\\ud" in text or "\\uD" in text)
+    ):
+        problem = _unstorable(value)
+        if problem is not None:
+            return None, problem
+    return value, None
+
+
+def _syntax(text: str, message: str, position: int) -> str:
+    """A JSON syntax error, naming the character of the line where it is found (or its end)."""
+    if position >= len(text.rstrip(_BLANKS)):
+        return f"not valid JSON: {message} at the end of the line"
+    return f"not valid JSON: {message} at character {position + 1}"
+
+
+def _unstorable(value: dict[str, Any]) -> str | None:
+    """What makes a parsed line unfit to keep (nesting past MAX_DEPTH, a NUL or a lone surrogate), or None."""
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            return _TOO_DEEP
+        children = list(item.values()) if item.__class__ is dict else item
+        strings = [*item, *children] if item.__class__ is dict else children
+        for string in strings:
+            if string.__class__ is str:
+                if "\0" in string:
+                    return "a JSON string holds \\u0000 (a NUL character), which cannot be stored"
+                try:
+                    string.encode()
+                except UnicodeEncodeError:
+                    return "a JSON string holds a lone UTF-16 surrogate (\\ud800-\\udfff), which is not text"
+        stack.extend((child, depth + 1) for child in children if child.__class__ in (dict, list))
+    return None
+
+
+def read_header(fh: BinaryIO, fmt: FileFormat, limits: Limits) -> Header:
+    """Check the file has content; JSON keys come per record, so the header has no names."""
+    source = open_source(fh, fmt.encoding, limits, per_line=True)
+    for text in source.lines():
+        if text.strip(_BLANKS):
+            return Header(names=[], data_start=source.start, data_line=1)
+    raise FileRejected("the file is empty: it has no JSON line")
+
+
+def iter_records(
+    fh: BinaryIO,
+    fmt: FileFormat,
+    header: Header,
+    limits: Limits,
+    start: int | None,
+    first_row: int,
+    first_line: int | None,
+    max_records: int | None,
+) -> Iterator[Record]:
+    """Yield one record per non-blank line from start (default: the top)."""
+    source = open_source(fh, fmt.encoding, limits, header=header, start=start, line=first_line, per_line=True)
+    if max_records is not None and max_records <= 0:
+        return
+    last_row = -1 if max_records is None else first_row + max_records - 1
+    row, line = first_row, source.mark
+    quarter, max_field = limits.max_field_bytes // 4, limits.max_field_bytes
+    distinct = _Keys(limits)
+    seen = distinct.seen
+    scan_object = _scan
+    for text in source.lines():
+        # The common line, one flat object, is read here; any other goes to parse_line.
+        cells: dict[str, Any] | None = None
+        if text[0] == "{":
+            try:
+                cells, end = scan_object(text, 0)
+            except (StopIteration, ValueError, RecursionError):
+                cells = None
+            else:
+                if text[end:] not in _ENDINGS or "[" in text or text.rfind("{") or ("\\" in text and "\\u" in text):
+                    cells = None
+        if cells is not None or text[0] == "{" or text.strip(_BLANKS):
+            error = None
+            if cells is None:
+                cells, error = parse_line(text)
+            end = source.ends[line - source.base]
+            if cells is None:
+                yield Record(row, line, end, {RAW_KEY: text.rstrip("\r\n")}, f"line {line}: {error}", line + 1)
+            else:
+                if len(text) > quarter:
+                    _check_fields(cells, max_field, line)
+                if not seen.issuperset(cells):
+                    distinct.add(cells, line)
+                yield Record(row, line, end, cells, None, line + 1)
+            # Stop without reading ahead: the next line belongs to whoever resumes here.
+            if row == last_row:
+                return
+            row += 1
+        line += 1
+
+
+def scan(
+    fh: BinaryIO, fmt: FileFormat, header: Header, limits: Limits, chunk_rows: int, chunk_bytes: int
+) -> Iterator[Cut]:
+    """Cut the records into chunks, with every check iter_records makes; each Cut has its objects' keys."""
+    source = open_source(fh, fmt.encoding, limits, header=header, per_line=True)
+    first_row, first_line, start = 1, header.data_line, header.data_start  # of the chunk being counted
+    line, count = header.data_line, 0
+    keys: set[str] = set()
+    quarter, max_field = limits.max_field_bytes // 4, limits.max_field_bytes
+    distinct = _Keys(limits)
+    if source.codec.splittable:
+        horizon = 0  # a record ending on this line or later may bring the chunk to chunk_bytes
+    else:
+        chunk_rows = horizon = sys.maxsize  # positions count characters: one chunk
+    for text in source.lines():
+        if text[0] == "{" or text.strip(_BLANKS):
+            cells, _ = parse_line(text)
+            if cells is not None:
+                if len(text) > quarter:
+                    _check_fields(cells, max_field, line)
+                distinct.add(cells, line)
+                keys.update(cells)
+            count += 1
+            if count >= chunk_rows or (
+                line >= horizon and (horizon := byte_horizon(source, start + chunk_bytes)) <= line
+            ):
+                yield Cut(first_row, first_line, start, count, frozenset(keys))
+                first_row, first_line, start = first_row + count, line + 1, source.ends[line - source.base]
+                count, horizon, keys = 0, 0, set()
+        line += 1
+    if count:
+        yield Cut(first_row, first_line, start, count, frozenset(keys))
+
+
+def _check_fields(cells: dict[str, Any], max_field_bytes: int, line: int) -> None:
+    """Refuse a line with a key or value over the field limit: a string's UTF-8 bytes, another value's JSON text."""
+    for key, value in cells.items():
+        for item in (key, value):
+            if item.__class__ is str:
+                size = len(item.encode())
+            elif item.__class__ in (dict, list):
+                size = len(json.dumps(item, ensure_ascii=False).encode())
+            else:
+                continue  # a number, true/false or null: a few bytes
+            if size > max_field_bytes:
+                raise LimitExceeded(limit_text("a field", "max_field_bytes", max_field_bytes), line=line)
+
+
+class _Keys:
+    """The distinct keys read so far. A JSON Lines file's keys are its columns: at most
+    max_columns of them, and together no longer than a header may be (max_record_bytes),
+    so that neither the scan nor a rejects.csv holds more than a header's worth."""
+
+    __slots__ = ("seen", "size", "limits")
+
+    def __init__(self, limits: Limits) -> None:
+        self.seen: set[str] = set()
+        self.size = 0
+        self.limits = limits
+
+    def add(self, cells: dict[str, Any], line: int) -> None:
+        """Count the object's new keys; refuse the file at the line that brings them past a limit."""
+        seen = self.seen
+        if seen.issuperset(cells):
+            return
+        for key in cells:
+            if key not in seen:
+                seen.add(key)
+                self.size += len(key.encode())
+        limits = self.limits
+        if len(seen) > limits.max_columns:
+            raise LimitExceeded(
+                f"the file has more distinct keys than the max_columns limit ({limits.max_columns:,}); "
+                "a JSON Lines file's keys are its columns",
+                line=line,
+            )
+        if self.size > limits.max_record_bytes:
+            raise LimitExceeded(
+                f"the file's distinct keys are longer together than the max_record_bytes limit "
+                f"({human_size(limits.max_record_bytes)}); a JSON Lines file's keys are its header",
+                line=line,
+            )
