@@ -5,7 +5,7 @@ checks it with the import-linter contracts in pyproject.toml):
     edges/     REST, gRPC, importctl: translate requests and errors, call a stage
     (actors/)  the Dramatiq actors: load a job by id, run one stage
     stages/    one step of a job each: enqueue, fetch, validate, insert, replay, cancel/undo...
-    formats/   bytes in, records out: csv, tsv, kv, xlsx
+    formats/   bytes in, records out: csv, tsv, kv, xlsx, jsonl
     sources/   blob URI -> confined, pinned, ranged reader: file://, s3://
     storage/   the only SQL: app DB (jobs, chunks, queue) and customer DBs
     schema/    products: header mapping, coercion, validation, explanation
