@@ -64,12 +64,16 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("webhook_backoff_seconds", "WEBHOOK_BACKOFF_SECONDS", "float", 30.0),
     Setting("webhook_give_up_seconds", "WEBHOOK_GIVE_UP_SECONDS", "float", 86_400.0),
     Setting("webhook_concurrency", "WEBHOOK_CONCURRENCY", "int", 4),
+    Setting("azure_storage_connection_string", "AZURE_STORAGE_CONNECTION_STRING", "str", None),
 )
 LOG_FORMATS = ("text", "json")
 AUTH_MODES = ("on", "off")
 HASHED_PREFIX = "sha256:"  # a token file key that is the SHA-256 hex digest of the token (SPEC 4)
 HASHED_TOKEN = re.compile(r"sha256:[0-9a-fA-F]{64}\Z")
 URL_PREFIX = re.compile(r"https?://[^/?#@\s]+(/[^?#\s]*)?\Z", re.IGNORECASE)
+# Azure's rules for a container name: 3-63 lowercase letters, digits and hyphens, a letter or
+# digit first and last, no two hyphens in a row.
+AZURE_CONTAINER = re.compile(r"[a-z0-9](?:[a-z0-9]|-(?=[a-z0-9])){2,62}\Z")
 
 
 @dataclass(frozen=True)
@@ -83,12 +87,23 @@ class S3Area:
 
 
 @dataclass(frozen=True)
+class AzureArea:
+    """A customer's area of Azure Blob Storage (SPEC 18): az://container/prefix/<customer>/ of the
+    storage account at account_url (no credentials in it: they come from the environment)."""
+
+    account_url: str
+    container: str
+    prefix: str
+
+
+@dataclass(frozen=True)
 class CustomerSettings:
     """A customer's settings besides its DSN (the object form of customer_map.json, SPEC 4)."""
 
     webhook_prefixes: tuple[str, ...] = ()
     webhook_secret: str | None = field(default=None, repr=False)  # a secret: never printed
     s3: S3Area | None = None
+    azure: AzureArea | None = None
     # SPEC 16: callbacks (and later https sources) may reach loopback/private/link-local hosts.
     allow_private_hosts: bool = False
 
@@ -134,6 +149,8 @@ class Config:
     webhook_give_up_seconds: float = 86_400.0
     # Threads per worker process that POST webhooks, apart from the threads that run imports.
     webhook_concurrency: int = 4
+    # The key (AccountName + AccountKey) or SAS (SharedAccessSignature) for az:// blobs; a secret.
+    azure_storage_connection_string: str | None = field(default=None, repr=False)
     customers: Mapping[str, str] = field(default_factory=dict)  # customer id -> DSN
     customer_settings: Mapping[str, CustomerSettings] = field(default_factory=dict)
     tokens: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
@@ -170,6 +187,14 @@ def load_config(environ: Mapping[str, str] | None = None) -> Config:
     if addr != "off" and not _is_addr(addr):
         raise ConfigError(
             f"{values['worker_metrics_addr'][2]}: worker_metrics_addr must be host:port or off, got {addr!r}"
+        )
+    connection = converted["azure_storage_connection_string"]
+    if connection is not None and azure_credential(connection) is None:
+        # Never the value: it holds the account key.
+        raise ConfigError(
+            f"{values['azure_storage_connection_string'][2]}: azure_storage_connection_string (AZURE_STORAGE_"
+            "CONNECTION_STRING) must be Key=Value pairs separated by ';' with AccountName and AccountKey, "
+            "or SharedAccessSignature"
         )
     customers, settings = load_customers(converted["customer_map_path"])
     tokens = load_tokens(converted["api_tokens_path"])
@@ -242,8 +267,9 @@ def load_customer_map(path: Path) -> dict[str, str]:
     return load_customers(path)[0]
 
 
-CUSTOMER_KEYS = ("dsn", "webhook_prefixes", "webhook_secret", "s3", "allow_private_hosts")
+CUSTOMER_KEYS = ("dsn", "webhook_prefixes", "webhook_secret", "s3", "azure", "allow_private_hosts")
 S3_KEYS = ("bucket", "prefix", "endpoint_url", "region")
+AZURE_KEYS = ("account_url", "container", "prefix")
 
 
 def load_customers(path: Path) -> tuple[dict[str, str], dict[str, CustomerSettings]]:
@@ -294,10 +320,53 @@ def _customer_settings(where: str, entry: dict[str, Any]) -> CustomerSettings:
             if area.get(key) is not None and not isinstance(area[key], str):
                 raise ConfigError(f"{where}: s3.{key} must be a string")
         s3 = S3Area(area["bucket"], area["prefix"], area.get("endpoint_url"), area.get("region"))
+    azure = _azure_area(where, entry.get("azure"))
     allow_private = entry.get("allow_private_hosts", False)
     if not isinstance(allow_private, bool):
         raise ConfigError(f"{where}: allow_private_hosts must be true or false")
-    return CustomerSettings(tuple(prefixes), secret, s3, allow_private)
+    return CustomerSettings(tuple(prefixes), secret, s3, azure, allow_private)
+
+
+def _azure_area(where: str, area: Any) -> AzureArea | None:
+    """The customer's "azure" object, refused naming the key that is wrong (never a value)."""
+    if area is None:
+        return None
+    if not isinstance(area, dict) or set(area) != set(AZURE_KEYS):
+        raise ConfigError(f"{where}: azure must be an object with exactly account_url, container, prefix")
+    url = area["account_url"]
+    if not isinstance(url, str) or not URL_PREFIX.match(url):
+        raise ConfigError(
+            f"{where}: azure.account_url must be http(s)://host[/path] without credentials, query or fragment "
+            "(the key or SAS goes in AZURE_STORAGE_CONNECTION_STRING)"
+        )
+    container = area["container"]
+    if not isinstance(container, str) or not AZURE_CONTAINER.match(container):
+        raise ConfigError(
+            f"{where}: azure.container must be a container name (3-63 lowercase letters, digits, single hyphens)"
+        )
+    prefix = area["prefix"]
+    segments = prefix.strip("/").split("/") if isinstance(prefix, str) else [""]
+    if any(segment in ("", ".", "..") for segment in segments):
+        raise ConfigError(f"{where}: azure.prefix must be a non-empty path without empty, '.' or '..' segments")
+    return AzureArea(url.rstrip("/"), container, prefix)
+
+
+def azure_credential(connection_string: str) -> dict[str, str] | None:
+    """The credential in an Azure connection string: {"account_name", "account_key"} or
+    {"sas"}; None when it holds neither (or is not Key=Value;... at all)."""
+    pairs: dict[str, str] = {}
+    for part in connection_string.strip().split(";"):
+        if not part.strip():
+            continue
+        name, sep, value = part.partition("=")
+        if not sep or not name.strip():
+            return None
+        pairs[name.strip()] = value.strip()
+    if pairs.get("AccountName") and pairs.get("AccountKey"):
+        return {"account_name": pairs["AccountName"], "account_key": pairs["AccountKey"]}
+    if pairs.get("SharedAccessSignature"):
+        return {"sas": pairs["SharedAccessSignature"]}
+    return None
 
 
 def is_dsn(text: str) -> bool:

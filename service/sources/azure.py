@@ -1,0 +1,285 @@
+"""az:// blobs (SPEC 18, following SPEC 17 to the letter): URIs confined to the customer's area,
+blobs read by ranged GETs through azure-storage-blob.
+
+A blob is never copied whole (an XLSX package aside: a temp file, removed when closed).
+Every GET names the ETag the job planned with (If-Match), so a replaced blob fails the job.
+Credentials come from AZURE_STORAGE_CONNECTION_STRING (an account key or a SAS, applied to the
+customer's account_url); without it the account is read anonymously (a public container).
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import tempfile
+import threading
+from dataclasses import dataclass, field, replace
+from pathlib import PurePosixPath
+from typing import Any, BinaryIO
+from urllib.parse import urlsplit
+
+from service.config import AZURE_CONTAINER, AzureArea, azure_credential
+from service.errors import BlobRefused, BlobUnavailable, FileRejected, LimitExceeded
+
+SCHEME = "az://"
+# Bytes one GET asks for: what a chunk may read past its own range.
+READ_BYTES = 1024 * 1024
+# Bytes a GET from the very start asks for: every reader (each chunk's too) first sniffs the
+# BOM there, and one full read's worth per chunk would be wasted.
+HEAD_BYTES = 64 * 1024
+# Azure's limits for a blob name: 1,024 characters, at most 254 path segments.
+MAX_NAME_CHARS = 1024
+MAX_SEGMENTS = 254
+CHANGED = "the file changed while it was being imported; enqueue it again"
+
+# azure-core logs every request and response at INFO (URLs, headers): the workers' log would
+# hold one line per ranged GET. Its warnings still show.
+logging.getLogger("azure.core.pipeline.policies.http_logging_policy").setLevel(logging.WARNING)
+
+
+@dataclass(frozen=True)
+class AzureBlob:
+    """One blob of a customer's Azure area; size and etag once it has been looked at."""
+
+    container: str
+    path: str  # the blob's name in its container
+    account_url: str
+    size: int | None = None
+    etag: str | None = None
+    # AZURE_STORAGE_CONNECTION_STRING (a secret: never printed, never compared).
+    connection_string: str | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def uri(self) -> str:
+        """The blob's az:// URI."""
+        return f"{SCHEME}{self.container}/{self.path}"
+
+    @property
+    def name(self) -> str:
+        """The last segment of the blob's name, like Path.name."""
+        return PurePosixPath(self.path).name
+
+    @property
+    def suffix(self) -> str:
+        """The name's extension, like Path.suffix (detect_format reads it)."""
+        return PurePosixPath(self.path).suffix
+
+    def pinned(self, size: int, etag: str) -> AzureBlob:
+        """The same blob, to be read only while it has this size and ETag."""
+        return replace(self, size=size, etag=etag)
+
+
+def area_prefix(area: AzureArea, customer_id: str) -> str:
+    """The name prefix of a customer's area: <prefix>/<customer>/."""
+    return f"{area.prefix.strip('/')}/{customer_id}/"
+
+
+def parse(uri: str, customer_id: str, area: AzureArea | None, connection_string: str | None = None) -> AzureBlob:
+    """The blob an az:// URI names, refused (BlobRefused, naming the rule) unless it lies in the
+    customer's area az://<container>/<prefix>/<customer>/."""
+    if area is None:
+        raise BlobRefused(
+            f"blob_uri scheme 'az' is not supported for customer {customer_id!r}: it has no Azure area (use file://)"
+        )
+    if "\x00" in uri:
+        raise BlobRefused("blob_uri contains a NUL character")
+    container, _, path = uri[len(SCHEME) :].partition("/")
+    if not AZURE_CONTAINER.match(container):
+        raise BlobRefused(
+            f"blob_uri: {container[:80]!r} is not a valid container name (3-63 lowercase letters, digits, single hyphens)"
+        )
+    if any(c in uri for c in "?#"):
+        raise BlobRefused("blob_uri must be az://container/path, without query or fragment")
+    _check_path(path)
+    if container != area.container:
+        raise BlobRefused(
+            f"blob_uri names container {container!r}; customer {customer_id!r} may read only {area.container!r}"
+        )
+    prefix = area_prefix(area, customer_id)
+    if not path.startswith(prefix):
+        raise BlobRefused(f"blob_uri is outside the Azure area of customer {customer_id!r} (az://{container}/{prefix})")
+    return AzureBlob(container, path, area.account_url, connection_string=connection_string)
+
+
+def _check_path(path: str) -> None:
+    """Refuse an empty, over-long or ambiguous blob name (empty, '.' or '..' segments, a backslash,
+    which some Azure tools turn into '/')."""
+    if len(path) > MAX_NAME_CHARS:
+        raise BlobRefused(f"blob_uri: the blob name is {len(path)} characters, over Azure's limit of {MAX_NAME_CHARS}")
+    if not path:
+        raise BlobRefused("blob_uri must be az://container/path with a path")
+    segments = path.split("/")
+    if any(segment in ("", ".", "..") for segment in segments):
+        raise BlobRefused("blob_uri: the path must not have empty, '.' or '..' segments")
+    if len(segments) > MAX_SEGMENTS:
+        raise BlobRefused(f"blob_uri: the path has {len(segments)} segments, over Azure's limit of {MAX_SEGMENTS}")
+    if any(ord(c) < 0x20 or c == "\x7f" for c in path):
+        raise BlobRefused("blob_uri: the path must not contain control characters")
+    if "\\" in path:
+        raise BlobRefused("blob_uri: the path must not contain a backslash")
+
+
+_clients: dict[tuple[str, str | None], Any] = {}
+_clients_lock = threading.Lock()
+
+
+def client(account_url: str, connection_string: str | None) -> Any:
+    """One BlobServiceClient per (account, credential) per process: short timeouts, few quick
+    retries, so a dead endpoint fails a stage in seconds (the stage is retried like an
+    unreachable customer DB)."""
+    with _clients_lock:
+        found = _clients.get((account_url, connection_string))
+        if found is None:
+            from azure.core.credentials import AzureSasCredential
+            from azure.storage.blob import BlobServiceClient, LinearRetry
+
+            credential: Any = None
+            if connection_string is not None:
+                parsed = azure_credential(connection_string) or {}
+                credential = AzureSasCredential(parsed["sas"]) if "sas" in parsed else parsed or None
+            found = BlobServiceClient(
+                account_url,
+                credential=credential,
+                retry_policy=LinearRetry(backoff=1, retry_total=2, random_jitter_range=0.5),  # type: ignore[arg-type]
+                connection_timeout=5,
+                read_timeout=20,
+            )
+            _clients[(account_url, connection_string)] = found
+        return found
+
+
+def _blob_client(blob: AzureBlob) -> Any:
+    return client(blob.account_url, blob.connection_string).get_blob_client(blob.container, blob.path)
+
+
+def endpoint(blob: AzureBlob) -> str:
+    """The account's URL, without any user:password or query in it (errors name it)."""
+    parts = urlsplit(blob.account_url)
+    host = parts.hostname or ""
+    if parts.port:
+        host = f"{host}:{parts.port}"
+    return f"{parts.scheme}://{host}{parts.path.rstrip('/')}"
+
+
+def stat(blob: AzureBlob, max_bytes: int) -> AzureBlob:
+    """Get the blob's properties (a HEAD): the same blob pinned to its size and ETag; refused when
+    missing or too big."""
+    try:
+        properties = _blob_client(blob).get_blob_properties()
+    except Exception as exc:
+        raise _translate(exc, blob) from None
+    size = int(properties.size)
+    if size > max_bytes:
+        raise BlobRefused(f"the file is {size} bytes, over the max_file_bytes limit ({max_bytes} bytes)")
+    return blob.pinned(size, str(properties.etag))
+
+
+def open_blob(blob: AzureBlob, max_bytes: int | None, whole: bool = False) -> BinaryIO:
+    """A seekable binary reader of the blob's bytes: ranged GETs as it is read (whole: a temp
+    copy, for a zip package). It reads only while the blob keeps the ETag it is pinned to."""
+    if blob.etag is None or blob.size is None:
+        blob = stat(blob, 1 << 62)
+    size = blob.size or 0
+    if max_bytes is not None and size > max_bytes:
+        raise LimitExceeded(f"the file has {size:,} bytes, more than the max_file_bytes limit ({max_bytes:,} bytes)")
+    reader = io.BufferedReader(RangeReader(blob), buffer_size=READ_BYTES)
+    if not whole:
+        return reader
+    copy = tempfile.TemporaryFile(prefix="import-xlsx-")  # removed when closed
+    try:
+        with reader:
+            while block := reader.read(READ_BYTES * 8):
+                copy.write(block)
+        copy.seek(0)
+        return copy
+    except BaseException:
+        copy.close()
+        raise
+
+
+class RangeReader(io.RawIOBase):
+    """The bytes of one blob: each readinto is one GET of its range, If-Match its ETag."""
+
+    def __init__(self, blob: AzureBlob) -> None:
+        super().__init__()
+        self._blob = blob
+        self._size = blob.size or 0
+        self._pos = 0
+        self._client = _blob_client(blob)
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._pos
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: self._size}[whence]
+        if base + offset < 0:
+            raise ValueError("negative seek position")
+        self._pos = base + offset
+        return self._pos
+
+    def readinto(self, buffer: Any) -> int:
+        from azure.core import MatchConditions
+
+        view = memoryview(buffer).cast("B")
+        wanted = min(len(view), self._size - self._pos, HEAD_BYTES if self._pos == 0 else len(view))
+        if wanted <= 0:
+            return 0
+        try:
+            download = self._client.download_blob(
+                offset=self._pos,
+                length=wanted,
+                etag=self._blob.etag,
+                match_condition=MatchConditions.IfNotModified,
+                max_concurrency=1,
+            )
+            data = download.readall()
+        except Exception as exc:
+            raise _translate(exc, self._blob) from None
+        if len(data) != wanted:
+            raise FileRejected(CHANGED)  # the blob is shorter than planned: another one
+        view[:wanted] = data
+        self._pos += wanted
+        return wanted
+
+
+def upload(source: BinaryIO, area: AzureArea, customer_id: str, name: str, connection_string: str | None) -> AzureBlob:
+    """Upload a local file into the customer's area under uploads/ and return the blob."""
+    path = f"{area_prefix(area, customer_id)}uploads/{name}"
+    blob = AzureBlob(area.container, path, area.account_url, connection_string=connection_string)
+    try:
+        _blob_client(blob).upload_blob(source, overwrite=False, max_concurrency=2)
+    except Exception as exc:
+        raise _translate(exc, blob) from None
+    return blob
+
+
+def _translate(exc: Exception, blob: AzureBlob) -> Exception:
+    """An azure-core error as the service's: missing, changed, refused or unreachable; never with
+    credentials in it (only the endpoint, container and path are named, never the SDK's text,
+    which holds the request's URL)."""
+    from azure.core.exceptions import AzureError, HttpResponseError, ResourceModifiedError, ResourceNotFoundError
+
+    if isinstance(exc, ResourceModifiedError):
+        return FileRejected(CHANGED)
+    if isinstance(exc, ResourceNotFoundError):
+        return BlobRefused(f"no object at {blob.uri}")
+    if isinstance(exc, HttpResponseError) and exc.status_code is not None:
+        status = exc.status_code
+        if status in (412, 416):  # If-Match failed; or a range past the end: the blob shrank
+            return FileRejected(CHANGED)
+        if status == 404:
+            return BlobRefused(f"no object at {blob.uri}")
+        if status >= 500 or status in (408, 429):
+            return BlobUnavailable(f"the Azure endpoint {endpoint(blob)} failed ({status}) reading {blob.uri}")
+        code = getattr(exc, "error_code", None)  # set by azure-storage-blob: the service's error code
+        code = str(getattr(code, "value", code) or "")
+        return BlobRefused(f"Azure refused access to {blob.uri}: {status} {code}".rstrip())
+    if isinstance(exc, AzureError):
+        return BlobUnavailable(f"the Azure endpoint {endpoint(blob)} cannot be reached ({type(exc).__name__})")
+    return exc
