@@ -163,7 +163,11 @@ def schemas() -> dict[str, Any]:
     )
     return {
         "EnqueueRequest": _object(
-            {"customer_id": text, "product_type": text, "blob_uri": text | {"pattern": "^file://"}},
+            {
+                "customer_id": text,
+                "product_type": text,
+                "blob_uri": text | {"pattern": "^([fF][iI][lL][eE]|[sS]3|[aA][zZ])://"},
+            },
             options=ref("Options"),
         ),
         "Options": _options_schema(),
