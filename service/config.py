@@ -65,6 +65,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("webhook_give_up_seconds", "WEBHOOK_GIVE_UP_SECONDS", "float", 86_400.0),
     Setting("webhook_concurrency", "WEBHOOK_CONCURRENCY", "int", 4),
     Setting("azure_storage_connection_string", "AZURE_STORAGE_CONNECTION_STRING", "str", None),
+    Setting("storage_emulator_host", "STORAGE_EMULATOR_HOST", "str", None),
 )
 LOG_FORMATS = ("text", "json")
 AUTH_MODES = ("on", "off")
@@ -74,6 +75,10 @@ URL_PREFIX = re.compile(r"https?://[^/?#@\s]+(/[^?#\s]*)?\Z", re.IGNORECASE)
 # Azure's rules for a container name: 3-63 lowercase letters, digits and hyphens, a letter or
 # digit first and last, no two hyphens in a row.
 AZURE_CONTAINER = re.compile(r"[a-z0-9](?:[a-z0-9]|-(?=[a-z0-9])){2,62}\Z")
+# GCS's rules for a bucket name: 3-63 lowercase letters, digits, '-' and '_' (up to 222 with dots,
+# 63 between dots), a letter or digit at each end of each part, not an IP, no "goog" prefix or "google".
+_GCS_PART = r"[a-z0-9](?:[a-z0-9_-]{0,61}[a-z0-9])?"
+GCS_BUCKET = re.compile(rf"(?=.{{3,222}}\Z)(?!goog)(?!.*google)(?!\d+\.\d+\.\d+\.\d+\Z){_GCS_PART}(?:\.{_GCS_PART})*\Z")
 
 
 @dataclass(frozen=True)
@@ -97,6 +102,16 @@ class AzureArea:
 
 
 @dataclass(frozen=True)
+class GcsArea:
+    """A customer's area of Google Cloud Storage (SPEC 18): gs://bucket/prefix/<customer>/, at
+    endpoint_url when given (no credentials in it: they come from the Google chain)."""
+
+    bucket: str
+    prefix: str
+    endpoint_url: str | None = None
+
+
+@dataclass(frozen=True)
 class CustomerSettings:
     """A customer's settings besides its DSN (the object form of customer_map.json, SPEC 4)."""
 
@@ -104,6 +119,7 @@ class CustomerSettings:
     webhook_secret: str | None = field(default=None, repr=False)  # a secret: never printed
     s3: S3Area | None = None
     azure: AzureArea | None = None
+    gcs: GcsArea | None = None
     # SPEC 16: callbacks (and later https sources) may reach loopback/private/link-local hosts.
     allow_private_hosts: bool = False
 
@@ -151,6 +167,8 @@ class Config:
     webhook_concurrency: int = 4
     # The key (AccountName + AccountKey) or SAS (SharedAccessSignature) for az:// blobs; a secret.
     azure_storage_connection_string: str | None = field(default=None, repr=False)
+    # A GCS emulator (http://host:port) for gs:// blobs: read anonymously, no Google credentials.
+    storage_emulator_host: str | None = None
     customers: Mapping[str, str] = field(default_factory=dict)  # customer id -> DSN
     customer_settings: Mapping[str, CustomerSettings] = field(default_factory=dict)
     tokens: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
@@ -196,6 +214,14 @@ def load_config(environ: Mapping[str, str] | None = None) -> Config:
             "CONNECTION_STRING) must be Key=Value pairs separated by ';' with AccountName and AccountKey, "
             "or SharedAccessSignature"
         )
+    emulator = converted["storage_emulator_host"]
+    if emulator is not None:
+        converted["storage_emulator_host"] = emulator if "://" in emulator else f"http://{emulator}"
+        if not URL_PREFIX.match(converted["storage_emulator_host"]):
+            raise ConfigError(
+                f"{values['storage_emulator_host'][2]}: storage_emulator_host (STORAGE_EMULATOR_HOST) must be "
+                "host:port or http(s)://host:port without credentials"
+            )
     customers, settings = load_customers(converted["customer_map_path"])
     tokens = load_tokens(converted["api_tokens_path"])
     return Config(**converted, customers=customers, customer_settings=settings, tokens=tokens)
@@ -267,9 +293,10 @@ def load_customer_map(path: Path) -> dict[str, str]:
     return load_customers(path)[0]
 
 
-CUSTOMER_KEYS = ("dsn", "webhook_prefixes", "webhook_secret", "s3", "azure", "allow_private_hosts")
+CUSTOMER_KEYS = ("dsn", "webhook_prefixes", "webhook_secret", "s3", "azure", "gcs", "allow_private_hosts")
 S3_KEYS = ("bucket", "prefix", "endpoint_url", "region")
 AZURE_KEYS = ("account_url", "container", "prefix")
+GCS_KEYS = ("bucket", "prefix", "endpoint_url")
 
 
 def load_customers(path: Path) -> tuple[dict[str, str], dict[str, CustomerSettings]]:
@@ -324,7 +351,7 @@ def _customer_settings(where: str, entry: dict[str, Any]) -> CustomerSettings:
     allow_private = entry.get("allow_private_hosts", False)
     if not isinstance(allow_private, bool):
         raise ConfigError(f"{where}: allow_private_hosts must be true or false")
-    return CustomerSettings(tuple(prefixes), secret, s3, azure, allow_private)
+    return CustomerSettings(tuple(prefixes), secret, s3, azure, _gcs_area(where, entry.get("gcs")), allow_private)
 
 
 def _azure_area(where: str, area: Any) -> AzureArea | None:
@@ -349,6 +376,23 @@ def _azure_area(where: str, area: Any) -> AzureArea | None:
     if any(segment in ("", ".", "..") for segment in segments):
         raise ConfigError(f"{where}: azure.prefix must be a non-empty path without empty, '.' or '..' segments")
     return AzureArea(url.rstrip("/"), container, prefix)
+
+
+def _gcs_area(where: str, area: Any) -> GcsArea | None:
+    """The customer's "gcs" object, refused naming the key that is wrong (never a value)."""
+    if area is None:
+        return None
+    if not isinstance(area, dict) or not {"bucket", "prefix"} <= set(area) <= set(GCS_KEYS):
+        raise ConfigError(f"{where}: gcs must be an object with bucket, prefix, endpoint_url?")
+    if not isinstance(area["bucket"], str) or not GCS_BUCKET.match(area["bucket"]):
+        raise ConfigError(f"{where}: gcs.bucket must be a bucket name (3-63 lowercase letters, digits, -, _, .)")
+    prefix = area["prefix"]
+    if any(part in ("", ".", "..") for part in (prefix.strip("/").split("/") if isinstance(prefix, str) else [""])):
+        raise ConfigError(f"{where}: gcs.prefix must be a non-empty path without empty, '.' or '..' segments")
+    url = area.get("endpoint_url")
+    if url is not None and (not isinstance(url, str) or not URL_PREFIX.match(url)):
+        raise ConfigError(f"{where}: gcs.endpoint_url must be http(s)://host[/path] without credentials or query")
+    return GcsArea(area["bucket"], prefix, url.rstrip("/") if url else None)
 
 
 def azure_credential(connection_string: str) -> dict[str, str] | None:

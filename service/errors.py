@@ -85,7 +85,7 @@ class CustomerDBUnavailable(Retryable):
 
 
 class BlobUnavailable(CustomerDBUnavailable):
-    """The customer's blob store (S3, Azure) cannot be reached right now; retried like the customer's
+    """The customer's blob store (S3, Azure, GCS) cannot be reached right now; retried like the customer's
     database, then the job fails. The message names the endpoint, never credentials."""
 
 

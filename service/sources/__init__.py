@@ -1,8 +1,8 @@
 """The sources: a blob URI becomes a confined, pinned, ranged reader of the customer's file.
 
 `blob` parses a URI, confines it to the customer's area and dispatches to the store
-(`file://` here, `s3://` in `s3`, `az://` in `azure`) through the same calls: locate,
-check, pin, open_blob, upload. A new store (GCS, https, uploads) is one module here behind
+(`file://` here, `s3://` in `s3`, `az://` in `azure`, `gs://` in `gcs`) through the same
+calls: locate, check, pin, open_blob, upload. A new store (https, uploads) is one module here behind
 those calls, with its URI scheme added to `blob`. Sources import only the leaves (config,
 errors, logs, hosts, units): never a stage, a format, the schema or the databases.
 """

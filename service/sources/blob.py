@@ -1,11 +1,11 @@
 """Blob URIs -> confined blobs: customer C only ever reads under <blob_root>/<C>/, or (SPEC 17)
 under s3://<bucket>/<prefix>/<C>/ of its S3 area, or (SPEC 18) az://<container>/<prefix>/<C>/
-of its Azure area.
+of its Azure area or gs://<bucket>/<prefix>/<C>/ of its GCS area.
 
 The one interface the layers above use for every store: `locate` (URI -> blob, confined),
 `check` (size and version, no read), `pin` (to the version a plan recorded) and
 `open_blob` (a binary reader); `upload` puts a local file into the customer's area
-(`importctl enqueue --file`). A store is one module of this package (`s3`, `azure`); adding one
+(`importctl enqueue --file`). A store is one module of this package (`s3`, `azure`, `gcs`); adding one
 means its URI scheme in `locate` and its branch in each of these calls."""
 
 from __future__ import annotations
@@ -20,13 +20,15 @@ from urllib.parse import unquote, urlsplit
 
 from service.config import Config
 from service.errors import BlobRefused, FileRejected, LimitExceeded, RequestRefused
-from service.sources import azure, s3
+from service.sources import azure, gcs, s3
 from service.sources.azure import AzureBlob
+from service.sources.gcs import GcsObject
 from service.sources.s3 import S3Object
 from service.units import human_size
 
-# A blob: a local file, an S3 object or an Azure blob (the format readers take any, see open_blob).
-Blob = Path | S3Object | AzureBlob
+# A blob: a local file, an S3 object, an Azure blob or a GCS object (the format readers take any,
+# see open_blob).
+Blob = Path | S3Object | AzureBlob | GcsObject
 # A blob whose version changed (or vanished) between the plan and a read fails its job with this.
 CHANGED = s3.CHANGED
 
@@ -40,7 +42,7 @@ _KINDS = {
 
 
 def locate(uri: str, customer_id: str, config: Config) -> Blob:
-    """The blob a file://, s3:// or az:// URI names, refused (BlobRefused) unless it lies in the customer's area."""
+    """The blob a file://, s3://, az:// or gs:// URI names, refused (BlobRefused) unless it lies in the customer's area."""
     if isinstance(uri, str) and uri[:5].lower() == "s3://":
         settings = config.customer_settings.get(customer_id)
         return s3.parse(uri, customer_id, settings.s3 if settings else None)
@@ -48,18 +50,25 @@ def locate(uri: str, customer_id: str, config: Config) -> Blob:
         settings = config.customer_settings.get(customer_id)
         area = settings.azure if settings else None
         return azure.parse(uri, customer_id, area, config.azure_storage_connection_string)
+    if isinstance(uri, str) and uri[:5].lower() == "gs://":
+        settings = config.customer_settings.get(customer_id)
+        return gcs.parse(uri, customer_id, settings.gcs if settings else None, config.storage_emulator_host)
     return resolve(uri, customer_id, config.blob_root)
 
 
 def check(found: Blob, max_bytes: int) -> tuple[Blob, int, dict[str, Any]]:
     """Look at the blob without reading it: (the blob, pinned for an S3 object; its size; what
-    identifies this version of it: the mtime of a file, the ETag of an object or Azure blob)."""
+    identifies this version of it: the mtime of a file, the ETag of an object or Azure blob, the
+    generation of a GCS object)."""
     if isinstance(found, S3Object):
         pinned = s3.stat(found, max_bytes)
         return pinned, pinned.size or 0, {"etag": pinned.etag}
     if isinstance(found, AzureBlob):
         blob = azure.stat(found, max_bytes)
         return blob, blob.size or 0, {"etag": blob.etag}
+    if isinstance(found, GcsObject):
+        obj = gcs.stat(found, max_bytes)
+        return obj, obj.size or 0, {"generation": obj.generation}
     info = check_regular(found, max_bytes)
     return found, info.st_size, {"mtime_ns": info.st_mtime_ns}
 
@@ -71,7 +80,9 @@ def resolve(uri: str, customer_id: str, blob_root: Path) -> Path:
     parts = urlsplit(uri)
     if parts.scheme != "file":
         scheme = parts.scheme or "none"
-        raise BlobRefused(f"blob_uri scheme {scheme!r} is not supported (use file:///absolute/path, s3:// or az://)")
+        raise BlobRefused(
+            f"blob_uri scheme {scheme!r} is not supported (use file:///absolute/path, gs://, s3:// or az://)"
+        )
     if parts.netloc not in ("", "localhost") or parts.query or parts.fragment:
         raise BlobRefused("blob_uri must be file:// followed by an absolute path, without host, query or fragment")
     raw = unquote(parts.path)
@@ -107,9 +118,12 @@ def uri_for(path: Path) -> str:
 
 def pin(found: Blob, plan: dict[str, Any]) -> Blob | None:
     """The blob pinned to the version the plan recorded, where the store can pin without a
-    request (an S3 object or Azure blob by its ETag: every GET then names it); None where it must be checked."""
+    request (an S3 object or Azure blob by its ETag, a GCS object by its generation: every GET then
+    names it); None where it must be checked."""
     if isinstance(found, (S3Object, AzureBlob)) and "etag" in plan:
         return found.pinned(plan["size"], plan["etag"])
+    if isinstance(found, GcsObject) and "generation" in plan:
+        return found.pinned(plan["size"], plan["generation"])
     return None
 
 
@@ -120,6 +134,8 @@ def open_blob(found: Blob, max_bytes: int | None, *, whole: bool = False) -> Bin
         return s3.open_object(found, max_bytes, whole)
     if isinstance(found, AzureBlob):
         return azure.open_blob(found, max_bytes, whole)
+    if isinstance(found, GcsObject):
+        return gcs.open_object(found, max_bytes, whole)
     # O_NONBLOCK so that opening a FIFO cannot hang; it changes nothing for regular files.
     fd = os.open(found, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
     try:
@@ -138,7 +154,7 @@ def open_blob(found: Blob, max_bytes: int | None, *, whole: bool = False) -> Bin
 
 def upload(source: Path, customer: str, config: Config) -> str:
     """Copy a local file under <blob_root>/<customer>/uploads/ (or upload it under uploads/ of the
-    customer's S3 area, else of its Azure area) and return its URI."""
+    customer's S3 area, else of its Azure area, else of its GCS area) and return its URI."""
     if customer not in config.customers:
         raise RequestRefused(f"unknown customer {customer!r}", field="customer_id")
     if not source.is_file():
@@ -152,6 +168,10 @@ def upload(source: Path, customer: str, config: Config) -> str:
         with source.open("rb") as fh:
             name = f"{uuid.uuid4().hex[:12]}-{source.name}"
             return azure.upload(fh, settings.azure, customer, name, config.azure_storage_connection_string).uri
+    if settings is not None and settings.gcs is not None:
+        with source.open("rb") as fh:
+            name = f"{uuid.uuid4().hex[:12]}-{source.name}"
+            return gcs.upload(fh, settings.gcs, customer, name, config.storage_emulator_host).uri
     target_dir = config.blob_root / customer / "uploads"
     target_dir.mkdir(parents=True, exist_ok=True)
     target = target_dir / f"{uuid.uuid4().hex[:12]}-{source.name}"

@@ -166,7 +166,7 @@ def schemas() -> dict[str, Any]:
             {
                 "customer_id": text,
                 "product_type": text,
-                "blob_uri": text | {"pattern": "^([fF][iI][lL][eE]|[sS]3|[aA][zZ])://"},
+                "blob_uri": text | {"pattern": "^([fF][iI][lL][eE]|[sS]3|[aA][zZ]|[gG][sS])://"},
             },
             options=ref("Options"),
         ),

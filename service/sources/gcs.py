@@ -1,0 +1,274 @@
+"""gs:// objects (SPEC 18, following SPEC 17 to the letter): URIs confined to the customer's area,
+objects read by ranged GETs through google-cloud-storage.
+
+An object is never copied whole (an XLSX package aside: a temp file, removed when closed).
+Every GET names the generation the job planned with (ifGenerationMatch), so a replaced object
+fails the job (412) and a deleted one fails it naming it (404). Credentials come from the
+standard Google chain (GOOGLE_APPLICATION_CREDENTIALS, gcloud's, the metadata server); with
+STORAGE_EMULATOR_HOST set, objects are read anonymously from that emulator.
+"""
+
+from __future__ import annotations
+
+import io
+import tempfile
+import threading
+from dataclasses import dataclass, replace
+from pathlib import PurePosixPath
+from typing import Any, BinaryIO
+from urllib.parse import urlsplit
+
+from service.config import GCS_BUCKET, GcsArea
+from service.errors import BlobRefused, BlobUnavailable, FileRejected, LimitExceeded
+
+SCHEME = "gs://"
+# Bytes one GET asks for: what a chunk may read past its own range.
+READ_BYTES = 1024 * 1024
+# Bytes a GET from the very start asks for: every reader (each chunk's too) first sniffs the
+# BOM there, and one full read's worth per chunk would be wasted.
+HEAD_BYTES = 64 * 1024
+MAX_NAME_BYTES = 1024
+DEFAULT_ENDPOINT = "https://storage.googleapis.com"
+CHANGED = "the file changed while it was being imported; enqueue it again"
+# Connect / read timeouts of one request, and how long the library may retry one call.
+TIMEOUT = (5, 20)
+RETRY_SECONDS = 10.0
+
+
+@dataclass(frozen=True)
+class GcsObject:
+    """One object of a customer's GCS area; size and generation once it has been looked at."""
+
+    bucket: str
+    name_in_bucket: str
+    endpoint_url: str | None = None  # the area's, else the emulator's, else GCS's own
+    emulator: bool = False  # read anonymously (an emulator: no Google credentials)
+    size: int | None = None
+    generation: int | None = None
+
+    @property
+    def uri(self) -> str:
+        """The object's gs:// URI."""
+        return f"{SCHEME}{self.bucket}/{self.name_in_bucket}"
+
+    @property
+    def name(self) -> str:
+        """The last segment of the object's name, like Path.name."""
+        return PurePosixPath(self.name_in_bucket).name
+
+    @property
+    def suffix(self) -> str:
+        """The name's extension, like Path.suffix (detect_format reads it)."""
+        return PurePosixPath(self.name_in_bucket).suffix
+
+    def pinned(self, size: int, generation: int) -> GcsObject:
+        """The same object, to be read only while it has this size and generation."""
+        return replace(self, size=size, generation=generation)
+
+
+def area_prefix(area: GcsArea, customer_id: str) -> str:
+    """The name prefix of a customer's area: <prefix>/<customer>/."""
+    return f"{area.prefix.strip('/')}/{customer_id}/"
+
+
+def parse(uri: str, customer_id: str, area: GcsArea | None, emulator_host: str | None = None) -> GcsObject:
+    """The object a gs:// URI names, refused (BlobRefused, naming the rule) unless it lies in the
+    customer's area gs://<bucket>/<prefix>/<customer>/."""
+    if area is None:
+        raise BlobRefused(
+            f"blob_uri scheme 'gs' is not supported for customer {customer_id!r}: it has no GCS area (use file://)"
+        )
+    if "\x00" in uri:
+        raise BlobRefused("blob_uri contains a NUL character")
+    bucket, _, name = uri[len(SCHEME) :].partition("/")
+    if not GCS_BUCKET.match(bucket):
+        raise BlobRefused(
+            f"blob_uri: {bucket[:80]!r} is not a valid bucket name (3-63 lowercase letters, digits, -, _, .)"
+        )
+    if any(c in uri for c in "?#"):
+        raise BlobRefused("blob_uri must be gs://bucket/path, without query or fragment")
+    _check_name(name)
+    if bucket != area.bucket:
+        raise BlobRefused(f"blob_uri names bucket {bucket!r}; customer {customer_id!r} may read only {area.bucket!r}")
+    prefix = area_prefix(area, customer_id)
+    if not name.startswith(prefix):
+        raise BlobRefused(f"blob_uri is outside the GCS area of customer {customer_id!r} (gs://{bucket}/{prefix})")
+    return GcsObject(bucket, name, area.endpoint_url or emulator_host, emulator=emulator_host is not None)
+
+
+def _check_name(name: str) -> None:
+    """Refuse an empty, over-long or ambiguous object name (empty, '.' or '..' segments)."""
+    size = len(name.encode("utf-8", "surrogatepass"))
+    if size > MAX_NAME_BYTES:
+        raise BlobRefused(f"blob_uri: the object name is {size} bytes, over GCS's limit of {MAX_NAME_BYTES}")
+    if not name:
+        raise BlobRefused("blob_uri must be gs://bucket/path with a path")
+    if any(segment in ("", ".", "..") for segment in name.split("/")):
+        raise BlobRefused("blob_uri: the path must not have empty, '.' or '..' segments")
+    if any(ord(c) < 0x20 or c == "\x7f" for c in name):
+        raise BlobRefused("blob_uri: the path must not contain control characters")
+
+
+_clients: dict[tuple[str | None, bool], Any] = {}
+_clients_lock = threading.Lock()
+
+
+def client(endpoint_url: str | None, emulator: bool) -> Any:
+    """One storage.Client per (endpoint, emulator) per process: anonymous for an emulator, else
+    the Google credential chain (google.auth.default)."""
+    with _clients_lock:
+        found = _clients.get((endpoint_url, emulator))
+        if found is None:
+            from google.auth.credentials import AnonymousCredentials
+            from google.cloud import storage
+
+            options = {"api_endpoint": endpoint_url} if endpoint_url else None
+            credentials = AnonymousCredentials() if emulator else None  # type: ignore[no-untyped-call]
+            found = storage.Client(project=None, credentials=credentials, client_options=options)
+            _clients[(endpoint_url, emulator)] = found
+        return found
+
+
+def _retry() -> Any:
+    """The library's retry of transient errors (429, 5xx, connection errors), cut short so a dead
+    endpoint fails a stage in seconds (the stage is retried like an unreachable customer DB)."""
+    from google.cloud.storage.retry import DEFAULT_RETRY
+
+    return DEFAULT_RETRY.with_deadline(RETRY_SECONDS).with_delay(initial=0.5, maximum=2.0)
+
+
+def _blob(obj: GcsObject) -> Any:
+    return client(obj.endpoint_url, obj.emulator).bucket(obj.bucket).blob(obj.name_in_bucket)
+
+
+def endpoint(obj: GcsObject) -> str:
+    """The endpoint's URL, without any user:password or query in it (errors name it)."""
+    parts = urlsplit(obj.endpoint_url or DEFAULT_ENDPOINT)
+    host = parts.hostname or ""
+    if parts.port:
+        host = f"{host}:{parts.port}"
+    return f"{parts.scheme}://{host}{parts.path.rstrip('/')}"
+
+
+def stat(obj: GcsObject, max_bytes: int) -> GcsObject:
+    """Get the object's metadata (no read of its bytes): the same object pinned to its size and
+    generation; refused when missing or too big."""
+    try:
+        found = _blob(obj)
+        found.reload(timeout=TIMEOUT, retry=_retry())
+    except Exception as exc:
+        raise _translate(exc, obj) from None
+    size = int(found.size or 0)
+    if size > max_bytes:
+        raise BlobRefused(f"the file is {size} bytes, over the max_file_bytes limit ({max_bytes} bytes)")
+    return obj.pinned(size, int(found.generation))
+
+
+def open_object(obj: GcsObject, max_bytes: int | None, whole: bool = False) -> BinaryIO:
+    """A seekable binary reader of the object's bytes: ranged GETs as it is read (whole: a temp
+    copy, for a zip package). It reads only while the object keeps the generation it is pinned to."""
+    if obj.generation is None or obj.size is None:
+        obj = stat(obj, 1 << 62)
+    size = obj.size or 0
+    if max_bytes is not None and size > max_bytes:
+        raise LimitExceeded(f"the file has {size:,} bytes, more than the max_file_bytes limit ({max_bytes:,} bytes)")
+    reader = io.BufferedReader(RangeReader(obj), buffer_size=READ_BYTES)
+    if not whole:
+        return reader
+    copy = tempfile.TemporaryFile(prefix="import-xlsx-")  # removed when closed
+    try:
+        with reader:
+            while block := reader.read(READ_BYTES * 8):
+                copy.write(block)
+        copy.seek(0)
+        return copy
+    except BaseException:
+        copy.close()
+        raise
+
+
+class RangeReader(io.RawIOBase):
+    """The bytes of one object: each readinto is one GET of its range, ifGenerationMatch its generation."""
+
+    def __init__(self, obj: GcsObject) -> None:
+        super().__init__()
+        self._obj = obj
+        self._size = obj.size or 0
+        self._pos = 0
+        self._blob = _blob(obj)
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._pos
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: self._size}[whence]
+        if base + offset < 0:
+            raise ValueError("negative seek position")
+        self._pos = base + offset
+        return self._pos
+
+    def readinto(self, buffer: Any) -> int:
+        view = memoryview(buffer).cast("B")
+        wanted = min(len(view), self._size - self._pos, HEAD_BYTES if self._pos == 0 else len(view))
+        if wanted <= 0:
+            return 0
+        try:
+            # ifGenerationMatch, not generation=: a replaced object must fail the job (412), not
+            # be read on from a noncurrent version of a versioned bucket. raw_download: the
+            # stored bytes, never decompressed in transit (ranges are of the stored bytes).
+            data = self._blob.download_as_bytes(
+                start=self._pos,
+                end=self._pos + wanted - 1,
+                if_generation_match=self._obj.generation,
+                raw_download=True,
+                checksum=None,
+                timeout=TIMEOUT,
+                retry=_retry(),
+            )
+        except Exception as exc:
+            raise _translate(exc, self._obj) from None
+        if len(data) != wanted:
+            raise FileRejected(CHANGED)  # the object is shorter than planned: another one
+        view[:wanted] = data
+        self._pos += wanted
+        return wanted
+
+
+def upload(source: BinaryIO, area: GcsArea, customer_id: str, name: str, emulator_host: str | None) -> GcsObject:
+    """Upload a local file into the customer's area under uploads/ and return the object."""
+    path = f"{area_prefix(area, customer_id)}uploads/{name}"
+    obj = GcsObject(area.bucket, path, area.endpoint_url or emulator_host, emulator=emulator_host is not None)
+    try:
+        _blob(obj).upload_from_file(source, if_generation_match=0, timeout=TIMEOUT, retry=_retry())
+    except Exception as exc:
+        raise _translate(exc, obj) from None
+    return obj
+
+
+def _translate(exc: Exception, obj: GcsObject) -> Exception:
+    """A google-cloud-storage error as the service's: missing, changed, refused or unreachable;
+    never with credentials in it (only the endpoint, bucket and name are named, never the
+    library's text, which holds the request's URL)."""
+    from google.api_core import exceptions as api
+    from google.auth import exceptions as auth
+
+    if isinstance(exc, (api.PreconditionFailed, api.RequestRangeNotSatisfiable)):
+        return FileRejected(CHANGED)  # another generation; or a range past the end: it shrank
+    if isinstance(exc, api.NotFound):
+        return BlobRefused(f"no object at {obj.uri}")
+    if isinstance(exc, auth.DefaultCredentialsError):
+        return BlobRefused(f"no Google credentials are configured to read {obj.uri}")
+    if isinstance(exc, api.GoogleAPICallError) and exc.code is not None:
+        status = int(exc.code)
+        if status >= 500 or status in (408, 429):
+            return BlobUnavailable(f"the GCS endpoint {endpoint(obj)} failed ({status}) reading {obj.uri}")
+        return BlobRefused(f"GCS refused access to {obj.uri}: {status}")
+    if isinstance(exc, (api.RetryError, auth.TransportError, OSError)):  # requests' errors are OSErrors
+        return BlobUnavailable(f"the GCS endpoint {endpoint(obj)} cannot be reached ({type(exc).__name__})")
+    return exc

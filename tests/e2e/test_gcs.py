@@ -1,0 +1,413 @@
+"""gs:// objects (SPEC 18, to the letter of SPEC 17) against gcp-storage-emulator (PyPI, in
+requirements-dev.txt) on 127.0.0.1, behind a proxy that counts the bytes each GET sends back,
+with real `importctl worker` processes reading from it.
+
+The emulator serves ranged GETs and gives every write a new generation, but ignores
+`ifGenerationMatch` on a download; the proxy answers such a GET 412 when the object's current
+generation is another, as GCS does (https://cloud.google.com/storage/docs/request-preconditions)."""
+
+from __future__ import annotations
+
+import contextlib
+import http.client
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, quote, urlsplit
+
+import psutil
+import pytest
+from google.auth.credentials import AnonymousCredentials
+from google.cloud import storage
+
+from service.config import Config, load_customers
+from service.errors import BlobUnavailable, RequestRefused
+from service.schema.products import ProductRegistry
+from service.sources.gcs import HEAD_BYTES, READ_BYTES
+from service.stages.enqueue import EnqueueRequest, check_request, enqueue
+from service.stages.messages import dispatch
+from service.storage.jobs import Job, JobStore, migrate
+from service.storage.views import job_view
+from tests.conftest import ROOT, Databases, query, until, wait_finished
+from tests.e2e.conftest import free_port
+from tests.e2e.test_azure import HOP_BY_HOP, QuietServer, listening, users_csv
+from tests.e2e.test_faults import end, start_supervisor
+from tests.integration.conftest import pipeline_env
+
+pytestmark = pytest.mark.slow
+
+BUCKET = "imports"
+PREFIX = "landing"
+BIG_ROWS = 100_000
+KILL_ROWS = 100_000
+CHUNK_ROWS = 8_000
+IMPORTCTL = str(Path(sys.executable).parent / "importctl")
+EMULATOR = Path(sys.executable).parent / "gcp-storage-emulator"
+# What would give a credential away in a log or a view (there is none to leak with an emulator:
+# these check that nothing is sent or shown that could hold one).
+CREDENTIAL_MARKS = ("Authorization", "Bearer", "private_key", "access_token")
+
+
+class CountingProxy:
+    """An HTTP proxy in front of the emulator recording every download GET (its object, Range and
+    the bytes sent back), every metadata GET (its object) and any Authorization header; it
+    answers a download whose ifGenerationMatch is not the object's generation 412, as GCS does."""
+
+    def __init__(self, upstream_port: int) -> None:
+        self.lock = threading.Lock()
+        self.gets: list[tuple[str, str | None, int]] = []
+        self.heads: list[str] = []
+        self.authorized = 0
+        proxy = self
+
+        def call(method: str, path: str, body: bytes | None, headers: dict[str, str]) -> tuple[Any, bytes]:
+            upstream = http.client.HTTPConnection("127.0.0.1", upstream_port, timeout=60)
+            try:
+                upstream.request(method, path, body=body, headers=headers)
+                answer = upstream.getresponse()
+                return answer, answer.read()
+            finally:
+                upstream.close()
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+            def forward(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length) if length else None
+                headers = {k: v for k, v in self.headers.items() if k.lower() not in HOP_BY_HOP}
+                parts = urlsplit(self.path)
+                wanted = parse_qs(parts.query).get("ifGenerationMatch", [None])[0]
+                download = self.command == "GET" and parts.path.startswith("/download/storage/v1/")
+                status, reason, answer_headers, data = 0, "", [], b""
+                if download and wanted is not None:
+                    meta, text = call("GET", parts.path.removeprefix("/download"), None, {})
+                    if meta.status == 200 and str(json.loads(text)["generation"]) != wanted:
+                        status, reason = 412, "Precondition Failed"
+                        data = b'{"error": {"code": 412, "message": "conditionNotMet"}}'
+                        answer_headers = [("Content-Type", "application/json")]
+                if not status:
+                    answer, data = call(self.command, self.path, body, headers)
+                    status, reason = answer.status, answer.reason
+                    answer_headers = [(k, v) for k, v in answer.getheaders() if k.lower() not in HOP_BY_HOP]
+                self.send_response_only(status, reason)
+                for name, value in answer_headers:
+                    if name.lower() != "content-length":
+                        self.send_header(name, value)
+                self.send_header("Content-Length", str(len(data)))
+                with contextlib.suppress(ConnectionError):  # a worker SIGKILLed mid-read
+                    self.end_headers()
+                    self.wfile.write(data)
+                with proxy.lock:
+                    proxy.authorized += "Authorization" in self.headers
+                    if download:
+                        proxy.gets.append((parts.path, self.headers.get("Range"), len(data)))
+                    elif self.command == "GET" and parts.path.startswith("/storage/v1/b/"):
+                        proxy.heads.append(parts.path)
+
+            do_GET = do_PUT = do_POST = do_DELETE = do_PATCH = forward
+
+        self.server = QuietServer(("127.0.0.1", 0), Handler)
+        self.port = self.server.server_address[1]
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def fetched(self, name: str) -> list[tuple[str | None, int]]:
+        path = f"/download/storage/v1/b/{BUCKET}/o/{quote(name, safe='')}"
+        with self.lock:
+            return [(ranged, sent) for got, ranged, sent in self.gets if got == path]
+
+    def headed(self, name: str) -> list[str]:
+        path = f"/storage/v1/b/{BUCKET}/o/{quote(name, safe='')}"
+        with self.lock:
+            return [got for got in self.heads if got == path]
+
+
+@dataclass
+class GcsStack:
+    env: dict[str, str]
+    app: str
+    customers: dict[str, str]
+    config: Config
+    jobs: JobStore
+    products: ProductRegistry
+    client: Any  # a storage.Client straight to the emulator
+    proxy: CountingProxy
+    dead_endpoint: str
+    tmp: Path
+    worker_log: Path
+    big_name: str = ""
+    kill_name: str = ""
+    workers: list[subprocess.Popen[bytes]] = field(default_factory=list)
+
+    def put(self, customer: str, name: str, body: bytes, bucket: str = BUCKET) -> str:
+        path = f"{PREFIX}/{customer}/{name}"
+        self.client.bucket(bucket).blob(path).upload_from_string(body)
+        return path
+
+    def request(self, customer: str, uri: str) -> EnqueueRequest:
+        return check_request(
+            {"customer_id": customer, "product_type": "users", "blob_uri": uri}, self.config, self.products
+        )
+
+    def enqueue(self, customer: str, path: str) -> str:
+        job, _ = enqueue(self.request(customer, f"gs://{BUCKET}/{path}"), self.jobs)
+        return job.id
+
+    def wait(self, job_id: str, timeout: float = 240) -> Job:
+        return wait_finished(self.jobs, job_id, timeout)
+
+    def rows(self, customer: str, job_id: str) -> tuple[int, int]:
+        sql = "SELECT count(*), count(DISTINCT source_row) FROM users WHERE job_id = %s"
+        (row,) = query(self.customers[customer], sql, (job_id,))
+        return row
+
+    def shows_no_credential(self, job: Job) -> None:
+        """Nothing was sent with an Authorization header, and the job's view, its log lines and the
+        workers' log show nothing that could hold a credential."""
+        logged = " ".join(m for (m,) in query(self.app, "SELECT message FROM import_logs WHERE job_id = %s", (job.id,)))
+        texts = {"job view": json.dumps(job_view(job)), "job log": logged, "workers' log": self.worker_log.read_text()}
+        for where, text in texts.items():
+            assert not [mark for mark in CREDENTIAL_MARKS if mark in text], where
+        assert self.proxy.authorized == 0, "an emulator is read anonymously"
+
+
+@pytest.fixture(scope="module")
+def emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
+    """gcp-storage-emulator on 127.0.0.1 (a free port, a temp folder), with the bucket."""
+    port = free_port()
+    folder = tmp_path_factory.mktemp("gcs-emulator")
+    command = [str(EMULATOR), "start", "--host", "127.0.0.1", "--port", str(port), "--default-bucket", BUCKET, "-q"]
+    env = dict(os.environ, STORAGE_BASE=str(folder))
+    env.pop("STORAGE_EMULATOR_HOST", None)
+    log = folder / "emulator.log"
+    with log.open("wb") as output:
+        process = subprocess.Popen(command, env=env, cwd=folder, stdout=output, stderr=subprocess.STDOUT)
+    try:
+        until(lambda: listening(port) or process.poll() is not None, timeout=60)
+        assert process.poll() is None, f"the GCS emulator did not start: {log.read_text()}"
+        yield port
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+@pytest.fixture(scope="module")
+def gcs_stack(databases: Databases, emulator: int, tmp_path_factory: pytest.TempPathFactory) -> Iterator[GcsStack]:
+    proxy = CountingProxy(emulator)
+    emulator_host = f"http://127.0.0.1:{proxy.port}"
+    dead_endpoint = f"http://127.0.0.1:{free_port()}"
+    app = databases.create("app")
+    customers = {name: databases.create(name) for name in ("acme", "globex", "plain", "dead")}
+    area = {"bucket": BUCKET, "prefix": PREFIX}
+    mapping: dict[str, Any] = {
+        "acme": {"dsn": customers["acme"], "gcs": area},
+        "globex": {"dsn": customers["globex"], "gcs": area},
+        "plain": customers["plain"],
+        "dead": {"dsn": customers["dead"], "gcs": dict(area, endpoint_url=dead_endpoint)},
+    }
+    tmp = tmp_path_factory.mktemp("gcs")
+    root = tmp / "blobs"
+    for name in mapping:
+        (root / name).mkdir(parents=True)
+    (tmp / "customer_map.json").write_text(json.dumps(mapping))
+    migrate(app)
+    env = pipeline_env(
+        app,
+        tmp / "customer_map.json",
+        root,
+        CUSTOMER_DB_RETRY_SECONDS="6",
+        WORKER_CONCURRENCY="4",
+        CHUNK_ROWS=str(CHUNK_ROWS),
+        STORAGE_EMULATOR_HOST=emulator_host,
+        LOG_LEVEL="DEBUG",  # the workers' log is searched for credentials: let every library speak
+    )
+    dsns, settings = load_customers(tmp / "customer_map.json")
+    config = Config(
+        app_db_dsn=app,
+        blob_root=root,
+        customers=dsns,
+        customer_settings=settings,
+        chunk_rows=CHUNK_ROWS,
+        storage_emulator_host=emulator_host,
+    )
+    client = storage.Client(
+        project="test",
+        credentials=AnonymousCredentials(),  # type: ignore[no-untyped-call]
+        client_options={"api_endpoint": f"http://127.0.0.1:{emulator}"},
+    )
+    client.create_bucket("other")
+    jobs = JobStore(app, dispatch=dispatch)
+    products = ProductRegistry.load(config.schemas_dir)
+    worker_log = tmp / "workers.log"
+    stack = GcsStack(env, app, customers, config, jobs, products, client, proxy, dead_endpoint, tmp, worker_log)
+    stack.big_name = stack.put("acme", "big.csv", users_csv(BIG_ROWS))
+    stack.kill_name = stack.put("acme", "kill.csv", users_csv(KILL_ROWS))
+    with worker_log.open("wb") as output:
+        stack.workers.append(start_supervisor(env, output=output.fileno()))
+    try:
+        yield stack
+    finally:
+        for process in stack.workers:
+            end(process)
+        jobs.close()
+        proxy.server.shutdown()
+
+
+def test_a_large_csv_in_gcs_is_imported_once_with_chunks_reading_only_their_ranges(gcs_stack: GcsStack) -> None:
+    size = len(users_csv(BIG_ROWS))
+    before = len(gcs_stack.proxy.fetched(gcs_stack.big_name))
+    heads_before = len(gcs_stack.proxy.headed(gcs_stack.big_name))
+    job_id = gcs_stack.enqueue("acme", gcs_stack.big_name)
+    job = gcs_stack.wait(job_id)
+    assert job.status == "succeeded", job.error
+    assert (job.rows_total, job.rows_valid, job.rows_inserted) == (BIG_ROWS, BIG_ROWS, BIG_ROWS)
+    assert gcs_stack.rows("acme", job_id) == (BIG_ROWS, BIG_ROWS)
+    gets = gcs_stack.proxy.fetched(gcs_stack.big_name)[before:]
+    chunks = job.chunks_total or 0
+    fetched = sum(sent for _, sent in gets)
+    print(
+        f"\n{BIG_ROWS:,}-row file: {size:,} bytes, {chunks} chunks, {len(gets)} GETs, {fetched:,} bytes fetched "
+        f"({fetched / size:.2f} x the file: one scan by fetch + each chunk its own range)"
+    )
+    assert chunks > 10
+    assert all(ranged and ranged.startswith("bytes=") for ranged, _ in gets), "every GET is a ranged GET"
+    assert max(sent for _, sent in gets) <= READ_BYTES
+    assert fetched <= 2 * size + (chunks + 2) * (READ_BYTES + HEAD_BYTES)
+    # The enqueue and fetch read the object's metadata; the chunks do not (their GETs carry the generation).
+    assert len(gcs_stack.proxy.headed(gcs_stack.big_name)) - heads_before <= 2
+    gcs_stack.shows_no_credential(job)
+
+
+def test_an_xlsx_in_gcs_is_imported(gcs_stack: GcsStack) -> None:
+    name = gcs_stack.put("acme", "users.xlsx", (ROOT / "sample" / "acme" / "users-xlsx.xlsx").read_bytes())
+    job = gcs_stack.wait(gcs_stack.enqueue("acme", name), timeout=60)
+    assert job.status == "succeeded", job.error
+    assert (job.rows_total, job.rows_valid, job.rows_invalid) == (6, 5, 1)
+    assert gcs_stack.rows("acme", job.id) == (5, 5)
+
+
+def test_a_missing_object_is_refused_at_enqueue(gcs_stack: GcsStack) -> None:
+    with pytest.raises(RequestRefused) as refused:
+        gcs_stack.request("acme", f"gs://{BUCKET}/{PREFIX}/acme/nothing-here.csv")
+    assert refused.value.field == "blob_uri"
+    assert f"no object at gs://{BUCKET}/{PREFIX}/acme/nothing-here.csv" in str(refused.value)
+
+
+def test_an_object_over_max_file_bytes_is_refused_at_enqueue_without_reading_it(gcs_stack: GcsStack) -> None:
+    name = gcs_stack.put("acme", "too-big.csv", users_csv(50))
+    before = len(gcs_stack.proxy.fetched(name))
+    body = {"customer_id": "acme", "product_type": "users", "blob_uri": f"gs://{BUCKET}/{name}"}
+    with pytest.raises(RequestRefused) as refused:
+        check_request(body, gcs_stack.config.with_(max_file_bytes=1000), gcs_stack.products)
+    assert refused.value.field == "blob_uri"
+    assert "over the max_file_bytes limit (1000 bytes)" in str(refused.value)
+    assert len(gcs_stack.proxy.fetched(name)) == before, "only its metadata was read"
+
+
+@pytest.mark.parametrize(
+    ("customer", "uri", "says"),
+    [
+        ("acme", f"gs://{BUCKET}/{PREFIX}/acme/../globex/u.csv", "'..' segments"),
+        ("acme", f"gs://{BUCKET}/{PREFIX}/globex/u.csv", "outside the GCS area of customer 'acme'"),
+        ("acme", f"gs://other/{PREFIX}/acme/u.csv", "may read only 'imports'"),
+        ("acme", f"gs://Bad_Bucket/{PREFIX}/acme/u.csv", "not a valid bucket name"),
+        ("acme", f"gs://{BUCKET}/{PREFIX}/acme/{'k' * 1100}.csv", "over GCS's limit of 1024"),
+        ("plain", f"gs://{BUCKET}/{PREFIX}/plain/u.csv", "it has no GCS area"),
+    ],
+)
+def test_a_gs_uri_outside_the_customers_area_is_a_400_naming_blob_uri(
+    gcs_stack: GcsStack, customer: str, uri: str, says: str
+) -> None:
+    # The objects exist: only the confinement refuses them.
+    gcs_stack.put("globex", "u.csv", users_csv(2))
+    gcs_stack.put("acme", "u.csv", users_csv(2), bucket="other")
+    gcs_stack.put("plain", "u.csv", users_csv(2))
+    with pytest.raises(RequestRefused) as refused:
+        gcs_stack.request(customer, uri)
+    assert refused.value.field == "blob_uri"
+    assert says in str(refused.value)
+
+
+def test_an_object_replaced_during_the_import_fails_the_job_saying_the_file_changed(gcs_stack: GcsStack) -> None:
+    name = gcs_stack.put("acme", "replaced.csv", users_csv(KILL_ROWS))
+    job_id = gcs_stack.enqueue("acme", name)
+    until(lambda: query(gcs_stack.app, "SELECT count(*) FROM import_chunks WHERE job_id = %s", (job_id,))[0][0] > 0)
+    # The same size: only the generation tells the new object from the old.
+    gcs_stack.put("acme", "replaced.csv", users_csv(KILL_ROWS).replace(b"student", b"teacher"))
+    job = gcs_stack.wait(job_id)
+    assert job.status == "failed"
+    assert "the file changed while it was being imported" in (job.error or "")
+    until(lambda: gcs_stack.rows("acme", job_id) == (0, 0), timeout=30)
+
+
+def test_an_object_that_vanishes_after_enqueue_fails_the_job_naming_it(gcs_stack: GcsStack) -> None:
+    name = gcs_stack.put("acme", "vanishing.csv", users_csv(3))
+    request = gcs_stack.request("acme", f"gs://{BUCKET}/{name}")
+    gcs_stack.client.bucket(BUCKET).blob(name).delete()
+    job, _ = enqueue(request, gcs_stack.jobs)
+    job = gcs_stack.wait(job.id, timeout=60)
+    assert job.status == "failed"
+    assert f"no object at gs://{BUCKET}/{name}" in (job.error or "")
+
+
+def test_an_unreachable_gcs_is_retried_then_fails_the_job_naming_the_endpoint_only(gcs_stack: GcsStack) -> None:
+    uri = f"gs://{BUCKET}/{PREFIX}/dead/u.csv"
+    with pytest.raises(BlobUnavailable) as unavailable:  # at enqueue: no job (REST answers 503)
+        gcs_stack.request("dead", uri)
+    assert f"the GCS endpoint {gcs_stack.dead_endpoint} cannot be reached" in str(unavailable.value)
+    job, _ = gcs_stack.jobs.create_job("dead", "users", uri, {})  # as if GCS went down after the enqueue
+    job = gcs_stack.wait(job.id, timeout=120)
+    assert job.status == "failed"
+    error = job.error or ""
+    assert f"the GCS endpoint {gcs_stack.dead_endpoint} cannot be reached" in error
+    assert "gave up after" in error
+    assert f"the GCS endpoint {gcs_stack.dead_endpoint} cannot be reached" in gcs_stack.worker_log.read_text()
+    gcs_stack.shows_no_credential(job)
+
+
+def test_a_worker_killed_mid_job_leaves_every_row_exactly_once(gcs_stack: GcsStack) -> None:
+    job_id = gcs_stack.enqueue("acme", gcs_stack.kill_name)
+    running = "SELECT count(*) FROM import_chunks WHERE job_id = %s AND running"
+    until(lambda: query(gcs_stack.app, running, (job_id,))[0][0] > 0, timeout=60, interval=0.005)
+    master = psutil.Process(gcs_stack.workers[0].pid).children()[0]
+    killed = [worker.pid for worker in master.children()]
+    for worker in master.children():
+        worker.send_signal(signal.SIGKILL)
+    job = gcs_stack.wait(job_id, timeout=120)
+    assert killed
+    assert job.status == "succeeded", job.error
+    assert (job.rows_total, job.rows_inserted) == (KILL_ROWS, KILL_ROWS)
+    assert gcs_stack.rows("acme", job_id) == (KILL_ROWS, KILL_ROWS)
+    gcs_stack.shows_no_credential(job)
+
+
+def test_importctl_enqueue_file_uploads_into_the_customers_gcs_area(gcs_stack: GcsStack) -> None:
+    source = gcs_stack.tmp / "local users.csv"
+    source.write_bytes(users_csv(7))
+    command = [IMPORTCTL, "enqueue", "--customer=globex", "--product=users", f"--file={source}", "--wait"]
+    result = subprocess.run(command, env=gcs_stack.env, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    job = gcs_stack.jobs.get(result.stdout.strip())
+    assert job is not None and job.status == "succeeded", job
+    assert job.blob_uri.startswith(f"gs://{BUCKET}/{PREFIX}/globex/uploads/")
+    assert job.blob_uri.endswith("-local users.csv")
+    name = job.blob_uri.removeprefix(f"gs://{BUCKET}/")
+    assert gcs_stack.client.bucket(BUCKET).blob(name).download_as_bytes() == users_csv(7)
+    assert not any((gcs_stack.config.blob_root / "globex").rglob("*")), "nothing copied into the file blob area"
+    assert gcs_stack.rows("globex", job.id) == (7, 7)
+    gcs_stack.shows_no_credential(job)
