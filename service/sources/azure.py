@@ -9,9 +9,7 @@ customer's account_url); without it the account is read anonymously (a public co
 
 from __future__ import annotations
 
-import io
 import logging
-import tempfile
 import threading
 from dataclasses import dataclass, field, replace
 from pathlib import PurePosixPath
@@ -19,18 +17,13 @@ from typing import Any, BinaryIO
 from urllib.parse import urlsplit
 
 from service.config import AZURE_CONTAINER, AzureArea, azure_credential
-from service.errors import BlobRefused, BlobUnavailable, FileRejected, LimitExceeded
+from service.errors import BlobRefused, BlobUnavailable, FileRejected
+from service.sources.ranged import CHANGED, open_ranged
 
 SCHEME = "az://"
-# Bytes one GET asks for: what a chunk may read past its own range.
-READ_BYTES = 1024 * 1024
-# Bytes a GET from the very start asks for: every reader (each chunk's too) first sniffs the
-# BOM there, and one full read's worth per chunk would be wasted.
-HEAD_BYTES = 64 * 1024
 # Azure's limits for a blob name: 1,024 characters, at most 254 path segments.
 MAX_NAME_CHARS = 1024
 MAX_SEGMENTS = 254
-CHANGED = "the file changed while it was being imported; enqueue it again"
 
 # azure-core logs every request and response at INFO (URLs, headers): the workers' log would
 # hold one line per ranged GET. Its warnings still show.
@@ -177,75 +170,26 @@ def stat(blob: AzureBlob, max_bytes: int) -> AzureBlob:
 def open_blob(blob: AzureBlob, max_bytes: int | None, whole: bool = False) -> BinaryIO:
     """A seekable binary reader of the blob's bytes: ranged GETs as it is read (whole: a temp
     copy, for a zip package). It reads only while the blob keeps the ETag it is pinned to."""
+    from azure.core import MatchConditions
+
     if blob.etag is None or blob.size is None:
         blob = stat(blob, 1 << 62)
-    size = blob.size or 0
-    if max_bytes is not None and size > max_bytes:
-        raise LimitExceeded(f"the file has {size:,} bytes, more than the max_file_bytes limit ({max_bytes:,} bytes)")
-    reader = io.BufferedReader(RangeReader(blob), buffer_size=READ_BYTES)
-    if not whole:
-        return reader
-    copy = tempfile.TemporaryFile(prefix="import-xlsx-")  # removed when closed
-    try:
-        with reader:
-            while block := reader.read(READ_BYTES * 8):
-                copy.write(block)
-        copy.seek(0)
-        return copy
-    except BaseException:
-        copy.close()
-        raise
+    client = _blob_client(blob)
 
-
-class RangeReader(io.RawIOBase):
-    """The bytes of one blob: each readinto is one GET of its range, If-Match its ETag."""
-
-    def __init__(self, blob: AzureBlob) -> None:
-        super().__init__()
-        self._blob = blob
-        self._size = blob.size or 0
-        self._pos = 0
-        self._client = _blob_client(blob)
-
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return True
-
-    def tell(self) -> int:
-        return self._pos
-
-    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
-        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: self._size}[whence]
-        if base + offset < 0:
-            raise ValueError("negative seek position")
-        self._pos = base + offset
-        return self._pos
-
-    def readinto(self, buffer: Any) -> int:
-        from azure.core import MatchConditions
-
-        view = memoryview(buffer).cast("B")
-        wanted = min(len(view), self._size - self._pos, HEAD_BYTES if self._pos == 0 else len(view))
-        if wanted <= 0:
-            return 0
+    def fetch(start: int, length: int) -> bytes:
         try:
-            download = self._client.download_blob(
-                offset=self._pos,
-                length=wanted,
-                etag=self._blob.etag,
+            download = client.download_blob(
+                offset=start,
+                length=length,
+                etag=blob.etag,
                 match_condition=MatchConditions.IfNotModified,
                 max_concurrency=1,
             )
-            data = download.readall()
+            return bytes(download.readall())
         except Exception as exc:
-            raise _translate(exc, self._blob) from None
-        if len(data) != wanted:
-            raise FileRejected(CHANGED)  # the blob is shorter than planned: another one
-        view[:wanted] = data
-        self._pos += wanted
-        return wanted
+            raise _translate(exc, blob) from None
+
+    return open_ranged(blob.size or 0, fetch, max_bytes, whole)
 
 
 def upload(source: BinaryIO, area: AzureArea, customer_id: str, name: str, connection_string: str | None) -> AzureBlob:

@@ -20,7 +20,7 @@ from urllib.parse import unquote, urlsplit
 
 from service.config import Config
 from service.errors import BlobRefused, FileRejected, LimitExceeded, RequestRefused
-from service.sources import azure, gcs, s3
+from service.sources import azure, gcs, ranged, s3
 from service.sources.azure import AzureBlob
 from service.sources.gcs import GcsObject
 from service.sources.s3 import S3Object
@@ -30,7 +30,7 @@ from service.units import human_size
 # see open_blob).
 Blob = Path | S3Object | AzureBlob | GcsObject
 # A blob whose version changed (or vanished) between the plan and a read fails its job with this.
-CHANGED = s3.CHANGED
+CHANGED = ranged.CHANGED
 
 _KINDS = {
     stat.S_IFDIR: "a directory",

@@ -10,8 +10,6 @@ STORAGE_EMULATOR_HOST set, objects are read anonymously from that emulator.
 
 from __future__ import annotations
 
-import io
-import tempfile
 import threading
 from dataclasses import dataclass, replace
 from pathlib import PurePosixPath
@@ -19,17 +17,12 @@ from typing import Any, BinaryIO
 from urllib.parse import urlsplit
 
 from service.config import GCS_BUCKET, GcsArea
-from service.errors import BlobRefused, BlobUnavailable, FileRejected, LimitExceeded
+from service.errors import BlobRefused, BlobUnavailable, FileRejected
+from service.sources.ranged import CHANGED, open_ranged
 
 SCHEME = "gs://"
-# Bytes one GET asks for: what a chunk may read past its own range.
-READ_BYTES = 1024 * 1024
-# Bytes a GET from the very start asks for: every reader (each chunk's too) first sniffs the
-# BOM there, and one full read's worth per chunk would be wasted.
-HEAD_BYTES = 64 * 1024
 MAX_NAME_BYTES = 1024
 DEFAULT_ENDPOINT = "https://storage.googleapis.com"
-CHANGED = "the file changed while it was being imported; enqueue it again"
 # Connect / read timeouts of one request, and how long the library may retry one call.
 TIMEOUT = (5, 20)
 RETRY_SECONDS = 10.0
@@ -169,75 +162,28 @@ def open_object(obj: GcsObject, max_bytes: int | None, whole: bool = False) -> B
     copy, for a zip package). It reads only while the object keeps the generation it is pinned to."""
     if obj.generation is None or obj.size is None:
         obj = stat(obj, 1 << 62)
-    size = obj.size or 0
-    if max_bytes is not None and size > max_bytes:
-        raise LimitExceeded(f"the file has {size:,} bytes, more than the max_file_bytes limit ({max_bytes:,} bytes)")
-    reader = io.BufferedReader(RangeReader(obj), buffer_size=READ_BYTES)
-    if not whole:
-        return reader
-    copy = tempfile.TemporaryFile(prefix="import-xlsx-")  # removed when closed
-    try:
-        with reader:
-            while block := reader.read(READ_BYTES * 8):
-                copy.write(block)
-        copy.seek(0)
-        return copy
-    except BaseException:
-        copy.close()
-        raise
+    gcs_blob = _blob(obj)
 
-
-class RangeReader(io.RawIOBase):
-    """The bytes of one object: each readinto is one GET of its range, ifGenerationMatch its generation."""
-
-    def __init__(self, obj: GcsObject) -> None:
-        super().__init__()
-        self._obj = obj
-        self._size = obj.size or 0
-        self._pos = 0
-        self._blob = _blob(obj)
-
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return True
-
-    def tell(self) -> int:
-        return self._pos
-
-    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
-        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: self._size}[whence]
-        if base + offset < 0:
-            raise ValueError("negative seek position")
-        self._pos = base + offset
-        return self._pos
-
-    def readinto(self, buffer: Any) -> int:
-        view = memoryview(buffer).cast("B")
-        wanted = min(len(view), self._size - self._pos, HEAD_BYTES if self._pos == 0 else len(view))
-        if wanted <= 0:
-            return 0
+    def fetch(start: int, length: int) -> bytes:
         try:
             # ifGenerationMatch, not generation=: a replaced object must fail the job (412), not
             # be read on from a noncurrent version of a versioned bucket. raw_download: the
             # stored bytes, never decompressed in transit (ranges are of the stored bytes).
-            data = self._blob.download_as_bytes(
-                start=self._pos,
-                end=self._pos + wanted - 1,
-                if_generation_match=self._obj.generation,
-                raw_download=True,
-                checksum=None,
-                timeout=TIMEOUT,
-                retry=_retry(),
+            return bytes(
+                gcs_blob.download_as_bytes(
+                    start=start,
+                    end=start + length - 1,
+                    if_generation_match=obj.generation,
+                    raw_download=True,
+                    checksum=None,
+                    timeout=TIMEOUT,
+                    retry=_retry(),
+                )
             )
         except Exception as exc:
-            raise _translate(exc, self._obj) from None
-        if len(data) != wanted:
-            raise FileRejected(CHANGED)  # the object is shorter than planned: another one
-        view[:wanted] = data
-        self._pos += wanted
-        return wanted
+            raise _translate(exc, obj) from None
+
+    return open_ranged(obj.size or 0, fetch, max_bytes, whole)
 
 
 def upload(source: BinaryIO, area: GcsArea, customer_id: str, name: str, emulator_host: str | None) -> GcsObject:

@@ -6,9 +6,7 @@ Every GET names the ETag the job planned with (If-Match), so a replaced object f
 
 from __future__ import annotations
 
-import io
 import re
-import tempfile
 import threading
 from dataclasses import dataclass, replace
 from pathlib import PurePosixPath
@@ -16,20 +14,15 @@ from typing import Any, BinaryIO
 from urllib.parse import urlsplit
 
 from service.config import S3Area
-from service.errors import BlobRefused, BlobUnavailable, FileRejected, LimitExceeded
+from service.errors import BlobRefused, BlobUnavailable, FileRejected
+from service.sources.ranged import CHANGED, open_ranged
 
 SCHEME = "s3://"
-# Bytes one GET asks for: what a chunk may read past its own range.
-READ_BYTES = 1024 * 1024
-# Bytes a GET from the very start asks for: every reader (each chunk's too) first sniffs the
-# BOM there, and one full read's worth per chunk would be wasted.
-HEAD_BYTES = 64 * 1024
 MAX_KEY_BYTES = 1024
 # S3's rules for a bucket name: 3-63 characters, lowercase letters, digits, dots and hyphens,
 # a letter or digit at each end, no two dots in a row, not an IP address.
 _BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]\Z")
 _IP = re.compile(r"\d+\.\d+\.\d+\.\d+\Z")
-CHANGED = "the file changed while it was being imported; enqueue it again"
 
 
 @dataclass(frozen=True)
@@ -164,70 +157,19 @@ def open_object(obj: S3Object, max_bytes: int | None, whole: bool = False) -> Bi
     copy, for a zip package). It reads only while the object keeps the ETag it is pinned to."""
     if obj.etag is None or obj.size is None:
         obj = stat(obj, 1 << 62)
-    size = obj.size or 0
-    if max_bytes is not None and size > max_bytes:
-        raise LimitExceeded(f"the file has {size:,} bytes, more than the max_file_bytes limit ({max_bytes:,} bytes)")
-    reader = io.BufferedReader(RangeReader(obj), buffer_size=READ_BYTES)
-    if not whole:
-        return reader
-    copy = tempfile.TemporaryFile(prefix="import-xlsx-")  # removed when closed
-    try:
-        with reader:
-            while block := reader.read(READ_BYTES * 8):
-                copy.write(block)
-        copy.seek(0)
-        return copy
-    except BaseException:
-        copy.close()
-        raise
+    s3 = client(obj.endpoint_url, obj.region)
 
-
-class RangeReader(io.RawIOBase):
-    """The bytes of one S3 object: each readinto is one GET of its range, If-Match its ETag."""
-
-    def __init__(self, obj: S3Object) -> None:
-        super().__init__()
-        self._obj = obj
-        self._size = obj.size or 0
-        self._pos = 0
-        self._client = client(obj.endpoint_url, obj.region)
-
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return True
-
-    def tell(self) -> int:
-        return self._pos
-
-    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
-        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: self._size}[whence]
-        if base + offset < 0:
-            raise ValueError("negative seek position")
-        self._pos = base + offset
-        return self._pos
-
-    def readinto(self, buffer: Any) -> int:
-        view = memoryview(buffer).cast("B")
-        wanted = min(len(view), self._size - self._pos, HEAD_BYTES if self._pos == 0 else len(view))
-        if wanted <= 0:
-            return 0
-        last = self._pos + wanted - 1
-        obj = self._obj
+    def fetch(start: int, length: int) -> bytes:
         try:
-            answer = self._client.get_object(
-                Bucket=obj.bucket, Key=obj.key, Range=f"bytes={self._pos}-{last}", IfMatch=obj.etag
+            answer = s3.get_object(
+                Bucket=obj.bucket, Key=obj.key, Range=f"bytes={start}-{start + length - 1}", IfMatch=obj.etag
             )
             with answer["Body"] as body:
-                data = body.read()
+                return bytes(body.read())
         except Exception as exc:
             raise _translate(exc, obj) from None
-        if len(data) != wanted:
-            raise FileRejected(CHANGED)  # the object is shorter than planned: another one
-        view[:wanted] = data
-        self._pos += wanted
-        return wanted
+
+    return open_ranged(obj.size or 0, fetch, max_bytes, whole)
 
 
 def upload(source: BinaryIO, area: S3Area, customer_id: str, name: str) -> S3Object:

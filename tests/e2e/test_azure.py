@@ -29,7 +29,7 @@ from azure.storage.blob import BlobServiceClient
 from service.config import Config, load_customers
 from service.errors import BlobUnavailable, RequestRefused
 from service.schema.products import ProductRegistry
-from service.sources.azure import HEAD_BYTES, READ_BYTES
+from service.sources.ranged import HEAD_BYTES, READ_BYTES
 from service.stages.enqueue import EnqueueRequest, check_request, enqueue
 from service.stages.messages import dispatch
 from service.storage.jobs import Job, JobStore, migrate
