@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterator
 from typing import Any, BinaryIO, NoReturn
 
 from service.errors import FileRejected, LimitExceeded
-from service.formats.limits import Limits, human_size, limit_text
+from service.formats.limits import DistinctKeys, Limits, limit_text
 from service.formats.records import Cut, FileFormat, Header, Record
 from service.formats.text import byte_horizon, open_source
 
@@ -92,7 +92,7 @@ def parse_line(text: str) -> tuple[dict[str, Any] | None, str | None]:
         return None, f"the line is a JSON {_KINDS.get(value.__class__, 'null')}, not an object"
     # Rare shapes, found by cheap searches of the text first: deep nesting, and escapes that
     # make a string no database can store (\u0000, a lone UTF-16 surrogate).
-    if (("[" in text or text.rfind("{")) and text.count("{") + text.count("[") > MAX_DEPTH) or (
+    if (("[" in text or text.find("{", 1) >= 0) and text.count("{") + text.count("[") > MAX_DEPTH) or (
         "\\" in text and ("\\u0000" in text or "\\ud" in text or "\\uD" in text)
     ):
         problem = _unstorable(value)
@@ -155,7 +155,7 @@ def iter_records(
     last_row = -1 if max_records is None else first_row + max_records - 1
     row, line = first_row, source.mark
     quarter, max_field = limits.max_field_bytes // 4, limits.max_field_bytes
-    distinct = _Keys(limits)
+    distinct = DistinctKeys(limits, "utf-8", "a JSON Lines file")
     seen = distinct.seen
     scan_object = _scan
     for text in source.lines():
@@ -167,7 +167,8 @@ def iter_records(
             except (StopIteration, ValueError, RecursionError):
                 cells = None
             else:
-                if text[end:] not in _ENDINGS or "[" in text or text.rfind("{") or ("\\" in text and "\\u" in text):
+                # Trailing text, nesting or \\u escapes: parse_line makes every check.
+                if text[end:] not in _ENDINGS or "[" in text or text.find("{", 1) >= 0 or "\\u" in text:
                     cells = None
         if cells is not None or text[0] == "{" or text.strip(_BLANKS):
             error = None
@@ -198,7 +199,7 @@ def scan(
     line, count = header.data_line, 0
     keys: set[str] = set()
     quarter, max_field = limits.max_field_bytes // 4, limits.max_field_bytes
-    distinct = _Keys(limits)
+    distinct = DistinctKeys(limits, "utf-8", "a JSON Lines file")
     if source.codec.splittable:
         horizon = 0  # a record ending on this line or later may bring the chunk to chunk_bytes
     else:
@@ -235,39 +236,3 @@ def _check_fields(cells: dict[str, Any], max_field_bytes: int, line: int) -> Non
                 continue  # a number, true/false or null: a few bytes
             if size > max_field_bytes:
                 raise LimitExceeded(limit_text("a field", "max_field_bytes", max_field_bytes), line=line)
-
-
-class _Keys:
-    """The distinct keys read so far. A JSON Lines file's keys are its columns: at most
-    max_columns of them, and together no longer than a header may be (max_record_bytes),
-    so that neither the scan nor a rejects.csv holds more than a header's worth."""
-
-    __slots__ = ("seen", "size", "limits")
-
-    def __init__(self, limits: Limits) -> None:
-        self.seen: set[str] = set()
-        self.size = 0
-        self.limits = limits
-
-    def add(self, cells: dict[str, Any], line: int) -> None:
-        """Count the object's new keys; refuse the file at the line that brings them past a limit."""
-        seen = self.seen
-        if seen.issuperset(cells):
-            return
-        for key in cells:
-            if key not in seen:
-                seen.add(key)
-                self.size += len(key.encode())
-        limits = self.limits
-        if len(seen) > limits.max_columns:
-            raise LimitExceeded(
-                f"the file has more distinct keys than the max_columns limit ({limits.max_columns:,}); "
-                "a JSON Lines file's keys are its columns",
-                line=line,
-            )
-        if self.size > limits.max_record_bytes:
-            raise LimitExceeded(
-                f"the file's distinct keys are longer together than the max_record_bytes limit "
-                f"({human_size(limits.max_record_bytes)}); a JSON Lines file's keys are its header",
-                line=line,
-            )

@@ -9,7 +9,7 @@ from operator import itemgetter
 from typing import BinaryIO
 
 from service.errors import FileRejected, LimitExceeded
-from service.formats.limits import Limits, clip, human_size, limit_text
+from service.formats.limits import DistinctKeys, Limits, clip, limit_text
 from service.formats.records import Cut, FileFormat, Header, Record
 from service.formats.text import byte_horizon, open_source
 
@@ -100,7 +100,7 @@ def iter_records(
     last_row = -1 if max_records is None else first_row + max_records - 1
     row, line = first_row, source.mark
     quarter, max_field, encoding = limits.max_field_bytes // 4, limits.max_field_bytes, source.codec.name
-    distinct = _Keys(limits, encoding)
+    distinct = DistinctKeys(limits, encoding, "a key=value file")
     for text in source.lines():
         body = text.strip()
         if body and body[0] != "#":
@@ -126,7 +126,7 @@ def scan(
     line, count = header.data_line, 0
     keys: set[str] = set()
     quarter, max_field, encoding = limits.max_field_bytes // 4, limits.max_field_bytes, source.codec.name
-    distinct = _Keys(limits, encoding)
+    distinct = DistinctKeys(limits, encoding, "a key=value file")
     if source.codec.splittable:
         horizon = 0  # a record ending on this line or later may bring the chunk to chunk_bytes
     else:
@@ -157,40 +157,3 @@ def _check_fields(cells: dict[str, str], encoding: str, max_field_bytes: int, li
         for text in (key, value):
             if len(text.encode(encoding)) > max_field_bytes:
                 raise LimitExceeded(limit_text("a field", "max_field_bytes", max_field_bytes), line=line)
-
-
-class _Keys:
-    """The distinct keys read so far. A key=value file's keys are its columns: at most
-    max_columns of them, and together no longer than a header may be (max_record_bytes),
-    so that neither the scan nor a rejects.csv holds more than a header's worth."""
-
-    __slots__ = ("seen", "size", "limits", "encoding")
-
-    def __init__(self, limits: Limits, encoding: str) -> None:
-        self.seen: set[str] = set()
-        self.size = 0
-        self.limits = limits
-        self.encoding = encoding
-
-    def add(self, cells: dict[str, str], line: int) -> None:
-        """Count the record's new keys; refuse the file at the line that brings them past a limit."""
-        seen = self.seen
-        if seen.issuperset(cells):
-            return
-        for key in cells:
-            if key not in seen:
-                seen.add(key)
-                self.size += len(key.encode(self.encoding))
-        limits = self.limits
-        if len(seen) > limits.max_columns:
-            raise LimitExceeded(
-                f"the file has more distinct keys than the max_columns limit ({limits.max_columns:,}); "
-                "a key=value file's keys are its columns",
-                line=line,
-            )
-        if self.size > limits.max_record_bytes:
-            raise LimitExceeded(
-                f"the file's distinct keys are longer together than the max_record_bytes limit "
-                f"({human_size(limits.max_record_bytes)}); a key=value file's keys are its header",
-                line=line,
-            )

@@ -87,3 +87,41 @@ class TextMeter:
         self.total += size
         if self.total > self.limits.max_text_bytes:
             raise text_error(self.what, self.limits, line)
+
+
+class DistinctKeys:
+    """The distinct keys of a keyed file (key=value, JSON Lines) read so far. Its keys are its
+    columns: at most max_columns of them, and together no longer than a header may be
+    (max_record_bytes), so that neither the scan nor a rejects.csv holds more than a header's worth."""
+
+    __slots__ = ("seen", "size", "limits", "encoding", "kind")
+
+    def __init__(self, limits: Limits, encoding: str, kind: str) -> None:
+        self.seen: set[str] = set()
+        self.size = 0
+        self.limits = limits
+        self.encoding = encoding
+        self.kind = kind  # "a key=value file", named in the errors
+
+    def add(self, cells: Iterable[str], line: int) -> None:
+        """Count the record's new keys; refuse the file at the line that brings them past a limit."""
+        seen = self.seen
+        if seen.issuperset(cells):
+            return
+        for key in cells:
+            if key not in seen:
+                seen.add(key)
+                self.size += len(key.encode(self.encoding))
+        limits = self.limits
+        if len(seen) > limits.max_columns:
+            raise LimitExceeded(
+                f"the file has more distinct keys than the max_columns limit ({limits.max_columns:,}); "
+                f"{self.kind}'s keys are its columns",
+                line=line,
+            )
+        if self.size > limits.max_record_bytes:
+            raise LimitExceeded(
+                f"the file's distinct keys are longer together than the max_record_bytes limit "
+                f"({human_size(limits.max_record_bytes)}); {self.kind}'s keys are its header",
+                line=line,
+            )

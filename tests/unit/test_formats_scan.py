@@ -39,6 +39,7 @@ from service.formats import (
     splittable,
     text,
 )
+from service.formats import limits as limits_module
 
 CSV = FileFormat("csv", "utf-8", ",", None)
 KV = FileFormat("kv", "utf-8", "", None)
@@ -192,7 +193,9 @@ def _reference_csv(lines: text.LineReader, fmt: FileFormat, limits: Limits) -> I
 
 def _reference_kv(lines: text.LineReader, fmt: FileFormat, limits: Limits) -> Iterator[Record]:
     row = 1
-    distinct = kv._Keys(limits, lines.codec.name)  # the file's keys are its columns: max_columns of them
+    distinct = limits_module.DistinctKeys(
+        limits, lines.codec.name, "a key=value file"
+    )  # the file's keys are its columns: max_columns of them
     for line in lines:
         lines.mark()
         body = line.strip()
