@@ -54,6 +54,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("max_xlsx_bytes", "MAX_XLSX_BYTES", "int", 1 * GiB),
     Setting("max_columns", "MAX_COLUMNS", "int", 16_384),
     Setting("max_text_bytes", "MAX_TEXT_BYTES", "int", 4 * GiB),
+    Setting("max_compression_ratio", "MAX_COMPRESSION_RATIO", "int", 200),
     Setting("auth", "AUTH", "str", "on"),
     Setting("log_level", "LOG_LEVEL", "str", "INFO"),
     Setting("undo_retention_days", "UNDO_RETENTION_DAYS", "int", 30),
@@ -148,6 +149,8 @@ class Config:
     max_columns: int = 16_384
     # The whole job's text as the records read it (shared strings counted at every use, SPEC 7).
     max_text_bytes: int = 4 * GiB
+    # Decompressed bytes per compressed byte a compressed file (or ZIP member) may reach (SPEC 18).
+    max_compression_ratio: int = 200
     # "on": every call needs a configured token (none configured: every call is refused);
     # "off": no tokens at all, every caller is the operator (logged as a warning at start).
     auth: str = "on"

@@ -22,6 +22,7 @@ class Limits:
     max_xlsx_bytes: int = GIB  # total uncompressed size of all zip members
     max_columns: int = 16_384  # columns of a header, distinct keys of a key=value file
     max_text_bytes: int = 4 * GIB  # the whole file's text (an XLSX shared string at each use)
+    max_compression_ratio: int = 200  # decompressed bytes per compressed byte (a gzip, a ZIP member...)
 
 
 def limit_text(what: str, key: str, limit: int) -> str:

@@ -55,4 +55,5 @@ class Services:
             max_xlsx_bytes=c.max_xlsx_bytes,
             max_columns=c.max_columns,
             max_text_bytes=c.max_text_bytes,
+            max_compression_ratio=c.max_compression_ratio,
         )
