@@ -11,11 +11,13 @@ from typing import Any
 class FileFormat:
     """How a file is to be read."""
 
-    kind: str  # 'csv' | 'tsv' | 'kv' | 'xlsx'
+    kind: str  # 'csv' | 'tsv' | 'kv' | 'jsonl' | 'xlsx'
     encoding: str  # python codec for text; '' for xlsx
     delimiter: str  # csv/tsv only, else ''
     sheet: str | list[str] | None  # xlsx only: a sheet's name, or several names read as one file
     header_row: int | None = None  # xlsx only: the header's sheet row (None: the first non-empty row)
+    compression: str = ""  # '' | 'gzip' | 'bzip2' | 'xz' | 'zstd': the blob's (or its ZIP member's) compression
+    member: str | None = None  # the ZIP archive member read, when the blob is a ZIP archive
 
 
 @dataclass(frozen=True)
