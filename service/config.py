@@ -121,8 +121,10 @@ class CustomerSettings:
     s3: S3Area | None = None
     azure: AzureArea | None = None
     gcs: GcsArea | None = None
-    # SPEC 16: callbacks (and later https sources) may reach loopback/private/link-local hosts.
+    # SPEC 16: callbacks and https:// sources may reach loopback/private/link-local hosts.
     allow_private_hosts: bool = False
+    # SPEC 18: the http(s):// prefixes a blob_uri may start with (matched as webhook_prefixes are).
+    url_prefixes: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -296,15 +298,24 @@ def load_customer_map(path: Path) -> dict[str, str]:
     return load_customers(path)[0]
 
 
-CUSTOMER_KEYS = ("dsn", "webhook_prefixes", "webhook_secret", "s3", "azure", "gcs", "allow_private_hosts")
+CUSTOMER_KEYS = (
+    "dsn",
+    "webhook_prefixes",
+    "webhook_secret",
+    "s3",
+    "azure",
+    "gcs",
+    "allow_private_hosts",
+    "url_prefixes",
+)
 S3_KEYS = ("bucket", "prefix", "endpoint_url", "region")
 AZURE_KEYS = ("account_url", "container", "prefix")
 GCS_KEYS = ("bucket", "prefix", "endpoint_url")
 
 
 def load_customers(path: Path) -> tuple[dict[str, str], dict[str, CustomerSettings]]:
-    """Read customer id -> DSN, or -> {"dsn", "webhook_prefixes"?, "webhook_secret"?, "s3"?}
-    (both forms may be mixed): (DSNs, settings of the customers given as objects). Refuses ids
+    """Read customer id -> DSN, or -> {"dsn", "webhook_prefixes"?, "webhook_secret"?, "s3"?,
+    "azure"?, "gcs"?, "allow_private_hosts"?, "url_prefixes"?} (both forms may be mixed): (DSNs, settings of the customers given as objects). Refuses ids
     that are not simple names, DSNs that do not parse and settings of the wrong shape, naming
     the customer and key (never a value: DSNs and secrets hold passwords)."""
     document = _read_json(path)
@@ -330,12 +341,16 @@ def load_customers(path: Path) -> tuple[dict[str, str], dict[str, CustomerSettin
     return customers, settings
 
 
-def _customer_settings(where: str, entry: dict[str, Any]) -> CustomerSettings:
-    prefixes = entry.get("webhook_prefixes", [])
+def _prefixes(where: str, entry: dict[str, Any], key: str) -> tuple[str, ...]:
+    """A customer's list of URL prefixes (webhook_prefixes, url_prefixes), refused naming the key."""
+    prefixes = entry.get(key, [])
     if not isinstance(prefixes, list) or not all(isinstance(p, str) and URL_PREFIX.match(p) for p in prefixes):
-        raise ConfigError(
-            f"{where}: webhook_prefixes must be a list of http(s)://host[/path] prefixes without credentials"
-        )
+        raise ConfigError(f"{where}: {key} must be a list of http(s)://host[/path] prefixes without credentials")
+    return tuple(prefixes)
+
+
+def _customer_settings(where: str, entry: dict[str, Any]) -> CustomerSettings:
+    prefixes = _prefixes(where, entry, "webhook_prefixes")
     secret = entry.get("webhook_secret")
     if secret is not None and (not isinstance(secret, str) or not secret):
         raise ConfigError(f"{where}: webhook_secret must be a non-empty string")
@@ -354,7 +369,8 @@ def _customer_settings(where: str, entry: dict[str, Any]) -> CustomerSettings:
     allow_private = entry.get("allow_private_hosts", False)
     if not isinstance(allow_private, bool):
         raise ConfigError(f"{where}: allow_private_hosts must be true or false")
-    return CustomerSettings(tuple(prefixes), secret, s3, azure, _gcs_area(where, entry.get("gcs")), allow_private)
+    gcs = _gcs_area(where, entry.get("gcs"))
+    return CustomerSettings(prefixes, secret, s3, azure, gcs, allow_private, _prefixes(where, entry, "url_prefixes"))
 
 
 def _azure_area(where: str, area: Any) -> AzureArea | None:

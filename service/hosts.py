@@ -5,19 +5,23 @@ A host is checked by what it is or resolves to, never by its text: the literal f
 resolver accepts (127.1, 2130706433, 0x7f.1, 017700000001, [::ffff:127.0.0.1]) are read here
 as it reads them, and a name is resolved once and every address it gives is checked. The
 connection then goes to one of those checked addresses, so a name that resolves elsewhere a
-moment later (DNS rebinding) is never connected to. Webhooks use it; so can any source that
-fetches a customer's URL.
+moment later (DNS rebinding) is never connected to. Webhooks and `https://` sources share it
+all: the shape a customer's URL may have, the prefixes that allow it, and the pinned
+connection (http.client's own connect would resolve the name again).
 """
 
 from __future__ import annotations
 
+import http.client
 import ipaddress
 import re
 import socket
+import ssl
 import threading
 import time
 from collections.abc import Callable, Sequence
-from urllib.parse import unquote
+from typing import Any
+from urllib.parse import unquote, urlsplit
 
 from service.errors import ImportServiceError
 
@@ -25,6 +29,7 @@ Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 # (host, port) -> the addresses it resolves to, as text ("93.184.216.34", "2606:2800::1").
 Resolver = Callable[[str, int], Sequence[str]]
 
+MAX_URL_LENGTH = 2048  # a callback URL's; a source's may be longer (signed URLs)
 RESOLVE_TIMEOUT_SECONDS = 2.0  # the longest a request waits for a name to resolve at enqueue
 MAX_LOOKUPS = 8  # lookups waited on at once per process; a stuck resolver cannot pile up threads
 _lookups = threading.BoundedSemaphore(MAX_LOOKUPS)
@@ -35,6 +40,79 @@ _NUMBER = re.compile(r"0[xX][0-9a-fA-F]*|0[0-7]*|[1-9][0-9]*")  # hex, octal, de
 
 class HostRefused(ImportServiceError):
     """A host is, or resolves to, an address the customer may not reach; the message says which kind."""
+
+
+def url_problem(url: str, max_length: int = MAX_URL_LENGTH) -> str | None:
+    """Why `url` can never be a customer's URL (scheme, credentials, shape), or None when it can.
+    The reason never repeats the URL: it may hold a password or a signature."""
+    if len(url) > max_length:
+        return f"must be at most {max_length} characters"
+    if any(ch.isspace() or ord(ch) < 0x20 or ord(ch) == 0x7F for ch in url):
+        return "must not contain spaces or control characters"
+    parts = urlsplit(url)
+    if parts.scheme.lower() not in ("http", "https"):
+        return "must be an http:// or https:// URL"
+    if "@" in parts.netloc:
+        return "must not carry credentials (user:password@)"
+    try:
+        parts.port  # noqa: B018  (raises ValueError for a port that is not a number)
+    except ValueError:
+        return "has a port that is not a number from 0 to 65535"
+    if not parts.hostname:
+        return "must name a host"
+    # /imports/../admin starts with the prefix /imports/ but is not under it on the server.
+    if any(segment in (".", "..") for segment in unquote(parts.path).replace("\\", "/").split("/")):
+        return "must not contain . or .. path segments"
+    return None
+
+
+def under_prefixes(url: str, prefixes: Sequence[str]) -> bool:
+    """Whether url starts with one of the prefixes (scheme and host in any case); a prefix
+    without a path covers that host only (http://a.example does not cover
+    http://a.example.evil.net/ or another port)."""
+    url = _lower_origin(url)
+    for prefix in map(_lower_origin, prefixes):
+        if not url.startswith(prefix):
+            continue
+        rest = url[len(prefix) :]
+        if urlsplit(prefix).path or not rest or rest[0] in "/?#":
+            return True
+    return False
+
+
+def _lower_origin(url: str) -> str:
+    """url with its scheme://host[:port] in lower case (they are case-insensitive; the path is not)."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        return url
+    cut = min((i for i in map(rest.find, "/?#") if i >= 0), default=len(rest))
+    return f"{scheme.lower()}://{rest[:cut].lower()}{rest[cut:]}"
+
+
+def default_port(scheme: str) -> int:
+    """The port of a URL that names none: 443 for https, 80 for http."""
+    return 443 if scheme.lower() == "https" else 80
+
+
+def origin(url: str) -> str:
+    """scheme://host[:port] of a URL: what an error may name (no path, query or credentials)."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    host = f"[{host}]" if ":" in host else host
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    return f"{parts.scheme.lower()}://{host}" + (f":{port}" if port else "")
+
+
+def shown_url(url: str) -> str:
+    """The URL as a log line, an error or a job view may show it: no user:password, no query
+    string (signed URLs carry their signature there), no fragment."""
+    parts = urlsplit(url)
+    if parts.scheme.lower() not in ("http", "https"):
+        return url
+    return origin(url) + parts.path + ("?..." if parts.query else "")
 
 
 def literal_address(host: str) -> Address | None:
@@ -149,6 +227,34 @@ def connect(
         except OSError as exc:
             error = exc
     raise error
+
+
+def pinned_connection(
+    scheme: str,
+    host: str,
+    port: int,
+    timeout: float,
+    allow_private: bool,
+    resolve: Resolver = system_resolve,
+    read_timeout: float | None = None,
+) -> http.client.HTTPConnection:
+    """An http.client connection (HTTPS with the certificate checked against `host`, and its SNI)
+    whose connect goes only to an address `connect` checked: within `timeout`, then each read
+    within `read_timeout` (default: `timeout`). Refusals raise HostRefused when it connects."""
+    conn: http.client.HTTPConnection
+    if scheme.lower() == "https":
+        conn = http.client.HTTPSConnection(host, port, timeout=timeout, context=ssl.create_default_context())
+    else:
+        conn = http.client.HTTPConnection(host, port, timeout=timeout)
+
+    def pinned(address: Any, timeout_: Any = None, source_address: Any = None) -> socket.socket:
+        # http.client would resolve the name again here and connect to whatever it says now.
+        sock = connect(host, port, timeout, allow_private, resolve)
+        sock.settimeout(timeout if read_timeout is None else read_timeout)
+        return sock
+
+    conn._create_connection = pinned  # type: ignore[attr-defined]
+    return conn
 
 
 def enqueue_refusal(

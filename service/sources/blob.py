@@ -1,12 +1,15 @@
 """Blob URIs -> confined blobs: customer C only ever reads under <blob_root>/<C>/, or (SPEC 17)
 under s3://<bucket>/<prefix>/<C>/ of its S3 area, or (SPEC 18) az://<container>/<prefix>/<C>/
-of its Azure area or gs://<bucket>/<prefix>/<C>/ of its GCS area.
+of its Azure area, gs://<bucket>/<prefix>/<C>/ of its GCS area, or an https:// (http://) URL
+under one of its url_prefixes.
 
 The one interface the layers above use for every store: `locate` (URI -> blob, confined),
-`check` (size and version, no read), `pin` (to the version a plan recorded) and
-`open_blob` (a binary reader); `upload` puts a local file into the customer's area
-(`importctl enqueue --file`). A store is one module of this package (`s3`, `azure`, `gcs`); adding one
-means its URI scheme in `locate` and its branch in each of these calls."""
+`check` (size and version, no read), `pin` (to the version a plan recorded), `open_blob` (a
+binary reader) and `streamed` (whether that reader can only go front to back: an https file
+whose server offers no ranges or no ETag); `upload` puts a local file into the customer's area
+(`importctl enqueue --file`; not for https). A store is one module of this package (`s3`,
+`azure`, `gcs`, `http`); adding one means its URI scheme in `locate` and its branch in each of
+these calls."""
 
 from __future__ import annotations
 
@@ -20,15 +23,16 @@ from urllib.parse import unquote, urlsplit
 
 from service.config import Config
 from service.errors import BlobRefused, FileRejected, LimitExceeded, RequestRefused
-from service.sources import azure, gcs, ranged, s3
+from service.sources import azure, gcs, http, ranged, s3
 from service.sources.azure import AzureBlob
 from service.sources.gcs import GcsObject
+from service.sources.http import HttpObject
 from service.sources.s3 import S3Object
 from service.units import human_size
 
-# A blob: a local file, an S3 object, an Azure blob or a GCS object (the format readers take any,
-# see open_blob).
-Blob = Path | S3Object | AzureBlob | GcsObject
+# A blob: a local file, an S3 object, an Azure blob, a GCS object or a file at an https URL (the
+# format readers take any, see open_blob).
+Blob = Path | S3Object | AzureBlob | GcsObject | HttpObject
 # A blob whose version changed (or vanished) between the plan and a read fails its job with this.
 CHANGED = ranged.CHANGED
 
@@ -42,7 +46,10 @@ _KINDS = {
 
 
 def locate(uri: str, customer_id: str, config: Config) -> Blob:
-    """The blob a file://, s3://, az:// or gs:// URI names, refused (BlobRefused) unless it lies in the customer's area."""
+    """The blob a file://, s3://, az://, gs:// or http(s):// URI names, refused (BlobRefused)
+    unless it lies in the customer's area (or under its url_prefixes)."""
+    if isinstance(uri, str) and uri[:8].lower().startswith(("http://", "https://")):
+        return http.parse(uri, customer_id, config.customer_settings.get(customer_id))
     if isinstance(uri, str) and uri[:5].lower() == "s3://":
         settings = config.customer_settings.get(customer_id)
         return s3.parse(uri, customer_id, settings.s3 if settings else None)
@@ -59,7 +66,8 @@ def locate(uri: str, customer_id: str, config: Config) -> Blob:
 def check(found: Blob, max_bytes: int) -> tuple[Blob, int, dict[str, Any]]:
     """Look at the blob without reading it: (the blob, pinned for an S3 object; its size; what
     identifies this version of it: the mtime of a file, the ETag of an object or Azure blob, the
-    generation of a GCS object)."""
+    generation of a GCS object, HttpObject.version of an https file). An https file's size is 0
+    when its server sends no Content-Length."""
     if isinstance(found, S3Object):
         pinned = s3.stat(found, max_bytes)
         return pinned, pinned.size or 0, {"etag": pinned.etag}
@@ -69,6 +77,9 @@ def check(found: Blob, max_bytes: int) -> tuple[Blob, int, dict[str, Any]]:
     if isinstance(found, GcsObject):
         obj = gcs.stat(found, max_bytes)
         return obj, obj.size or 0, {"generation": obj.generation}
+    if isinstance(found, HttpObject):
+        checked = http.stat(found, max_bytes)
+        return checked, checked.size or 0, checked.version()
     info = check_regular(found, max_bytes)
     return found, info.st_size, {"mtime_ns": info.st_mtime_ns}
 
@@ -81,7 +92,7 @@ def resolve(uri: str, customer_id: str, blob_root: Path) -> Path:
     if parts.scheme != "file":
         scheme = parts.scheme or "none"
         raise BlobRefused(
-            f"blob_uri scheme {scheme!r} is not supported (use file:///absolute/path, gs://, s3:// or az://)"
+            f"blob_uri scheme {scheme!r} is not supported (use file:///absolute/path, https://, gs://, s3:// or az://)"
         )
     if parts.netloc not in ("", "localhost") or parts.query or parts.fragment:
         raise BlobRefused("blob_uri must be file:// followed by an absolute path, without host, query or fragment")
@@ -119,7 +130,13 @@ def uri_for(path: Path) -> str:
 def pin(found: Blob, plan: dict[str, Any]) -> Blob | None:
     """The blob pinned to the version the plan recorded, where the store can pin without a
     request (an S3 object or Azure blob by its ETag, a GCS object by its generation: every GET then
-    names it); None where it must be checked."""
+    names it; an https file by its ETag or Last-Modified, which its reader compares); None where
+    it must be checked."""
+    if isinstance(found, HttpObject):
+        # A file read front to back has size 0 in the plan when its server sent no Content-Length.
+        ranges, size = bool(plan.get("ranges")), plan.get("size")
+        size = size if ranges else size or None
+        return found.pinned(size, plan.get("etag"), ranges=ranges, last_modified=plan.get("last_modified"))
     if isinstance(found, (S3Object, AzureBlob)) and "etag" in plan:
         return found.pinned(plan["size"], plan["etag"])
     if isinstance(found, GcsObject) and "generation" in plan:
@@ -129,13 +146,16 @@ def pin(found: Blob, plan: dict[str, Any]) -> Blob | None:
 
 def open_blob(found: Blob, max_bytes: int | None, *, whole: bool = False) -> BinaryIO:
     """Open a blob for binary reading: a regular file (refusing FIFOs, devices, directories and
-    files over max_bytes), or an object (ranged reads; whole: a temp copy, for a zip package)."""
+    files over max_bytes), or an object (ranged reads; whole: a temp copy, for a zip package).
+    A streamed blob's reader is forward-only (seekable() is False), of one GET's body."""
     if isinstance(found, S3Object):
         return s3.open_object(found, max_bytes, whole)
     if isinstance(found, AzureBlob):
         return azure.open_blob(found, max_bytes, whole)
     if isinstance(found, GcsObject):
         return gcs.open_object(found, max_bytes, whole)
+    if isinstance(found, HttpObject):
+        return http.open_object(found, max_bytes, whole)
     # O_NONBLOCK so that opening a FIFO cannot hang; it changes nothing for regular files.
     fd = os.open(found, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
     try:
@@ -150,6 +170,12 @@ def open_blob(found: Blob, max_bytes: int | None, *, whole: bool = False) -> Bin
     except BaseException:
         os.close(fd)
         raise
+
+
+def streamed(found: Blob) -> bool:
+    """Whether the blob can only be read front to back, once per open (an https file whose server
+    offers no byte ranges or no strong ETag, as check or pin found it); False for every other blob."""
+    return isinstance(found, HttpObject) and not found.ranged
 
 
 def upload(source: Path, customer: str, config: Config) -> str:

@@ -18,66 +18,32 @@ import socket
 import ssl
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import unquote, urlsplit
+from urllib.parse import urlsplit
 
 from service import hosts
 from service.config import Config, CustomerSettings
-from service.hosts import Resolver
+from service.hosts import Resolver, under_prefixes, url_problem
 from service.storage.jobs import JobStore
 from service.storage.queue import DELIVER_WEBHOOK, WEBHOOKS_QUEUE, Encoded, delay_queue, delivery_message
 from service.storage.views import job_view
 
 log = logging.getLogger(__name__)
 
-__all__ = ["DELIVER", "Encoded", "delivery_message", "deliver", "refusal"]
+# url_problem and under_prefixes are service.hosts' (https:// sources share them), named here too.
+__all__ = ["DELIVER", "Encoded", "delivery_message", "deliver", "refusal", "under_prefixes", "url_problem"]
 
 DELIVER = DELIVER_WEBHOOK  # the actor's name: stable, queued messages store it
 QUEUE = WEBHOOKS_QUEUE
 DELAY_QUEUE = delay_queue(QUEUE)
 TIMEOUT_SECONDS = 10.0  # connect, send and answer, all together
 MAX_BACKOFF_SECONDS = 3600.0
-MAX_URL_LENGTH = 2048
+MAX_URL_LENGTH = hosts.MAX_URL_LENGTH
 SIGNATURE_HEADER = "X-Import-Signature"
 USER_AGENT = "import-service-webhooks/1"
-
-
-def url_problem(url: str) -> str | None:
-    """Why `url` can never be a callback URL (scheme, credentials, shape), or None when it can."""
-    if len(url) > MAX_URL_LENGTH:
-        return f"must be at most {MAX_URL_LENGTH} characters"
-    if any(ch.isspace() or ord(ch) < 0x20 or ord(ch) == 0x7F for ch in url):
-        return "must not contain spaces or control characters"
-    parts = urlsplit(url)
-    if parts.scheme.lower() not in ("http", "https"):
-        return "must be an http:// or https:// URL"
-    if "@" in parts.netloc:
-        return "must not carry credentials (user:password@)"
-    try:
-        parts.port  # noqa: B018  (raises ValueError for a port that is not a number)
-    except ValueError:
-        return "has a port that is not a number from 0 to 65535"
-    if not parts.hostname:
-        return "must name a host"
-    # /imports/../admin starts with the prefix /imports/ but is not under it on the server.
-    if any(segment in (".", "..") for segment in unquote(parts.path).replace("\\", "/").split("/")):
-        return "must not contain . or .. path segments"
-    return None
-
-
-def under_prefixes(url: str, prefixes: Sequence[str]) -> bool:
-    """Whether url starts with one of the prefixes; a prefix without a path covers that host
-    only (http://a.example does not cover http://a.example.evil.net/ or another port)."""
-    for prefix in prefixes:
-        if not url.startswith(prefix):
-            continue
-        rest = url[len(prefix) :]
-        if urlsplit(prefix).path or not rest or rest[0] in "/?#":
-            return True
-    return False
 
 
 def refusal(
@@ -99,7 +65,7 @@ def refusal(
         allowed = ", ".join(settings.webhook_prefixes)
         return f"option callback_url must start with one of the customer's webhook_prefixes: {allowed}"
     parts = urlsplit(url)
-    host, port = parts.hostname or "", parts.port or _default_port(parts.scheme)
+    host, port = parts.hostname or "", parts.port or hosts.default_port(parts.scheme)
     lookup: Resolver = resolve if resolve is not None else _no_lookup
     problem = hosts.enqueue_refusal(host, port, settings.allow_private_hosts, lookup)
     if problem is not None:
@@ -109,10 +75,6 @@ def refusal(
 
 def _no_lookup(host: str, port: int) -> list[str]:
     return []
-
-
-def _default_port(scheme: str) -> int:
-    return 443 if scheme.lower() == "https" else 80
 
 
 def sign(body: bytes, secret: str) -> str:
@@ -204,18 +166,8 @@ class _Request:
 
     def _post(self) -> Outcome:
         parts = urlsplit(self.url)
-        host, port = parts.hostname or "", parts.port or _default_port(parts.scheme)
-        if parts.scheme.lower() == "https":
-            context = ssl.create_default_context()
-            self._conn = http.client.HTTPSConnection(host, port, timeout=self.timeout, context=context)
-        else:
-            self._conn = http.client.HTTPConnection(host, port, timeout=self.timeout)
-
-        def pinned(address: Any, timeout: Any = None, source_address: Any = None) -> socket.socket:
-            # http.client would resolve the name again here and connect to whatever it says now.
-            return hosts.connect(host, port, self.timeout, self.allow_private, self.resolve)
-
-        self._conn._create_connection = pinned  # type: ignore[attr-defined]
+        host, port = parts.hostname or "", parts.port or hosts.default_port(parts.scheme)
+        self._conn = hosts.pinned_connection(parts.scheme, host, port, self.timeout, self.allow_private, self.resolve)
         self._conn.connect()
         if self._aborted.is_set():
             return Outcome(False, "aborted")
