@@ -9,15 +9,20 @@ schema, the databases, a stage or an edge.
 
 from __future__ import annotations
 
+import dataclasses
 import os
+import posixpath
+import shutil
+import tempfile
 from collections.abc import Callable, Iterator, Mapping
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, cast
 
 from service.errors import FileRejected
-from service.formats import delimited, jsonl, kv, xlsx
+from service.formats import archive, compressed, delimited, jsonl, kv, spool, xlsx
 from service.formats.decoding import ZIP_MAGIC, resolve_codec, sniff_encoding, validate_encoding
 from service.formats.limits import Limits, clip, listed, text_error
 from service.formats.records import Cut, FileFormat, Header, Record
+from service.formats.spool import Spool
 from service.formats.xlsx import decode_records, encode_records
 from service.sources import blob
 from service.sources.blob import Blob
@@ -37,7 +42,9 @@ __all__ = [
     "detect_format",
     "encode_records",
     "iter_records",
+    "iter_stored",
     "listed",
+    "read_once",
     "read_header",
     "scan_chunks",
     "splittable",
@@ -64,6 +71,7 @@ REFUSED = {
     ".numbers": "an Apple Numbers document (.numbers)",
 }
 OLE2_MAGIC = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"  # .xls (and other old Office files)
+WORKBOOK_SUFFIXES = (".xlsx", ".xlsm")
 _SNIFF_BYTES = 64 * 1024
 
 _HeaderReader = Callable[[BinaryIO, FileFormat, Limits], Header]
@@ -81,16 +89,17 @@ _READERS: dict[str, tuple[_HeaderReader, _RecordReader, _Scanner]] = {
 
 
 def detect_format(path: Source, options: Mapping[str, Any]) -> FileFormat:
-    """Decide kind, encoding, delimiter and sheet from the options, the extension and the first bytes."""
-    with open_checked(path, None) as fh:
-        head = fh.read(_SNIFF_BYTES)
+    """Decide kind, encoding, delimiter and sheet from the options, the name and the first bytes;
+    and, from the bytes alone, the compression and (option member) the ZIP archive member."""
+    name, compression, member, head = _peek(path, options)
+    suffix = posixpath.splitext(name)[1].lower()
     if options.get("encoding"):
         encoding = validate_encoding(str(options["encoding"]).strip())
     else:
         encoding = sniff_encoding(head)
-    _refuse_unread(path, head)
+    _refuse_unread(suffix, head)
     kind = _kind(
-        path,
+        suffix,
         options.get("format"),
         head,
         _first_line(head, encoding, skip_comments=True),
@@ -99,18 +108,67 @@ def detect_format(path: Source, options: Mapping[str, Any]) -> FileFormat:
     sheet = options.get("sheet")
     header_row = options.get("header_row")
     if kind == "xlsx":
-        return FileFormat("xlsx", "", "", sheet if sheet is None or isinstance(sheet, list) else str(sheet), header_row)
+        sheet = sheet if sheet is None or isinstance(sheet, list) else str(sheet)
+        return FileFormat("xlsx", "", "", sheet, header_row, compression, member)
     if header_row is not None:
         raise FileRejected(f"option header_row applies to XLSX files only; this file is read as {kind.upper()}")
     if kind == "jsonl":
         jsonl.check_encoding(encoding)
+    once = bool(compression) or member is not None or blob.streamed(path)
+    if once and not resolve_codec(encoding, head).splittable:
+        raise FileRejected(
+            f"a file in {encoding.upper()} can be imported only from a plain file that can be read at any "
+            "position, not compressed, from a ZIP archive or from a server without ranges; "
+            "convert it to UTF-8 or store it uncompressed"
+        )
     delimiter = _delimiter(kind, options.get("delimiter"), _first_line(head, encoding, skip_comments=False))
-    return FileFormat(kind, encoding, delimiter, None)
+    return FileFormat(kind, encoding, delimiter, None, None, compression, member)
+
+
+def _peek(path: Source, options: Mapping[str, Any]) -> tuple[str, str, str | None, bytes]:
+    """(the name the data goes by, its compression, the ZIP member read, its first bytes)."""
+    name = path.name
+    option = options.get("member")
+    if option is not None and (not isinstance(option, str) or not option.strip()):
+        raise FileRejected("option member must be the name of a file in the ZIP archive")
+    limits = Limits()  # only the first bytes are read here
+    with _open_raw(path, None) as raw:
+        head = raw.read(_SNIFF_BYTES)
+        compression = compressed.sniff(head)
+        member = None
+        if not compression and head.startswith(ZIP_MAGIC) and _archive(path, name, options, raw):
+            info = archive.choose(_seekable(raw), option)
+            member, name = info.filename, posixpath.basename(info.filename)
+            stream = archive.open_member(raw, info, limits)
+            head = stream.read(_SNIFF_BYTES)
+            compression, size, what = compressed.sniff(head), info.compress_size, f"member {clip(member)!r}"
+            if compression:
+                stream = compressed.open_stream(archive.open_member(raw, info, limits), compression, size, limits, what)
+                head = stream.read(_SNIFF_BYTES)
+        elif compression:
+            raw.seek(0)
+            head = compressed.open_stream(raw, compression, _size(raw), limits, "the file").read(_SNIFF_BYTES)
+        if compression:
+            name = compressed.inner_name(name, compression)
+            if head[257:262] == b"ustar":
+                raise FileRejected("the file is a compressed tar archive; import a ZIP archive or one compressed file")
+    if option is not None and member is None:
+        raise FileRejected("option member applies to ZIP archives only, and this file is not one")
+    return name, compression, member, head
+
+
+def _archive(path: Source, name: str, options: Mapping[str, Any], raw: BinaryIO) -> bool:
+    """A file starting as a zip does is a ZIP archive of data files, unless it is a workbook
+    (by the option, the name, or its content)."""
+    option = str(options.get("format") or "").strip().lower()
+    if option == "xlsx" or posixpath.splitext(name)[1].lower() in WORKBOOK_SUFFIXES:
+        return False
+    return not archive.is_workbook(_seekable(raw))
 
 
 def read_header(path: Source, fmt: FileFormat, limits: Limits) -> Header:
     """Read the header of the file (refusing files over the size limit)."""
-    with open_checked(path, limits, whole=fmt.kind == "xlsx") as fh:
+    with open_data(path, fmt, limits) as fh:
         return _READERS[fmt.kind][0](fh, fmt, limits)
 
 
@@ -126,7 +184,23 @@ def iter_records(
     max_records: int | None = None,
 ) -> Iterator[Record]:
     """Stream the data records from start (default: the first one), at most max_records of them."""
-    with open_checked(path, limits, whole=fmt.kind == "xlsx") as fh:
+    with open_data(path, fmt, limits) as fh:
+        yield from _READERS[fmt.kind][1](fh, fmt, header, limits, start, first_row, first_line, max_records)
+
+
+def iter_stored(
+    payload: bytes,
+    fmt: FileFormat,
+    header: Header,
+    limits: Limits,
+    *,
+    start: int,
+    first_row: int,
+    first_line: int,
+    max_records: int,
+) -> Iterator[Record]:
+    """A stored chunk's records (Cut.stored of a file read once), as iter_records would read them."""
+    with spool.open_window(payload) as fh:
         yield from _READERS[fmt.kind][1](fh, fmt, header, limits, start, first_row, first_line, max_records)
 
 
@@ -156,11 +230,40 @@ def scan_chunks(
     """
     if chunk_rows < 1 or chunk_bytes < 1:
         raise ValueError(f"chunk_rows and chunk_bytes must be positive, not {chunk_rows} and {chunk_bytes}")
-    with open_checked(path, limits, whole=fmt.kind == "xlsx") as fh:
+    with open_data(path, fmt, limits) as fh:
+        scanner = _READERS[fmt.kind][2]
+        if isinstance(fh, Spool):  # read once: each Cut carries its bytes, counted as they come
+            yield from _stored_cuts(
+                fh, scanner(fh, fmt, header, limits, chunk_rows, min(chunk_bytes, spool.CHUNK_BYTES)), header, limits
+            )
+            return
         # A text file's text is its bytes; a workbook's is counted cell by cell as it is read.
         if fmt.kind != "xlsx" and fh.seek(0, os.SEEK_END) > limits.max_text_bytes:
             raise text_error("the file's text", limits)
-        yield from _READERS[fmt.kind][2](fh, fmt, header, limits, chunk_rows, chunk_bytes)
+        yield from scanner(fh, fmt, header, limits, chunk_rows, chunk_bytes)
+
+
+def _stored_cuts(fh: Spool, cuts: Iterator[Cut], header: Header, limits: Limits) -> Iterator[Cut]:
+    """The Cuts of a file read once, each with its own bytes (Cut.stored): from the newline
+    before its start (a reader checks it resumes at a line) to the next Cut's start."""
+    head = fh.head[:4]  # what a reader reads first: the BOM
+    fh.keep(max(header.data_start - 1, 0))
+    previous: Cut | None = None
+    for cut in cuts:
+        if previous is not None:
+            yield _with_bytes(fh, head, previous, cut.start, limits)
+            fh.keep(cut.start - 1)
+        previous = cut
+    if previous is not None:
+        yield _with_bytes(fh, head, previous, None, limits)
+
+
+def _with_bytes(fh: Spool, head: bytes, cut: Cut, end: int | None, limits: Limits) -> Cut:
+    begin = max(cut.start - 1, 0)
+    data = fh.between(begin, end)
+    if begin + len(data) > limits.max_text_bytes:
+        raise text_error("the file's text", limits)
+    return dataclasses.replace(cut, stored=spool.encode(head, begin, data))
 
 
 def splittable(fmt: FileFormat) -> bool:
@@ -170,21 +273,93 @@ def splittable(fmt: FileFormat) -> bool:
     return resolve_codec(fmt.encoding, b"").splittable
 
 
+def read_once(path: Source, fmt: FileFormat) -> bool:
+    """Tell whether the file is read once, front to back, its chunks storing their bytes (see
+    spool.py): compressed, a ZIP member, or a blob served without ranges; a workbook never is
+    (its chunks store their cells)."""
+    return fmt.kind != "xlsx" and (bool(fmt.compression) or fmt.member is not None or blob.streamed(path))
+
+
+def open_data(path: Source, fmt: FileFormat, limits: Limits) -> BinaryIO:
+    """Open a blob's data as the readers read it: the file itself; a file read once seen through
+    a Spool (decompressed, its ZIP member, or its body as served); a workbook as a seekable file
+    (a temp copy when it comes compressed or in a ZIP archive)."""
+    if not fmt.compression and fmt.member is None and not blob.streamed(path):
+        return open_checked(path, limits, whole=fmt.kind == "xlsx")
+    raw = _open_raw(path, limits, whole=fmt.member is not None and blob.streamed(path))
+    try:
+        stream, size, what = raw, _size(raw), "the file"
+        if fmt.member is not None:
+            info = archive.choose(raw, fmt.member)
+            stream, size, what = (
+                archive.open_member(raw, info, limits),
+                info.compress_size,
+                f"member {clip(fmt.member)!r}",
+            )
+        if fmt.compression:
+            stream = compressed.open_stream(stream, fmt.compression, size, limits, what)
+        if fmt.kind == "xlsx":
+            return _copy(stream, raw)
+        return stream if isinstance(stream, Spool) else cast(BinaryIO, Spool(stream))
+    except BaseException:
+        raw.close()
+        raise
+
+
 def open_checked(path: Blob, limits: Limits | None, *, whole: bool = False) -> BinaryIO:
     """Open a blob for binary reading within limits.max_file_bytes (see service.sources.blob.open_blob)."""
     return blob.open_blob(path, None if limits is None else limits.max_file_bytes, whole=whole)
 
 
-def _refuse_unread(path: Source, head: bytes) -> None:
+def _open_raw(path: Source, limits: Limits | None, *, whole: bool = False) -> BinaryIO:
+    """The blob's bytes as stored; a blob served without ranges seen through a Spool (it can
+    seek back to its top)."""
+    raw = open_checked(path, limits, whole=whole)
+    return cast(BinaryIO, Spool(raw)) if blob.streamed(path) and not whole else raw
+
+
+def _seekable(raw: BinaryIO) -> BinaryIO:
+    if isinstance(raw, Spool):
+        raise FileRejected(
+            "a ZIP archive served without ranges cannot be read; serve it with ranges (or as a plain file)"
+        )
+    return raw
+
+
+def _size(raw: BinaryIO) -> int:
+    """The size of a seekable file (0: unknown, a file read once)."""
+    if isinstance(raw, Spool) or not raw.seekable():
+        return 0
+    here = raw.tell()
+    size = raw.seek(0, os.SEEK_END)
+    raw.seek(here)
+    return size
+
+
+def _copy(stream: BinaryIO, raw: BinaryIO) -> BinaryIO:
+    """A seekable temp copy of a workbook read once (removed when closed)."""
+    copy = tempfile.TemporaryFile(prefix="import-xlsx-")
+    try:
+        with stream:
+            shutil.copyfileobj(stream, copy, 1024 * 1024)
+        raw.close()
+        copy.seek(0)
+        return copy
+    except BaseException:
+        copy.close()
+        raise
+
+
+def _refuse_unread(suffix: str, head: bytes) -> None:
     """Refuse, by name, a spreadsheet format this service does not read."""
-    what = REFUSED.get(path.suffix.lower())
+    what = REFUSED.get(suffix)
     if what is None and head.startswith(OLE2_MAGIC):
         what = "an old binary Office file (such as .xls)"
     if what is not None:
         raise FileRejected(f"the file is {what}, which cannot be read; save it as .xlsx or CSV and import that")
 
 
-def _kind(path: Source, option: Any, head: bytes, first: str, very_first: str) -> str:
+def _kind(suffix: str, option: Any, head: bytes, first: str, very_first: str) -> str:
     """Take the kind from the option, else the extension, else the content (first: the first
     non-blank line that is not a # comment; very_first: the first non-blank line)."""
     if option:
@@ -192,7 +367,7 @@ def _kind(path: Source, option: Any, head: bytes, first: str, very_first: str) -
         if kind not in KINDS:
             raise FileRejected(f"option format: {option!r} is not one of {', '.join(KINDS)}")
         return kind
-    by_extension = EXTENSIONS.get(path.suffix.lower())
+    by_extension = EXTENSIONS.get(suffix)
     if by_extension:
         return by_extension
     if head.startswith(ZIP_MAGIC):

@@ -61,3 +61,6 @@ class Cut:
     # entered in the middle, so scan_chunks' one pass is the only read of it)
     records: list[Record] | None = None
     notes: tuple[str, ...] = ()  # lines for the job's log (xlsx: which rows each sheet gave)
+    # a file read once (compressed, a ZIP member, https without ranges): the chunk's own bytes,
+    # to be stored for the chunk and read back with iter_stored (see spool.py)
+    stored: bytes | None = None

@@ -31,6 +31,7 @@ OPTION_TYPES: dict[str, type] = {
     "allow_empty": bool,
     "header_row": int,
     "callback_url": str,
+    "member": str,
 }
 FORMATS = ("csv", "tsv", "kv", "xlsx", "jsonl")
 ON_INVALID = ("skip", "fail")

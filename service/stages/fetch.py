@@ -55,8 +55,11 @@ def fetch(services: Services, job: Job) -> None:
     header = formats.read_header(found, fmt, services.limits)
     columns, warnings, notes = map_columns(product, header.names) if fmt.kind not in formats.KEYED else ([], [], [])
     prepare_tables(services, job, product)
-    # version: mtime_ns (a file) or etag (an S3 object); _open_plan checks it again.
+    # version: mtime_ns (a file) or etag (an S3 object); _open_plan checks it again. stored: the
+    # file is read once (compressed, a ZIP member...), its chunks read the bytes the scan stores.
     plan = {"format": asdict(fmt), "header": asdict(header), "columns": columns, "size": size, **version}
+    if formats.read_once(found, fmt):
+        plan["stored"] = True
     lines = [("warning", text) for text in warnings] + [("info", text) for text in notes]
     _plan_chunks(services, job, plan, lines)  # parse at once: one message less per job
 
@@ -103,6 +106,8 @@ def _plan_chunks(services: Services, job: Job, plan: dict[str, Any] | None, line
     for cut in cuts:
         if cut.records is not None:  # a spreadsheet: its chunks read their cells from here
             store.save_chunk_cells(job.id, planned, formats.encode_records(cut.records))
+        elif cut.stored is not None:  # a file read once: its chunks read their bytes from here
+            store.save_chunk_cells(job.id, planned, cut.stored)
         lines += [("info", note) for note in cut.notes]
         if cut.keys and not keys.issuperset(cut.keys):
             keys.update(cut.keys)

@@ -35,23 +35,7 @@ def validate(services: Services, job: Job, work: ChunkWork) -> bool:
     else:
         first, last = work.first_row, work.first_row + work.row_count - 1
         path, fmt, header, plan = open_plan(services, job)
-        # A spreadsheet's chunk reads the cells its job's fetch stored (planned by an earlier
-        # version, it has none and reads the sheet).
-        stored = services.customer(job.customer_id).chunk_cells(job.id, work.chunk_no) if fmt.kind == "xlsx" else None
-        records = (
-            formats.decode_records(stored)
-            if stored is not None
-            else formats.iter_records(
-                path,
-                fmt,
-                header,
-                services.limits,
-                start=work.start_pos,
-                first_row=first,
-                first_line=work.first_line,
-                max_records=work.row_count,
-            )
-        )
+        records = _chunk_records(services, job, work, path, fmt, header, plan)
     # UTF-8 bytes, not a StringIO: one non-ASCII character makes a str buffer 4 bytes per
     # character, and a chunk's buffer is most of what a chunk in flight holds.
     buffer = io.BytesIO()
@@ -89,6 +73,47 @@ def validate(services: Services, job: Job, work: ChunkWork) -> bool:
         # The job failed while this chunk ran: its rows must not outlive the failure.
         discard_rows(services, job)
     return True
+
+
+def _chunk_records(
+    services: Services,
+    job: Job,
+    work: ChunkWork,
+    path: Any,
+    fmt: formats.FileFormat,
+    header: formats.Header,
+    plan: dict[str, Any],
+) -> Iterator[formats.Record]:
+    """A chunk's records: from the file, or from what the job's fetch stored for the chunk (a
+    spreadsheet's cells; the bytes of a file read once)."""
+    stored = fmt.kind == "xlsx" or plan.get("stored")
+    payload = services.customer(job.customer_id).chunk_cells(job.id, work.chunk_no) if stored else None
+    if payload is not None and fmt.kind == "xlsx":
+        return formats.decode_records(payload)
+    if payload is not None:
+        return formats.iter_stored(
+            payload,
+            fmt,
+            header,
+            services.limits,
+            start=work.start_pos,
+            first_row=work.first_row,
+            first_line=work.first_line,
+            max_records=work.row_count,
+        )
+    if plan.get("stored"):
+        raise FileRejected(f"the stored bytes of rows {work.first_row}-{work.first_row + work.row_count - 1} are gone")
+    # A spreadsheet planned by an earlier version has no stored cells and reads the sheet.
+    return formats.iter_records(
+        path,
+        fmt,
+        header,
+        services.limits,
+        start=work.start_pos,
+        first_row=work.first_row,
+        first_line=work.first_line,
+        max_records=work.row_count,
+    )
 
 
 def check_records(
