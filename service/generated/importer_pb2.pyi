@@ -17,7 +17,7 @@ class GetJobRequest(_message.Message):
     def __init__(self, job_id: _Optional[str] = ...) -> None: ...
 
 class Job(_message.Message):
-    __slots__ = ("job_id", "customer_id", "product_type", "blob_uri", "options", "status", "rows_total", "rows_valid", "rows_invalid", "rows_inserted", "error", "created_at", "started_at", "finished_at", "rows_updated", "rows_unchanged", "rows_duplicate", "rows_deleted", "undone_at", "chunks_done", "chunks_total")
+    __slots__ = ("job_id", "customer_id", "product_type", "blob_uri", "options", "status", "rows_total", "rows_valid", "rows_invalid", "rows_inserted", "error", "created_at", "started_at", "finished_at", "rows_updated", "rows_unchanged", "rows_duplicate", "rows_deleted", "undone_at", "chunks_done", "chunks_total", "source")
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
     CUSTOMER_ID_FIELD_NUMBER: _ClassVar[int]
     PRODUCT_TYPE_FIELD_NUMBER: _ClassVar[int]
@@ -39,6 +39,7 @@ class Job(_message.Message):
     UNDONE_AT_FIELD_NUMBER: _ClassVar[int]
     CHUNKS_DONE_FIELD_NUMBER: _ClassVar[int]
     CHUNKS_TOTAL_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_FIELD_NUMBER: _ClassVar[int]
     job_id: str
     customer_id: str
     product_type: str
@@ -60,7 +61,20 @@ class Job(_message.Message):
     undone_at: _timestamp_pb2.Timestamp
     chunks_done: int
     chunks_total: int
-    def __init__(self, job_id: _Optional[str] = ..., customer_id: _Optional[str] = ..., product_type: _Optional[str] = ..., blob_uri: _Optional[str] = ..., options: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., status: _Optional[str] = ..., rows_total: _Optional[int] = ..., rows_valid: _Optional[int] = ..., rows_invalid: _Optional[int] = ..., rows_inserted: _Optional[int] = ..., error: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., finished_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., rows_updated: _Optional[int] = ..., rows_unchanged: _Optional[int] = ..., rows_duplicate: _Optional[int] = ..., rows_deleted: _Optional[int] = ..., undone_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., chunks_done: _Optional[int] = ..., chunks_total: _Optional[int] = ...) -> None: ...
+    source: Source
+    def __init__(self, job_id: _Optional[str] = ..., customer_id: _Optional[str] = ..., product_type: _Optional[str] = ..., blob_uri: _Optional[str] = ..., options: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., status: _Optional[str] = ..., rows_total: _Optional[int] = ..., rows_valid: _Optional[int] = ..., rows_invalid: _Optional[int] = ..., rows_inserted: _Optional[int] = ..., error: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., finished_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., rows_updated: _Optional[int] = ..., rows_unchanged: _Optional[int] = ..., rows_duplicate: _Optional[int] = ..., rows_deleted: _Optional[int] = ..., undone_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., chunks_done: _Optional[int] = ..., chunks_total: _Optional[int] = ..., source: _Optional[_Union[Source, _Mapping]] = ...) -> None: ...
+
+class Source(_message.Message):
+    __slots__ = ("scheme", "compression", "format", "member")
+    SCHEME_FIELD_NUMBER: _ClassVar[int]
+    COMPRESSION_FIELD_NUMBER: _ClassVar[int]
+    FORMAT_FIELD_NUMBER: _ClassVar[int]
+    MEMBER_FIELD_NUMBER: _ClassVar[int]
+    scheme: str
+    compression: str
+    format: str
+    member: str
+    def __init__(self, scheme: _Optional[str] = ..., compression: _Optional[str] = ..., format: _Optional[str] = ..., member: _Optional[str] = ...) -> None: ...
 
 class ListRejectsRequest(_message.Message):
     __slots__ = ("job_id", "after", "limit")

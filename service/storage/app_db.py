@@ -27,8 +27,10 @@ Dispatch = Callable[[str, tuple[Any, ...]], tuple[str, str, dict[str, Any]]]
 Send = tuple[str, tuple[Any, ...]]
 
 # Every column a Job carries but its plan: views, lists and watchers never load a header
-# of up to max_columns names; the stages that read the file do (see `JobStore.plan`).
-JOB_COLUMNS = ", ".join(name for name in Job.__dataclass_fields__ if name != "plan")
+# of up to max_columns names; the stages that read the file do (see `JobStore.plan`). Of the
+# plan they load only its small `format` object, for the job's source (views.job_source).
+_EXPRESSIONS = {"plan_format": "plan->'format' AS plan_format"}
+JOB_COLUMNS = ", ".join(_EXPRESSIONS.get(name, name) for name in Job.__dataclass_fields__ if name != "plan")
 Q = {name: text.replace("{job_columns}", JOB_COLUMNS) for name, text in load_queries(SQL_DIR / "queries.sql").items()}
 
 

@@ -45,6 +45,9 @@ class Job:
     # The file's layout (its header: up to max_columns names). Only the stages that read the
     # file load it; views, lists and watchers leave it None (see app_db.JOB_COLUMNS).
     plan: dict[str, Any] | None = None
+    # The plan's small `format` object (its kind, compression and ZIP member): the view queries
+    # select it alone, for the job's source (views.job_source). None until the file is planned.
+    plan_format: dict[str, Any] | None = None
     waiting: bool = False
     publishing: bool = False
     undo_pending: bool = False

@@ -1,12 +1,17 @@
 """What every layer shows of a job: the public views of a job, a log line and a rejected row
-(SPEC 9, 14). The edges answer with them, webhooks post them; they live below both."""
+(SPEC 9, 14), and where a job's rows come from (SPEC 18). The edges answer with them, webhooks
+post them; they live below both."""
 
 from __future__ import annotations
 
 from typing import Any
 
+from service import hosts
 from service.storage import rejects
 from service.storage.job import Job, LogLine
+
+# What a plan's format may name as its compression (formats.FileFormat.compression; '' is none).
+COMPRESSIONS = ("gzip", "bzip2", "xz", "zstd")
 
 
 def job_view(job: Job) -> dict[str, Any]:
@@ -19,7 +24,7 @@ def job_view(job: Job) -> dict[str, Any]:
         "job_id": job.id,
         "customer_id": job.customer_id,
         "product_type": job.product_type,
-        "blob_uri": job.blob_uri,
+        "blob_uri": hosts.shown_url(job.blob_uri),  # a signed URL's query string is a credential
         "options": job.options,
         "status": job.status,
         "rows_total": job.rows_total,
@@ -38,7 +43,39 @@ def job_view(job: Job) -> dict[str, Any]:
         # chunks_total is null until the file is planned; the rows of a chunk count in
         # rows_total once it is done, so chunks_done / chunks_total is the job's progress.
         "progress": {"chunks_done": job.chunks_done, "chunks_total": job.chunks_total},
+        "source": job_source(job),
     }
+
+
+def job_source(job: Job) -> dict[str, str | None]:
+    """Where the job's rows come from (SPEC 18): the blob_uri's scheme, the compression, the
+    format and the ZIP archive member read, each null while unknown or absent.
+
+    The format is the planned one once the file is planned, before that the `format` option
+    if one was given. Plans written before compression and members existed lack them: null."""
+    planned = _planned_format(job)
+    option = job.options.get("format")
+    return {
+        "scheme": job.blob_uri.partition(":")[0].lower(),
+        "compression": _text(planned.get("compression")),
+        "format": _text(planned.get("kind")) or _text(option),
+        "member": _text(planned.get("member")),
+    }
+
+
+def _planned_format(job: Job) -> dict[str, Any]:
+    """The plan's `format` object (formats.FileFormat as a dict), or {} before planning.
+
+    The stages load the whole plan; views, lists and watchers load only this small object
+    (Job.plan_format), never the header of up to max_columns names the plan also holds."""
+    plan = job.plan if job.plan is not None else {"format": job.plan_format}
+    planned = plan.get("format")
+    return planned if isinstance(planned, dict) else {}
+
+
+def _text(value: Any) -> str | None:
+    """A non-empty string as it is; anything else (None, '', a value of another type) as None."""
+    return value if isinstance(value, str) and value else None
 
 
 def reject_view(item: rejects.Reject, names: list[str] | None) -> dict[str, Any]:

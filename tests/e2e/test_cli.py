@@ -111,6 +111,45 @@ def test_enqueue_wait_with_real_workers_exits_0_on_success_and_1_on_failure(cli:
         stop_workers(workers)
 
 
+def test_status_of_a_plain_file_job_run_by_real_workers_prints_its_source_line_and_json(cli: Cli) -> None:
+    workers = start_workers(cli.env)
+    try:
+        done = cli.run("enqueue", "--customer=acme", "--product=users", f"--file={cli.file('s.csv', USERS)}", "--wait")
+        assert done.returncode == 0, done.stderr
+    finally:
+        stop_workers(workers)
+    job_id = done.stdout.split()[0]
+    plain = cli.run("status", job_id)
+    assert plain.returncode == 0, plain.stderr
+    summary, source = plain.stdout.splitlines()
+    assert summary.startswith(job_id) and " succeeded " in summary
+    assert source == "source: file, csv"
+    view = json.loads(cli.run("status", job_id, "--json").stdout)
+    assert view["source"] == {"scheme": "file", "compression": None, "format": "csv", "member": None}
+
+
+def test_the_source_line_names_what_is_known_and_escapes_a_members_control_characters() -> None:
+    from service.edges.cli.main import source_line
+
+    full = {"scheme": "s3", "compression": "gzip", "format": "csv", "member": "data/users.csv"}
+    assert source_line(full) == "s3, gzip, csv, member data/users.csv"
+    assert source_line({"scheme": "file", "compression": None, "format": None, "member": None}) == "file"
+    hostile = source_line({**full, "member": "a\x1b[2Jb.csv\n"})
+    assert "\x1b" not in hostile and "\n" not in hostile and hostile.endswith("member 'a\\x1b[2Jb.csv\\n'")
+
+
+def test_status_of_a_queued_job_prints_its_format_option_as_its_source_format(cli: Cli) -> None:
+    path = cli.blob_root / "acme" / f"courses-{uuid.uuid4().hex[:8]}.txt"
+    path.write_text("external_id=C-1 title=Intro organization_id=ORG-1\n")
+    enqueued = cli.run(
+        "enqueue", "--customer=acme", "--product=courses", f"--uri={path.as_uri()}", "--option=format=kv"
+    )
+    assert enqueued.returncode == 0, enqueued.stderr
+    job_id = enqueued.stdout.strip()  # no worker runs in this test: the job stays queued
+    assert cli.run("status", job_id).stdout.splitlines()[1:] == ["source: file, kv"]
+    assert json.loads(cli.run("status", job_id, "--json").stdout)["source"]["format"] == "kv"
+
+
 def test_option_sheet_twice_imports_both_sheets_as_one_job_and_logs_say_which_rows_each_gave(cli: Cli) -> None:
     import openpyxl
 

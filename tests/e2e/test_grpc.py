@@ -85,7 +85,7 @@ def wait_finished(importer: importer_pb2_grpc.ImporterStub, job_id: str) -> impo
     raise AssertionError(f"job {job_id} did not finish within {TIMEOUT} s")
 
 
-def job_nobody_runs(stack: Stack) -> str:
+def job_nobody_runs(stack: Stack, options: dict[str, Any] | None = None) -> str:
     """A job row without a queue message: it stays queued, its times and error stay null."""
     path = stack.blob("acme", f"idle-{uuid.uuid4().hex[:8]}.csv")
     job_id = str(uuid.uuid4())
@@ -93,7 +93,7 @@ def job_nobody_runs(stack: Stack) -> str:
     try:
         with store.transaction() as cur:
             row = {"id": job_id, "customer_id": "acme", "product_type": "users", "blob_uri": blob.uri_for(path)}
-            row.update(options=psycopg2.extras.Json({}), idempotency_key=None, request_hash=None)
+            row.update(options=psycopg2.extras.Json(options or {}), idempotency_key=None, request_hash=None)
             cur.execute(Q["insert_job"], row)
     finally:
         store.close()
@@ -112,6 +112,28 @@ def test_an_enqueued_job_runs_to_succeeded_and_get_job_reports_it(stack: Stack, 
     assert job.HasField("created_at") and job.HasField("started_at") and job.HasField("finished_at")
     assert job.created_at.ToDatetime() <= job.started_at.ToDatetime() <= job.finished_at.ToDatetime()
     assert not job.HasField("error")
+
+
+def test_a_plain_file_job_run_by_the_workers_carries_its_source_unknowns_unset(stack: Stack, importer: Any) -> None:
+    reply = importer.Enqueue(users_request(stack), metadata=ACME, timeout=TIMEOUT)
+    job = wait_finished(importer, reply["job_id"])
+    assert job.status == "succeeded", job.error
+    assert job.HasField("source")
+    assert job.source == importer_pb2.Source(scheme="file", format="csv")
+    assert job.source.HasField("format") and not job.source.HasField("compression")
+    assert not job.source.HasField("member") and job.source.member == ""
+    request = importer_pb2.GetJobRequest(job_id=reply["job_id"])
+    (watched,) = importer.WatchJob(request, metadata=ACME, timeout=TIMEOUT)  # ended: sent once
+    assert watched.source == job.source
+
+
+def test_a_queued_job_carries_its_format_option_as_the_sources_format(stack: Stack, importer: Any) -> None:
+    request = importer_pb2.GetJobRequest(job_id=job_nobody_runs(stack, {"format": "kv"}))
+    job = importer.GetJob(request, metadata=ACME, timeout=TIMEOUT)
+    assert job.status == "queued" and job.source == importer_pb2.Source(scheme="file", format="kv")
+    unformatted = importer_pb2.GetJobRequest(job_id=job_nobody_runs(stack))
+    source = importer.GetJob(unformatted, metadata=ACME, timeout=TIMEOUT).source
+    assert source.scheme == "file" and not source.HasField("format") and source.format == ""
 
 
 def test_a_list_of_sheets_in_the_struct_imports_them_as_one_job_in_that_order(stack: Stack, importer: Any) -> None:

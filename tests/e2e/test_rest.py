@@ -281,6 +281,26 @@ def test_a_chunked_body_without_content_length_is_read_and_enqueued(stack: Stack
     assert answer.status == 202, answer
 
 
+def test_a_plain_file_job_run_by_the_workers_shows_its_source_in_get_and_list(stack: Stack, client: Client) -> None:
+    answer = client.call("POST", "/enqueue", body(stack), headers=ACME)  # no format option: found from the name
+    job = client.wait(answer.body["job_id"], ACME)
+    assert job["status"] == "succeeded", job
+    plain = {"scheme": "file", "compression": None, "format": "csv", "member": None}
+    assert job["source"] == plain
+    listed = client.call("GET", "/jobs?customer_id=acme&limit=200", headers=ACME).body["jobs"]
+    assert [found["source"] for found in listed if found["job_id"] == job["job_id"]] == [plain]
+
+
+@pytest.mark.parametrize("uri", ["https://files.example.com/acme/users.csv", "HTTP://files.example.com/acme/u.csv"])
+def test_an_https_blob_uri_of_a_customer_without_url_prefixes_answers_400_naming_them(
+    stack: Stack, client: Client, uri: str
+) -> None:
+    request = body(stack, blob_uri=uri)
+    # The documented request admits the URI: the refusal is the server's, not the schema's pattern.
+    _validate(client.document, {"$ref": "#/components/schemas/EnqueueRequest"}, request)
+    assert_error(client.call("POST", "/enqueue", request, headers=ACME), 400, "blob_uri", "url_prefixes")
+
+
 def test_the_same_idempotency_key_and_body_answer_200_with_the_first_job(stack: Stack, client: Client) -> None:
     request, key = body(stack), {"Idempotency-Key": f"key-{uuid.uuid4()}", **ACME}
     first = client.call("POST", "/enqueue", request, headers=key)

@@ -29,6 +29,8 @@ Options:
   --processes=N         Worker processes [default: 2].
   --threads=N           Threads per worker process (default: WORKER_CONCURRENCY).
 
+`status` prints the job's line, then its source: the blob_uri's scheme, the compression, the
+format and the ZIP archive member read, as far as they are known (`--json`: the job's view).
 `cancel` stops a queued or running job; `undo` takes back what a succeeded job wrote. Both
 print the job; when a worker completes the change, they say so (`status` shows when it has).
 `rejects` writes the job's rejected rows as a CSV file: its header columns plus `errors`.
@@ -70,7 +72,7 @@ from service.sources import blob
 from service.stages.enqueue import OPTION_TYPES
 from service.storage.db import app_dsn
 from service.storage.jobs import Job, JobStore, migrate
-from service.storage.views import job_view
+from service.storage.views import job_source, job_view
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 POLL_SECONDS = 0.2
@@ -135,7 +137,7 @@ def _dispatch(args: dict[str, Any]) -> int:
         print(f"importctl: no job {args['JOB']}", file=sys.stderr)
         return EXIT_FAILED
     if args["status"]:
-        print(json.dumps(job_view(job), indent=2) if args["--json"] else summary(job))
+        print(json.dumps(job_view(job), indent=2) if args["--json"] else described(job))
     elif args["watch"]:
         job = watch(jobs, job.id, sys.stdout, interactive=sys.stdout.isatty())
         # An undone job had succeeded; failed and cancelled ones did not import their file.
@@ -166,7 +168,7 @@ def _change(args: dict[str, Any], config: Config, dsn: str) -> int:
     with _operator_api(config, dsn) as api:
         change = api.cancel if args["cancel"] else api.undo
         job, complete = change(OPERATOR, args["JOB"])
-    print(summary(job))
+    print(described(job))
     if not complete:
         ending = "cancelled" if args["cancel"] else "undone"
         print(f"importctl: a worker completes this; `importctl status {job.id}` shows it {ending}", file=sys.stderr)
@@ -354,6 +356,20 @@ def summary(job: Job) -> str:
     if job.undone_at is not None:
         line += f"  undone_at={job.undone_at.isoformat()}"
     return f"{line}  error: {job.error}" if job.error else line
+
+
+def described(job: Job) -> str:
+    """What status, cancel and undo print: the summary line, then where the rows come from."""
+    return f"{summary(job)}\nsource: {source_line(job_source(job))}"
+
+
+def source_line(source: dict[str, str | None]) -> str:
+    """A job's source as words, its unknowns left out: `s3, gzip, csv, member data/users.csv`."""
+    member = source["member"]
+    if member is not None and not member.isprintable():  # a name from the archive: no escapes to the terminal
+        member = ascii(member)
+    parts = [source["scheme"], source["compression"], source["format"], member and f"member {member}"]
+    return ", ".join(part for part in parts if part)
 
 
 if __name__ == "__main__":

@@ -28,7 +28,7 @@ from google.protobuf.message import DecodeError
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from service import logs
+from service import hosts, logs
 from service.edges.api import Access, Api, JobNotFound, PermissionDenied, Unauthenticated
 from service.edges.grpc.streams import COUNTS, MAX_CUSTOMER_STREAMS, STREAM_THREADS, Refused, Streams
 from service.edges.grpc.streams import PROGRESS as PROGRESS  # what a watcher is told about (tests use it)
@@ -38,6 +38,7 @@ from service.generated import importer_pb2, importer_pb2_grpc
 from service.logs import describe, redact
 from service.storage.jobs import IdempotencyConflict, Job
 from service.storage.rejects import Reject
+from service.storage.views import job_source
 
 log = logging.getLogger(__name__)
 
@@ -183,12 +184,12 @@ def plain(value: struct_pb2.Value) -> Any:
 
 
 def job_message(job: Job) -> importer_pb2.Job:
-    """The Job message for a job: times and error left unset while they are null."""
+    """The Job message for a job: times, error and the source's unknowns left unset while they are null."""
     message = importer_pb2.Job(
         job_id=job.id,
         customer_id=job.customer_id,
         product_type=job.product_type,
-        blob_uri=job.blob_uri,
+        blob_uri=hosts.shown_url(job.blob_uri),  # a signed URL's query string is a credential
         status=job.status,
         **{name: getattr(job, name) for name in COUNTS},
     )
@@ -201,7 +202,13 @@ def job_message(job: Job) -> importer_pb2.Job:
     for name in TIMES:
         if getattr(job, name) is not None:
             getattr(message, name).FromDatetime(getattr(job, name))
+    message.source.CopyFrom(source_message(job_source(job)))
     return message
+
+
+def source_message(source: dict[str, str | None]) -> importer_pb2.Source:
+    """The Source message of a job's source view (views.job_source): null fields left unset."""
+    return importer_pb2.Source(**{name: value for name, value in source.items() if value is not None})
 
 
 def reject_message(reject: Reject, record: dict[str, str]) -> importer_pb2.Reject:

@@ -118,7 +118,8 @@ def _jobs() -> dict[str, Any]:
         "/jobs/{job_id}": {
             "get": {
                 "operationId": "getJob",
-                "summary": "One job.",
+                "summary": "One job: its status, counts, times, progress and source (scheme, compression, format, "
+                "archive member).",
                 "parameters": [_job_id()],
                 "responses": {"200": _json(ref("Job"), "The job."), **_errors(401, 404, 500, 503)},
             }

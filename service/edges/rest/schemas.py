@@ -10,6 +10,7 @@ from typing import Any
 from service.edges.api import STATUSES
 from service.stages.enqueue import FORMATS, MAX_SHEET_ROWS, MAX_SHEETS, MODES, ON_INVALID, OPTION_TYPES
 from service.storage.rejects import MAX_PAGE
+from service.storage.views import COMPRESSIONS
 
 _JSON_TYPES = {str: "string", bool: "boolean", int: "integer", float: "number"}
 
@@ -43,6 +44,12 @@ def _options_schema() -> dict[str, Any]:
         minimum=1,
         maximum=MAX_SHEET_ROWS,
         description="XLSX: the sheet row of the header (default: the first non-empty row).",
+    )
+    properties["member"].update(
+        minLength=1,
+        maxLength=4096,
+        description="ZIP archive: the member to import, by its path in the archive (needed when it holds "
+        "several data files).",
     )
     properties["mode"].update(
         enum=list(MODES),
@@ -83,7 +90,7 @@ def _nullable(kind: str, **extra: Any) -> dict[str, Any]:
 
 
 def _job_schema() -> dict[str, Any]:
-    """The job view (service.edges.api.job_view)."""
+    """The job view (service.storage.views.job_view)."""
     count = {"type": "integer", "minimum": 0}
     properties = {
         "job_id": {"type": "string", "format": "uuid"},
@@ -112,8 +119,36 @@ def _job_schema() -> dict[str, Any]:
             "required": ["chunks_done", "chunks_total"],
             "additionalProperties": False,
         },
+        "source": _source_schema(),
     }
     return {"type": "object", "properties": properties, "required": list(properties), "additionalProperties": False}
+
+
+def _source_schema() -> dict[str, Any]:
+    """Where a job's rows come from (service.storage.views.job_source, SPEC 18)."""
+    return {
+        "type": "object",
+        "description": "Where the rows come from: the blob_uri's scheme, the compression, the format and the ZIP "
+        "archive member read; null while not known (before the file is planned) or when there is none.",
+        "properties": {
+            "scheme": {
+                "type": "string",
+                "description": "The blob_uri's scheme, lower-cased: file, s3, az, gs, https or http.",
+            },
+            "compression": _nullable(
+                "string", enum=[*COMPRESSIONS, None], description="The file's compression, found by its magic bytes."
+            ),
+            "format": _nullable(
+                "string",
+                enum=[*FORMATS, None],
+                description="The format read: once planned, the one detected or given; before that the "
+                "`format` option, if given.",
+            ),
+            "member": _nullable("string", description="The ZIP archive member read, when the blob is a ZIP archive."),
+        },
+        "required": ["scheme", "compression", "format", "member"],
+        "additionalProperties": False,
+    }
 
 
 def _log_schema() -> dict[str, Any]:
@@ -166,7 +201,12 @@ def schemas() -> dict[str, Any]:
             {
                 "customer_id": text,
                 "product_type": text,
-                "blob_uri": text | {"pattern": "^([fF][iI][lL][eE]|[sS]3|[aA][zZ]|[gG][sS])://"},
+                "blob_uri": text
+                | {
+                    "pattern": "^([fF][iI][lL][eE]|[sS]3|[aA][zZ]|[gG][sS]|[hH][tT][tT][pP][sS]?)://",
+                    "description": "file://, s3://, az://, gs://, or https:// (http://) under one of the "
+                    "customer's url_prefixes; any case.",
+                },
             },
             options=ref("Options"),
         ),
