@@ -42,10 +42,11 @@ test-fast: $(STAMP)
 	$(PY) -m pytest -q -m "not slow"
 
 # ROWS=N (default 1000000), INVALID_RATIO=0.1, PROCESSES=2, THREADS=N (default: the configured
-# worker_concurrency), MODES=append,upsert,upsert10,undo (default: all), XLSX=1 (an .xlsx twin too); BENCH_DATABASE_URL or
-# APP_DB_DSN picks the Postgres server (else the embedded one).
+# worker_concurrency), MODES=append,upsert,upsert10,undo (default: all), TWINS=gz,zst,jsonl,xlsx (the same rows
+# compressed or in another format, each appended alone; default gz, none for none), XLSX=1 (an .xlsx twin too);
+# BENCH_DATABASE_URL or APP_DB_DSN picks the Postgres server (else the embedded one).
 bench: $(STAMP)
-	$(PY) -m bench --rows $(or $(ROWS),1000000) --invalid-ratio $(or $(INVALID_RATIO),0) --processes $(or $(PROCESSES),2) $(if $(THREADS),--threads $(THREADS)) $(if $(filter-out 0,$(XLSX)),--xlsx)
+	$(PY) -m bench --rows $(or $(ROWS),1000000) --invalid-ratio $(or $(INVALID_RATIO),0) --processes $(or $(PROCESSES),2) $(if $(THREADS),--threads $(THREADS)) $(if $(TWINS),--twins $(TWINS)) $(if $(filter-out 0,$(XLSX)),--xlsx)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check service actors tests bench

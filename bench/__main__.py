@@ -1,4 +1,5 @@
-"""`make bench [ROWS=N] [INVALID_RATIO=0.1] [PROCESSES=2] [MODES=append,...] [XLSX=1]`: the pipeline against a plain COPY.
+"""`make bench [ROWS=N] [INVALID_RATIO=0.1] [PROCESSES=2] [MODES=append,...] [TWINS=gz,zst,jsonl] [XLSX=1]`:
+the pipeline against a plain COPY.
 
 Generates a deterministic users CSV (and a twin with 10% of its rows changed), COPYs its
 records as JSONB into a plain table for the baseline, then on one set of real `dramatiq
@@ -9,9 +10,11 @@ POST /enqueue, ten 10-row jobs of a second customer run beside the append job (f
 three more customers (each with a fresh database) append two thirds of the file each, all
 enqueued at once (each one's rows/s), and at the end 200 small jobs are enqueued as fast as
 one client can (the small-job rate, SPEC 15). With invalid rows, it also downloads the append
-job's rejects.csv through it. With --xlsx (XLSX=1), an .xlsx of the same rows (written once by
-openpyxl, cached) is appended for one more customer right after the CSV append, timed the same way,
-with the workers' peak RSS during that run alone. Prints one table.
+job's rejects.csv through it. Right after the CSV append come the twins of --twins (TWINS=, default
+gz; XLSX=1 adds xlsx): the same rows as .csv.gz, .csv.zst, .jsonl or .xlsx (each written once, cached
+next to the CSV), each appended for a customer of its own, timed the same way, with the workers' peak
+RSS during that run alone; before them, when one has a target (gz, zst, jsonl), the plain CSV is
+appended the same way for their reference (bench/twins.py). Prints one table.
 """
 
 from __future__ import annotations
@@ -31,8 +34,8 @@ import psycopg2
 import psycopg2.extensions
 from psycopg2 import sql
 
-from bench import data, small, together
-from bench.runs import MODES, SHEET_CUSTOMER, Phase, Results, Run, Session, run_all
+from bench import data, small, together, twins
+from bench.runs import MODES, Phase, Results, Run, Session, run_all
 from service.config import load_config
 from service.storage.db import app_dsn
 
@@ -114,16 +117,10 @@ def report(
     print(f"{'ratio pipeline / COPY':<30}{pipeline_rate / copy_rate:>22.2f}")
     print(f"{'rows inserted / invalid':<30}{files.valid:>10,.0f}{rows - files.valid:>12,.0f}")
     print(f"{'enqueue -> first rows inserted':<30}{result.first_rows_seconds:>10.2f} s")
-    sheet = result.sheet
-    if sheet is not None:
-        run = sheet.run
-        print(
-            _run_line(
-                Run(run.label, run.seconds, run.rows, f"{run.counts}; .xlsx {sheet.size / MB:.1f} MiB"), copy_rate
-            )
-        )
     for run in result.runs:
         print(_run_line(run, copy_rate))
+    for line in twins.report_lines(result.twins, copy_rate, processes, 30):
+        print(line)
     if result.download is not None:
         got = result.download
         print(f"{'rejects.csv download':<30}{got.seconds:>10.2f} s{got.rows:>10,} rows{got.size / MB:>8.1f} MiB")
@@ -134,14 +131,6 @@ def report(
     workers = sorted(peaks, key=peaks.__getitem__, reverse=True)[:processes]  # the master's biggest children
     for i, pid in enumerate(workers):
         print(f"{'worker ' + str(i + 1) + ' peak RSS':<30}{peaks[pid] / MB:>10.1f} MiB (whole session)")
-    if sheet is not None:
-        during = (
-            "during the XLSX run alone"
-            if sheet.isolated
-            else "since the worker started, read after the XLSX run: VmHWM could not be reset"
-        )
-        for i, peak in enumerate(sheet.peaks[:processes]):
-            print(f"{'worker ' + str(i + 1) + ' peak RSS, XLSX':<30}{peak / MB:>10.1f} MiB ({during})")
     for line in phase_lines(phases, workers):
         print(line)
     growth = (
@@ -192,6 +181,17 @@ def parse_modes(text: str) -> set[str]:
     return modes | {"append"}
 
 
+def parse_twins(text: str) -> tuple[str, ...]:
+    """The twins asked for, in the order they run; "none" (or nothing) for none."""
+    kinds = {name.strip() for name in text.split(",") if name.strip()} - {"none"}
+    unknown = sorted(kinds - set(data.TWIN_SUFFIXES))
+    if unknown:
+        raise argparse.ArgumentTypeError(
+            f"unknown twin(s) {', '.join(unknown)} (known: {', '.join(data.TWIN_SUFFIXES)}, or none)"
+        )
+    return tuple(kind for kind in data.TWIN_SUFFIXES if kind in kinds)
+
+
 def main() -> int:
     """Run the benchmark once."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -203,7 +203,14 @@ def main() -> int:
         "--xlsx",
         action="store_true",
         default=os.environ.get("XLSX", "") not in ("", "0"),
-        help="also append an .xlsx of the same rows (generated once, cached) for another customer",
+        help="also append an .xlsx of the same rows (generated once, cached) for another customer (as --twins xlsx)",
+    )
+    parser.add_argument(
+        "--twins",
+        type=parse_twins,
+        default=os.environ.get("TWINS") or "gz",
+        help=f"twins of the file to append after it, comma-separated, each for a customer of its own "
+        f"(default: gz; known: {','.join(data.TWIN_SUFFIXES)}, or none)",
     )
     parser.add_argument(
         "--modes",
@@ -217,8 +224,8 @@ def main() -> int:
     server = Server(os.environ.get("BENCH_DATABASE_URL") or app_dsn(config))
     work = config.data_dir / "bench"
     files = data.prepare(work / "blobs" / "bench", args.rows, args.invalid_ratio)
-    if args.xlsx:
-        files = data.prepare_xlsx(files)
+    kinds = tuple(kind for kind in data.TWIN_SUFFIXES if kind in args.twins or (kind == "xlsx" and args.xlsx))
+    files = data.prepare_twins(files, kinds)
     try:
         copy_seconds, _ = copy_baseline(server.create("copy"), files.original)
         session = Session(
@@ -226,10 +233,7 @@ def main() -> int:
             server.create("app"),
             server.create("cust"),
             server.create("small"),
-            {
-                customer: server.create(customer)
-                for customer in (*together.CUSTOMERS, *((SHEET_CUSTOMER,) if args.xlsx else ()))
-            },
+            {customer: server.create(customer) for customer in (*together.CUSTOMERS, *twins.customers(files))},
             work / "blobs",
             args.processes,
             threads,

@@ -1,18 +1,21 @@
-"""The benchmark's input: a deterministic users CSV, its 10%-changed twin, an .xlsx of the same rows (XLSX=1),
-and what to expect of them."""
+"""The benchmark's input: a deterministic users CSV, its 10%-changed twin, the same rows as .csv.gz, .csv.zst,
+.jsonl and .xlsx (TWINS=, XLSX=1), and what to expect of them."""
 
 from __future__ import annotations
 
 import csv
 import dataclasses
 import datetime
+import gzip
 import json
 import random
+import shutil
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 
+import zstandard
 from openpyxl import Workbook
 
 FIRST = ["Ann", "Bob", "Zoë", "Łukasz", "山田", "José", "Chloé", "Dmitri", "Aoife", "Mette"]
@@ -24,12 +27,14 @@ CHANGE_EVERY = 10  # the twin file gives every 10th row another first_name
 BOOLEANS = {"yes": True, "true": True, "no": False, "0": False}
 # A job's counts the runs check: each must be what the run expects, 0 unless it says otherwise.
 COUNTS = ("rows_inserted", "rows_updated", "rows_unchanged", "rows_duplicate", "rows_deleted", "rows_invalid")
+GZIP_LEVEL = 6  # gzip's own default, what `gzip users.csv` gives
+ZSTD_LEVEL = 3  # zstd's own default, what `zstd users.csv` gives
 
 
 @dataclass(frozen=True)
 class Files:
-    """The two files of one size, and how many of their rows are valid / changed and valid; xlsx, when asked
-    for, holds the original's rows."""
+    """The two files of one size, and how many of their rows are valid / changed and valid; twins, by kind
+    (TWIN_SUFFIXES), are the files asked for that hold the original's rows in another form."""
 
     original: Path
     changed: Path
@@ -37,7 +42,7 @@ class Files:
     valid: int
     changed_valid: int
     invalid_ratio: float
-    xlsx: Path | None = None
+    twins: dict[str, Path] = field(default_factory=dict)
 
 
 def records(rows: int, invalid_ratio: float, seed: int = 42) -> Iterator[tuple[str, str, bool, bool]]:
@@ -73,23 +78,59 @@ def prepare(folder: Path, rows: int, invalid_ratio: float) -> Files:
     return Files(original, changed, rows, counts["valid"], counts["changed_valid"], invalid_ratio)
 
 
-def prepare_xlsx(files: Files) -> Files:
-    """files with their .xlsx twin (next to the CSV), written by openpyxl in write-only mode unless an earlier
-    run left it: the CSV's header and rows, age an int cell, active a bool cell, created_at a date-time cell
-    (no time zone: the service reads it as UTC, as the CSV's "Z" says), the rest strings (openpyxl writes them
-    inline). An invalid row stays invalid the same way (its email). About a minute per million rows here."""
-    path = files.original.with_suffix(".xlsx")
-    if not path.exists():
-        print(f"generating {path} (openpyxl, write-only) ...", flush=True)
-        started = time.perf_counter()
-        partial = path.with_name(f"{path.stem}.partial.xlsx")  # renamed once complete: no half file is cached
-        _write_xlsx(files.original, partial)
-        partial.replace(path)
-        print(f"... written in {time.perf_counter() - started:.0f} s", flush=True)
-    return dataclasses.replace(files, xlsx=path)
+def prepare_twins(files: Files, kinds: tuple[str, ...]) -> Files:
+    """files with their twins of these kinds (TWIN_SUFFIXES), each next to the CSV and written from it unless an
+    earlier run left it: under a partial name first, renamed once complete, so that no half file is cached."""
+    twins = dict(files.twins)
+    for kind in kinds:
+        path = files.original.with_name(files.original.stem + TWIN_SUFFIXES[kind])
+        if not path.exists():
+            print(f"generating {path} ...", flush=True)
+            started = time.perf_counter()
+            partial = path.with_name(f"{files.original.stem}.partial{TWIN_SUFFIXES[kind]}")
+            _WRITERS[kind](files.original, partial)
+            partial.replace(path)
+            print(f"... written in {time.perf_counter() - started:.0f} s", flush=True)
+        twins[kind] = path
+    return dataclasses.replace(files, twins=twins)
+
+
+def _write_gzip(source: Path, target: Path) -> None:
+    """The CSV gzipped as `gzip -6` would: the original's name in the header, no time stamp (the same bytes
+    every time)."""
+    with source.open("rb") as text, target.open("wb") as raw:
+        name = source.name  # not the partial name
+        with gzip.GzipFile(name, "wb", compresslevel=GZIP_LEVEL, fileobj=raw, mtime=0) as out:
+            shutil.copyfileobj(text, out, 1024 * 1024)
+
+
+def _write_zstd(source: Path, target: Path) -> None:
+    """The CSV in one zstd frame as `zstd -3` would write it, its content size in the frame header."""
+    compressor = zstandard.ZstdCompressor(level=ZSTD_LEVEL)
+    with source.open("rb") as text, target.open("wb") as out:
+        compressor.copy_stream(text, out, size=source.stat().st_size)
+
+
+def _write_jsonl(source: Path, target: Path) -> None:
+    """Each CSV row as one compact JSON object per line (UTF-8, non-ASCII unescaped, as `jq -c` writes it): the
+    header's names as keys, the cells as JSON strings exactly as the CSV gives them, so that the service coerces
+    them as it does the CSV's cells. An empty cell is left out: the service reads a missing key, an empty
+    string and null alike, as absent (the bench's rows have no empty cell)."""
+    with source.open(encoding="utf-8", newline="") as text, target.open("w", encoding="utf-8") as out:
+        reader = csv.reader(text)
+        names = next(reader)
+        assert names == HEADER.strip().split(","), names
+        dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+        for row in reader:
+            out.write(dumps({name: cell for name, cell in zip(names, row, strict=True) if cell}))
+            out.write("\n")
 
 
 def _write_xlsx(source: Path, target: Path) -> None:
+    """The CSV's header and rows, written by openpyxl in write-only mode: age an int cell, active a bool cell,
+    created_at a date-time cell (no time zone: the service reads it as UTC, as the CSV's "Z" says), the rest
+    strings (openpyxl writes them inline). An invalid row stays invalid the same way (its email). About a
+    minute per million rows here."""
     workbook = Workbook(write_only=True)
     sheet = workbook.create_sheet("users")
     with source.open(encoding="utf-8", newline="") as text:
@@ -102,6 +143,16 @@ def _write_xlsx(source: Path, target: Path) -> None:
             moment = datetime.datetime.fromisoformat(created_at[:-1])
             sheet.append([external_id, email, first, last, role, int(age), BOOLEANS[active], moment])
     workbook.save(target)
+
+
+# The twins' kinds, in the order they run, and their files' endings (after the CSV's stem).
+TWIN_SUFFIXES = {"gz": ".csv.gz", "zst": ".csv.zst", "jsonl": ".jsonl", "xlsx": ".xlsx"}
+_WRITERS: dict[str, Callable[[Path, Path], None]] = {
+    "gz": _write_gzip,
+    "zst": _write_zstd,
+    "jsonl": _write_jsonl,
+    "xlsx": _write_xlsx,
+}
 
 
 def prepare_head(folder: Path, rows: int, invalid_ratio: float) -> tuple[Path, int]:

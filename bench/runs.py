@@ -6,10 +6,11 @@ counts and the table, and stops the bench with a message when something is not a
 A real gunicorn REST server (started as `make serve` starts it) runs throughout: small jobs of a
 second customer go through its POST /enqueue beside the append run and, at the end, for the
 small-job rate (bench/small.py); when the file has invalid rows, the append job's rejects.csv is
-downloaded through it, timed and checked row by row. With XLSX=1, right after the append run an
-.xlsx of the same rows is appended for customer "sheet" (its own fresh database), with the workers'
-peak RSS during that run alone. After those runs, three more customers append a big file each at the
-same moment (bench/together.py).
+downloaded through it, timed and checked row by row. Right after the append run come the twins
+(bench/twins.py): the same rows as .csv.gz (by default; TWINS= and XLSX=1 choose), .csv.zst, .jsonl
+and .xlsx, each appended for a customer of its own (its own fresh database), with the workers' peak
+RSS during that run alone. After those runs, three more customers append a big file each at the same
+moment (bench/together.py).
 """
 
 from __future__ import annotations
@@ -24,18 +25,20 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import IO
 
 import psutil
 import psycopg2
 
-from bench import small, together
-from bench.data import COUNTS, HEADER, Files
+from bench import small, together, twins
+from bench.data import HEADER, Files
 from bench.reader import JobReader
+from bench.timed import POLL_SECONDS, Run, import_file
+from bench.twins import Twin
 from service.config import PROJECT_ROOT, Config
 from service.edges.cli.serve import commands
 from service.edges.cli.supervisor import worker_command
@@ -43,32 +46,18 @@ from service.edges.tokens import new_token
 from service.errors import ImportServiceError
 from service.schema.products import ProductRegistry
 from service.stages import control
-from service.stages.enqueue import EnqueueRequest, enqueue
 from service.stages.messages import dispatch
 from service.stages.services import Services
 from service.storage.jobs import Job, JobStore, migrate
 
 MODES = ("append", "upsert", "upsert10", "undo")
-SHEET_CUSTOMER = "sheet"  # the XLSX run's customer (XLSX=1), with its own database
-XLSX_LABEL = "XLSX append (openpyxl-written)"
 APP_TABLES = ("dramatiq.queue", "import_jobs", "import_logs", "import_chunks")
-POLL_SECONDS = 0.05
 RUN_LIMIT_SECONDS = 3600.0  # a run still going after this long is reported as stuck
 PURGE_WAIT_SECONDS = 75  # the sweep purges acked messages a minute after they finish
 REST_START_SECONDS = 60.0  # gunicorn builds the app (and migrates) in the master before it answers
 REST_STOP_SECONDS = 40.0  # over gunicorn.conf.py's graceful_timeout of 25 s
 READ_TIMEOUT_SECONDS = 120.0  # no byte of the download for this long: the server is stuck
 READ_CHUNK = 64 * 1024
-
-
-@dataclass
-class Run:
-    """One timed run: rows is what it handled (for rows/s), 0 when it had nothing to do."""
-
-    label: str
-    seconds: float
-    rows: int
-    counts: str
 
 
 @dataclass
@@ -95,17 +84,6 @@ class Phase:
 
 
 @dataclass
-class Sheet:
-    """The XLSX append run: the run, the .xlsx's size, and the workers' peak RSS (largest first) during the run
-    alone (isolated) or, when the kernel would not reset the high-water mark, over their life until its end."""
-
-    run: Run
-    size: int
-    peaks: list[int]
-    isolated: bool
-
-
-@dataclass
 class Results:
     """Everything the report prints besides the COPY baseline."""
 
@@ -113,7 +91,7 @@ class Results:
     first_rows_seconds: float
     runs: list[Run] = field(default_factory=list)
     download: Download | None = None
-    sheet: Sheet | None = None
+    twins: list[Twin] = field(default_factory=list)
     fairness: small.Fairness | None = None
     together: together.Together | None = None
     rate: small.Rate | None = None
@@ -183,7 +161,7 @@ class Session:
     """`dramatiq actors` workers on a fresh app DB, kept running for every run, and a view of their jobs.
 
     Customers, each with a fresh database: "bench" (the big files), "small" (ten-row jobs) and
-    `others` (by customer id: the three of together.py, and "sheet" for the XLSX run)."""
+    `others` (by customer id: the three of together.py, and one per twin of twins.py)."""
 
     def __init__(
         self,
@@ -311,8 +289,7 @@ def _runs(session: Session, rest: RestServer, files: Files, modes: set[str], uri
     if invalid:
         with session.phase("rejects.csv download"):
             results.download = download_rejects(session, rest, job)
-    if files.xlsx is not None:
-        results.sheet = xlsx_append(session, files)
+    results.twins = twins.run(session, files)
     undos: list[tuple[Job, str]] = []
     if "upsert" in modes:
         expect = {"rows_unchanged": files.valid, "rows_invalid": invalid}
@@ -344,63 +321,6 @@ def _runs(session: Session, rest: RestServer, files: Files, modes: set[str], uri
     results.growth_purged = app_db_bytes(session.app) - before
     results.queue_left = queue_rows(session.app)
     return results
-
-
-def xlsx_append(session: Session, files: Files) -> Sheet:
-    """Append the .xlsx twin for the sheet customer (an empty table of its own), timed from the enqueue to
-    `succeeded`; its counts must be the CSV's and its table hold exactly the valid rows. The workers' peak RSS
-    is reset just before (they are idle then) and read right after, to give the run's own peak."""
-    assert files.xlsx is not None
-    path = together.place(files.xlsx, session.blob_root / SHEET_CUSTOMER)
-    expect = {"rows_inserted": files.valid, "rows_invalid": files.rows - files.valid}
-    with session.phase("XLSX append") as phase:
-        run, job, _ = import_file(session, path, XLSX_LABEL, {}, expect, customer=SHEET_CUSTOMER)
-    if job.rows_total != files.rows:
-        raise session.failure(job, XLSX_LABEL, f"rows_total is {job.rows_total:,}, must be {files.rows:,}")
-    total, held = session.table_rows(job.id, session.others[SHEET_CUSTOMER])
-    if total != files.valid or held != total:
-        raise session.failure(
-            job, XLSX_LABEL, f"the table holds {total:,} rows, {held:,} of the job; must be {files.valid:,}"
-        )
-    return Sheet(run, path.stat().st_size, sorted(phase.peaks.values(), reverse=True), phase.isolated)
-
-
-def import_file(
-    session: Session,
-    path: Path,
-    label: str,
-    options: dict[str, Any],
-    expect: dict[str, int],
-    beside: Callable[[str, float], None] | None = None,
-    customer: str = "bench",
-) -> tuple[Run, Job, float]:
-    """Enqueue one file, time it to its final status, check its counts: (run, job, seconds to first rows).
-
-    beside, if given, is called with the job's id and start (perf_counter) right after the enqueue."""
-    started = time.perf_counter()
-    job, _ = enqueue(EnqueueRequest(customer, "users", path.as_uri(), options), session.jobs)
-    if beside is not None:
-        beside(job.id, started)
-    first = None
-    while not job.finished:
-        time.sleep(POLL_SECONDS)
-        job = session.job(job.id, started)
-        if first is None and job.rows_total > 0:
-            first = time.perf_counter() - started
-    elapsed = time.perf_counter() - started
-    if job.status != "succeeded":
-        raise session.failure(job, label, f"the job ended {job.status}")
-    wrong = [
-        f"{name} is {getattr(job, name):,}, must be {expect.get(name, 0):,}"
-        for name in COUNTS
-        if getattr(job, name) != expect.get(name, 0)
-    ]
-    if wrong:
-        raise session.failure(job, label, "wrong counts: " + "; ".join(wrong))
-    counts = ", ".join(
-        f"{name[5:]} {getattr(job, name):,}" for name in COUNTS if name in expect or job.mode != "append"
-    )
-    return Run(label, elapsed, job.rows_total, counts), job, first or elapsed
 
 
 def undo_job(session: Session, job: Job, label: str, owner: str, table_after: int) -> Run:
