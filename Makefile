@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed-stamp
 export CONFIG_PATH ?= $(CURDIR)/config.json
 export CONFIG_ENV  ?= default
 
-.PHONY: help run serve test test-fast bench lint format protos requirements stop-db clean docker-check
+.PHONY: help run serve test test-fast bench lint format protos requirements stop-db clean docker-check docker-check-azure
 
 help:
 	@echo "make run           set up, then import every file in sample/ through the real pipeline"
@@ -19,6 +19,7 @@ help:
 	@echo "make requirements  recompile requirements.txt and requirements-dev.txt from their .in files"
 	@echo "make bench         throughput benchmark (see docs/performance.md)"
 	@echo "make docker-check  build the image, run the compose stack and test it (needs Docker and docker-compose)"
+	@echo "make docker-check-azure  build Azurite's image, run the stack with the azure profile and import from it"
 	@echo "make stop-db       stop the embedded Postgres under .data/"
 
 $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
@@ -77,3 +78,7 @@ clean:
 # importctl, scales to 10 workers, SIGTERMs workers mid-job, tears down (see docker/check.sh).
 docker-check:
 	docker/check.sh
+
+# The compose file's optional azure profile: Azurite built from docker/azurite/, imports from it (see docker/check-azure.sh).
+docker-check-azure:
+	docker/check-azure.sh
