@@ -9,11 +9,10 @@ schema, the databases, a stage or an edge.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import posixpath
-import shutil
-import tempfile
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any, BinaryIO, cast
 
@@ -26,6 +25,7 @@ from service.formats.spool import Spool
 from service.formats.xlsx import decode_records, encode_records
 from service.sources import blob
 from service.sources.blob import Blob
+from service.sources.ranged import temp_copy
 
 # A blob of any store: the readers open it with open_checked.
 Source = Blob
@@ -88,10 +88,10 @@ _READERS: dict[str, tuple[_HeaderReader, _RecordReader, _Scanner]] = {
 }
 
 
-def detect_format(path: Source, options: Mapping[str, Any]) -> FileFormat:
+def detect_format(path: Source, options: Mapping[str, Any], limits: Limits | None = None) -> FileFormat:
     """Decide kind, encoding, delimiter and sheet from the options, the name and the first bytes;
     and, from the bytes alone, the compression and (option member) the ZIP archive member."""
-    name, compression, member, head = _peek(path, options)
+    name, compression, member, head = _peek(path, options, limits or Limits())
     suffix = posixpath.splitext(name)[1].lower()
     if options.get("encoding"):
         encoding = validate_encoding(str(options["encoding"]).strip())
@@ -125,26 +125,23 @@ def detect_format(path: Source, options: Mapping[str, Any]) -> FileFormat:
     return FileFormat(kind, encoding, delimiter, None, None, compression, member)
 
 
-def _peek(path: Source, options: Mapping[str, Any]) -> tuple[str, str, str | None, bytes]:
+def _peek(path: Source, options: Mapping[str, Any], limits: Limits) -> tuple[str, str, str | None, bytes]:
     """(the name the data goes by, its compression, the ZIP member read, its first bytes)."""
     name = path.name
     option = options.get("member")
     if option is not None and (not isinstance(option, str) or not option.strip()):
         raise FileRejected("option member must be the name of a file in the ZIP archive")
-    limits = Limits()  # only the first bytes are read here
     with _open_raw(path, None) as raw:
         head = raw.read(_SNIFF_BYTES)
         compression = compressed.sniff(head)
         member = None
-        if not compression and head.startswith(ZIP_MAGIC) and _archive(path, name, options, raw):
-            info = archive.choose(_seekable(raw), option)
-            member, name = info.filename, posixpath.basename(info.filename)
-            stream = archive.open_member(raw, info, limits)
-            head = stream.read(_SNIFF_BYTES)
-            compression, size, what = compressed.sniff(head), info.compress_size, f"member {clip(member)!r}"
-            if compression:
-                stream = compressed.open_stream(archive.open_member(raw, info, limits), compression, size, limits, what)
-                head = stream.read(_SNIFF_BYTES)
+        if not compression and head.startswith(ZIP_MAGIC) and not _workbook_named(name, options):
+            # zipfile reads the central directory at the end: a body served without ranges is
+            # copied to a temp file first (within the limits, removed at once).
+            copied = isinstance(raw, Spool)
+            with open_checked(path, limits, whole=True) if copied else contextlib.nullcontext(raw) as zipped:
+                if not archive.is_workbook(zipped):
+                    name, compression, member, head = _peek_member(zipped, option, limits)
         elif compression:
             raw.seek(0)
             head = compressed.open_stream(raw, compression, _size(raw), limits, "the file").read(_SNIFF_BYTES)
@@ -157,13 +154,23 @@ def _peek(path: Source, options: Mapping[str, Any]) -> tuple[str, str, str | Non
     return name, compression, member, head
 
 
-def _archive(path: Source, name: str, options: Mapping[str, Any], raw: BinaryIO) -> bool:
-    """A file starting as a zip does is a ZIP archive of data files, unless it is a workbook
-    (by the option, the name, or its content)."""
+def _peek_member(zipped: BinaryIO, option: str | None, limits: Limits) -> tuple[str, str, str, bytes]:
+    """(name, compression, member, first bytes) of the ZIP archive's data file to import."""
+    info = archive.choose(zipped, option)
+    member = info.filename
+    head = archive.open_member(zipped, info, limits).read(_SNIFF_BYTES)
+    compression = compressed.sniff(head)
+    if compression:
+        stream = archive.open_member(zipped, info, limits)
+        what = f"member {clip(member)!r}"
+        head = compressed.open_stream(stream, compression, info.compress_size, limits, what).read(_SNIFF_BYTES)
+    return posixpath.basename(member), compression, member, head
+
+
+def _workbook_named(name: str, options: Mapping[str, Any]) -> bool:
+    """A zip named a workbook, by the option format or the name, is read as one (else its content says)."""
     option = str(options.get("format") or "").strip().lower()
-    if option == "xlsx" or posixpath.splitext(name)[1].lower() in WORKBOOK_SUFFIXES:
-        return False
-    return not archive.is_workbook(_seekable(raw))
+    return option == "xlsx" or posixpath.splitext(name)[1].lower() in WORKBOOK_SUFFIXES
 
 
 def read_header(path: Source, fmt: FileFormat, limits: Limits) -> Header:
@@ -298,8 +305,10 @@ def open_data(path: Source, fmt: FileFormat, limits: Limits) -> BinaryIO:
             )
         if fmt.compression:
             stream = compressed.open_stream(stream, fmt.compression, size, limits, what)
-        if fmt.kind == "xlsx":
-            return _copy(stream, raw)
+        if fmt.kind == "xlsx":  # a workbook is read at any position: a temp copy
+            copy = temp_copy(stream, "import-xlsx-")
+            raw.close()
+            return copy
         return stream if isinstance(stream, Spool) else cast(BinaryIO, Spool(stream))
     except BaseException:
         raw.close()
@@ -318,14 +327,6 @@ def _open_raw(path: Source, limits: Limits | None, *, whole: bool = False) -> Bi
     return cast(BinaryIO, Spool(raw)) if blob.streamed(path) and not whole else raw
 
 
-def _seekable(raw: BinaryIO) -> BinaryIO:
-    if isinstance(raw, Spool):
-        raise FileRejected(
-            "a ZIP archive served without ranges cannot be read; serve it with ranges (or as a plain file)"
-        )
-    return raw
-
-
 def _size(raw: BinaryIO) -> int:
     """The size of a seekable file (0: unknown, a file read once)."""
     if isinstance(raw, Spool) or not raw.seekable():
@@ -334,20 +335,6 @@ def _size(raw: BinaryIO) -> int:
     size = raw.seek(0, os.SEEK_END)
     raw.seek(here)
     return size
-
-
-def _copy(stream: BinaryIO, raw: BinaryIO) -> BinaryIO:
-    """A seekable temp copy of a workbook read once (removed when closed)."""
-    copy = tempfile.TemporaryFile(prefix="import-xlsx-")
-    try:
-        with stream:
-            shutil.copyfileobj(stream, copy, 1024 * 1024)
-        raw.close()
-        copy.seek(0)
-        return copy
-    except BaseException:
-        copy.close()
-        raise
 
 
 def _refuse_unread(suffix: str, head: bytes) -> None:

@@ -16,7 +16,6 @@ import logging
 import re
 import socket
 import ssl
-import tempfile
 import time
 from dataclasses import dataclass, field, replace
 from http.client import HTTPConnection, HTTPException, HTTPResponse
@@ -27,7 +26,7 @@ from urllib.parse import unquote, urlsplit
 from service import hosts
 from service.config import CustomerSettings
 from service.errors import BlobRefused, BlobUnavailable, FileRejected, LimitExceeded
-from service.sources.ranged import CHANGED, READ_BYTES, open_ranged
+from service.sources.ranged import CHANGED, READ_BYTES, open_ranged, temp_copy
 
 log = logging.getLogger(__name__)
 
@@ -149,18 +148,7 @@ def open_object(obj: HttpObject, max_bytes: int | None, whole: bool = False) -> 
     if max_bytes is not None and obj.size is not None and obj.size > max_bytes:
         raise _too_big(obj.size, max_bytes)
     reader = _stream(obj, max_bytes)
-    if not whole:
-        return reader
-    copy = tempfile.TemporaryFile(prefix="import-http-")  # removed when closed
-    try:
-        with reader:
-            while block := reader.read(READ_BYTES * 8):
-                copy.write(block)
-        copy.seek(0)
-        return copy
-    except BaseException:
-        copy.close()
-        raise
+    return temp_copy(reader, "import-http-") if whole else reader
 
 
 def _fetch(obj: HttpObject, start: int, length: int) -> bytes:

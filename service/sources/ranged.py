@@ -32,9 +32,12 @@ def open_ranged(size: int, fetch: Fetch, max_bytes: int | None, whole: bool = Fa
     if max_bytes is not None and size > max_bytes:
         raise LimitExceeded(f"the file has {size:,} bytes, more than the max_file_bytes limit ({max_bytes:,} bytes)")
     reader = io.BufferedReader(RangeReader(size, fetch), buffer_size=READ_BYTES)
-    if not whole:
-        return reader
-    copy = tempfile.TemporaryFile(prefix="import-xlsx-")  # removed when closed
+    return temp_copy(reader, "import-xlsx-") if whole else reader
+
+
+def temp_copy(reader: BinaryIO, prefix: str) -> BinaryIO:
+    """A seekable temp copy of what reader gives (closed after), removed when the copy is closed."""
+    copy = tempfile.TemporaryFile(prefix=prefix)
     try:
         with reader:
             while block := reader.read(READ_BYTES * 8):

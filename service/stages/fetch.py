@@ -51,7 +51,7 @@ def fetch(services: Services, job: Job) -> None:
     product = services.products.get(job.product_type)
     found = blob.locate(job.blob_uri, job.customer_id, services.config)
     found, size, version = blob.check(found, services.config.max_file_bytes)
-    fmt = formats.detect_format(found, job.options)
+    fmt = formats.detect_format(found, job.options, services.limits)
     header = formats.read_header(found, fmt, services.limits)
     columns, warnings, notes = map_columns(product, header.names) if fmt.kind not in formats.KEYED else ([], [], [])
     prepare_tables(services, job, product)

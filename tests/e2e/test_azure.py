@@ -36,6 +36,7 @@ from service.storage.jobs import Job, JobStore, migrate
 from service.storage.views import job_view
 from tests.conftest import ROOT, Databases, query, until, wait_finished
 from tests.e2e.conftest import free_port
+from tests.e2e.packed import assert_packed_files_import
 from tests.e2e.test_faults import end, start_supervisor
 from tests.integration.conftest import pipeline_env
 
@@ -430,3 +431,7 @@ def test_importctl_enqueue_file_uploads_into_the_customers_azure_area(azure_stac
     assert azure_stack.rows("globex", job.id) == (7, 7)
     assert ACCOUNT_KEY not in result.stdout + result.stderr
     azure_stack.shows_no_credential(job)
+
+
+def test_compressed_and_zipped_objects_import_as_the_plain_one(azure_stack: AzureStack) -> None:
+    assert_packed_files_import(azure_stack, "az", users_csv(3_000), 3_000)

@@ -148,7 +148,11 @@ def test_corrupt_gzip_data_mid_file_fails_naming_it_and_leaves_no_rows(pipeline:
     middle = len(packed) // 2
     packed[middle : middle + 64] = b"\xff" * 64
     path = pipeline.put("acme", "corrupt.csv.gz", bytes(packed))
-    assert_failed_cleanly(pipeline, pipeline.enqueue("acme", "users", path).id, "not valid gzip data")
+    job_id = pipeline.enqueue("acme", "users", path).id
+    assert_failed_cleanly(pipeline, job_id, "not valid gzip data")
+    # The chunks stored before the fault went with the job's rows.
+    left = "SELECT count(*) FROM import_service.chunk_cells WHERE job_id = %s"
+    assert query(pipeline.customer_dsns["acme"], left, (job_id,)) == [(0,)]
 
 
 def test_a_compressed_tar_and_a_utf16_stream_are_refused_naming_why(pipeline: Pipeline) -> None:

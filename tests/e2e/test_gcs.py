@@ -38,6 +38,7 @@ from service.storage.jobs import Job, JobStore, migrate
 from service.storage.views import job_view
 from tests.conftest import ROOT, Databases, query, until, wait_finished
 from tests.e2e.conftest import free_port
+from tests.e2e.packed import assert_packed_files_import
 from tests.e2e.test_azure import HOP_BY_HOP, QuietServer, listening, users_csv
 from tests.e2e.test_faults import end, start_supervisor
 from tests.integration.conftest import pipeline_env
@@ -411,3 +412,7 @@ def test_importctl_enqueue_file_uploads_into_the_customers_gcs_area(gcs_stack: G
     assert not any((gcs_stack.config.blob_root / "globex").rglob("*")), "nothing copied into the file blob area"
     assert gcs_stack.rows("globex", job.id) == (7, 7)
     gcs_stack.shows_no_credential(job)
+
+
+def test_compressed_and_zipped_objects_import_as_the_plain_one(gcs_stack: GcsStack) -> None:
+    assert_packed_files_import(gcs_stack, "gs", users_csv(3_000), 3_000)

@@ -30,6 +30,7 @@ from service.stages.messages import dispatch
 from service.storage.jobs import Job, JobStore, migrate
 from tests.conftest import ROOT, Databases, query, until, wait_finished
 from tests.e2e.conftest import free_port
+from tests.e2e.packed import assert_packed_files_import
 from tests.e2e.test_faults import end, start_supervisor
 from tests.integration.conftest import pipeline_env
 
@@ -311,3 +312,7 @@ def test_importctl_enqueue_file_uploads_into_the_customers_s3_area(s3_stack: S3S
     assert s3_stack.s3.get_object(Bucket=BUCKET, Key=key)["Body"].read() == users_csv(7)
     assert not any((s3_stack.config.blob_root / "globex").rglob("*")), "nothing copied into the file blob area"
     assert s3_stack.rows("globex", job.id) == (7, 7)
+
+
+def test_compressed_and_zipped_objects_import_as_the_plain_one(s3_stack: S3Stack) -> None:
+    assert_packed_files_import(s3_stack, "s3", users_csv(3_000), 3_000)
