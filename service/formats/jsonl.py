@@ -14,6 +14,8 @@ import sys
 from collections.abc import Callable, Iterator
 from typing import Any, BinaryIO, NoReturn
 
+import orjson
+
 from service.errors import FileRejected, LimitExceeded
 from service.formats.limits import DistinctKeys, Limits, limit_text
 from service.formats.records import Cut, FileFormat, Header, Record
@@ -50,6 +52,13 @@ def _finite(text: str) -> float:
 # scan_once(text, index) -> (value, end): the decoder's C scanner, without json.loads's per-call checks.
 _DECODER = json.JSONDecoder(parse_float=_finite, parse_constant=_constant)
 _scan: Callable[[str, int], tuple[Any, int]] = _DECODER.scan_once  # type: ignore[attr-defined]
+# The fast path: orjson parses a line about 3x faster than the json module. It is strict JSON
+# too (no NaN, no Infinity, no trailing text), but reads an integer past 64 bits as a float, so
+# a line with such a float, and any line it refuses, goes the json module's way, which keeps
+# such integers exact and says precisely what is wrong.
+_loads = orjson.loads
+_FAST_ERROR = orjson.JSONDecodeError
+_INT64 = 2.0**63
 
 
 def check_encoding(encoding: str) -> None:
@@ -73,6 +82,9 @@ def looks_like_jsonl(line: str) -> bool:
 
 def parse_line(text: str) -> tuple[dict[str, Any] | None, str | None]:
     """Read one non-blank line: (the object, None), or (None, what is wrong with the line)."""
+    fast = _fast(text)
+    if fast is not None:
+        return fast, None
     try:
         value, end = _scan(text, 0 if text[0] == "{" else len(text) - len(text.lstrip(_BLANKS)))
     except StopIteration as stop:
@@ -99,6 +111,22 @@ def parse_line(text: str) -> tuple[dict[str, Any] | None, str | None]:
         if problem is not None:
             return None, problem
     return value, None
+
+
+def _fast(text: str) -> dict[str, Any] | None:
+    """The line's object when orjson reads it and it needs no further check (a flat object, no
+    escapes, no long numbers); else None, and parse_line reads it the careful way."""
+    try:
+        value = _loads(text)
+    except _FAST_ERROR:
+        return None
+    if value.__class__ is not dict or "[" in text or text.find("{", text.find("{") + 1) >= 0 or "\\u" in text:
+        return None
+    if float in map(type, value.values()) and any(
+        v.__class__ is float and v.is_integer() and abs(v) >= _INT64 for v in value.values()
+    ):
+        return None  # perhaps an integer orjson could not hold: the json module keeps it exact
+    return value  # type: ignore[no-any-return]
 
 
 def _syntax(text: str, message: str, position: int) -> str:
@@ -157,19 +185,10 @@ def iter_records(
     quarter, max_field = limits.max_field_bytes // 4, limits.max_field_bytes
     distinct = DistinctKeys(limits, "utf-8", "a JSON Lines file")
     seen = distinct.seen
-    scan_object = _scan
+    fast = _fast
     for text in source.lines():
         # The common line, one flat object, is read here; any other goes to parse_line.
-        cells: dict[str, Any] | None = None
-        if text[0] == "{":
-            try:
-                cells, end = scan_object(text, 0)
-            except (StopIteration, ValueError, RecursionError):
-                cells = None
-            else:
-                # Trailing text, nesting or \\u escapes: parse_line makes every check.
-                if text[end:] not in _ENDINGS or "[" in text or text.find("{", 1) >= 0 or "\\u" in text:
-                    cells = None
+        cells = fast(text) if text[0] == "{" else None
         if cells is not None or text[0] == "{" or text.strip(_BLANKS):
             error = None
             if cells is None:
@@ -204,13 +223,17 @@ def scan(
         horizon = 0  # a record ending on this line or later may bring the chunk to chunk_bytes
     else:
         chunk_rows = horizon = sys.maxsize  # positions count characters: one chunk
+    seen, fast = distinct.seen, _fast
     for text in source.lines():
         if text[0] == "{" or text.strip(_BLANKS):
-            cells, _ = parse_line(text)
+            cells = fast(text) if text[0] == "{" else None
+            if cells is None:
+                cells, _ = parse_line(text)
             if cells is not None:
                 if len(text) > quarter:
                     _check_fields(cells, max_field, line)
-                distinct.add(cells, line)
+                if not seen.issuperset(cells):
+                    distinct.add(cells, line)
                 keys.update(cells)
             count += 1
             if count >= chunk_rows or (
