@@ -64,7 +64,14 @@ def read_all(content: bytes, kind: str) -> list[formats.Record]:
                 # A problem inside the text names its line; only whole-file verdicts may not.
                 # (Bytes that start as a compressed stream does are read as one: its verdicts name it.)
                 compressed = ("gzip", "bzip2", "xz", "zstd", "tar archive", "max_compression_ratio")
-                whole_file = ("empty", "zip archive", "ZIP archive", "encoding", "cannot be read; save it as", *compressed)
+                whole_file = (
+                    "empty",
+                    "zip archive",
+                    "ZIP archive",
+                    "encoding",
+                    "cannot be read; save it as",
+                    *compressed,
+                )
                 assert "line" in str(exc) or any(w in str(exc) for w in whole_file), str(exc)
             return []
         columns = (
