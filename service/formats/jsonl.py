@@ -113,20 +113,27 @@ def parse_line(text: str) -> tuple[dict[str, Any] | None, str | None]:
     return value, None
 
 
-def _fast(text: str) -> dict[str, Any] | None:
-    """The line's object when orjson reads it and it needs no further check (a flat object, no
-    escapes, no long numbers); else None, and parse_line reads it the careful way."""
+def _flat(text: str) -> dict[str, Any] | None:
+    """The object of a line that starts with "{" when orjson reads it and it is flat, with no
+    \\u escape (so no NUL and no lone surrogate); else None, and parse_line reads it the careful
+    way. Its keys are exact; a number may not be (see _fast)."""
     try:
         value = _loads(text)
     except _FAST_ERROR:
         return None
-    if value.__class__ is not dict or "[" in text or text.find("{", text.find("{") + 1) >= 0 or "\\u" in text:
+    if value.__class__ is not dict or "[" in text or text.find("{", 1) >= 0 or ("\\" in text and "\\u" in text):
         return None
-    if float in map(type, value.values()) and any(
-        v.__class__ is float and v.is_integer() and abs(v) >= _INT64 for v in value.values()
-    ):
-        return None  # perhaps an integer orjson could not hold: the json module keeps it exact
     return value  # type: ignore[no-any-return]
+
+
+def _fast(text: str) -> dict[str, Any] | None:
+    """_flat's object, but None when a number in it may be an integer orjson could not hold (it
+    reads one past 64 bits as a float): the json module keeps it exact."""
+    value = _flat(text)
+    if value is not None and float in map(type, value.values()):
+        if any(v.__class__ is float and v.is_integer() and abs(v) >= _INT64 for v in value.values()):
+            return None
+    return value
 
 
 def _syntax(text: str, message: str, position: int) -> str:
@@ -223,18 +230,19 @@ def scan(
         horizon = 0  # a record ending on this line or later may bring the chunk to chunk_bytes
     else:
         chunk_rows = horizon = sys.maxsize  # positions count characters: one chunk
-    seen, fast = distinct.seen, _fast
+    seen, flat = distinct.seen, _flat  # keys are all the scan needs
     for text in source.lines():
         if text[0] == "{" or text.strip(_BLANKS):
-            cells = fast(text) if text[0] == "{" else None
+            cells = flat(text) if text[0] == "{" else None
             if cells is None:
                 cells, _ = parse_line(text)
             if cells is not None:
                 if len(text) > quarter:
                     _check_fields(cells, max_field, line)
-                if not seen.issuperset(cells):
-                    distinct.add(cells, line)
-                keys.update(cells)
+                if not keys.issuperset(cells):  # the chunk's keys are among the file's (seen)
+                    keys.update(cells)
+                    if not seen.issuperset(cells):
+                        distinct.add(cells, line)
             count += 1
             if count >= chunk_rows or (
                 line >= horizon and (horizon := byte_horizon(source, start + chunk_bytes)) <= line
