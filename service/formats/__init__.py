@@ -306,10 +306,13 @@ def open_data(path: Source, fmt: FileFormat, limits: Limits) -> BinaryIO:
         if fmt.compression:
             stream = compressed.open_stream(stream, fmt.compression, size, limits, what)
         if fmt.kind == "xlsx":  # a workbook is read at any position: a temp copy
-            copy = temp_copy(stream, "import-xlsx-")
+            copy = temp_copy(stream, "import-xlsx-")  # closes stream
             raw.close()
             return copy
-        return stream if isinstance(stream, Spool) else cast(BinaryIO, Spool(stream))
+        if isinstance(stream, Spool):
+            return cast(BinaryIO, stream)
+        # A ZIP member's reader leaves the archive's file open: the Spool closes both.
+        return cast(BinaryIO, Spool(stream, owner=raw if fmt.member is not None else None))
     except BaseException:
         raw.close()
         raise

@@ -35,10 +35,13 @@ class Spool:
     """A seekable view of a forward-only stream: its top (HEAD_BYTES) always, and what lies
     after the kept position (`keep`), or else the last BACK_BYTES read. Reads are served from
     what is kept and read on from the stream; a seek before what is kept is a bug (ValueError).
-    Its size is unknown until its end is reached: `seek(0, SEEK_END)` is not supported."""
+    Its size is unknown until its end is reached: `seek(0, SEEK_END)` is not supported.
+    Closing it closes the stream, then owner (what the stream is read from, when closing the
+    stream leaves it open: a ZIP archive's file under its member)."""
 
-    def __init__(self, stream: BinaryIO) -> None:
+    def __init__(self, stream: BinaryIO, owner: BinaryIO | None = None) -> None:
         self._stream = stream
+        self._owner = owner
         self._head = b""
         self._buf = bytearray()  # the bytes [self._base, self._base + len(self._buf))
         self._base = 0
@@ -104,7 +107,11 @@ class Spool:
         if not self.closed:
             self.closed = True
             self._buf = bytearray()
-            self._stream.close()
+            try:
+                self._stream.close()
+            finally:
+                if self._owner is not None:
+                    self._owner.close()
 
     def __enter__(self) -> Spool:
         return self
