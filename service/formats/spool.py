@@ -17,6 +17,7 @@ from typing import Any, BinaryIO
 
 import zstandard
 
+from service.sources.ranged import SizedReader
 from service.units import MIB
 
 # Text a stored chunk holds at most (a record more, the last one that passes it).
@@ -167,13 +168,12 @@ def encode(head: bytes, start: int, data: bytes) -> bytes:
     return zstandard.ZstdCompressor(level=_LEVEL).compress(raw)
 
 
-class Window(io.RawIOBase):
+class Window(SizedReader):
     """A stored chunk read as the file it was cut from: the head at position 0, the chunk's
     bytes where they were, the end of the file right after them. Reading a position that was
     not stored is a bug (ValueError)."""
 
     def __init__(self, payload: bytes) -> None:
-        super().__init__()
         raw = zstandard.ZstdDecompressor().decompress(payload)
         magic, head_len, start = _PAYLOAD.unpack_from(raw)
         if magic != _MAGIC:
@@ -181,36 +181,19 @@ class Window(io.RawIOBase):
         self._raw = memoryview(raw)
         self._head_end = _PAYLOAD.size + head_len
         self._start = start
-        self._end = start + len(raw) - self._head_end
-        self._pos = 0
-
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return True
-
-    def tell(self) -> int:
-        return self._pos
-
-    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
-        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: self._end}[whence]
-        if base + offset < 0:
-            raise ValueError("negative seek position")
-        self._pos = base + offset
-        return self._pos
+        super().__init__(start + len(raw) - self._head_end)  # the file ends after the chunk
 
     def readinto(self, buffer: Any) -> int:
         view = memoryview(buffer).cast("B")
         pos, head = self._pos, self._head_end - _PAYLOAD.size
-        if pos >= self._end:
+        if pos >= self._size:
             return 0
         if pos < head and pos < self._start:
             begin, stop = _PAYLOAD.size + pos, self._head_end
         elif pos >= self._start:
             begin, stop = self._head_end + pos - self._start, len(self._raw)
         else:
-            raise ValueError(f"position {pos} is not in the stored chunk ({self._start}-{self._end})")
+            raise ValueError(f"position {pos} is not in the stored chunk ({self._start}-{self._size})")
         count = min(len(view), stop - begin)
         view[:count] = self._raw[begin : begin + count]
         self._pos += count

@@ -49,13 +49,13 @@ def temp_copy(reader: BinaryIO, prefix: str) -> BinaryIO:
         raise
 
 
-class RangeReader(io.RawIOBase):
-    """The bytes of one object: each readinto is one fetch of its range (the first at most HEAD_BYTES)."""
+class SizedReader(io.RawIOBase):
+    """A raw reader of a known number of bytes that seeks anywhere (past the end, reads give
+    nothing); a subclass reads from self._pos in readinto."""
 
-    def __init__(self, size: int, fetch: Fetch) -> None:
+    def __init__(self, size: int) -> None:
         super().__init__()
         self._size = size
-        self._fetch = fetch
         self._pos = 0
 
     def readable(self) -> bool:
@@ -73,6 +73,14 @@ class RangeReader(io.RawIOBase):
             raise ValueError("negative seek position")
         self._pos = base + offset
         return self._pos
+
+
+class RangeReader(SizedReader):
+    """The bytes of one object: each readinto is one fetch of its range (the first at most HEAD_BYTES)."""
+
+    def __init__(self, size: int, fetch: Fetch) -> None:
+        super().__init__(size)
+        self._fetch = fetch
 
     def readinto(self, buffer: Any) -> int:
         view = memoryview(buffer).cast("B")
