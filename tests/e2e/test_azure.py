@@ -11,7 +11,6 @@ import http.client
 import json
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -22,7 +21,6 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-import psutil
 import pytest
 from azure.storage.blob import BlobServiceClient
 
@@ -36,7 +34,7 @@ from service.storage.jobs import Job, JobStore, migrate
 from service.storage.views import job_view
 from tests.conftest import ROOT, Databases, query, until, wait_finished
 from tests.e2e.conftest import free_port
-from tests.e2e.packed import assert_packed_files_import
+from tests.e2e.packed import assert_killed_workers_lose_nothing, assert_packed_files_import
 from tests.e2e.test_faults import end, start_supervisor
 from tests.integration.conftest import pipeline_env
 
@@ -401,17 +399,9 @@ def test_an_unreachable_azure_is_retried_then_fails_the_job_naming_the_endpoint_
 
 def test_a_worker_killed_mid_job_leaves_every_row_exactly_once(azure_stack: AzureStack) -> None:
     job_id = azure_stack.enqueue("acme", azure_stack.kill_name)
-    running = "SELECT count(*) FROM import_chunks WHERE job_id = %s AND running"
-    until(lambda: query(azure_stack.app, running, (job_id,))[0][0] > 0, timeout=60, interval=0.005)
-    master = psutil.Process(azure_stack.workers[0].pid).children()[0]
-    killed = [worker.pid for worker in master.children()]
-    for worker in master.children():
-        worker.send_signal(signal.SIGKILL)
-    job = azure_stack.wait(job_id, timeout=120)
-    assert killed
-    assert job.status == "succeeded", job.error
-    assert (job.rows_total, job.rows_inserted) == (KILL_ROWS, KILL_ROWS)
-    assert azure_stack.rows("acme", job_id) == (KILL_ROWS, KILL_ROWS)
+    job = assert_killed_workers_lose_nothing(
+        azure_stack, azure_stack.app, azure_stack.workers[0].pid, job_id, KILL_ROWS
+    )
     azure_stack.shows_no_credential(job)
 
 

@@ -10,7 +10,6 @@ import gzip
 import io
 import json
 import lzma
-import signal
 import zipfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -20,7 +19,8 @@ import pytest
 import zstandard
 
 from service.storage.jobs import Job
-from tests.conftest import Databases, query, until
+from tests.conftest import Databases, query
+from tests.e2e.packed import kill_workers_mid_job
 from tests.e2e.test_faults import end, start_supervisor
 from tests.e2e.test_hostile_files import RSS_LIMIT, assert_failed_cleanly, peak_rss
 from tests.integration.conftest import Pipeline, make_pipeline, start_workers, stop_workers
@@ -217,12 +217,7 @@ def test_a_worker_killed_mid_job_rereads_stored_chunks_and_every_row_lands_once(
         content = b"external_id,email\n" + b"".join(b"u%d,user%d@example.com\n" % (i, i) for i in range(rows))
         path = pipeline.put("acme", "kill.csv.zst", zstandard.ZstdCompressor().compress(content))
         job_id = pipeline.enqueue("acme", "users", path).id
-        running = "SELECT count(*) FROM import_chunks WHERE job_id = %s AND running"
-        until(lambda: query(pipeline.app_dsn, running, (job_id,))[0][0] > 0, timeout=60, interval=0.005)
-        master = psutil.Process(supervisor.pid).children()[0]
-        killed = master.children()
-        for worker in killed:
-            worker.send_signal(signal.SIGKILL)
+        killed = kill_workers_mid_job(pipeline.app_dsn, job_id, supervisor.pid)
         job = pipeline.wait(job_id, timeout=180)
         assert killed
         assert job.status == "succeeded", job.error

@@ -12,7 +12,6 @@ import contextlib
 import http.client
 import json
 import os
-import signal
 import subprocess
 import sys
 import threading
@@ -23,7 +22,6 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, quote, urlsplit
 
-import psutil
 import pytest
 from google.auth.credentials import AnonymousCredentials
 from google.cloud import storage
@@ -38,7 +36,7 @@ from service.storage.jobs import Job, JobStore, migrate
 from service.storage.views import job_view
 from tests.conftest import ROOT, Databases, query, until, wait_finished
 from tests.e2e.conftest import free_port
-from tests.e2e.packed import assert_packed_files_import
+from tests.e2e.packed import assert_killed_workers_lose_nothing, assert_packed_files_import
 from tests.e2e.test_azure import HOP_BY_HOP, QuietServer, listening, users_csv
 from tests.e2e.test_faults import end, start_supervisor
 from tests.integration.conftest import pipeline_env
@@ -383,17 +381,7 @@ def test_an_unreachable_gcs_is_retried_then_fails_the_job_naming_the_endpoint_on
 
 def test_a_worker_killed_mid_job_leaves_every_row_exactly_once(gcs_stack: GcsStack) -> None:
     job_id = gcs_stack.enqueue("acme", gcs_stack.kill_name)
-    running = "SELECT count(*) FROM import_chunks WHERE job_id = %s AND running"
-    until(lambda: query(gcs_stack.app, running, (job_id,))[0][0] > 0, timeout=60, interval=0.005)
-    master = psutil.Process(gcs_stack.workers[0].pid).children()[0]
-    killed = [worker.pid for worker in master.children()]
-    for worker in master.children():
-        worker.send_signal(signal.SIGKILL)
-    job = gcs_stack.wait(job_id, timeout=120)
-    assert killed
-    assert job.status == "succeeded", job.error
-    assert (job.rows_total, job.rows_inserted) == (KILL_ROWS, KILL_ROWS)
-    assert gcs_stack.rows("acme", job_id) == (KILL_ROWS, KILL_ROWS)
+    job = assert_killed_workers_lose_nothing(gcs_stack, gcs_stack.app, gcs_stack.workers[0].pid, job_id, KILL_ROWS)
     gcs_stack.shows_no_credential(job)
 
 

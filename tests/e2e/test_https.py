@@ -10,7 +10,6 @@ import http.client
 import io
 import json
 import re
-import signal
 import subprocess
 import zipfile
 from collections.abc import Iterator
@@ -19,7 +18,6 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-import psutil
 import pytest
 
 from service.config import Config, CustomerSettings, load_customers
@@ -31,6 +29,7 @@ from service.storage.jobs import Job, JobStore, migrate
 from service.storage.views import job_view
 from tests.conftest import Databases, query, until, wait_finished
 from tests.e2e.conftest import Stack, free_port, stop
+from tests.e2e.packed import assert_killed_workers_lose_nothing
 from tests.e2e.test_faults import end, start_supervisor
 from tests.integration.conftest import pipeline_env
 from tests.unit.test_http_source import FileServer
@@ -277,17 +276,7 @@ def test_an_unreachable_server_is_retried_then_fails_the_job_naming_the_server_o
 def test_a_worker_killed_mid_job_leaves_every_row_exactly_once(https_stack: HttpsStack) -> None:
     url = https_stack.ranged.put("/files/acme/kill.csv", users_csv(KILL_ROWS))
     job_id = https_stack.enqueue("acme", url)
-    running = "SELECT count(*) FROM import_chunks WHERE job_id = %s AND running"
-    until(lambda: query(https_stack.app, running, (job_id,))[0][0] > 0, timeout=60, interval=0.005)
-    master = psutil.Process(https_stack.workers[0].pid).children()[0]
-    killed = [worker.pid for worker in master.children()]
-    for worker in master.children():
-        worker.send_signal(signal.SIGKILL)
-    job = https_stack.wait(job_id, timeout=120)
-    assert killed
-    assert job.status == "succeeded", job.error
-    assert (job.rows_total, job.rows_inserted) == (KILL_ROWS, KILL_ROWS)
-    assert https_stack.rows("acme", job_id) == (KILL_ROWS, KILL_ROWS)
+    assert_killed_workers_lose_nothing(https_stack, https_stack.app, https_stack.workers[0].pid, job_id, KILL_ROWS)
 
 
 def test_a_csv_from_a_server_without_ranges_is_imported_once_reading_it_front_to_back(

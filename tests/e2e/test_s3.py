@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import threading
@@ -16,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 import boto3
-import psutil
 import pytest
 from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
 from werkzeug.serving import make_server
@@ -30,7 +28,7 @@ from service.stages.messages import dispatch
 from service.storage.jobs import Job, JobStore, migrate
 from tests.conftest import ROOT, Databases, query, until, wait_finished
 from tests.e2e.conftest import free_port
-from tests.e2e.packed import assert_packed_files_import
+from tests.e2e.packed import assert_killed_workers_lose_nothing, assert_packed_files_import
 from tests.e2e.test_faults import end, start_supervisor
 from tests.integration.conftest import pipeline_env
 
@@ -285,17 +283,7 @@ def test_an_unreachable_s3_is_retried_then_fails_the_job_naming_the_endpoint_not
 
 def test_a_worker_killed_mid_job_leaves_every_row_exactly_once(s3_stack: S3Stack) -> None:
     job_id = s3_stack.enqueue("acme", s3_stack.kill_key)
-    running = "SELECT count(*) FROM import_chunks WHERE job_id = %s AND running"
-    until(lambda: query(s3_stack.app, running, (job_id,))[0][0] > 0, timeout=60, interval=0.005)
-    master = psutil.Process(s3_stack.workers[0].pid).children()[0]
-    killed = [worker.pid for worker in master.children()]
-    for worker in master.children():
-        worker.send_signal(signal.SIGKILL)
-    job = s3_stack.wait(job_id, timeout=120)
-    assert killed
-    assert job.status == "succeeded", job.error
-    assert (job.rows_total, job.rows_inserted) == (KILL_ROWS, KILL_ROWS)
-    assert s3_stack.rows("acme", job_id) == (KILL_ROWS, KILL_ROWS)
+    assert_killed_workers_lose_nothing(s3_stack, s3_stack.app, s3_stack.workers[0].pid, job_id, KILL_ROWS)
 
 
 def test_importctl_enqueue_file_uploads_into_the_customers_s3_area(s3_stack: S3Stack) -> None:
