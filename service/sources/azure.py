@@ -12,9 +12,10 @@ from __future__ import annotations
 import logging
 import threading
 from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
 from pathlib import PurePosixPath
 from typing import Any, BinaryIO
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 from service.config import AZURE_CONTAINER, AzureArea, azure_credential
 from service.errors import BlobRefused, BlobUnavailable, FileRejected
@@ -201,6 +202,57 @@ def upload(source: BinaryIO, area: AzureArea, customer_id: str, name: str, conne
     except Exception as exc:
         raise _translate(exc, blob) from None
     return blob
+
+
+def presign_put(blob: AzureBlob, expires_in: int) -> tuple[str, dict[str, str], datetime]:
+    """A SAS URL that lets its holder create and write this one blob (create and write
+    permissions, nothing else) for expires_in seconds; the headers its PUT must send (a Put Blob
+    names the blob type); and when it expires.
+
+    Signed with the account key of AZURE_STORAGE_CONNECTION_STRING when it holds one (a service
+    SAS, signed locally). Otherwise with a user delegation key, which only a Microsoft Entra ID
+    (token) credential can get (its identity needs the generateUserDelegationKey action, e.g. the
+    Storage Blob Delegator role, and to write blobs, e.g. Storage Blob Data Contributor); a
+    connection string with only a SAS, or none, cannot sign and is refused."""
+    from azure.storage.blob import BlobSasPermissions, generate_blob_sas
+
+    expiry = datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=expires_in)
+    permission = BlobSasPermissions(create=True, write=True)
+    parsed = azure_credential(blob.connection_string) if blob.connection_string else None
+    try:
+        if parsed and "account_key" in parsed:
+            sas = generate_blob_sas(
+                parsed["account_name"],
+                blob.container,
+                blob.path,
+                account_key=parsed["account_key"],
+                permission=permission,
+                expiry=expiry,
+            )
+        else:
+            service = client(blob.account_url, blob.connection_string)
+            if not hasattr(service.credential, "get_token"):
+                raise BlobRefused(
+                    f"cannot sign an upload URL for {blob.uri}: that needs an account key in "
+                    "AZURE_STORAGE_CONNECTION_STRING (AccountName=...;AccountKey=...) or a Microsoft Entra ID "
+                    "credential for a user delegation key; a SAS cannot sign another"
+                )
+            key = service.get_user_delegation_key(datetime.now(UTC), expiry)
+            sas = generate_blob_sas(
+                service.account_name,
+                blob.container,
+                blob.path,
+                user_delegation_key=key,
+                permission=permission,
+                expiry=expiry,
+            )
+    except BlobRefused:
+        raise
+    except Exception as exc:
+        raise _translate(exc, blob) from None
+    # Not the SDK's BlobClient.url: with a SAS connection string it carries that SAS too.
+    url = f"{blob.account_url.rstrip('/')}/{blob.container}/{quote(blob.path, safe='/~')}?{sas}"
+    return url, {"x-ms-blob-type": "BlockBlob"}, expiry
 
 
 def _translate(exc: Exception, blob: AzureBlob) -> Exception:

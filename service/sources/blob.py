@@ -7,7 +7,8 @@ The one interface the layers above use for every store: `locate` (URI -> blob, c
 `check` (size and version, no read), `pin` (to the version a plan recorded), `open_blob` (a
 binary reader) and `streamed` (whether that reader can only go front to back: an https file
 whose server offers no ranges or no ETag); `upload` puts a local file into the customer's area
-(`importctl enqueue --file`; not for https). A store is one module of this package (`s3`,
+(`importctl enqueue --file`; not for https); `presign` answers a URL a client PUTs a file to
+straight into the customer's S3, Azure or GCS area (SPEC 19). A store is one module of this package (`s3`,
 `azure`, `gcs`, `http`); adding one means its URI scheme in `locate` and its branch in each of
 these calls."""
 
@@ -16,7 +17,10 @@ from __future__ import annotations
 import os
 import shutil
 import stat
+import unicodedata
 import uuid
+from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any, BinaryIO
 from urllib.parse import unquote, urlsplit
@@ -35,6 +39,15 @@ from service.units import human_size
 Blob = Path | S3Object | AzureBlob | GcsObject | HttpObject
 # A blob whose version changed (or vanished) between the plan and a read fails its job with this.
 CHANGED = ranged.CHANGED
+
+# SPEC 19: a presigned upload URL is valid at most an hour.
+PRESIGN_MAX_SECONDS = 3600
+# The stores blob.presign signs for, as the "store" field names them, and as a sentence names them.
+PRESIGN_STORES = {"s3": "S3", "azure": "Azure", "gcs": "GCS"}
+MAX_FILENAME_CHARS = 200
+# Dropped from an upload's name: controls, format characters (bidi overrides that disguise an
+# extension), lone surrogates (no UTF-8 for them), line and paragraph separators.
+_INVISIBLE = {"Cc", "Cf", "Cs", "Zl", "Zp"}
 
 _KINDS = {
     stat.S_IFDIR: "a directory",
@@ -178,6 +191,78 @@ def streamed(found: Blob) -> bool:
     return isinstance(found, HttpObject) and not found.ranged
 
 
+@dataclass(frozen=True, kw_only=True)
+class Presigned:
+    """Where and how a client uploads one file straight into the customer's area (SPEC 19): a
+    `method` request to `url` sending `headers`, before `expires_at` (UTC); then `blob_uri` is
+    what to enqueue."""
+
+    url: str = field(repr=False)  # its signature lets anyone holding it write: never logged
+    method: str = "PUT"
+    headers: dict[str, str] = field(default_factory=dict)
+    blob_uri: str
+    expires_at: datetime
+
+
+def presign(customer: str, filename: str, store: str, config: Config, expires_in: int = 3600) -> Presigned:
+    """A URL the client can PUT a file to, for a new name under uploads/ of the customer's area in
+    `store` ("s3", "azure" or "gcs"), valid for expires_in seconds (at most an hour; more is cut
+    to an hour), and the blob_uri to enqueue once the file is there. Refused (RequestRefused,
+    naming the field) for an unknown customer, a store it has no area in, or expires_in < 1;
+    BlobRefused when the store's credentials cannot sign, BlobUnavailable when it cannot be reached."""
+    if customer not in config.customers:
+        raise RequestRefused(f"unknown customer {customer!r}", field="customer_id")
+    if store not in PRESIGN_STORES:
+        raise RequestRefused(
+            f"store must be one of {', '.join(PRESIGN_STORES)}, not {str(store)[:40]!r}", field="store"
+        )
+    if isinstance(expires_in, bool) or not isinstance(expires_in, int) or expires_in < 1:
+        raise RequestRefused("expires_in must be a whole number of seconds, at least 1", field="expires_in")
+    if not isinstance(filename, str):
+        raise RequestRefused("filename must be a string", field="filename")
+    uri = _upload_uri(customer, store, filename, config)
+    try:
+        # The enqueue path's own confinement: what it would refuse is never signed.
+        found = locate(uri, customer, config)
+    except BlobRefused as exc:
+        raise RequestRefused(f"the file name makes a name the store refuses ({exc})", field="filename") from None
+    seconds = min(expires_in, PRESIGN_MAX_SECONDS)
+    headers: dict[str, str] = {}
+    if isinstance(found, S3Object):
+        url, expires_at = s3.presign_put(found, seconds)
+    elif isinstance(found, AzureBlob):
+        url, headers, expires_at = azure.presign_put(found, seconds)
+    elif isinstance(found, GcsObject):
+        url, expires_at = gcs.presign_put(found, seconds)
+    else:  # locate answers the store the URI's scheme names
+        raise AssertionError(f"{store} URI located as {type(found).__name__}")
+    return Presigned(url=url, headers=headers, blob_uri=found.uri, expires_at=expires_at)
+
+
+def _upload_uri(customer: str, store: str, filename: str, config: Config) -> str:
+    """The URI of a new blob under uploads/ of the customer's area in the store, named
+    <12 hex>-<safe file name> as `upload` names its blobs; refused naming "store" without that area."""
+    name = f"uploads/{uuid.uuid4().hex[:12]}-{upload_name(filename)}"
+    settings = config.customer_settings.get(customer)
+    if store == "s3" and settings is not None and settings.s3 is not None:
+        return f"{s3.SCHEME}{settings.s3.bucket}/{s3.area_prefix(settings.s3, customer)}{name}"
+    if store == "azure" and settings is not None and settings.azure is not None:
+        return f"{azure.SCHEME}{settings.azure.container}/{azure.area_prefix(settings.azure, customer)}{name}"
+    if store == "gcs" and settings is not None and settings.gcs is not None:
+        return f"{gcs.SCHEME}{settings.gcs.bucket}/{gcs.area_prefix(settings.gcs, customer)}{name}"
+    raise RequestRefused(f"customer {customer!r} has no {PRESIGN_STORES[store]} area to upload to", field="store")
+
+
+def upload_name(filename: str) -> str:
+    """A client's file name made safe as the last segment of a blob name: its basename (after '/'
+    or '\\'), without control or invisible characters, with '_' for '?' and '#' (a blob URI
+    refuses them), without trailing dots and spaces (Azure drops trailing dots), at most 200
+    characters; "upload" when nothing is left."""
+    base = filename.replace("\\", "/").rsplit("/", 1)[-1]
+    kept = "".join("_" if c in "?#" else c for c in base if unicodedata.category(c) not in _INVISIBLE)
+    return kept[:MAX_FILENAME_CHARS].rstrip(". ").strip() or "upload"
+
+
 def upload(source: Path, customer: str, config: Config) -> str:
     """Copy a local file under <blob_root>/<customer>/uploads/ (or upload it under uploads/ of the
     customer's S3 area, else of its Azure area, else of its GCS area) and return its URI."""
@@ -189,17 +274,17 @@ def upload(source: Path, customer: str, config: Config) -> str:
     if settings is not None and settings.s3 is not None:
         # SPEC 17: a customer with an S3 area imports from there; its workers may run elsewhere.
         with source.open("rb") as fh:
-            return s3.upload(fh, settings.s3, customer, f"{uuid.uuid4().hex[:12]}-{source.name}").uri
+            return s3.upload(fh, settings.s3, customer, f"{uuid.uuid4().hex[:12]}-{upload_name(source.name)}").uri
     if settings is not None and settings.azure is not None:
         with source.open("rb") as fh:
-            name = f"{uuid.uuid4().hex[:12]}-{source.name}"
+            name = f"{uuid.uuid4().hex[:12]}-{upload_name(source.name)}"
             return azure.upload(fh, settings.azure, customer, name, config.azure_storage_connection_string).uri
     if settings is not None and settings.gcs is not None:
         with source.open("rb") as fh:
-            name = f"{uuid.uuid4().hex[:12]}-{source.name}"
+            name = f"{uuid.uuid4().hex[:12]}-{upload_name(source.name)}"
             return gcs.upload(fh, settings.gcs, customer, name, config.storage_emulator_host).uri
     target_dir = config.blob_root / customer / "uploads"
     target_dir.mkdir(parents=True, exist_ok=True)
-    target = target_dir / f"{uuid.uuid4().hex[:12]}-{source.name}"
+    target = target_dir / f"{uuid.uuid4().hex[:12]}-{upload_name(source.name)}"
     shutil.copyfile(source, target)
     return uri_for(target)

@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
 from pathlib import PurePosixPath
 from typing import Any, BinaryIO
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 from service.config import GCS_BUCKET, GcsArea
 from service.errors import BlobRefused, BlobUnavailable, FileRejected
@@ -195,6 +196,73 @@ def upload(source: BinaryIO, area: GcsArea, customer_id: str, name: str, emulato
     except Exception as exc:
         raise _translate(exc, obj) from None
     return obj
+
+
+def presign_put(obj: GcsObject, expires_in: int) -> tuple[str, datetime]:
+    """A V4 signed URL (XML API, path style, on the object's endpoint) that lets its holder PUT
+    this one object for expires_in seconds, and when it expires. No header is bound: the client
+    may send any Content-Type.
+
+    Signing needs a service account, found by the standard Google chain (google.auth.default),
+    an emulator too (the emulator does not check the signature, but the URL is signed all the
+    same): either its key (GOOGLE_APPLICATION_CREDENTIALS naming a key file: signed locally), or
+    an attached service account (GCE, GKE workload identity, Cloud Run: signed by the IAM
+    Credentials API's signBlob, which needs that API enabled and iam.serviceAccounts.signBlob on
+    the account itself, e.g. roles/iam.serviceAccountTokenCreator). Either way the account needs
+    storage.objects.create on the bucket (roles/storage.objectCreator) for the PUT to succeed."""
+    from google.auth import exceptions as auth
+
+    try:
+        credentials, signer = _signing_credentials(obj)
+        url = str(
+            _blob(obj).generate_signed_url(
+                version="v4",
+                method="PUT",
+                expiration=timedelta(seconds=expires_in),
+                api_access_endpoint=(obj.endpoint_url or DEFAULT_ENDPOINT).rstrip("/"),
+                credentials=credentials,
+                **signer,
+            )
+        )
+    except BlobRefused:
+        raise
+    except auth.DefaultCredentialsError:
+        raise BlobRefused(f"no Google credentials are configured to sign an upload URL for {obj.uri}") from None
+    except auth.RefreshError:
+        raise BlobRefused(f"the Google credentials could not get a token to sign an upload URL for {obj.uri}") from None
+    except auth.TransportError as exc:
+        # The library's text holds the IAM answer; a non-200 answer is a refusal, not an outage.
+        if "signBytes API" in str(exc):
+            raise BlobRefused(
+                f"the IAM Credentials API refused to sign an upload URL for {obj.uri} "
+                "(the service account needs iam.serviceAccounts.signBlob on itself)"
+            ) from None
+        raise _translate(exc, obj) from None
+    except Exception as exc:
+        raise _translate(exc, obj) from None
+    query = parse_qs(urlsplit(url).query)
+    signed_at = datetime.strptime(query["X-Goog-Date"][0], "%Y%m%dT%H%M%SZ").replace(tzinfo=UTC)
+    return url, signed_at + timedelta(seconds=int(query["X-Goog-Expires"][0]))
+
+
+def _signing_credentials(obj: GcsObject) -> tuple[Any, dict[str, str]]:
+    """The credentials that sign, and for an attached service account (no private key here)
+    the email and access token generate_signed_url hands to IAM signBlob."""
+    import google.auth
+    from google.auth.credentials import Signing
+    from google.auth.transport.requests import Request
+
+    credentials, _ = google.auth.default(scopes=["https://www.googleapis.com/auth/cloud-platform"])
+    if isinstance(credentials, Signing):  # a key file, or impersonated credentials
+        return credentials, {}
+    credentials.refresh(Request())  # the metadata server names the account once asked
+    email = getattr(credentials, "service_account_email", None)
+    if not email or email == "default" or not credentials.token:
+        raise BlobRefused(
+            f"cannot sign an upload URL for {obj.uri}: the Google credentials are not a service account's "
+            "(a user's gcloud login cannot sign; use a service account key or an attached service account)"
+        )
+    return credentials, {"service_account_email": email, "access_token": credentials.token}
 
 
 def _translate(exc: Exception, obj: GcsObject) -> Exception:

@@ -9,9 +9,10 @@ from __future__ import annotations
 import re
 import threading
 from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
 from pathlib import PurePosixPath
 from typing import Any, BinaryIO
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 from service.config import S3Area
 from service.errors import BlobRefused, BlobUnavailable, FileRejected
@@ -130,6 +131,29 @@ def client(endpoint_url: str | None, region: str | None) -> Any:
         return found
 
 
+_presigners: dict[tuple[str | None, str | None], Any] = {}
+
+
+def presigner(endpoint_url: str | None, region: str | None) -> Any:
+    """One boto3 client per (endpoint, region) per process for signing URLs (no request is sent):
+    SigV4 always (boto3 still signs some URLs with SigV2, which S3 refuses for newer buckets), and
+    on AWS itself the bucket's regional host (boto3 would name the global s3.amazonaws.com, which
+    redirects a PUT for a bucket outside us-east-1 and fails it; boto/boto3#1982, #2989)."""
+    with _clients_lock:
+        found = _presigners.get((endpoint_url, region))
+        if found is None:
+            import boto3
+            from botocore.config import Config as BotoConfig
+
+            # A custom endpoint (MinIO, moto...) keeps the addressing the reading client uses.
+            addressing = {"addressing_style": "virtual"} if endpoint_url is None else {}
+            settings = BotoConfig(signature_version="s3v4", s3=addressing)
+            session = boto3.session.Session()
+            found = session.client("s3", endpoint_url=endpoint_url, region_name=region, config=settings)
+            _presigners[(endpoint_url, region)] = found
+        return found
+
+
 def endpoint(obj: S3Object) -> str:
     """The endpoint's URL, without any user:password in it (errors name it)."""
     url = obj.endpoint_url or client(None, obj.region).meta.endpoint_url
@@ -180,6 +204,30 @@ def upload(source: BinaryIO, area: S3Area, customer_id: str, name: str) -> S3Obj
     except Exception as exc:
         raise _translate(exc, obj) from None
     return obj
+
+
+def presign_put(obj: S3Object, expires_in: int) -> tuple[str, datetime]:
+    """A presigned URL (SigV4, query-string auth) that lets its holder PUT this one object for
+    expires_in seconds (S3 allows at most 7 days; blob.presign asks for at most 1 h), and when it
+    expires. Signed locally with the credentials boto3 finds (env, profile, instance role); they
+    need s3:PutObject on the area (a role's temporary credentials also end the URL when they do).
+    Set the area's "region" to the bucket's: a URL signed for another region is refused."""
+    from botocore.exceptions import NoCredentialsError, PartialCredentialsError
+
+    params = {"Bucket": obj.bucket, "Key": obj.key}
+    try:
+        url = str(
+            presigner(obj.endpoint_url, obj.region).generate_presigned_url(
+                "put_object", Params=params, ExpiresIn=expires_in, HttpMethod="PUT"
+            )
+        )
+    except (NoCredentialsError, PartialCredentialsError):
+        raise BlobRefused(f"no S3 credentials are configured to sign an upload URL for {obj.uri}") from None
+    except Exception as exc:
+        raise _translate(exc, obj) from None
+    query = parse_qs(urlsplit(url).query)
+    signed_at = datetime.strptime(query["X-Amz-Date"][0], "%Y%m%dT%H%M%SZ").replace(tzinfo=UTC)
+    return url, signed_at + timedelta(seconds=int(query["X-Amz-Expires"][0]))
 
 
 def _translate(exc: Exception, obj: S3Object) -> Exception:

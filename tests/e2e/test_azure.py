@@ -10,6 +10,7 @@ import contextlib
 import http.client
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -17,16 +18,20 @@ import sys
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, quote, urlsplit
 
 import pytest
+import requests
 from azure.storage.blob import BlobServiceClient
 
 from service.config import Config, load_customers
-from service.errors import BlobUnavailable, RequestRefused
+from service.errors import BlobRefused, BlobUnavailable, RequestRefused
 from service.schema.products import ProductRegistry
+from service.sources import blob
 from service.sources.ranged import HEAD_BYTES, READ_BYTES
 from service.stages.enqueue import EnqueueRequest, check_request, enqueue
 from service.stages.messages import dispatch
@@ -425,3 +430,67 @@ def test_importctl_enqueue_file_uploads_into_the_customers_azure_area(azure_stac
 
 def test_compressed_and_zipped_objects_import_as_the_plain_one(azure_stack: AzureStack) -> None:
     assert_packed_files_import(azure_stack, "az", users_csv(3_000), 3_000)
+
+
+def test_a_presigned_url_takes_a_file_that_imports_through_its_blob_uri(azure_stack: AzureStack) -> None:
+    body = users_csv(5)
+    presigned = blob.presign("acme", "new users.csv", "azure", azure_stack.config)
+    assert presigned.method == "PUT" and presigned.headers == {"x-ms-blob-type": "BlockBlob"}
+    assert presigned.blob_uri.startswith(f"az://{CONTAINER}/{PREFIX}/acme/uploads/")
+    assert re.fullmatch(r"[0-9a-f]{12}-new users\.csv", presigned.blob_uri.rsplit("/", 1)[1])
+    name = presigned.blob_uri.removeprefix(f"az://{CONTAINER}/")
+    assert presigned.url.startswith(f"{azure_stack.account_url}/{CONTAINER}/{quote(name)}?")
+    assert parse_qs(urlsplit(presigned.url).query)["sp"] == ["cw"], "create and write, nothing else"
+    assert ACCOUNT_KEY not in presigned.url and presigned.url not in repr(presigned)
+    answer = requests.put(presigned.url, data=body, headers=presigned.headers, timeout=30)
+    assert answer.status_code == 201, answer.text
+    found, size, _ = blob.check(blob.locate(presigned.blob_uri, "acme", azure_stack.config), 1 << 20)
+    assert size == len(body)
+    job, _ = enqueue(azure_stack.request("acme", presigned.blob_uri), azure_stack.jobs)
+    job = azure_stack.wait(job.id, timeout=60)
+    assert job.status == "succeeded", job.error
+    assert (job.rows_total, job.rows_valid, job.rows_inserted) == (5, 5, 5)
+    assert azure_stack.rows("acme", job.id) == (5, 5)
+    azure_stack.shows_no_credential(job)
+
+
+def test_a_presigned_url_expires_within_an_hour_and_writes_only_its_own_blob(azure_stack: AzureStack) -> None:
+    before = datetime.now(UTC).replace(microsecond=0)
+    presigned = blob.presign("acme", "u.csv", "azure", azure_stack.config, expires_in=7 * 24 * 3600)
+    after = datetime.now(UTC)
+    (expiry,) = parse_qs(urlsplit(presigned.url).query)["se"]
+    assert datetime.strptime(expiry, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC) == presigned.expires_at
+    assert before + timedelta(hours=1) <= presigned.expires_at <= after + timedelta(hours=1)
+    # Azurite checks the SAS: the same one on another blob (of another customer, or beside it) is refused.
+    name = presigned.blob_uri.removeprefix(f"az://{CONTAINER}/")
+    for other in (name.replace("/acme/", "/globex/"), name.replace("/uploads/", "/uploads/x")):
+        url = presigned.url.replace(quote(name), quote(other))
+        answer = requests.put(url, data=users_csv(1), headers=presigned.headers, timeout=30)
+        assert answer.status_code == 403 and "AuthorizationFailure" in answer.text, answer.text
+        assert not list(azure_stack.service.get_container_client(CONTAINER).list_blobs(name_starts_with=other))
+    # And a SAS past its expiry.
+    short = blob.presign("acme", "late.csv", "azure", azure_stack.config, expires_in=1)
+    until(lambda: datetime.now(UTC) > short.expires_at + timedelta(seconds=1), timeout=5)
+    answer = requests.put(short.url, data=users_csv(1), headers=short.headers, timeout=30)
+    assert answer.status_code == 403, answer.text
+
+
+def test_presign_refuses_a_customer_without_an_azure_area_naming_store(azure_stack: AzureStack) -> None:
+    with pytest.raises(RequestRefused) as refused:
+        blob.presign("plain", "u.csv", "azure", azure_stack.config)
+    assert refused.value.field == "store"
+    assert "customer 'plain' has no Azure area" in str(refused.value)
+
+
+@pytest.mark.parametrize("credential", ["sas", "none"])
+def test_presign_without_an_account_key_or_entra_credential_is_refused_showing_no_secret(
+    azure_stack: AzureStack, credential: str
+) -> None:
+    sas = "sv=2024-08-04&ss=b&srt=sco&sp=rwc&se=2099-01-01T00:00:00Z&sig=c2FzLXNpZ25hdHVyZS1uZXZlci1zaG93bg%3D%3D"
+    connection = f"BlobEndpoint={azure_stack.account_url};SharedAccessSignature={sas}" if credential == "sas" else None
+    config = azure_stack.config.with_(azure_storage_connection_string=connection)
+    with pytest.raises(BlobRefused) as refused:
+        blob.presign("acme", "u.csv", "azure", config)
+    assert f"cannot sign an upload URL for az://{CONTAINER}/{PREFIX}/acme/uploads/" in str(refused.value)
+    assert "an account key in AZURE_STORAGE_CONNECTION_STRING" in str(refused.value)
+    assert "sig=" not in str(refused.value) and "c2FzLXNpZ25hdHVyZS" not in str(refused.value)

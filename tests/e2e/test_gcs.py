@@ -4,7 +4,11 @@ with real `importctl worker` processes reading from it.
 
 The emulator serves ranged GETs and gives every write a new generation, but ignores
 `ifGenerationMatch` on a download; the proxy answers such a GET 412 when the object's current
-generation is another, as GCS does (https://cloud.google.com/storage/docs/request-preconditions)."""
+generation is another, as GCS does (https://cloud.google.com/storage/docs/request-preconditions).
+
+The emulator takes an XML API PUT /<bucket>/<object> (a signed URL's request) but never looks at
+its signature; the proxy checks a signed URL as GCS does (V4 signing, from the request alone and
+the public half of the test's service account key; expiry) and refuses (403) what GCS would."""
 
 from __future__ import annotations
 
@@ -12,23 +16,31 @@ import contextlib
 import http.client
 import json
 import os
+import re
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from hashlib import sha256
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, quote, urlsplit
+from urllib.parse import parse_qs, quote, unquote, urlsplit
 
 import pytest
+import requests
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from google.auth.credentials import AnonymousCredentials
 from google.cloud import storage
 
 from service.config import Config, load_customers
-from service.errors import BlobUnavailable, RequestRefused
+from service.errors import BlobRefused, BlobUnavailable, RequestRefused
 from service.schema.products import ProductRegistry
+from service.sources import blob
 from service.sources.ranged import HEAD_BYTES, READ_BYTES
 from service.stages.enqueue import EnqueueRequest, check_request, enqueue
 from service.stages.messages import dispatch
@@ -39,6 +51,7 @@ from tests.e2e.conftest import free_port
 from tests.e2e.packed import assert_killed_workers_lose_nothing, assert_packed_files_import
 from tests.e2e.test_azure import HOP_BY_HOP, QuietServer, listening, users_csv
 from tests.e2e.test_faults import end, start_supervisor
+from tests.e2e.test_s3 import canonical_request, signed_expiry
 from tests.integration.conftest import pipeline_env
 
 pytestmark = pytest.mark.slow
@@ -53,6 +66,33 @@ EMULATOR = Path(sys.executable).parent / "gcp-storage-emulator"
 # What would give a credential away in a log or a view (there is none to leak with an emulator:
 # these check that nothing is sent or shown that could hold one).
 CREDENTIAL_MARKS = ("Authorization", "Bearer", "private_key", "access_token")
+# The service account whose key signs upload URLs (a key made for the test, in a temp file).
+SIGNER = "importer@imports-test.iam.gserviceaccount.com"
+
+
+def v4_refusal(method: str, uri: str, headers: Mapping[str, str], public_key: Any) -> str | None:
+    """Why GCS would refuse this signed-URL request, or None: V4 signing with the test account's
+    key (https://cloud.google.com/storage/docs/access-control/signing-urls-manually)."""
+    path, _, query = uri.partition("?")
+    params = {k: v[0] for k, v in parse_qs(query).items()}
+    if params.get("X-Goog-Algorithm") != "GOOG4-RSA-SHA256" or "X-Goog-Signature" not in params:
+        return "AccessDenied: not a V4 signed URL"
+    account, *scope = params["X-Goog-Credential"].split("/")
+    if account != SIGNER:
+        return "AccessDenied: unknown service account"
+    if not 1 <= int(params["X-Goog-Expires"]) <= 604800:
+        return "AuthorizationQueryParametersError: X-Goog-Expires"
+    if datetime.now(UTC) > signed_expiry(f"?{query}", "X-Goog"):
+        return "ExpiredToken: Invalid argument"
+    canonical = canonical_request(method, path, query, headers, "X-Goog-Signature")
+    digest = sha256(canonical.encode()).hexdigest()
+    to_sign = "\n".join(["GOOG4-RSA-SHA256", params["X-Goog-Date"], "/".join(scope), digest])
+    try:
+        signature = bytes.fromhex(params["X-Goog-Signature"])
+        public_key.verify(signature, to_sign.encode(), padding.PKCS1v15(), hashes.SHA256())
+    except (ValueError, InvalidSignature):
+        return "SignatureDoesNotMatch"
+    return None
 
 
 class CountingProxy:
@@ -65,6 +105,8 @@ class CountingProxy:
         self.gets: list[tuple[str, str | None, int]] = []
         self.heads: list[str] = []
         self.authorized = 0
+        self.public_key: Any = None  # of the service account that signs URLs
+        self.signed: list[tuple[str, str, str | None]] = []  # signed-URL requests: (method, path, refusal)
         proxy = self
 
         def call(method: str, path: str, body: bytes | None, headers: dict[str, str]) -> tuple[Any, bytes]:
@@ -90,7 +132,17 @@ class CountingProxy:
                 wanted = parse_qs(parts.query).get("ifGenerationMatch", [None])[0]
                 download = self.command == "GET" and parts.path.startswith("/download/storage/v1/")
                 status, reason, answer_headers, data = 0, "", [], b""
-                if download and wanted is not None:
+                if "X-Goog-Signature=" in parts.query:
+                    lowered = {k.lower(): v for k, v in self.headers.items()}
+                    refusal = v4_refusal(self.command, self.path, lowered, proxy.public_key)
+                    with proxy.lock:
+                        proxy.signed.append((self.command, unquote(parts.path), refusal))
+                    if refusal is not None:
+                        status, reason = 403, "Forbidden"
+                        code = refusal.split(":")[0]
+                        data = f"<Error><Code>{code}</Code><Message>{refusal}</Message></Error>".encode()
+                        answer_headers = [("Content-Type", "application/xml")]
+                if download and wanted is not None and not status:
                     meta, text = call("GET", parts.path.removeprefix("/download"), None, {})
                     if meta.status == 200 and str(json.loads(text)["generation"]) != wanted:
                         status, reason = 412, "Precondition Failed"
@@ -203,6 +255,26 @@ def emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+
+
+@pytest.fixture(scope="module")
+def signing_key(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Any]:
+    """A service account key file made for the test (GOOGLE_APPLICATION_CREDENTIALS names it in the
+    tests that sign) and its public half (the proxy checks signatures with it)."""
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    info = {
+        "type": "service_account",
+        "project_id": "imports-test",
+        "private_key_id": "test-key-1",
+        "private_key": pem.decode(),
+        "client_email": SIGNER,
+        "client_id": "1",
+        "token_uri": "https://oauth2.googleapis.com/token",
+    }
+    path = tmp_path_factory.mktemp("gcs-key") / "service-account.json"
+    path.write_text(json.dumps(info))
+    return path, key.public_key()
 
 
 @pytest.fixture(scope="module")
@@ -404,3 +476,72 @@ def test_importctl_enqueue_file_uploads_into_the_customers_gcs_area(gcs_stack: G
 
 def test_compressed_and_zipped_objects_import_as_the_plain_one(gcs_stack: GcsStack) -> None:
     assert_packed_files_import(gcs_stack, "gs", users_csv(3_000), 3_000)
+
+
+def test_a_presigned_url_takes_a_file_that_imports_through_its_blob_uri(
+    gcs_stack: GcsStack, signing_key: tuple[Path, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    key_file, gcs_stack.proxy.public_key = signing_key
+    monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(key_file))
+    body = users_csv(5)
+    presigned = blob.presign("acme", "new users.csv", "gcs", gcs_stack.config)
+    assert presigned.method == "PUT" and presigned.headers == {}
+    assert presigned.blob_uri.startswith(f"gs://{BUCKET}/{PREFIX}/acme/uploads/")
+    assert re.fullmatch(r"[0-9a-f]{12}-new users\.csv", presigned.blob_uri.rsplit("/", 1)[1])
+    name = presigned.blob_uri.removeprefix(f"gs://{BUCKET}/")
+    # On the emulator's host (STORAGE_EMULATOR_HOST, here the proxy), path style, as GCS's XML API.
+    assert presigned.url.startswith(f"{gcs_stack.config.storage_emulator_host}/{BUCKET}/{quote(name)}?")
+    assert "PRIVATE KEY" not in presigned.url and presigned.url not in repr(presigned)
+    answer = requests.put(presigned.url, data=body, headers=presigned.headers, timeout=30)
+    assert answer.status_code == 200, answer.text
+    assert gcs_stack.proxy.signed[-1] == ("PUT", f"/{BUCKET}/{name}", None), "signed as GCS checks it"
+    found, size, _ = blob.check(blob.locate(presigned.blob_uri, "acme", gcs_stack.config), 1 << 20)
+    assert size == len(body)
+    job, _ = enqueue(gcs_stack.request("acme", presigned.blob_uri), gcs_stack.jobs)
+    job = gcs_stack.wait(job.id, timeout=60)
+    assert job.status == "succeeded", job.error
+    assert (job.rows_total, job.rows_valid, job.rows_inserted) == (5, 5, 5)
+    assert gcs_stack.rows("acme", job.id) == (5, 5)
+    gcs_stack.shows_no_credential(job)
+
+
+def test_a_presigned_url_expires_within_an_hour_and_writes_only_its_own_object(
+    gcs_stack: GcsStack, signing_key: tuple[Path, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    key_file, gcs_stack.proxy.public_key = signing_key
+    monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(key_file))
+    before = datetime.now(UTC).replace(microsecond=0)
+    presigned = blob.presign("acme", "u.csv", "gcs", gcs_stack.config, expires_in=7 * 24 * 3600)
+    after = datetime.now(UTC)
+    assert parse_qs(urlsplit(presigned.url).query)["X-Goog-Expires"] == ["3600"]
+    assert signed_expiry(presigned.url, "X-Goog") == presigned.expires_at
+    assert before + timedelta(hours=1) <= presigned.expires_at <= after + timedelta(hours=1)
+    # The same signature on another object (of another customer, or beside it) is refused.
+    name = presigned.blob_uri.removeprefix(f"gs://{BUCKET}/")
+    for other in (name.replace("/acme/", "/globex/"), name.replace("/uploads/", "/uploads/x")):
+        url = presigned.url.replace(quote(name), quote(other))
+        answer = requests.put(url, data=users_csv(1), timeout=30)
+        assert answer.status_code == 403 and "SignatureDoesNotMatch" in answer.text, answer.text
+        assert not list(gcs_stack.client.list_blobs(BUCKET, prefix=other))
+    short = blob.presign("acme", "late.csv", "gcs", gcs_stack.config, expires_in=1)
+    until(lambda: datetime.now(UTC) > short.expires_at, timeout=5)
+    answer = requests.put(short.url, data=users_csv(1), timeout=30)
+    assert answer.status_code == 403 and "ExpiredToken" in answer.text, answer.text
+
+
+def test_presign_refuses_a_customer_without_a_gcs_area_naming_store(gcs_stack: GcsStack) -> None:
+    with pytest.raises(RequestRefused) as refused:
+        blob.presign("plain", "u.csv", "gcs", gcs_stack.config)
+    assert refused.value.field == "store"
+    assert "customer 'plain' has no GCS area" in str(refused.value)
+
+
+def test_presign_without_google_credentials_is_refused_naming_the_object_only(
+    gcs_stack: GcsStack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(gcs_stack.tmp / "no-such-key.json"))
+    with pytest.raises(BlobRefused) as refused:
+        blob.presign("acme", "u.csv", "gcs", gcs_stack.config)
+    says = f"no Google credentials are configured to sign an upload URL for gs://{BUCKET}/{PREFIX}/acme/uploads/"
+    assert says in str(refused.value)
+    assert "no-such-key" not in str(refused.value)

@@ -1,27 +1,40 @@
 """s3:// blobs (SPEC 17) against a real S3-compatible HTTP server on 127.0.0.1 (moto's server,
 run here behind a WSGI wrapper that counts the bytes each GET sends back), with real
-`dramatiq actors` / `importctl worker` processes reading from it."""
+`dramatiq actors` / `importctl worker` processes reading from it.
+
+moto ignores the signature of a presigned URL (it checks only an Authorization header, and only
+when asked to); the wrapper checks it as S3 does, from the request alone and the test's secret
+key (SigV4 query-string auth: canonical request, string to sign, HMAC key chain, expiry), and
+refuses (403) what S3 would refuse."""
 
 from __future__ import annotations
 
+import hmac
 import json
 import os
+import re
 import subprocess
 import sys
 import threading
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from hashlib import sha256
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, parse_qsl, quote, unquote, urlsplit
 
 import boto3
 import pytest
+import requests
 from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
 from werkzeug.serving import make_server
 
 from service.config import Config, load_customers
-from service.errors import BlobUnavailable, RequestRefused
+from service.errors import BlobRefused, BlobUnavailable, RequestRefused
 from service.schema.products import ProductRegistry
+from service.sources import blob
+from service.sources import s3 as s3_source
 from service.sources.ranged import HEAD_BYTES, READ_BYTES
 from service.stages.enqueue import EnqueueRequest, check_request, enqueue
 from service.stages.messages import dispatch
@@ -44,17 +57,77 @@ HEADER = "external_id,email,first_name,last_name,role,age,active,created_at\n"
 IMPORTCTL = str(Path(sys.executable).parent / "importctl")
 
 
+def canonical_request(method: str, path: str, query: str, headers: Mapping[str, str], signature: str) -> str:
+    """The canonical request of a presigned URL's request (AWS SigV4 query-string auth; GCS V4
+    signing is the same): its method, path and query (percent-encoded once, the query sorted, the
+    signature left out), the headers it names as signed, and an unsigned payload. headers: by
+    lowercase name."""
+    pairs = [(quote(k, safe="~"), quote(v, safe="~")) for k, v in parse_qsl(query, keep_blank_values=True)]
+    canonical_query = "&".join(f"{k}={v}" for k, v in sorted(pairs) if k != signature)
+    prefix = signature.rsplit("-", 1)[0]  # X-Amz, X-Goog
+    signed = parse_qs(query)[f"{prefix}-SignedHeaders"][0].split(";")
+    lines = "".join(f"{name}:{headers.get(name, '').strip()}\n" for name in signed)
+    return "\n".join(
+        [method, quote(unquote(path), safe="/~"), canonical_query, lines, ";".join(signed), "UNSIGNED-PAYLOAD"]
+    )
+
+
+def signed_expiry(url: str, prefix: str) -> datetime:
+    """When a presigned URL stops working, read from its own query: <prefix>-Date + <prefix>-Expires."""
+    query = parse_qs(urlsplit(url).query)
+    signed_at = datetime.strptime(query[f"{prefix}-Date"][0], "%Y%m%dT%H%M%SZ").replace(tzinfo=UTC)
+    return signed_at + timedelta(seconds=int(query[f"{prefix}-Expires"][0]))
+
+
+def sigv4_refusal(method: str, uri: str, headers: Mapping[str, str]) -> str | None:
+    """Why S3 would refuse this presigned request, or None: SigV4 query-string auth with the test's
+    key (https://docs.aws.amazon.com/AmazonS3/latest/API/sigv4-query-string-auth.html)."""
+    path, _, query = uri.partition("?")
+    params = {k: v[0] for k, v in parse_qs(query).items()}
+    if params.get("X-Amz-Algorithm") != "AWS4-HMAC-SHA256" or "X-Amz-Signature" not in params:
+        return "AccessDenied: not a SigV4 presigned request"
+    key_id, *scope = params["X-Amz-Credential"].split("/")
+    if key_id != KEY_ID:
+        return "InvalidAccessKeyId"
+    if not 1 <= int(params["X-Amz-Expires"]) <= 604800:
+        return "AuthorizationQueryParametersError: X-Amz-Expires"
+    if datetime.now(UTC) > signed_expiry(f"?{query}", "X-Amz"):
+        return "AccessDenied: Request has expired"
+    canonical = canonical_request(method, path, query, headers, "X-Amz-Signature")
+    to_sign = "\n".join(
+        ["AWS4-HMAC-SHA256", params["X-Amz-Date"], "/".join(scope), sha256(canonical.encode()).hexdigest()]
+    )
+    key = f"AWS4{SECRET}".encode()
+    for part in scope:
+        key = hmac.new(key, part.encode(), sha256).digest()
+    expected = hmac.new(key, to_sign.encode(), sha256).hexdigest()
+    return None if hmac.compare_digest(expected, params["X-Amz-Signature"]) else "SignatureDoesNotMatch"
+
+
 class CountingApp:
     """moto's WSGI app, counting the response bytes of every GET (and its Range header) per path,
-    and the HEADs."""
+    and the HEADs; a presigned request (a signature in its query) is checked first, as S3 checks
+    it, and recorded with why it was refused (None: let through)."""
 
     def __init__(self, app: Callable[..., Iterable[bytes]]) -> None:
         self.app = app
         self.lock = threading.Lock()
         self.gets: list[tuple[str, str | None, int]] = []  # (path, Range, bytes sent)
         self.heads: list[str] = []  # paths
+        self.presigned: list[tuple[str, str, str | None]] = []  # (method, path, refusal)
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterator[bytes]:
+        if "Signature=" in environ.get("QUERY_STRING", ""):
+            uri = environ["RAW_URI"].encode("latin-1").decode()
+            headers = {k[5:].lower().replace("_", "-"): v for k, v in environ.items() if k.startswith("HTTP_")}
+            headers.update({k.lower().replace("_", "-"): v for k, v in environ.items() if k.startswith("CONTENT_")})
+            refusal = sigv4_refusal(environ["REQUEST_METHOD"], uri, headers)
+            with self.lock:
+                self.presigned.append((environ["REQUEST_METHOD"], unquote(uri.partition("?")[0]), refusal))
+            if refusal is not None:
+                start_response("403 Forbidden", [("Content-Type", "application/xml")])
+                yield f"<Error><Code>{refusal.split(':')[0]}</Code><Message>{refusal}</Message></Error>".encode()
+                return
         sent = 0
         try:
             for piece in self.app(environ, start_response):
@@ -304,3 +377,101 @@ def test_importctl_enqueue_file_uploads_into_the_customers_s3_area(s3_stack: S3S
 
 def test_compressed_and_zipped_objects_import_as_the_plain_one(s3_stack: S3Stack) -> None:
     assert_packed_files_import(s3_stack, "s3", users_csv(3_000), 3_000)
+
+
+def test_a_presigned_url_takes_a_file_that_imports_through_its_blob_uri(s3_stack: S3Stack) -> None:
+    body = users_csv(5)
+    presigned = blob.presign("acme", "C:\\exports\\new users.csv", "s3", s3_stack.config)
+    assert presigned.method == "PUT" and presigned.headers == {}
+    assert presigned.blob_uri.startswith(f"s3://{BUCKET}/{PREFIX}/acme/uploads/")
+    assert re.fullmatch(r"[0-9a-f]{12}-new users\.csv", presigned.blob_uri.rsplit("/", 1)[1])
+    key = presigned.blob_uri.removeprefix(f"s3://{BUCKET}/")
+    assert presigned.url.startswith(f"{s3_stack.endpoint}/{BUCKET}/{quote(key)}?")
+    assert SECRET not in presigned.url and presigned.url not in repr(presigned)
+    answer = requests.put(presigned.url, data=body, headers=presigned.headers, timeout=30)
+    assert answer.status_code == 200, answer.text
+    assert s3_stack.counter.presigned[-1] == ("PUT", f"/{BUCKET}/{key}", None), "signed as S3 checks it"
+    found, size, _ = blob.check(blob.locate(presigned.blob_uri, "acme", s3_stack.config), 1 << 20)
+    assert size == len(body)
+    job, _ = enqueue(s3_stack.request("acme", presigned.blob_uri), s3_stack.jobs)
+    job = s3_stack.wait(job.id, timeout=60)
+    assert job.status == "succeeded", job.error
+    assert (job.rows_total, job.rows_valid, job.rows_inserted) == (5, 5, 5)
+    assert s3_stack.rows("acme", job.id) == (5, 5)
+
+
+def test_a_presigned_url_expires_within_an_hour_and_writes_only_its_own_key(s3_stack: S3Stack) -> None:
+    before = datetime.now(UTC).replace(microsecond=0)
+    presigned = blob.presign("acme", "u.csv", "s3", s3_stack.config, expires_in=7 * 24 * 3600)
+    after = datetime.now(UTC)
+    assert parse_qs(urlsplit(presigned.url).query)["X-Amz-Expires"] == ["3600"]
+    assert signed_expiry(presigned.url, "X-Amz") == presigned.expires_at
+    assert before + timedelta(hours=1) <= presigned.expires_at <= after + timedelta(hours=1)
+    assert presigned.expires_at.tzinfo is not None and presigned.expires_at.utcoffset() == timedelta(0)
+    # The same signature on another key (of another customer, or beside it) is refused.
+    key = presigned.blob_uri.removeprefix(f"s3://{BUCKET}/")
+    for other in (key.replace("/acme/", "/globex/"), key.replace("/uploads/", "/uploads/x")):
+        url = presigned.url.replace(quote(key), quote(other))
+        answer = requests.put(url, data=users_csv(1), timeout=30)
+        assert answer.status_code == 403 and "SignatureDoesNotMatch" in answer.text, answer.text
+        assert not s3_stack.s3.list_objects_v2(Bucket=BUCKET, Prefix=other).get("Contents")
+    # A URL past its expiry is refused.
+    short = blob.presign("acme", "late.csv", "s3", s3_stack.config, expires_in=1)
+    assert short.expires_at <= datetime.now(UTC) + timedelta(seconds=1)
+    until(lambda: datetime.now(UTC) > short.expires_at, timeout=5)
+    answer = requests.put(short.url, data=users_csv(1), timeout=30)
+    assert answer.status_code == 403 and "expired" in answer.text, answer.text
+
+
+@pytest.mark.parametrize(
+    ("customer", "store", "expires_in", "field"),
+    [
+        ("plain", "s3", 3600, "store"),  # no S3 area
+        ("acme", "azure", 3600, "store"),  # no Azure area
+        ("acme", "gcs", 3600, "store"),
+        ("acme", "ftp", 3600, "store"),
+        ("nobody", "s3", 3600, "customer_id"),
+        ("acme", "s3", 0, "expires_in"),
+    ],
+)
+def test_presign_refuses_naming_the_field(
+    s3_stack: S3Stack, customer: str, store: str, expires_in: int, field: str
+) -> None:
+    with pytest.raises(RequestRefused) as refused:
+        blob.presign(customer, "u.csv", store, s3_stack.config, expires_in=expires_in)
+    assert refused.value.field == field, str(refused.value)
+
+
+def test_presign_without_s3_credentials_is_refused_naming_the_object_only(
+    s3_stack: S3Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(s3_stack.tmp / "no-such-file"))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(s3_stack.tmp / "no-such-file"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    monkeypatch.setattr(s3_source, "_presigners", {})  # as a fresh process: no signer cached with the keys
+    with pytest.raises(BlobRefused) as refused:
+        blob.presign("acme", "u.csv", "s3", s3_stack.config)
+    says = f"no S3 credentials are configured to sign an upload URL for s3://{BUCKET}/{PREFIX}/acme/uploads/"
+    assert says in str(refused.value)
+
+
+@pytest.mark.parametrize(
+    ("filename", "safe"),
+    [
+        ("users.csv", "users.csv"),
+        ("../../etc/passwd", "passwd"),
+        ("C:\\Users\\me\\export 1.csv", "export 1.csv"),
+        ("bad\x00na\rme\n.csv", "badname.csv"),
+        ("\u202evsc.exe", "vsc.exe"),  # a bidi override would show it as exe.csv
+        ("what?#.csv", "what__.csv"),
+        ("trailing.csv. ", "trailing.csv"),
+        ("é" * 300, "é" * 200),
+        ("", "upload"),
+        ("..", "upload"),
+        ("dir/", "upload"),
+    ],
+)
+def test_presign_names_the_upload_after_the_basename_of_the_clients_file_made_safe(filename: str, safe: str) -> None:
+    assert blob.upload_name(filename) == safe
