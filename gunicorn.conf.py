@@ -25,6 +25,15 @@ bind = [startup_config().rest_addr]
 # method, path, status, bytes and duration_ms); access lines go to stdout.
 logconfig_dict = gunicorn_logconfig(startup_config().log_format, startup_config().log_level)
 
+# Threads, not one request per process: an upload (SPEC 19) holds its request for as long as
+# the client sends, and a sync worker would be held with it. Each thread holds at most one
+# piece (1 MiB) of an upload at a time; 2 x 16 threads answer 32 requests at once, so 8
+# uploads leave room for /healthz, /enqueue and the status page. WEB_CONCURRENCY (gunicorn's
+# own variable) and GUNICORN_THREADS change the two numbers.
+worker_class = "gthread"
+workers = int(os.environ.get("WEB_CONCURRENCY") or 2)
+threads = int(os.environ.get("GUNICORN_THREADS") or 16)
+
 # Under the 30 s most supervisors (docker stop, systemd) allow before SIGKILL.
 graceful_timeout = 25
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import re
 from collections.abc import Callable, Mapping
@@ -58,6 +59,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("auth", "AUTH", "str", "on"),
     Setting("log_level", "LOG_LEVEL", "str", "INFO"),
     Setting("undo_retention_days", "UNDO_RETENTION_DAYS", "int", 30),
+    Setting("upload_expiry_hours", "UPLOAD_EXPIRY_HOURS", "float", 24.0),
     Setting("chunks_in_flight", "CHUNKS_IN_FLIGHT", "int", 8),
     Setting("log_format", "LOG_FORMAT", "str", "text"),
     Setting("metrics_token", "METRICS_TOKEN", "str", None),
@@ -158,6 +160,8 @@ class Config:
     auth: str = "on"
     log_level: str = "INFO"
     undo_retention_days: int = 30
+    # An upload not finished this long after it began is deleted, bytes and all (SPEC 19).
+    upload_expiry_hours: float = 24.0
     # Chunk messages one customer may have queued or running at once (fair turns, SPEC 15).
     chunks_in_flight: int = 8
     log_format: str = "text"  # "text" | "json" (one object per line)
@@ -288,7 +292,7 @@ def _convert(setting: Setting, value: Any, base: Path, origin: str) -> Any:
         converted = _CONVERTERS[setting.kind](value)
     except (TypeError, ValueError):
         raise ConfigError(f"{where} must be {_KIND_NAMES[setting.kind]}, got {value!r}") from None
-    if setting.kind in ("int", "float") and converted <= 0:
+    if setting.kind in ("int", "float") and not 0 < converted < math.inf:  # NaN, inf: neither
         raise ConfigError(f"{where} must be positive, got {value!r}")
     return converted
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,12 +17,13 @@ from service import logs
 from service.config import CUSTOMER_ID, HASHED_PREFIX, Config
 from service.errors import ImportServiceError, RequestRefused
 from service.schema.products import ProductRegistry
-from service.stages import control, replay
+from service.stages import control, replay, uploads
 from service.stages.enqueue import check_request, enqueue
 from service.stages.services import Services
 from service.storage import rejects
 from service.storage.jobs import Job, JobStore, LogLine
 from service.storage.store import CustomerStore
+from service.storage.uploads import Upload, UploadStore
 from service.storage.views import reject_view
 
 IDEMPOTENCY_KEY = re.compile(r"(?=.*\S)[^\x00-\x1f\x7f]{1,200}\Z")
@@ -60,10 +61,13 @@ OPERATOR = Access(None)
 class Api:
     """Enqueue and read jobs on behalf of an authenticated caller."""
 
-    def __init__(self, config: Config, jobs: JobStore, products: ProductRegistry) -> None:
+    def __init__(
+        self, config: Config, jobs: JobStore, products: ProductRegistry, uploads: UploadStore | None = None
+    ) -> None:
         self.config = config
         self.jobs = jobs
         self.products = products
+        self.uploads = uploads if uploads is not None else UploadStore(jobs.dsn, maxconn=4)
 
     def authenticate(self, authorization: str | None) -> Access:
         """Turn an `Authorization: Bearer <token>` value into Access; fail closed (SPEC 4).
@@ -98,10 +102,55 @@ class Api:
             self._check_customer(access, body["customer_id"])
         if idempotency_key is not None and not IDEMPOTENCY_KEY.match(idempotency_key):
             raise RequestRefused("Idempotency-Key must be 1 to 200 printable characters", field="idempotency_key")
-        request = check_request(body, self.config, self.products)
+        request = check_request(body, self.config, self.products, self.uploads)
         job, created = enqueue(request, self.jobs, idempotency_key)
         logs.note_request_job(job.id, job.customer_id)
         return job, created
+
+    # -- uploads (SPEC 19) -------------------------------------------------------------------
+
+    def create_upload(self, access: Access, length: int, metadata: Mapping[str, str]) -> Upload:
+        """A new upload of `length` bytes for the customer metadata's customer_id names, or the
+        one customer the token acts for."""
+        customer_id = metadata.get("customer_id")
+        if customer_id is None:
+            if access.customers is None or len(access.customers) != 1:
+                raise RequestRefused(
+                    "Upload-Metadata must name customer_id: this token acts for several customers",
+                    field="customer_id",
+                )
+            (customer_id,) = access.customers
+        elif not CUSTOMER_ID.match(customer_id):
+            raise RequestRefused(f"customer_id must match {CUSTOMER_ID.pattern}", field="customer_id")
+        self._check_customer(access, customer_id)
+        kept = {key: value for key, value in metadata.items() if key != "customer_id"}
+        return uploads.create(self.config, self.uploads, customer_id, length, metadata.get("filename", ""), kept)
+
+    def upload(self, access: Access, upload_id: str) -> Upload:
+        """The upload, if it exists (unexpired) and the caller may see it."""
+        found = self.uploads.get(upload_id)
+        if found is None or not access.allows(found.customer_id):
+            raise uploads.UploadGone(f"no upload {upload_id[:60]}")
+        return found
+
+    def receive_upload(
+        self,
+        access: Access,
+        upload_id: str,
+        offset: int,
+        read: Callable[[int], bytes],
+        count: int | None,
+        checksum: tuple[str, bytes] | None = None,
+    ) -> Upload:
+        """Store a request's bytes at offset (see stages.uploads.receive)."""
+        found = self.upload(access, upload_id)
+        return uploads.receive(self.config, self.uploads, found, offset, read, count, checksum)
+
+    def delete_upload(self, access: Access, upload_id: str) -> None:
+        """Delete the upload and its bytes."""
+        uploads.delete(self.config, self.uploads, self.upload(access, upload_id))
+
+    # -- jobs --------------------------------------------------------------------------------
 
     def job(self, access: Access, job_id: str) -> Job:
         """The job, if it exists and the caller may see it."""

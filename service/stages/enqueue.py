@@ -15,10 +15,12 @@ from service.config import Config
 from service.errors import BlobRefused, RequestRefused
 from service.schema.products import ProductRegistry
 from service.sources import blob
+from service.stages import uploads as uploads_stage
 from service.stages import webhooks
 from service.storage.jobs import Job, JobStore, request_hash
+from service.storage.uploads import UploadStore
 
-FIELDS = ("customer_id", "product_type", "blob_uri", "options")
+FIELDS = ("customer_id", "product_type", "blob_uri", "options", "upload_id")
 OPTION_TYPES: dict[str, type] = {
     "format": str,
     "delimiter": str,
@@ -56,8 +58,14 @@ class EnqueueRequest:
     options: dict[str, Any]
 
 
-def check_request(body: Any, config: Config, products: ProductRegistry) -> EnqueueRequest:
-    """Validate an enqueue body; raise RequestRefused naming the offending field."""
+def check_request(
+    body: Any, config: Config, products: ProductRegistry, uploads: UploadStore | None = None
+) -> EnqueueRequest:
+    """Validate an enqueue body; raise RequestRefused naming the offending field.
+
+    A body names its file by blob_uri or by upload_id (SPEC 19: a finished upload of the same
+    customer, found in `uploads`); the job then reads the upload's file and its options carry
+    `upload` {id, filename} for the job view."""
     if not isinstance(body, Mapping):
         raise RequestRefused("the request body must be a JSON object", field=None)
     _refuse_bad_text(body)
@@ -67,15 +75,25 @@ def check_request(body: Any, config: Config, products: ProductRegistry) -> Enque
             f" and {len(unknown) - 5} more" if len(unknown) > 5 else ""
         )
         raise RequestRefused(f"unknown field(s): {names}", field=_clip(unknown[0]))
-    for name in FIELDS[:3]:
+    if "upload_id" in body and "blob_uri" in body:
+        raise RequestRefused("give blob_uri or upload_id, not both", field="upload_id")
+    source = "upload_id" if "upload_id" in body else "blob_uri"
+    for name in ("customer_id", "product_type", source):
         value = body.get(name)
         if not isinstance(value, str) or not value:
-            raise RequestRefused(f"{name} is required and must be a non-empty string", field=name)
-    if len(body["blob_uri"]) > MAX_URI_CHARS:
-        raise RequestRefused(f"blob_uri must be at most {MAX_URI_CHARS:,} characters", field="blob_uri")
+            also = " (or upload_id)" if name == "blob_uri" else ""
+            raise RequestRefused(f"{name}{also} is required and must be a non-empty string", field=name)
+    if len(body[source]) > MAX_URI_CHARS:
+        raise RequestRefused(f"{source} must be at most {MAX_URI_CHARS:,} characters", field=source)
     customer = body["customer_id"]
     if customer not in config.customers:
         raise RequestRefused(f"unknown customer {shown(customer)}", field="customer_id")
+    upload = None
+    if source == "upload_id":
+        if uploads is None:
+            raise RequestRefused("upload_id cannot be used here; give blob_uri", field="upload_id")
+        upload = uploads_stage.for_job(uploads, body["upload_id"], customer)
+    blob_uri = body["blob_uri"] if upload is None else str(upload.blob_uri)
     product = products.get(body["product_type"])
     options = check_options(body.get("options", {}))
     if options.get("mode", "append") != "append" and product.key is None:
@@ -85,14 +103,16 @@ def check_request(body: Any, config: Config, products: ProductRegistry) -> Enque
         )
     try:
         # An unreachable S3 endpoint is no fault of the request: BlobUnavailable goes up (503).
-        blob.check(blob.locate(body["blob_uri"], customer, config), config.max_file_bytes)
+        blob.check(blob.locate(blob_uri, customer, config), config.max_file_bytes)
     except BlobRefused as exc:
-        raise RequestRefused(str(exc), field="blob_uri") from None
+        raise RequestRefused(str(exc), field=source) from None
     if "callback_url" in options:
         problem = webhooks.refusal(options["callback_url"], customer, config.customer_settings.get(customer))
         if problem is not None:
             raise RequestRefused(problem, field="options.callback_url")
-    return EnqueueRequest(customer, body["product_type"], body["blob_uri"], options)
+    if upload is not None:
+        options["upload"] = {"id": upload.id, "filename": upload.filename}
+    return EnqueueRequest(customer, body["product_type"], blob_uri, options)
 
 
 def _refuse_bad_text(body: Any) -> None:

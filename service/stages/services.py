@@ -15,6 +15,7 @@ from service.schema.products import ProductRegistry
 from service.storage.db import customer_dsn
 from service.storage.jobs import JobStore
 from service.storage.store import CustomerStore
+from service.storage.uploads import UploadStore
 
 FETCH, PARSE, VALIDATE, INSERT = "import_fetch", "import_parse", "import_validate", "import_insert"
 UNDO = "import_undo"  # a big undo, finished by a worker (stages.control)
@@ -43,6 +44,11 @@ class Services:
     def customer(self, customer_id: str) -> CustomerStore:
         """The store of one customer's database."""
         return CustomerStore(customer_dsn(self.config, customer_id, self.app_dsn))
+
+    @cached_property
+    def uploads(self) -> UploadStore:
+        """The app DB's uploads (SPEC 19): the sweep deletes the expired and the old."""
+        return UploadStore(self.app_dsn, maxconn=1)
 
     @cached_property
     def limits(self) -> formats.Limits:

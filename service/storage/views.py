@@ -44,7 +44,17 @@ def job_view(job: Job) -> dict[str, Any]:
         # rows_total once it is done, so chunks_done / chunks_total is the job's progress.
         "progress": {"chunks_done": job.chunks_done, "chunks_total": job.chunks_total},
         "source": job_source(job),
+        "upload": job_upload(job),
     }
+
+
+def job_upload(job: Job) -> dict[str, str] | None:
+    """The upload a job imports (SPEC 19): its id and the file name its client gave; None for
+    a job enqueued by blob_uri."""
+    upload = job.options.get("upload")
+    if not isinstance(upload, dict):
+        return None
+    return {"id": str(upload.get("id")), "filename": str(upload.get("filename"))}
 
 
 def job_source(job: Job) -> dict[str, str | None]:

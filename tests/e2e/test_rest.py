@@ -7,10 +7,12 @@ documented schema and its documented headers must be present.
 
 from __future__ import annotations
 
+import base64
 import http.client
 import json
 import os
 import re
+import socket
 import subprocess
 import sys
 import time
@@ -30,7 +32,7 @@ from service.edges.rest import openapi
 from service.sources import blob
 from service.storage.app_db import Q
 from service.storage.jobs import JobStore
-from tests.conftest import ROOT, query
+from tests.conftest import ROOT, query, until
 from tests.e2e.conftest import TOKENS, Stack, free_port, stop, wait_for_port
 
 GUNICORN = str(Path(sys.executable).parent / "gunicorn")
@@ -38,6 +40,7 @@ BAD_TOKEN = "tok-not-configured-7f3a"
 ACME = {"Authorization": "Bearer tok-acme"}
 GLOBEX = {"Authorization": "Bearer tok-globex"}
 ADMIN = {"Authorization": "Bearer tok-admin"}
+BAD = {"Authorization": f"Bearer {BAD_TOKEN}"}
 FINAL = ("succeeded", "failed", "cancelled", "undone")
 TEXT_TYPES = ("text/html", "text/plain")  # the status page and the metrics, kept as bytes
 CSV_TYPE = "text/csv; charset=utf-8"
@@ -81,7 +84,7 @@ class Client:
         conn = http.client.HTTPConnection(urlsplit(self.base_url).netloc, timeout=30)
         try:
             conn.request(method, path, body=data, headers=sent)
-            answer = _read(conn.getresponse())
+            answer = _read(conn.getresponse(), head=method == "HEAD")
         finally:
             conn.close()
         self.check(method, path, answer)
@@ -108,6 +111,17 @@ class Client:
             return
         documented = operation["responses"].get(str(answer.status))
         assert documented is not None, f"{method} {template} answered undocumented {answer.status}: {answer.body}"
+        if "content" not in documented:  # documented without a body: none came
+            assert answer.body is None, f"{method} {template} {answer.status} has a body"
+        elif method != "HEAD":  # a HEAD answer has the headers of the body it leaves out
+            self._check_body(method, template, answer, documented)
+        for name, header in documented.get("headers", {}).items():
+            if header.get("required", True) or name.lower() in answer.headers:
+                assert name.lower() in answer.headers, f"{method} {template} {answer.status} lacks {name}"
+                _validate(self.document, header["schema"], answer.headers[name.lower()])
+        self.seen.add((template or "", method.upper(), answer.status))
+
+    def _check_body(self, method: str, template: str | None, answer: Answer, documented: dict[str, Any]) -> None:
         given = answer.headers.get("content-type", "")
         media = (
             "text/csv"
@@ -117,10 +131,6 @@ class Client:
         assert media in documented["content"], f"{method} {template} {answer.status} answered {media}"
         if media == "application/json":
             _validate(self.document, documented["content"][media]["schema"], answer.body)
-        for name, header in documented.get("headers", {}).items():
-            assert name.lower() in answer.headers, f"{method} {template} {answer.status} lacks {name}"
-            _validate(self.document, header["schema"], answer.headers[name.lower()])
-        self.seen.add((template or "", method.upper(), answer.status))
 
     def wait(self, job_id: str, headers: dict[str, str], timeout: float = 60) -> dict[str, Any]:
         """Poll the job over HTTP until it reaches a final status (the worker is another process)."""
@@ -133,10 +143,12 @@ class Client:
         raise AssertionError(f"job {job_id} did not finish within {timeout} s")
 
 
-def _read(response: http.client.HTTPResponse) -> Answer:
+def _read(response: http.client.HTTPResponse, head: bool = False) -> Answer:
     """The answer, its body parsed as JSON (a CSV download stays bytes)."""
     raw = response.read()
     headers = {name.lower(): value for name, value in response.getheaders()}
+    if head or (not raw and "content-type" not in headers):  # a HEAD, a 204 (tus answers): no body
+        return Answer(response.status, headers, None)
     if headers.get("content-type") == CSV_TYPE or headers.get("content-type", "").startswith(TEXT_TYPES):
         return Answer(response.status, headers, raw)
     assert headers.get("content-type", "").startswith("application/json"), headers
@@ -767,6 +779,124 @@ def test_an_unreachable_app_database_stops_gunicorn_without_a_traceback_or_the_p
     assert result.returncode == 2, result.stderr
     assert "cannot use the app database" in result.stderr
     assert "Traceback" not in result.stderr and "hunter2-secret" not in result.stderr
+
+
+# -- uploads (tus 1.0, SPEC 19): every documented answer, checked against the document ----------------
+
+
+def _tus(token: dict[str, str], **headers: str) -> dict[str, str]:
+    return {**token, "Tus-Resumable": "1.0.0", **headers}
+
+
+def _patch(client: Client, path: str, offset: int, body: bytes, token: dict[str, str] = ACME, **more: str) -> Answer:
+    headers = _tus(token, **{"Upload-Offset": str(offset), "Content-Type": "application/offset+octet-stream", **more})
+    return client.call("PATCH", path, headers=headers, raw=body)
+
+
+def test_an_upload_walks_through_every_documented_answer(client: Client, stack: Stack) -> None:
+    data = b"external_id,email\nu1,a@example.com\n"
+    name = base64.b64encode(b"walk.csv").decode()
+    for path in ("/uploads", "/uploads/anything"):
+        assert client.call("OPTIONS", path).status == 204  # no token: a browser's preflight
+    assert client.call("POST", "/uploads", headers={"Tus-Resumable": "1.0.0", "Upload-Length": "3"}).status == 401
+    assert client.call("POST", "/uploads", headers=_tus(ACME, **{"Tus-Resumable": "0.2.2"})).status == 412
+    assert client.call("POST", "/uploads", headers=_tus(ACME)).status == 400  # no Upload-Length
+    other = base64.b64encode(b"globex").decode()
+    assert (
+        client.call(
+            "POST", "/uploads", headers=_tus(ACME, **{"Upload-Length": "3", "Upload-Metadata": f"customer_id {other}"})
+        ).status
+        == 403
+    )
+    assert client.call("POST", "/uploads", headers=_tus(ACME, **{"Upload-Length": str(10**15)})).status == 413
+    wrong_type = _tus(ACME, **{"Upload-Length": "3", "Content-Type": "text/csv"})
+    assert client.call("POST", "/uploads", headers=wrong_type, raw=b"abc").status == 415
+    bad_sum = _tus(
+        ACME,
+        **{
+            "Upload-Length": "3",
+            "Content-Type": "application/offset+octet-stream",
+            "Upload-Checksum": "sha256 " + base64.b64encode(b"x" * 32).decode(),
+        },
+    )
+    assert client.call("POST", "/uploads", headers=bad_sum, raw=b"abc").status == 460
+    created = client.call(
+        "POST",
+        "/uploads",
+        headers=_tus(ACME, **{"Upload-Length": str(len(data)), "Upload-Metadata": f"filename {name}"}),
+    )
+    assert created.status == 201
+    path = created.headers["location"]
+    assert created.body["offset"] == 0 and created.body["filename"] == "walk.csv"
+    assert client.call("HEAD", path, headers=_tus(BAD)).status == 401
+    assert client.call("HEAD", path, headers=_tus(GLOBEX)).status == 404
+    assert client.call("HEAD", path, headers={**ACME}).status == 412
+    assert _patch(client, path, 0, b"x", BAD).status == 401
+    assert _patch(client, path, 0, b"x", GLOBEX).status == 404
+    assert _patch(client, path, 0, b"x", **{"Tus-Resumable": "9"}).status == 412
+    assert (
+        client.call(
+            "PATCH", path, headers=_tus(ACME, **{"Upload-Offset": "0", "Content-Type": "text/csv"}), raw=b"x"
+        ).status
+        == 415
+    )
+    assert (
+        client.call(
+            "PATCH", path, headers=_tus(ACME, **{"Content-Type": "application/offset+octet-stream"}), raw=b"x"
+        ).status
+        == 400
+    )
+    assert _patch(client, path, 3, b"x").status == 409
+    assert _patch(client, path, 0, data + b"more").status == 413
+    assert (
+        _patch(
+            client, path, 0, data[:5], **{"Upload-Checksum": "sha256 " + base64.b64encode(b"y" * 32).decode()}
+        ).status
+        == 460
+    )
+    busy = _write_slowly(client, path, data)
+    try:
+        assert _patch(client, path, 0, data).status == 423
+    finally:
+        busy.close()
+
+    def released() -> bool:  # the cut-off request ended: it kept its one byte
+        offset = int(client.call("HEAD", path, headers=_tus(ACME)).headers["upload-offset"])
+        return _patch(client, path, offset, b"").status == 204
+
+    until(released, timeout=30)
+    head = client.call("HEAD", path, headers=_tus(ACME))
+    offset = int(head.headers["upload-offset"])
+    assert _patch(client, path, offset, data[offset:]).status == 204
+    head = client.call("HEAD", path, headers=_tus(ACME))
+    assert head.status == 200 and head.headers["upload-offset"] == str(len(data))
+    job = client.call(
+        "POST",
+        "/enqueue",
+        {"customer_id": "acme", "product_type": "users", "upload_id": path.rsplit("/", 1)[1]},
+        headers=ACME,
+    )
+    assert job.status == 202, job.body
+    view = client.wait(job.body["job_id"], ACME)
+    assert view["status"] == "succeeded" and view["upload"] == {"id": path.rsplit("/", 1)[1], "filename": "walk.csv"}
+    assert client.call("DELETE", path, headers=_tus(BAD)).status == 401
+    assert client.call("DELETE", path, headers=_tus(GLOBEX)).status == 404
+    assert client.call("DELETE", path, headers=ACME).status == 412
+    assert client.call("DELETE", path, headers=_tus(ACME)).status == 204
+    assert client.call("HEAD", path, headers=_tus(ACME)).status == 404
+
+
+def _write_slowly(client: Client, path: str, data: bytes) -> socket.socket:
+    """A PATCH that has sent the first byte of data and holds the upload (close the socket to end it)."""
+    host, port = urlsplit(client.base_url).netloc.split(":")
+    sock = socket.create_connection((host, int(port)))
+    head = (
+        f"PATCH {path} HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer tok-acme\r\nTus-Resumable: 1.0.0\r\n"
+        f"Upload-Offset: 0\r\nContent-Type: application/offset+octet-stream\r\nContent-Length: {len(data)}\r\n\r\n"
+    )
+    sock.sendall(head.encode() + data[:1])
+    time.sleep(0.5)  # the server took the upload's lock
+    return sock
 
 
 # -- last: what the module saw ------------------------------------------------------------------

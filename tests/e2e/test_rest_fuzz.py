@@ -6,12 +6,15 @@ from __future__ import annotations
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
 
 from service.edges.rest.openapi import document
 from tests.e2e.conftest import Stack
 
 pytestmark = pytest.mark.slow
 
+# An upload's bytes (tus PATCH and creation-with-upload) are raw bytes.
+schemathesis.openapi.media_type("application/offset+octet-stream", st.binary(max_size=4096))
 schema = schemathesis.openapi.from_dict(document())
 PAGES = {
     "/ui": "text/html",
@@ -31,6 +34,9 @@ def base_url(stack: Stack) -> str:
 def test_no_generated_request_gets_a_server_error(case: schemathesis.Case, base_url: str, token: str) -> None:
     response = case.call(base_url=base_url, headers={"Authorization": f"Bearer {token}"}, timeout=30)
     assert response.status_code < 500, (case.method, case.formatted_path, response.status_code, response.text[:300])
+    if response.status_code == 204 or case.method == "HEAD":  # no body (tus answers, SPEC 19)
+        assert not response.content, (case.method, case.formatted_path, response.status_code)
+        return
     content_type = response.headers.get("content-type") or [""]
     page = case.method == "GET" and response.status_code < 400
     expected = PAGES.get(case.path, "application/json") if page else "application/json"

@@ -19,6 +19,7 @@ import psycopg2.pool
 from service import logs
 from service.config import Config, load_config
 from service.edges.api import Api, JobNotFound, PermissionDenied, Unauthenticated
+from service.edges.rest.bodies import discard_body
 from service.edges.rest.metrics import HttpMetrics, MetricsResource
 from service.edges.rest.resources import (
     EnqueueResource,
@@ -34,9 +35,11 @@ from service.edges.rest.resources import (
     ReadyResource,
 )
 from service.edges.rest.ui import UiResource
+from service.edges.rest.uploads import TusHeaders, UploadResource, UploadsResource
 from service.edges.wiring import Edge, build_edge
 from service.errors import BlobUnavailable, ConfigError, CustomerDBUnavailable, JobConflict, RequestRefused
 from service.logs import describe, redact
+from service.stages.uploads import ChecksumMismatch, OffsetConflict, TooLarge, UploadBusy, UploadGone
 from service.storage.jobs import IdempotencyConflict
 
 log = logging.getLogger(__name__)
@@ -49,7 +52,14 @@ ERROR_STATUS: tuple[tuple[type[Exception], int], ...] = (
     (JobNotFound, 404),
     (IdempotencyConflict, 409),
     (JobConflict, 409),
+    (UploadGone, 404),
+    (OffsetConflict, 409),
+    (TooLarge, 413),
+    (UploadBusy, 423),
+    (ChecksumMismatch, 460),
 )
+# Statuses falcon has no reason phrase for (tus's own).
+REASONS = {460: "460 Checksum Mismatch"}
 DB_UNAVAILABLE = (psycopg2.OperationalError, psycopg2.InterfaceError, psycopg2.pool.PoolError)
 
 
@@ -87,7 +97,7 @@ class Authenticate:
         self, req: falcon.Request, resp: falcon.Response, resource: object, params: dict[str, Any]
     ) -> None:
         """Put the caller's Access on req.context, or raise Unauthenticated."""
-        if not getattr(resource, "public", False):
+        if not getattr(resource, "public", False) and req.method not in getattr(resource, "public_methods", ()):
             req.context.access = self.api.authenticate(req.get_header("Authorization"))
 
 
@@ -102,7 +112,8 @@ def error_body(status: int, message: str, field: str | None = None) -> dict[str,
 def _service_error(req: falcon.Request, resp: falcon.Response, error: Exception, params: dict[str, Any]) -> None:
     """A refused request, a missing token, a hidden job...: its status and message, with the field."""
     status = next(code for kind, code in ERROR_STATUS if isinstance(error, kind))
-    resp.status = status
+    discard_body(req)  # an upload's bytes not taken: the client must still read this answer
+    resp.status = REASONS.get(status, status)
     resp.media = error_body(status, str(error), getattr(error, "field", None))
     if status == 401:
         resp.set_header("WWW-Authenticate", "Bearer")
@@ -170,6 +181,8 @@ def routes(edge: Edge, http: HttpMetrics | None = None) -> list[tuple[str, objec
         ("/jobs/{job_id}/cancel", JobChangeResource(edge.api.cancel)),
         ("/jobs/{job_id}/undo", JobChangeResource(edge.api.undo)),
         ("/jobs/{job_id}/replay", JobReplayResource(edge.api)),
+        ("/uploads", UploadsResource(edge.api)),
+        ("/uploads/{upload_id}", UploadResource(edge.api)),
         ("/healthz", HealthResource()),
         ("/readyz", ReadyResource(edge.dsn)),
         ("/openapi.json", OpenApiResource()),
@@ -181,7 +194,7 @@ def routes(edge: Edge, http: HttpMetrics | None = None) -> list[tuple[str, objec
 def create_app(edge: Edge) -> falcon.App:
     """The falcon app serving the edge's Api."""
     http = HttpMetrics()
-    middleware: list[Any] = [http, RequestJob(), Authenticate(edge.api)]
+    middleware: list[Any] = [http, RequestJob(), Authenticate(edge.api), TusHeaders()]
     app = falcon.App(middleware=middleware)
     for template, resource in routes(edge, http):
         app.add_route(template, resource)

@@ -120,6 +120,14 @@ def _job_schema() -> dict[str, Any]:
             "additionalProperties": False,
         },
         "source": _source_schema(),
+        "upload": {
+            "type": ["object", "null"],
+            "description": "The upload the job imports (enqueued by upload_id): its id and the file name its "
+            "client gave; null for a job enqueued by blob_uri.",
+            "properties": {"id": {"type": "string", "format": "uuid"}, "filename": {"type": "string"}},
+            "required": ["id", "filename"],
+            "additionalProperties": False,
+        },
     }
     return {"type": "object", "properties": properties, "required": list(properties), "additionalProperties": False}
 
@@ -198,19 +206,33 @@ def schemas() -> dict[str, Any]:
     )
     return {
         "EnqueueRequest": _object(
-            {
-                "customer_id": text,
-                "product_type": text,
-                "blob_uri": text
-                | {
-                    "pattern": "^([fF][iI][lL][eE]|[sS]3|[aA][zZ]|[gG][sS]|[hH][tT][tT][pP][sS]?)://",
-                    "description": "file://, s3://, az://, gs://, or https:// (http://) under one of the "
-                    "customer's url_prefixes; any case.",
-                },
+            {"customer_id": text, "product_type": text},
+            blob_uri=text
+            | {
+                "pattern": "^([fF][iI][lL][eE]|[sS]3|[aA][zZ]|[gG][sS]|[hH][tT][tT][pP][sS]?)://",
+                "description": "file://, s3://, az://, gs://, or https:// (http://) under one of the "
+                "customer's url_prefixes; any case.",
+            },
+            upload_id={
+                "type": "string",
+                "format": "uuid",
+                "description": "A finished upload of the same customer (POST /uploads), instead of blob_uri.",
             },
             options=ref("Options"),
-        ),
+        )
+        | {"oneOf": [{"required": ["blob_uri"]}, {"required": ["upload_id"]}]},
         "Options": _options_schema(),
+        "Upload": _object(
+            {
+                "upload_id": {"type": "string", "format": "uuid"},
+                "customer_id": {"type": "string"},
+                "filename": {"type": "string"},
+                "length": {"type": "integer", "minimum": 0},
+                "offset": {"type": "integer", "minimum": 0},
+                "finished": {"type": "boolean"},
+                "expires_at": _nullable("string", format="date-time", description="null once finished."),
+            }
+        ),
         "Enqueued": _object({"job_id": {"type": "string", "format": "uuid"}, "status": {"const": "queued"}}),
         "Job": _job_schema(),
         "JobList": _object({"jobs": {"type": "array", "items": ref("Job")}}),

@@ -1,0 +1,187 @@
+"""Files handed to the service itself (SPEC 19), whatever the protocol that carries them (tus
+at REST's /uploads): create an upload, store its bytes as they come, finish it into a file of
+the customer's area that jobs import, delete it, and sweep the expired and the old.
+
+An upload's stored count (`received`) moves only after the bytes under it are durable, and
+only from the count the request started at: a request cut off keeps what it wrote (unless a
+checksum covered the whole request: then nothing), two requests racing for one upload cannot
+both count, and a process killed mid-request loses only what it had not counted.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+from collections.abc import Callable
+
+from service.config import Config
+from service.errors import ImportServiceError, RequestRefused
+from service.sources import parts
+from service.sources.blob import upload_name
+from service.sources.parts import UploadBusy
+from service.storage.uploads import Upload, UploadStore
+from service.units import human_size
+
+log = logging.getLogger(__name__)
+
+__all__ = ["ChecksumMismatch", "OffsetConflict", "UploadBusy", "UploadGone", "TooLarge"]
+
+# A request without a checksum counts its bytes as stored every this many, so that a long
+# request cut off (or a server killed) resumes near where it stopped, not where it began.
+COUNT_EVERY_BYTES = 64 * 1024 * 1024
+CHECKSUM_ALGORITHMS = ("sha256", "sha1", "md5")  # what a client may name in Upload-Checksum
+
+
+class UploadGone(ImportServiceError):
+    """No such upload for this caller: unknown, another customer's, expired or deleted."""
+
+
+class OffsetConflict(ImportServiceError):
+    """The request's offset is not the upload's stored count."""
+
+
+class ChecksumMismatch(ImportServiceError):
+    """The request's bytes do not have the checksum it announced; none were kept."""
+
+
+class TooLarge(ImportServiceError):
+    """An upload (or a request's bytes) past its declared length or max_file_bytes."""
+
+
+def create(
+    config: Config, store: UploadStore, customer_id: str, length: int, filename: str, metadata: dict[str, str]
+) -> Upload:
+    """A new, empty upload of `length` bytes for the customer."""
+    if customer_id not in config.customers:
+        raise RequestRefused(f"unknown customer {customer_id!r}", field="customer_id")
+    if length > config.max_file_bytes:
+        raise TooLarge(
+            f"the upload's length ({length:,} bytes) is more than the max_file_bytes limit "
+            f"({human_size(config.max_file_bytes)})"
+        )
+    upload = store.create(customer_id, upload_name(filename), length, metadata, config.upload_expiry_hours)
+    parts.create(config.blob_root, customer_id, upload.id)
+    if length == 0:
+        return finish(config, store, upload)
+    return upload
+
+
+def receive(
+    config: Config,
+    store: UploadStore,
+    upload: Upload,
+    offset: int,
+    read: Callable[[int], bytes],
+    count: int | None,
+    checksum: tuple[str, bytes] | None = None,
+) -> Upload:
+    """Store a request's bytes at offset (`count` of them, None: until the body ends) and
+    return the upload as it then is (finished when they were the last).
+
+    Raises OffsetConflict when offset is not the stored count, TooLarge when the bytes would
+    pass the upload's length, ChecksumMismatch when `checksum` (algorithm, digest) does not
+    match them (none are kept), UploadBusy while another request writes it, UploadGone when
+    it expired or was deleted meanwhile."""
+    if upload.finished or offset != upload.received:
+        raise OffsetConflict(
+            f"Upload-Offset is {offset:,} but the upload has {upload.received:,} bytes stored"
+            + (" and is finished" if upload.finished else "")
+        )
+    room = upload.length - offset
+    if count is not None and count > room:
+        raise TooLarge(f"the request has {count:,} bytes but the upload has room for {room:,} more")
+    algorithm = checksum[0] if checksum else None
+    try:
+        with parts.writing(config.blob_root, upload.customer_id, upload.id, offset, algorithm) as writer:
+            counted = offset
+            cut_off = False
+            try:
+                for piece in parts.read_pieces(read, room + 1 if count is None else count):
+                    if writer.written + len(piece) > room:
+                        writer.discard()
+                        raise TooLarge(f"the request has more bytes than the upload's {upload.length:,}")
+                    writer.write(piece)
+                    if checksum is None and offset + writer.written - counted >= COUNT_EVERY_BYTES:
+                        counted = _count(store, writer, upload, counted)
+            except OSError as exc:  # the client went away mid-request
+                log.info("upload %s: the request ended early: %s", upload.id, exc)
+                cut_off = True
+            if count is not None and writer.written < count:
+                cut_off = True
+            if checksum is not None:
+                if cut_off or not hmac.compare_digest(writer.digest(), checksum[1]):
+                    writer.discard()
+                    if cut_off:
+                        raise OffsetConflict("the request ended before all its bytes came; none were kept")
+                    raise ChecksumMismatch(f"the request's bytes do not match their {checksum[0]} checksum")
+            if offset + writer.written > counted:
+                counted = _count(store, writer, upload, counted)
+    except FileNotFoundError:
+        raise UploadGone(f"no upload {upload.id}") from None
+    current = store.get(upload.id)
+    if current is None:
+        raise UploadGone(f"no upload {upload.id}")
+    if current.received == current.length and not current.finished:
+        return finish(config, store, current)
+    return current
+
+
+def _count(store: UploadStore, writer: parts.Writer, upload: Upload, counted: int) -> int:
+    """Make the written bytes durable and count them; the new count."""
+    writer.sync()
+    end = writer.start + writer.written
+    if not store.advance(upload.id, counted, end):
+        writer.discard()
+        raise UploadGone(f"no upload {upload.id}")
+    return end
+
+
+def finish(config: Config, store: UploadStore, upload: Upload) -> Upload:
+    """Move a fully stored upload's file into the customer's area and mark it finished."""
+    path = parts.complete(config.blob_root, upload.customer_id, upload.id, upload.filename)
+    finished = store.finish(upload.id, path.resolve().as_uri())
+    if finished is None:  # deleted (or expired) meanwhile
+        parts.remove(config.blob_root, upload.customer_id, upload.id, path)
+        raise UploadGone(f"no upload {upload.id}")
+    return finished
+
+
+def delete(config: Config, store: UploadStore, upload: Upload) -> None:
+    """Delete an upload and its bytes (tus termination)."""
+    gone = store.delete(upload.id)
+    if gone is not None:
+        _remove_bytes(config, gone)
+
+
+def _remove_bytes(config: Config, upload: Upload) -> None:
+    finished = None
+    if upload.blob_uri is not None and upload.blob_uri.startswith("file://"):
+        finished = parts.final_path(config.blob_root, upload.customer_id, upload.id, upload.filename)
+    parts.remove(config.blob_root, upload.customer_id, upload.id, finished)
+
+
+def sweep(config: Config, store: UploadStore) -> int:
+    """Delete unfinished uploads past their expiry and finished ones past undo_retention_days,
+    bytes first; how many went."""
+    gone = 0
+    for upload in store.due(config.undo_retention_days):
+        _remove_bytes(config, upload)
+        if store.delete(upload.id) is not None:
+            gone += 1
+    if gone:
+        log.info("deleted %d expired or old upload(s)", gone)
+    return gone
+
+
+def for_job(store: UploadStore, upload_id: object, customer_id: str) -> Upload:
+    """The finished upload a job of this customer imports; RequestRefused naming upload_id for
+    an unknown id, another customer's upload or an unfinished one."""
+    upload = store.get(upload_id) if isinstance(upload_id, str) else None
+    if upload is None or upload.customer_id != customer_id:
+        raise RequestRefused(f"no upload {str(upload_id)[:60]!r} of customer {customer_id!r}", field="upload_id")
+    if not upload.finished:
+        raise RequestRefused(
+            f"upload {upload.id} is not finished ({upload.received:,} of {upload.length:,} bytes received)",
+            field="upload_id",
+        )
+    return upload

@@ -1,0 +1,123 @@
+"""Uploads in the app DB (SPEC 19): who an upload belongs to, its length, how many of its bytes
+are stored, and where the whole file is once they all are. The bytes themselves are the blob
+store's (service/sources/parts.py); this module never touches them.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import psycopg2.extras
+
+from service.storage.app_db import AppDB
+
+_COLUMNS = (
+    "id::text AS id, customer_id, filename, length, received, metadata, blob_uri, created_at, expires_at, finished_at"
+)
+
+
+@dataclass(frozen=True)
+class Upload:
+    """A row of import_uploads."""
+
+    id: str
+    customer_id: str
+    filename: str
+    length: int
+    received: int
+    metadata: dict[str, str]
+    blob_uri: str | None
+    created_at: datetime
+    expires_at: datetime
+    finished_at: datetime | None
+
+    @property
+    def finished(self) -> bool:
+        """Whether every byte is stored (the upload can be imported)."""
+        return self.finished_at is not None
+
+
+def is_upload_id(text: Any) -> bool:
+    """Whether text is an upload id as this service makes them (a UUID)."""
+    if not isinstance(text, str) or len(text) != 36:
+        return False
+    try:
+        uuid.UUID(text)
+    except ValueError:
+        return False
+    return True
+
+
+class UploadStore(AppDB):
+    """Create, read, advance, finish and delete uploads."""
+
+    def create(self, customer_id: str, filename: str, length: int, metadata: dict[str, str], hours: float) -> Upload:
+        """A new upload of `length` bytes that expires `hours` from now unless it is finished."""
+        with self.transaction() as cur:
+            cur.execute(
+                f"INSERT INTO import_uploads (id, customer_id, filename, length, metadata, expires_at) "
+                f"VALUES (%s, %s, %s, %s, %s, now() + make_interval(secs => %s)) RETURNING {_COLUMNS}",
+                (str(uuid.uuid4()), customer_id, filename, length, psycopg2.extras.Json(metadata), hours * 3600.0),
+            )
+            return Upload(**cur.fetchone())
+
+    def get(self, upload_id: str) -> Upload | None:
+        """The upload, or None (also for an id that is not a UUID). An unfinished upload past
+        its expiry is gone, whether or not the sweep deleted it yet."""
+        if not is_upload_id(upload_id):
+            return None
+        with self.transaction() as cur:
+            cur.execute(
+                f"SELECT {_COLUMNS} FROM import_uploads WHERE id = %s AND (finished_at IS NOT NULL OR expires_at > now())",
+                (upload_id,),
+            )
+            row = cur.fetchone()
+        return Upload(**row) if row else None
+
+    def advance(self, upload_id: str, start: int, end: int) -> bool:
+        """Count the bytes [start, end) as stored; False when another request moved the upload
+        on from start first (or it expired or finished), and nothing changes."""
+        with self.transaction() as cur:
+            cur.execute(
+                "UPDATE import_uploads SET received = %s, updated_at = now() "
+                "WHERE id = %s AND received = %s AND finished_at IS NULL AND expires_at > now()",
+                (end, upload_id, start),
+            )
+            return bool(cur.rowcount)
+
+    def finish(self, upload_id: str, blob_uri: str) -> Upload | None:
+        """Mark a fully received upload finished, its file at blob_uri; None if it is gone."""
+        with self.transaction() as cur:
+            cur.execute(
+                f"UPDATE import_uploads SET blob_uri = %s, finished_at = now(), updated_at = now() "
+                f"WHERE id = %s AND received = length AND finished_at IS NULL RETURNING {_COLUMNS}",
+                (blob_uri, upload_id),
+            )
+            row = cur.fetchone()
+        return Upload(**row) if row else None
+
+    def delete(self, upload_id: str) -> Upload | None:
+        """Delete the upload's row; the row as it was, or None if there was none."""
+        if not is_upload_id(upload_id):
+            return None
+        with self.transaction() as cur:
+            cur.execute(f"DELETE FROM import_uploads WHERE id = %s RETURNING {_COLUMNS}", (upload_id,))
+            row = cur.fetchone()
+        return Upload(**row) if row else None
+
+    def due(self, retention_days: int, limit: int = 100) -> list[Upload]:
+        """Uploads whose bytes should go: unfinished ones past their expiry, finished ones
+        older than retention_days (the customer's undo retention)."""
+        with self.transaction() as cur:
+            cur.execute(
+                f"(SELECT {_COLUMNS} FROM import_uploads WHERE finished_at IS NULL AND expires_at <= now() "
+                f"ORDER BY expires_at LIMIT %(limit)s) UNION ALL "
+                f"(SELECT {_COLUMNS} FROM import_uploads "
+                f"WHERE finished_at IS NOT NULL AND finished_at <= now() - make_interval(days => %(days)s) "
+                f"ORDER BY finished_at LIMIT %(limit)s)",
+                {"limit": limit, "days": retention_days},
+            )
+            return [Upload(**row) for row in cur.fetchall()]
