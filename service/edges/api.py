@@ -67,7 +67,14 @@ class Api:
         self.config = config
         self.jobs = jobs
         self.products = products
-        self.uploads = uploads if uploads is not None else UploadStore(jobs.dsn, maxconn=4)
+        self._uploads = uploads
+
+    @property
+    def uploads(self) -> UploadStore:
+        """The app DB's uploads (SPEC 19), on the jobs' database; built on first use."""
+        if self._uploads is None:
+            self._uploads = UploadStore(self.jobs.dsn, maxconn=4)
+        return self._uploads
 
     def authenticate(self, authorization: str | None) -> Access:
         """Turn an `Authorization: Bearer <token>` value into Access; fail closed (SPEC 4).

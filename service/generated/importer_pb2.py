@@ -26,7 +26,7 @@ from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n service/generated/importer.proto\x12\x08importer\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x1f\n\rGetJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"\xfe\x04\n\x03Job\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x13\n\x0b\x63ustomer_id\x18\x02 \x01(\t\x12\x14\n\x0cproduct_type\x18\x03 \x01(\t\x12\x10\n\x08\x62lob_uri\x18\x04 \x01(\t\x12(\n\x07options\x18\x05 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x0e\n\x06status\x18\x06 \x01(\t\x12\x12\n\nrows_total\x18\x07 \x01(\x03\x12\x12\n\nrows_valid\x18\x08 \x01(\x03\x12\x14\n\x0crows_invalid\x18\t \x01(\x03\x12\x15\n\rrows_inserted\x18\n \x01(\x03\x12\x12\n\x05\x65rror\x18\x0b \x01(\tH\x00\x88\x01\x01\x12.\n\ncreated_at\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nstarted_at\x18\r \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x66inished_at\x18\x0e \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x14\n\x0crows_updated\x18\x0f \x01(\x03\x12\x16\n\x0erows_unchanged\x18\x10 \x01(\x03\x12\x16\n\x0erows_duplicate\x18\x11 \x01(\x03\x12\x14\n\x0crows_deleted\x18\x12 \x01(\x03\x12-\n\tundone_at\x18\x13 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0b\x63hunks_done\x18\x14 \x01(\x05\x12\x19\n\x0c\x63hunks_total\x18\x15 \x01(\x05H\x01\x88\x01\x01\x12 \n\x06source\x18\x16 \x01(\x0b\x32\x10.importer.SourceB\x08\n\x06_errorB\x0f\n\r_chunks_total\"\x82\x01\n\x06Source\x12\x0e\n\x06scheme\x18\x01 \x01(\t\x12\x18\n\x0b\x63ompression\x18\x02 \x01(\tH\x00\x88\x01\x01\x12\x13\n\x06\x66ormat\x18\x03 \x01(\tH\x01\x88\x01\x01\x12\x13\n\x06member\x18\x04 \x01(\tH\x02\x88\x01\x01\x42\x0e\n\x0c_compressionB\t\n\x07_formatB\t\n\x07_member\"B\n\x12ListRejectsRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\r\n\x05\x61\x66ter\x18\x02 \x01(\x03\x12\r\n\x05limit\x18\x03 \x01(\x05\"k\n\x06Reject\x12\x12\n\nsource_row\x18\x01 \x01(\x03\x12\'\n\x06record\x18\x02 \x01(\x0b\x32\x17.google.protobuf.Struct\x12$\n\x06\x65rrors\x18\x03 \x03(\x0b\x32\x14.importer.FieldError\",\n\nFieldError\x12\r\n\x05\x66ield\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t2\x91\x03\n\x08Importer\x12;\n\x07\x45nqueue\x12\x17.google.protobuf.Struct\x1a\x17.google.protobuf.Struct\x12\x30\n\x06GetJob\x12\x17.importer.GetJobRequest\x1a\r.importer.Job\x12\x34\n\x08WatchJob\x12\x17.importer.GetJobRequest\x1a\r.importer.Job0\x01\x12\x33\n\tCancelJob\x12\x17.importer.GetJobRequest\x1a\r.importer.Job\x12\x31\n\x07UndoJob\x12\x17.importer.GetJobRequest\x1a\r.importer.Job\x12\x37\n\rReplayRejects\x12\x17.importer.GetJobRequest\x1a\r.importer.Job\x12?\n\x0bListRejects\x12\x1c.importer.ListRejectsRequest\x1a\x10.importer.Reject0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n service/generated/importer.proto\x12\x08importer\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x1f\n\rGetJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"\xb0\x05\n\x03Job\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x13\n\x0b\x63ustomer_id\x18\x02 \x01(\t\x12\x14\n\x0cproduct_type\x18\x03 \x01(\t\x12\x10\n\x08\x62lob_uri\x18\x04 \x01(\t\x12(\n\x07options\x18\x05 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x0e\n\x06status\x18\x06 \x01(\t\x12\x12\n\nrows_total\x18\x07 \x01(\x03\x12\x12\n\nrows_valid\x18\x08 \x01(\x03\x12\x14\n\x0crows_invalid\x18\t \x01(\x03\x12\x15\n\rrows_inserted\x18\n \x01(\x03\x12\x12\n\x05\x65rror\x18\x0b \x01(\tH\x00\x88\x01\x01\x12.\n\ncreated_at\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nstarted_at\x18\r \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x66inished_at\x18\x0e \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x14\n\x0crows_updated\x18\x0f \x01(\x03\x12\x16\n\x0erows_unchanged\x18\x10 \x01(\x03\x12\x16\n\x0erows_duplicate\x18\x11 \x01(\x03\x12\x14\n\x0crows_deleted\x18\x12 \x01(\x03\x12-\n\tundone_at\x18\x13 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0b\x63hunks_done\x18\x14 \x01(\x05\x12\x19\n\x0c\x63hunks_total\x18\x15 \x01(\x05H\x01\x88\x01\x01\x12 \n\x06source\x18\x16 \x01(\x0b\x32\x10.importer.Source\x12%\n\x06upload\x18\x17 \x01(\x0b\x32\x10.importer.UploadH\x02\x88\x01\x01\x42\x08\n\x06_errorB\x0f\n\r_chunks_totalB\t\n\x07_upload\"&\n\x06Upload\x12\n\n\x02id\x18\x01 \x01(\t\x12\x10\n\x08\x66ilename\x18\x02 \x01(\t\"\x82\x01\n\x06Source\x12\x0e\n\x06scheme\x18\x01 \x01(\t\x12\x18\n\x0b\x63ompression\x18\x02 \x01(\tH\x00\x88\x01\x01\x12\x13\n\x06\x66ormat\x18\x03 \x01(\tH\x01\x88\x01\x01\x12\x13\n\x06member\x18\x04 \x01(\tH\x02\x88\x01\x01\x42\x0e\n\x0c_compressionB\t\n\x07_formatB\t\n\x07_member\"B\n\x12ListRejectsRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\r\n\x05\x61\x66ter\x18\x02 \x01(\x03\x12\r\n\x05limit\x18\x03 \x01(\x05\"k\n\x06Reject\x12\x12\n\nsource_row\x18\x01 \x01(\x03\x12\'\n\x06record\x18\x02 \x01(\x0b\x32\x17.google.protobuf.Struct\x12$\n\x06\x65rrors\x18\x03 \x03(\x0b\x32\x14.importer.FieldError\",\n\nFieldError\x12\r\n\x05\x66ield\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t2\x91\x03\n\x08Importer\x12;\n\x07\x45nqueue\x12\x17.google.protobuf.Struct\x1a\x17.google.protobuf.Struct\x12\x30\n\x06GetJob\x12\x17.importer.GetJobRequest\x1a\r.importer.Job\x12\x34\n\x08WatchJob\x12\x17.importer.GetJobRequest\x1a\r.importer.Job0\x01\x12\x33\n\tCancelJob\x12\x17.importer.GetJobRequest\x1a\r.importer.Job\x12\x31\n\x07UndoJob\x12\x17.importer.GetJobRequest\x1a\r.importer.Job\x12\x37\n\rReplayRejects\x12\x17.importer.GetJobRequest\x1a\r.importer.Job\x12?\n\x0bListRejects\x12\x1c.importer.ListRejectsRequest\x1a\x10.importer.Reject0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -36,15 +36,17 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_GETJOBREQUEST']._serialized_start=109
   _globals['_GETJOBREQUEST']._serialized_end=140
   _globals['_JOB']._serialized_start=143
-  _globals['_JOB']._serialized_end=781
-  _globals['_SOURCE']._serialized_start=784
-  _globals['_SOURCE']._serialized_end=914
-  _globals['_LISTREJECTSREQUEST']._serialized_start=916
-  _globals['_LISTREJECTSREQUEST']._serialized_end=982
-  _globals['_REJECT']._serialized_start=984
-  _globals['_REJECT']._serialized_end=1091
-  _globals['_FIELDERROR']._serialized_start=1093
-  _globals['_FIELDERROR']._serialized_end=1137
-  _globals['_IMPORTER']._serialized_start=1140
-  _globals['_IMPORTER']._serialized_end=1541
+  _globals['_JOB']._serialized_end=831
+  _globals['_UPLOAD']._serialized_start=833
+  _globals['_UPLOAD']._serialized_end=871
+  _globals['_SOURCE']._serialized_start=874
+  _globals['_SOURCE']._serialized_end=1004
+  _globals['_LISTREJECTSREQUEST']._serialized_start=1006
+  _globals['_LISTREJECTSREQUEST']._serialized_end=1072
+  _globals['_REJECT']._serialized_start=1074
+  _globals['_REJECT']._serialized_end=1181
+  _globals['_FIELDERROR']._serialized_start=1183
+  _globals['_FIELDERROR']._serialized_end=1227
+  _globals['_IMPORTER']._serialized_start=1230
+  _globals['_IMPORTER']._serialized_end=1631
 # @@protoc_insertion_point(module_scope)

@@ -17,7 +17,7 @@ class GetJobRequest(_message.Message):
     def __init__(self, job_id: _Optional[str] = ...) -> None: ...
 
 class Job(_message.Message):
-    __slots__ = ("job_id", "customer_id", "product_type", "blob_uri", "options", "status", "rows_total", "rows_valid", "rows_invalid", "rows_inserted", "error", "created_at", "started_at", "finished_at", "rows_updated", "rows_unchanged", "rows_duplicate", "rows_deleted", "undone_at", "chunks_done", "chunks_total", "source")
+    __slots__ = ("job_id", "customer_id", "product_type", "blob_uri", "options", "status", "rows_total", "rows_valid", "rows_invalid", "rows_inserted", "error", "created_at", "started_at", "finished_at", "rows_updated", "rows_unchanged", "rows_duplicate", "rows_deleted", "undone_at", "chunks_done", "chunks_total", "source", "upload")
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
     CUSTOMER_ID_FIELD_NUMBER: _ClassVar[int]
     PRODUCT_TYPE_FIELD_NUMBER: _ClassVar[int]
@@ -40,6 +40,7 @@ class Job(_message.Message):
     CHUNKS_DONE_FIELD_NUMBER: _ClassVar[int]
     CHUNKS_TOTAL_FIELD_NUMBER: _ClassVar[int]
     SOURCE_FIELD_NUMBER: _ClassVar[int]
+    UPLOAD_FIELD_NUMBER: _ClassVar[int]
     job_id: str
     customer_id: str
     product_type: str
@@ -62,7 +63,16 @@ class Job(_message.Message):
     chunks_done: int
     chunks_total: int
     source: Source
-    def __init__(self, job_id: _Optional[str] = ..., customer_id: _Optional[str] = ..., product_type: _Optional[str] = ..., blob_uri: _Optional[str] = ..., options: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., status: _Optional[str] = ..., rows_total: _Optional[int] = ..., rows_valid: _Optional[int] = ..., rows_invalid: _Optional[int] = ..., rows_inserted: _Optional[int] = ..., error: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., finished_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., rows_updated: _Optional[int] = ..., rows_unchanged: _Optional[int] = ..., rows_duplicate: _Optional[int] = ..., rows_deleted: _Optional[int] = ..., undone_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., chunks_done: _Optional[int] = ..., chunks_total: _Optional[int] = ..., source: _Optional[_Union[Source, _Mapping]] = ...) -> None: ...
+    upload: Upload
+    def __init__(self, job_id: _Optional[str] = ..., customer_id: _Optional[str] = ..., product_type: _Optional[str] = ..., blob_uri: _Optional[str] = ..., options: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., status: _Optional[str] = ..., rows_total: _Optional[int] = ..., rows_valid: _Optional[int] = ..., rows_invalid: _Optional[int] = ..., rows_inserted: _Optional[int] = ..., error: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., finished_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., rows_updated: _Optional[int] = ..., rows_unchanged: _Optional[int] = ..., rows_duplicate: _Optional[int] = ..., rows_deleted: _Optional[int] = ..., undone_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., chunks_done: _Optional[int] = ..., chunks_total: _Optional[int] = ..., source: _Optional[_Union[Source, _Mapping]] = ..., upload: _Optional[_Union[Upload, _Mapping]] = ...) -> None: ...
+
+class Upload(_message.Message):
+    __slots__ = ("id", "filename")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    FILENAME_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    filename: str
+    def __init__(self, id: _Optional[str] = ..., filename: _Optional[str] = ...) -> None: ...
 
 class Source(_message.Message):
     __slots__ = ("scheme", "compression", "format", "member")

@@ -76,7 +76,7 @@ class ImporterServicer:
     """Missing associated documentation comment in .proto file."""
 
     def Enqueue(self, request, context):
-        """Takes {customer_id, product_type, blob_uri, options?, idempotency_key?} and returns
+        """Takes {customer_id, product_type, blob_uri (or upload_id), options?, idempotency_key?} and returns
         {job_id, status}: a Struct, as the original service had it, so its clients keep working.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 import signal
 import subprocess
@@ -19,13 +20,16 @@ from google.protobuf import struct_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
+from service.config import load_config
 from service.edges.grpc.server import MAX_WATCHES, PROGRESS, status_for
 from service.generated import importer_pb2, importer_pb2_grpc
 from service.sources import blob
+from service.stages import uploads
 from service.storage.app_db import Q
 from service.storage.jobs import JobStore
+from service.storage.uploads import UploadStore
 from tests.conftest import ROOT, query
-from tests.e2e.conftest import Stack
+from tests.e2e.conftest import USERS_CSV, Stack
 
 ACME = (("authorization", "Bearer tok-acme"),)
 GLOBEX = (("authorization", "Bearer tok-globex"),)
@@ -538,3 +542,29 @@ def test_an_address_already_in_use_stops_the_server_with_exit_2(stack: Stack, ta
     result = subprocess.run(command, env=env, cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert result.returncode == 2
     assert result.stderr.strip().splitlines()[-1].startswith("grpc_server: configuration error: GRPC_ADDR")
+
+
+def finished_upload(stack: Stack, customer: str, data: bytes, filename: str) -> str:
+    """A finished upload of the customer, made as the REST server's tus route makes one (set-up:
+    tests/e2e/test_uploads.py tests that route)."""
+    config = load_config(stack.env)
+    store = UploadStore(stack.app_dsn, maxconn=1)
+    try:
+        upload = uploads.create(config, store, customer, len(data), filename, {"filename": filename})
+        return uploads.receive(config, store, upload, 0, io.BytesIO(data).read, len(data)).id
+    finally:
+        store.close()
+
+
+def test_enqueue_by_upload_id_and_the_job_names_the_upload(stack: Stack, importer: Any) -> None:
+    upload_id = finished_upload(stack, "acme", USERS_CSV.encode(), "from grpc.csv")
+    request = struct(customer_id="acme", product_type="users", upload_id=upload_id)
+    job = wait_finished(importer, importer.Enqueue(request, metadata=ACME, timeout=TIMEOUT)["job_id"])
+    assert job.status == "succeeded", job.error
+    assert job.HasField("upload") and job.upload == importer_pb2.Upload(id=upload_id, filename="from grpc.csv")
+    plain = wait_finished(importer, importer.Enqueue(users_request(stack), metadata=ACME, timeout=TIMEOUT)["job_id"])
+    assert not plain.HasField("upload")
+    theirs = refusal(
+        importer.Enqueue, struct(customer_id="globex", product_type="users", upload_id=upload_id), metadata=GLOBEX
+    )
+    assert theirs.code() == grpc.StatusCode.INVALID_ARGUMENT and "upload_id" in (theirs.details() or "")

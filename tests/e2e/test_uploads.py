@@ -6,7 +6,10 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import signal
 import socket
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -17,7 +20,7 @@ import pytest
 import requests
 from tusclient import client as tus
 
-from tests.conftest import Databases, query, until
+from tests.conftest import ROOT, Databases, query, until
 from tests.e2e.conftest import Stack, make_stack
 
 TUS = {"Tus-Resumable": "1.0.0"}
@@ -332,3 +335,106 @@ def test_an_unfinished_upload_expires_and_its_bytes_are_swept(short_lived: Serve
     until(lambda: not part.exists(), timeout=40)  # the workers' sweep (every 10 s)
     rows = query(short_lived.stack.app_dsn, "SELECT count(*) FROM import_uploads WHERE id = %s", (upload_id(url),))
     assert rows == [(0,)]
+
+
+# -- importctl upload: the real binary, through the real REST server ----------------------------
+
+IMPORTCTL = str(Path(sys.executable).parent / "importctl")
+
+
+def importctl_env(server: Server, tmp_path: Path, token: str = "tok-acme") -> dict[str, str]:
+    return dict(server.stack.env, IMPORT_TOKEN=token, XDG_CACHE_HOME=str(tmp_path / "cache"))
+
+
+def test_importctl_upload_and_enqueue_imports_the_file(server: Server, tmp_path: Path) -> None:
+    data = users_csv(2000)
+    source = tmp_path / "cli users.csv"
+    source.write_bytes(data)
+    command = [IMPORTCTL, "upload", str(source), "--customer=acme", f"--url={server.url}"]
+    command += ["--enqueue", "--product=users", "--wait"]
+    result = subprocess.run(
+        command, env=importctl_env(server, tmp_path), cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr
+    upload, job_id = result.stdout.split()
+    final = server.stack.blob_root / "acme" / "uploads" / f"{upload}-cli users.csv"
+    assert sha256(final) == hashlib.sha256(data).hexdigest()
+    job = server.job(job_id)
+    assert (job["status"], job["rows_inserted"], job["upload"]["filename"]) == ("succeeded", 2000, "cli users.csv")
+    assert "IMPORT_TOKEN" not in result.stderr and "tok-acme" not in result.stderr + result.stdout
+    status = subprocess.run(
+        [IMPORTCTL, "status", job_id], env=server.stack.env, cwd=ROOT, capture_output=True, text=True, timeout=60
+    )
+    assert status.returncode == 0 and f"upload: cli users.csv ({upload})" in status.stdout, status
+    # The same upload again, by id, from importctl enqueue.
+    again = subprocess.run(
+        [IMPORTCTL, "enqueue", "--customer=acme", "--product=users", f"--upload={upload}", "--wait"],
+        env=server.stack.env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert again.returncode == 0, again.stderr
+    assert server.job(again.stdout.strip())["upload"] == {"id": upload, "filename": "cli users.csv"}
+    theirs = subprocess.run(
+        [IMPORTCTL, "enqueue", "--customer=globex", "--product=users", f"--upload={upload}"],
+        env=server.stack.env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert theirs.returncode == 2 and "refused (upload_id)" in theirs.stderr, theirs.stderr
+
+
+def test_importctl_upload_resumes_after_ctrl_c(server: Server, tmp_path: Path) -> None:
+    source = tmp_path / "big.csv"
+    with source.open("wb") as out:
+        out.write(b"external_id,email\n")
+        for block in range(36):  # about 58 MB, under the module's max_file_bytes (64 MiB)
+            out.write(
+                b"".join(b"u%d,user%d@example.com\n" % (i, i) for i in range(block * 50_000, (block + 1) * 50_000))
+            )
+    size = source.stat().st_size
+    env = importctl_env(server, tmp_path)
+    command = [IMPORTCTL, "upload", str(source), "--customer=acme", f"--url={server.url}", "--chunk-size=1048576"]
+    first = subprocess.Popen(command, env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    counted = "SELECT coalesce(max(received), 0) FROM import_uploads WHERE filename = 'big.csv'"
+    try:
+        until(lambda: query(server.stack.app_dsn, counted)[0][0] >= 2 * 1024 * 1024, timeout=60, interval=0.005)
+    except AssertionError:
+        first.kill()
+        raise AssertionError(first.communicate()) from None
+    first.send_signal(signal.SIGINT)
+    out, err = first.communicate(timeout=60)
+    assert first.returncode == 130, (out, err)
+    stopped = query(server.stack.app_dsn, counted)[0][0]
+    assert 0 < stopped < size
+    again = subprocess.run(command, env=env, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr
+    resumed = int(again.stderr.split("resuming at ", 1)[1].split(" ", 1)[0].replace(",", ""))
+    assert resumed >= stopped - 1024 * 1024  # at most the request it was in is sent again
+    final = server.stack.blob_root / "acme" / "uploads" / f"{again.stdout.strip()}-big.csv"
+    assert sha256(final) == sha256(source)
+
+
+def test_importctl_upload_refused_names_the_reason(server: Server, tmp_path: Path) -> None:
+    source = tmp_path / "theirs.csv"
+    source.write_bytes(users_csv(3))
+    command = [IMPORTCTL, "upload", str(source), "--customer=acme", f"--url={server.url}"]
+    result = subprocess.run(
+        command, env=importctl_env(server, tmp_path, "tok-globex"), cwd=ROOT, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 1, result
+    assert "403" in result.stderr and "may not act for customer 'acme'" in result.stderr
+    assert "Traceback" not in result.stderr
+    missing = subprocess.run(
+        [IMPORTCTL, "upload", str(tmp_path / "nope.csv"), "--customer=acme", f"--url={server.url}"],
+        env=importctl_env(server, tmp_path),
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert missing.returncode == 2 and "nope.csv is not a readable regular file" in missing.stderr

@@ -1,7 +1,8 @@
 """importctl: enqueue, run and inspect imports, run workers, migrate the app DB.
 
 Usage:
-  importctl enqueue --customer=C --product=P (--file=PATH | --uri=URI) [--option=K=V]... [--idempotency-key=KEY] [--wait]
+  importctl enqueue --customer=C --product=P (--file=PATH | --uri=URI | --upload=ID) [--option=K=V]... [--idempotency-key=KEY] [--wait]
+  importctl upload FILE --customer=C [--url=URL] [--chunk-size=BYTES] [--enqueue --product=P [--option=K=V]... [--wait]]
   importctl import --customer=C --product=P (--file=PATH | --uri=URI) [--option=K=V]...
   importctl status JOB [--json]
   importctl logs JOB
@@ -20,6 +21,10 @@ Options:
   --product=P           Product type (a schema in schemas/).
   --file=PATH           A local file; it is copied into the customer's blob area first.
   --uri=URI             A file:// URI inside the customer's blob area.
+  --upload=ID           A finished upload of the customer (`importctl upload`, or tus at /uploads).
+  --url=URL             The REST server `upload` sends to (default: http:// and the configuration's rest_addr).
+  --chunk-size=BYTES    Bytes per upload request (a cut-off run resends at most one) [default: 8388608].
+  --enqueue             After the upload, start an import of it (through the REST server).
   --option=K=V          A job option, e.g. --option=dry_run=true --option=delimiter=';'.
                         Several sheets of one workbook: --option=sheet=Q1 --option=sheet=Q2.
   --idempotency-key=KEY Enqueue at most one job for this key and request.
@@ -30,10 +35,15 @@ Options:
   --threads=N           Threads per worker process (default: WORKER_CONCURRENCY).
 
 `status` prints the job's line, then its source: the blob_uri's scheme, the compression, the
-format and the ZIP archive member read, as far as they are known (`--json`: the job's view).
+format and the ZIP archive member read, as far as they are known, and the upload it imports
+(`--json`: the job's view).
 `cancel` stops a queued or running job; `undo` takes back what a succeeded job wrote. Both
 print the job; when a worker completes the change, they say so (`status` shows when it has).
 `rejects` writes the job's rejected rows as a CSV file: its header columns plus `errors`.
+`upload` hands FILE to the REST server over tus and prints its upload id; run again after
+Ctrl-C or a dropped connection, it resumes where the server stopped. The bearer token comes
+from the IMPORT_TOKEN variable. With --enqueue it then enqueues the upload and prints the
+job id (--wait: and waits for the job).
 `token new` prints a new random API token for customer C (ids separated by commas, or * for
 all) and the line to add to the token file, which keeps only the token's SHA-256 digest.
 `replay` validates the rejected rows of a job that has ended again, against the product
@@ -72,7 +82,7 @@ from service.sources import blob
 from service.stages.enqueue import OPTION_TYPES
 from service.storage.db import app_dsn
 from service.storage.jobs import Job, JobStore, migrate
-from service.storage.views import job_source, job_view
+from service.storage.views import job_source, job_upload, job_view
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 POLL_SECONDS = 0.2
@@ -113,6 +123,8 @@ def _dispatch(args: dict[str, Any]) -> int:
         return EXIT_OK
     config = load_config()
     logs.configure(config.log_format, logging.WARNING)
+    if args["upload"]:
+        return _upload(args, config)
     if args["worker"]:
         from service.edges.cli.supervisor import run_workers
 
@@ -281,14 +293,13 @@ def _enqueue(args: dict[str, Any], config: Config) -> int:
 
     services = actors.services()
     customer = args["--customer"]
-    uri = args["--uri"] or blob.upload(Path(args["--file"]), customer, config)
-    body = {
-        "customer_id": customer,
-        "product_type": args["--product"],
-        "blob_uri": uri,
-        "options": parse_options(args["--option"]),
-    }
-    request = check_request(body, config, services.products)
+    body: dict[str, Any] = {"customer_id": customer, "product_type": args["--product"]}
+    if args["--upload"]:
+        body["upload_id"] = args["--upload"]
+    else:
+        body["blob_uri"] = args["--uri"] or blob.upload(Path(args["--file"]), customer, config)
+    body["options"] = parse_options(args["--option"])
+    request = check_request(body, config, services.products, services.uploads)
     job, _ = enqueue(request, services.jobs, args["--idempotency-key"])
     if args["import"]:
         job = _run_until_done(job.id, services.jobs, config)
@@ -299,6 +310,39 @@ def _enqueue(args: dict[str, Any], config: Config) -> int:
         job = wait_for(job.id, services.jobs)
         print(summary(job), file=sys.stderr)
         return EXIT_OK if job.status == "succeeded" else EXIT_FAILED
+    return EXIT_OK
+
+
+def _upload(args: dict[str, Any], config: Config) -> int:
+    """Upload a file over tus (resuming), print its id; then, with --enqueue, start its job."""
+    from service.edges.cli import upload
+
+    base_url = args["--url"] or f"http://{config.rest_addr}"
+    try:
+        chunk = int(args["--chunk-size"])
+    except ValueError:
+        chunk = 0
+    if chunk < 1:
+        raise RequestRefused("--chunk-size must be a whole number of bytes, 1 or more", field="chunk_size")
+    upload_id = upload.upload(Path(args["FILE"]), args["--customer"], base_url, chunk)
+    print(upload_id)
+    if not args["--enqueue"]:
+        return EXIT_OK
+    body = {
+        "customer_id": args["--customer"],
+        "product_type": args["--product"],
+        "upload_id": upload_id,
+        "options": parse_options(args["--option"]),
+    }
+    job_id = upload.enqueue(base_url, body)
+    print(job_id)
+    if args["--wait"]:
+        job = upload.wait(base_url, job_id)
+        print(
+            f"{job['job_id']}  {job['status']}  inserted={job['rows_inserted']} invalid={job['rows_invalid']}",
+            file=sys.stderr,
+        )
+        return EXIT_OK if job["status"] == "succeeded" else EXIT_FAILED
     return EXIT_OK
 
 
@@ -360,7 +404,11 @@ def summary(job: Job) -> str:
 
 def described(job: Job) -> str:
     """What status, cancel and undo print: the summary line, then where the rows come from."""
-    return f"{summary(job)}\nsource: {source_line(job_source(job))}"
+    text = f"{summary(job)}\nsource: {source_line(job_source(job))}"
+    upload = job_upload(job)
+    if upload is not None:
+        text += f"\nupload: {ascii(upload['filename'])[1:-1]} ({upload['id']})"
+    return text
 
 
 def source_line(source: dict[str, str | None]) -> str:

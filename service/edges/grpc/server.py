@@ -38,7 +38,7 @@ from service.generated import importer_pb2, importer_pb2_grpc
 from service.logs import describe, redact
 from service.storage.jobs import IdempotencyConflict, Job
 from service.storage.rejects import Reject
-from service.storage.views import job_source
+from service.storage.views import job_source, job_upload
 
 log = logging.getLogger(__name__)
 
@@ -203,6 +203,9 @@ def job_message(job: Job) -> importer_pb2.Job:
         if getattr(job, name) is not None:
             getattr(message, name).FromDatetime(getattr(job, name))
     message.source.CopyFrom(source_message(job_source(job)))
+    upload = job_upload(job)
+    if upload is not None:
+        message.upload.CopyFrom(importer_pb2.Upload(**upload))
     return message
 
 
