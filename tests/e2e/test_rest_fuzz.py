@@ -18,6 +18,7 @@ schemathesis.openapi.media_type("application/offset+octet-stream", st.binary(max
 schema = schemathesis.openapi.from_dict(document())
 PAGES = {
     "/ui": "text/html",
+    "/ui/tus.min.js": "text/javascript",
     "/metrics": "text/plain",
 }  # the routes that answer something else than JSON when they succeed
 

@@ -3,14 +3,19 @@
 Needs Debian's `chromium` and `chromium-driver` packages (`sudo apt-get install chromium
 chromium-driver`); without them these tests fail, saying so. The finished-job screenshot goes
 to the test's temporary folder, or to UI_SCREENSHOT when set (`UI_SCREENSHOT=docs/status-page.png`
-refreshes the one docs/operating.md shows).
+refreshes the one docs/operating.md shows); the upload form's, to UI_UPLOAD_SCREENSHOT
+(`UI_UPLOAD_SCREENSHOT=docs/upload-form.png`).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
+import signal
+import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -25,11 +30,11 @@ from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.support import expected_conditions
-from selenium.webdriver.support.ui import WebDriverWait
+from selenium.webdriver.support.ui import Select, WebDriverWait
 
-from service.edges.rest.ui import PAGE
-from tests.conftest import Databases
-from tests.e2e.conftest import Stack, make_stack
+from service.edges.rest.ui import PAGE, TUS_SCRIPT
+from tests.conftest import ROOT, Databases, query
+from tests.e2e.conftest import Stack, free_port, make_stack, stop, wait_for_port
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
@@ -271,7 +276,8 @@ def test_markup_in_a_file_is_shown_as_text_and_never_runs(
     assert f"{IMG_CELL}.csv" in browser.find_element(By.CSS_SELECTOR, f'tr[data-job-id="{job_id}"]').text
     # Nothing became an element: no img or script beyond the page's own one.
     assert browser.execute_script("return document.images.length") == 0
-    assert browser.execute_script("return document.scripts.length") == 1
+    scripts = browser.execute_script("return [...document.scripts].map(s => s.getAttribute('src'))")
+    assert scripts == ["/ui/tus.min.js", None]  # the vendored tus client and the page's own
 
     click(browser, "Download rejects.csv")
     saved = downloads / f"rejects-{job_id}.csv"
@@ -396,4 +402,283 @@ def test_the_list_shows_short_ids_and_finds_a_job_by_id_prefix_or_file_name(
     wait(browser, lambda d: listed(d) == [] and "no such job" in d.find_element(By.ID, "filter-msg").text)
     filter_to(browser, "")
     wait(browser, lambda d: len(listed(d)) == 50)
+    assert page_errors(browser) == []
+
+
+# -- the upload form (SPEC 19) ------------------------------------------------------------
+
+UPLOAD_BYTES = 50 * 1024 * 1024  # ten of the page's 5 MiB requests
+CHUNK_BYTES = 5 * 1024 * 1024
+UPLOAD_RATE = 6 * 1024 * 1024  # bytes/s: the browser's upload, slowed so the cut lands mid-file
+UPLOAD_NAME = "people to upload.csv"
+# The upload servers' access lines: which request, its answer, and the bytes a PATCH carried.
+ACCESS_FORMAT = "access %(m)s %(U)s %(s)s offset=%({upload-offset}i)s length=%({content-length}i)s"
+ACCESS_LINE = re.compile(r"access (\w+) (\S+) (\d{3}) offset=(\S+) length=(\S+)")
+
+
+def users_upload(folder: Path, prefix: str, size: int) -> tuple[Path, int]:
+    """A users CSV of at least `size` bytes, keys `<prefix>0000001`...; (its path, its rows).
+    Wide rows (long names): fewer rows for the bytes, so the import stays quick."""
+    first, last = "Augusta Ada Byron King Countess of Lovelace ", "Lovelace-Byron-King of Ockham and Horsley Towers "
+    lines = ["external_id,email,first_name,last_name,role,age\n"]
+    total, n = len(lines[0]), 0
+    while total < size:
+        n += 1
+        line = f"{prefix}{n:07d},{prefix}{n}@example.com,{first}{n % 97},{last}{n % 89},student,{18 + n % 60}\n"
+        lines.append(line)
+        total += len(line)
+    path = folder / UPLOAD_NAME
+    path.write_text("".join(lines))
+    return path, n
+
+
+def upload_server(stack: Stack, port: int, log: Path, **settings: str) -> subprocess.Popen[bytes]:
+    """gunicorn on this port (the same one again after a restart), its access lines into log."""
+    gunicorn = str(Path(sys.executable).parent / "gunicorn")
+    command = [gunicorn, "-b", f"127.0.0.1:{port}", "-w", "2", "--access-logfile", "-"]
+    command += ["--access-logformat", ACCESS_FORMAT, "service.rest:app"]
+    with log.open("ab") as sink:
+        process = subprocess.Popen(
+            command,
+            env=dict(stack.env, **settings),
+            cwd=ROOT,
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    stack.processes.append(process)
+    wait_for_port(port, process)
+    return process
+
+
+def requests_in(log: Path) -> list[tuple[str, str, int, int | None, int | None]]:
+    """(method, path, status, Upload-Offset, Content-Length) of every request a server's log shows."""
+
+    def number(text: str) -> int | None:
+        return None if text == "-" else int(text)
+
+    return [
+        (method, path, int(status), number(offset), number(length))
+        for method, path, status, offset, length in ACCESS_LINE.findall(log.read_text())
+    ]
+
+
+def throttle(driver: webdriver.Chrome, upload_bytes_per_second: int | None) -> None:
+    """Slow the browser's uploads to this rate (None: full speed again)."""
+    driver.execute_cdp_cmd("Network.enable", {})
+    rate = upload_bytes_per_second or -1
+    conditions = {"offline": False, "latency": 0, "downloadThroughput": -1, "uploadThroughput": rate}
+    driver.execute_cdp_cmd("Network.emulateNetworkConditions", conditions)
+
+
+def upload_bar(driver: webdriver.Chrome) -> dict[str, Any]:
+    """What the upload form's bar shows: percent, bytes (as the page counts them), label, classes."""
+    return dict(
+        driver.execute_script(
+            """const bar = document.getElementById('upload-bar');
+            return {percent: Number(bar.getAttribute('aria-valuenow')), bytes: Number(bar.dataset.bytes),
+                    label: document.getElementById('upload-label').textContent, classes: bar.className,
+                    width: bar.firstElementChild.style.width};"""
+        )
+    )
+
+
+def watch_bar_until(
+    driver: webdriver.Chrome, condition: Callable[[webdriver.Chrome], Any], timeout: float
+) -> list[dict[str, Any]]:
+    """Every state of the upload bar until condition(driver) holds."""
+    seen: list[dict[str, Any]] = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        seen.append(upload_bar(driver))
+        if condition(driver):
+            return seen
+        time.sleep(0.05)
+    raise AssertionError(f"the upload did not end within {timeout} s: {upload_message(driver)!r}, bar {seen[-1]}")
+
+
+def upload_message(driver: webdriver.Chrome) -> str:
+    """The upload form's message line."""
+    return str(driver.find_element(By.ID, "upload-msg").text)
+
+
+def choose_and_upload(driver: webdriver.Chrome, path: Path, customer: str = "", mode: str = "append") -> None:
+    """Give the form a file (as a person choosing it does), a customer and a mode, and press Upload."""
+    driver.find_element(By.ID, "upload-file").send_keys(str(path))
+    wait(driver, lambda d: path.name in d.find_element(By.ID, "drop-text").text)
+    driver.find_element(By.ID, "upload-customer").send_keys(customer)
+    Select(driver.find_element(By.ID, "upload-mode")).select_by_value(mode)
+    driver.find_element(By.ID, "upload-start").click()
+
+
+def test_the_vendored_tus_client_is_served_as_javascript_and_is_the_file_its_readme_names(base_url: str) -> None:
+    readme = TUS_SCRIPT.with_name("README.md").read_text()
+    recorded = re.search(r"sha256 of `tus\.min\.js`: `([0-9a-f]{64})`", readme)
+    assert recorded, "static/README.md names no sha256 of tus.min.js"
+    assert hashlib.sha256(TUS_SCRIPT.read_bytes()).hexdigest() == recorded[1]
+    assert TUS_SCRIPT.with_name("tus-js-client.LICENSE").read_text().startswith("The MIT License")
+    with urllib.request.urlopen(base_url + "/ui/tus.min.js", timeout=30) as answer:
+        assert answer.headers["Content-Type"] == "text/javascript; charset=utf-8"
+        assert answer.headers["X-Content-Type-Options"] == "nosniff"
+        assert answer.headers["Cache-Control"] == "public, max-age=3600"
+        assert answer.read() == TUS_SCRIPT.read_bytes()
+    with urllib.request.urlopen(base_url + "/ui", timeout=30) as answer:
+        policy = answer.headers["Content-Security-Policy"]
+    assert "script-src 'self' 'unsafe-inline';" in policy and "unsafe-eval" not in policy
+    source = TUS_SCRIPT.read_text()
+    assert not [sink for sink in HTML_SINKS if sink in source]  # it builds no markup and evaluates no text
+
+
+def test_an_upload_cut_off_halfway_resumes_where_the_server_stopped_and_is_imported(
+    browser: webdriver.Chrome, stack: Stack, tmp_path: Path
+) -> None:
+    source, rows = users_upload(tmp_path, "up", UPLOAD_BYTES)
+    size = source.stat().st_size
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    before, after = tmp_path / "before-the-cut.log", tmp_path / "after-the-cut.log"
+    first = upload_server(stack, port, before)
+    open_page(browser, base, "tok-acme")
+    wait(browser, lambda d: d.find_element(By.ID, "updated").text)  # the job list is loaded
+    throttle(browser, UPLOAD_RATE)
+    try:
+        choose_and_upload(browser, source, mode="upsert")
+        # The cut: the whole server killed (no goodbye to the browser) while the bar is mid-file.
+        at_cut = wait(browser, lambda d: (lambda bar: bar if 40 <= bar["percent"] <= 80 else None)(upload_bar(d)))
+        os.killpg(first.pid, signal.SIGKILL)
+        first.wait()
+        stored = query(
+            stack.app_dsn, "SELECT id, received, length FROM import_uploads WHERE filename = %s", (UPLOAD_NAME,)
+        )
+        assert len(stored) == 1 and stored[0][2] == size, stored
+        upload_id, received_at_cut = str(stored[0][0]), stored[0][1]
+        assert 0 < received_at_cut < size, (received_at_cut, at_cut)
+        # The page sees the drop and keeps trying by itself (tus retryDelays) ...
+        wait(browser, lambda d: "Upload interrupted" in upload_message(d), timeout=30)
+        assert "trying again" in upload_message(browser)
+        wait(browser, lambda d: "(attempt 3 of" in upload_message(d))  # ... and two tries found no server
+        upload_server(stack, port, after)  # the same port: the page's own address
+        shown = watch_bar_until(browser, lambda d: "Uploaded" in upload_message(d), timeout=120)
+    finally:
+        throttle(browser, None)
+    # The bar went on from the stored offset: it never fell back below it, nor to zero.
+    assert min(bar["bytes"] for bar in shown) >= received_at_cut, shown[:3]
+
+    # After the restart the browser asked where the server stopped, then sent only the rest.
+    resumed = requests_in(after)
+    assert not [r for r in resumed if r[0] == "POST" and r[1] == "/uploads"], resumed  # no new upload
+    assert ("HEAD", f"/uploads/{upload_id}", 200, None, None) in resumed, resumed
+    patches = [r for r in resumed if r[0] == "PATCH"]
+    assert patches and all(r[1] == f"/uploads/{upload_id}" and r[2] == 204 for r in patches), patches
+    assert patches[0][3] == received_at_cut, (patches[0], received_at_cut)  # from the stored offset, not 0
+    resent = sum(r[4] or 0 for r in patches)
+    assert resent == size - received_at_cut < size, (resent, size, received_at_cut)
+    before_cut = [r for r in requests_in(before) if r[0] == "PATCH"]
+    assert before_cut and before_cut[0][3] == 0, before_cut  # the first server took the start of the file
+    print(
+        f"cut at {at_cut['percent']}% ({at_cut['bytes']:,} bytes shown); the server had stored {received_at_cut:,} "
+        f"of {size:,}; after the restart {resent:,} bytes were sent ({100 * resent / size:.1f}% of the file)"
+    )
+
+    # The file the server finished is the file the browser read.
+    stored_file = stack.blob_root / "acme" / "uploads" / f"{upload_id}-{UPLOAD_NAME}"
+    assert hashlib.sha256(stored_file.read_bytes()).hexdigest() == hashlib.sha256(source.read_bytes()).hexdigest()
+    assert query(stack.app_dsn, "SELECT received FROM import_uploads WHERE id = %s", (upload_id,)) == [(size,)]
+    bar = upload_bar(browser)
+    assert (bar["percent"], bar["bytes"], bar["width"]) == (100, size, "100%") and "done" in bar["classes"], bar
+
+    # The job the page enqueued: in the list, with the upload's own file name, the chosen mode, every row.
+    status, listing = http(base, "GET", "/jobs?limit=50", "tok-acme")
+    assert status == 200, listing
+    (job,) = [job for job in listing["jobs"] if (job["upload"] or {}).get("id") == upload_id]
+    assert job["upload"] == {"id": upload_id, "filename": UPLOAD_NAME} and job["options"]["mode"] == "upsert"
+    assert f"job {job['job_id'][:8]} imports it as users (upsert)" in upload_message(browser)
+    seen = watch_row(browser, job["job_id"], timeout=180)
+    assert (seen[-1]["status"], seen[-1]["rows"]) == ("succeeded", str(rows)), seen
+    row = browser.find_element(By.CSS_SELECTOR, f'tr[data-job-id="{job["job_id"]}"]')
+    assert UPLOAD_NAME in row.text
+    done = wait_final(base, "tok-acme", job["job_id"])
+    assert (done["status"], done["rows_inserted"], done["rows_invalid"]) == ("succeeded", rows, 0), done
+    wait(browser, lambda d: "Status\nsucceeded" in d.find_element(By.ID, "detail").text)  # the new job is selected
+    detail = browser.find_element(By.ID, "detail").text
+    assert f"Upload\n{upload_id} ({UPLOAD_NAME})\nMode\nupsert\nRows" in detail, detail
+    shot = (
+        Path(os.environ["UI_UPLOAD_SCREENSHOT"]).resolve()
+        if os.environ.get("UI_UPLOAD_SCREENSHOT")
+        else tmp_path / "upload-form.png"
+    )
+    assert browser.save_screenshot(str(shot)) and shot.stat().st_size > 10_000
+    assert page_errors(browser) == []
+
+
+def test_an_upload_left_by_a_reload_resumes_when_the_same_file_is_chosen_again(
+    browser: webdriver.Chrome, stack: Stack, tmp_path: Path
+) -> None:
+    source, rows = users_upload(tmp_path, "re", 4 * CHUNK_BYTES)
+    size = source.stat().st_size
+    port = free_port()
+    log = tmp_path / "reload.log"
+    upload_server(stack, port, log)
+    base = f"http://127.0.0.1:{port}"
+    open_page(browser, base, "tok-acme")
+    throttle(browser, UPLOAD_RATE)
+    try:
+        choose_and_upload(browser, source)
+        wait(browser, lambda d: upload_bar(d)["percent"] >= 40)
+        browser.refresh()  # the page (and its upload) gone; the token stays for the tab
+        wait(browser, lambda d: d.find_element(By.ID, "updated").text)
+        choose_and_upload(browser, source)
+        wait(browser, lambda d: "Resuming an earlier upload" in upload_message(d))
+        wait(browser, lambda d: "Uploaded" in upload_message(d), timeout=60)
+    finally:
+        throttle(browser, None)
+    seen = requests_in(log)
+    assert [r[0] for r in seen].count("POST") == 2, seen  # one upload created, one job enqueued
+    head = next(n for n, r in enumerate(seen) if r[0] == "HEAD")
+    after = [r for r in seen[head:] if r[0] == "PATCH" and r[2] == 204]
+    assert after and after[0][3] > 0, seen  # the reloaded page went on from the stored offset
+    ends = [(r[3] or 0) + (r[4] or 0) for r in after]
+    assert [r[3] for r in after[1:]] + [size] == ends, after  # each request where the last one ended, to the end
+    (upload_id,) = {r[1].rsplit("/", 1)[1] for r in after}
+    stored = stack.blob_root / "acme" / "uploads" / f"{upload_id}-{UPLOAD_NAME}"
+    assert hashlib.sha256(stored.read_bytes()).hexdigest() == hashlib.sha256(source.read_bytes()).hexdigest()
+    status, listing = http(base, "GET", "/jobs?limit=50", "tok-acme")
+    (job,) = [job for job in listing["jobs"] if (job["upload"] or {}).get("id") == upload_id]
+    done = wait_final(base, "tok-acme", job["job_id"])
+    assert (done["status"], done["rows_inserted"]) == ("succeeded", rows), done
+    # Its address was kept only until the upload ended: the same file again is a new upload.
+    assert browser.execute_script("return Object.keys(localStorage).filter(k => k.startsWith('tus::'))") == []
+
+
+def test_a_refused_upload_shows_the_server_s_message(
+    browser: webdriver.Chrome, base_url: str, stack: Stack, tmp_path: Path
+) -> None:
+    source = tmp_path / f"{IMG_CELL}.csv"  # its name is shown as text, never as markup
+    source.write_text("external_id,email\nr1,r1@example.com\n" * 100)
+    # A token of one customer naming another: 403, in the server's words.
+    open_page(browser, base_url, "tok-globex")
+    choose_and_upload(browser, source, customer="acme")
+    wait(browser, lambda d: "refused" in upload_message(d))
+    assert browser.find_element(By.ID, "drop-text").text == f"{IMG_CELL}.csv (3.6 KB)"
+    assert browser.execute_script("return typeof window.__pwned") == "undefined"
+    assert upload_message(browser) == "Upload refused (403): this token may not act for customer 'acme'"
+    assert "failed" in upload_bar(browser)["classes"]
+    assert browser.find_element(By.ID, "upload-start").is_enabled()
+
+    # A file over max_file_bytes: 413, the limit named.
+    port = free_port()
+    small = upload_server(stack, port, tmp_path / "small-limit.log", MAX_FILE_BYTES="1000")
+    try:
+        open_page(browser, f"http://127.0.0.1:{port}", "tok-acme")
+        choose_and_upload(browser, source)
+        wait(browser, lambda d: "refused" in upload_message(d))
+        said = upload_message(browser)
+        assert said.startswith("Upload refused (413): ") and "max_file_bytes" in said, said
+        assert f"({source.stat().st_size:,} bytes)" in said, said
+    finally:
+        stop(small)
+    # A form without a file or token says so before anything is sent.
+    open_page(browser, base_url, "tok-acme")
+    browser.find_element(By.ID, "upload-start").click()
+    assert upload_message(browser) == "Choose a file first, or drop one on the box."
     assert page_errors(browser) == []
