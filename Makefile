@@ -45,6 +45,7 @@ test-fast: $(STAMP)
 # ROWS=N (default 1000000), INVALID_RATIO=0.1, PROCESSES=2, THREADS=N (default: the configured
 # worker_concurrency), MODES=append,upsert,upsert10,undo (default: all), TWINS=gz,zst,jsonl,xlsx (the same rows
 # compressed or in another format, each appended alone; default gz, none for none), XLSX=1 (an .xlsx twin too);
+# UPLOADS=0 leaves out the tus uploads (SPEC 19: 1 GiB from 1 and 8 clients, /healthz and /enqueue meanwhile), UPLOADS=only runs only them;
 # BENCH_DATABASE_URL or APP_DB_DSN picks the Postgres server (else the embedded one).
 bench: $(STAMP)
 	$(PY) -m bench --rows $(or $(ROWS),1000000) --invalid-ratio $(or $(INVALID_RATIO),0) --processes $(or $(PROCESSES),2) $(if $(THREADS),--threads $(THREADS)) $(if $(TWINS),--twins $(TWINS)) $(if $(filter-out 0,$(XLSX)),--xlsx)

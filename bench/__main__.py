@@ -1,5 +1,5 @@
-"""`make bench [ROWS=N] [INVALID_RATIO=0.1] [PROCESSES=2] [MODES=append,...] [TWINS=gz,zst,jsonl] [XLSX=1]`:
-the pipeline against a plain COPY.
+"""`make bench [ROWS=N] [INVALID_RATIO=0.1] [PROCESSES=2] [MODES=append,...] [TWINS=gz,zst,jsonl] [XLSX=1]
+[UPLOADS=0|only]`: the pipeline against a plain COPY, and uploads over tus.
 
 Generates a deterministic users CSV (and a twin with 10% of its rows changed), COPYs its
 records as JSONB into a plain table for the baseline, then on one set of real `dramatiq
@@ -14,7 +14,11 @@ job's rejects.csv through it. Right after the CSV append come the twins of --twi
 gz; XLSX=1 adds xlsx): the same rows as .csv.gz, .csv.zst, .jsonl or .xlsx (each written once, cached
 next to the CSV), each appended for a customer of its own, timed the same way, with the workers' peak
 RSS during that run alone; before them, when one has a target (gz, zst, jsonl), the plain CSV is
-appended the same way for their reference (bench/twins.py). Prints one table.
+appended the same way for their reference (bench/twins.py). Last, on the same workers and a REST server of their
+own, come the uploads (bench/uploads.py, SPEC 19; UPLOADS=0 or --uploads off leaves them out, UPLOADS=only or
+--uploads only runs them alone, with no COPY and no import run): 1 GiB over tus by one client, in one PATCH and in
+64 MiB PATCHes, then by eight clients at once while GET /healthz and POST /enqueue are timed and every REST
+process's RSS is sampled. Prints one table.
 """
 
 from __future__ import annotations
@@ -34,7 +38,7 @@ import psycopg2
 import psycopg2.extensions
 from psycopg2 import sql
 
-from bench import data, small, together, twins
+from bench import data, small, together, twins, uploads
 from bench.runs import MODES, Phase, Results, Run, Session, run_all
 from service.config import load_config
 from service.storage.db import app_dsn
@@ -192,6 +196,15 @@ def parse_twins(text: str) -> tuple[str, ...]:
     return tuple(kind for kind in data.TWIN_SUFFIXES if kind in kinds)
 
 
+def parse_uploads(text: str) -> str:
+    """Whether the uploads run: "on" (also 1, yes), "off" (also 0, no, none) or "only" (nothing else runs)."""
+    value = text.strip().lower()
+    for meaning, words in (("on", ("on", "1", "yes", "")), ("off", ("off", "0", "no", "none")), ("only", ("only",))):
+        if value in words:
+            return meaning
+    raise argparse.ArgumentTypeError(f"uploads must be on, off or only, not {text!r}")
+
+
 def main() -> int:
     """Run the benchmark once."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -218,33 +231,51 @@ def main() -> int:
         default=os.environ.get("MODES", ",".join(MODES)),
         help=f"runs, comma-separated (default: all of {','.join(MODES)}); append always runs",
     )
+    parser.add_argument(
+        "--uploads",
+        type=parse_uploads,
+        default=os.environ.get("UPLOADS", "on"),
+        help="the tus uploads of SPEC 19 after the other runs: on (default), off, or only (no COPY, no import run)",
+    )
     args = parser.parse_args()
     config = load_config()
     threads = args.threads or config.worker_concurrency
     server = Server(os.environ.get("BENCH_DATABASE_URL") or app_dsn(config))
     work = config.data_dir / "bench"
-    files = data.prepare(work / "blobs" / "bench", args.rows, args.invalid_ratio)
-    kinds = tuple(kind for kind in data.TWIN_SUFFIXES if kind in args.twins or (kind == "xlsx" and args.xlsx))
-    files = data.prepare_twins(files, kinds)
+    files, customers = None, []
+    if args.uploads != "only":
+        files = data.prepare(work / "blobs" / "bench", args.rows, args.invalid_ratio)
+        kinds = tuple(kind for kind in data.TWIN_SUFFIXES if kind in args.twins or (kind == "xlsx" and args.xlsx))
+        files = data.prepare_twins(files, kinds)
+        customers = [*together.CUSTOMERS, *twins.customers(files)]
+    if args.uploads != "off":
+        customers.append(uploads.CUSTOMER)
+    result, uploaded = None, None
     try:
-        copy_seconds, _ = copy_baseline(server.create("copy"), files.original)
+        copy_seconds = 0.0 if files is None else copy_baseline(server.create("copy"), files.original)[0]
         session = Session(
             config,
             server.create("app"),
             server.create("cust"),
             server.create("small"),
-            {customer: server.create(customer) for customer in (*together.CUSTOMERS, *twins.customers(files))},
+            {customer: server.create(customer) for customer in customers},
             work / "blobs",
             args.processes,
             threads,
         )
         try:
-            result = run_all(session, files, args.modes)
+            result = None if files is None else run_all(session, files, args.modes)
+            uploaded = None if args.uploads == "off" else uploads.run(session, work)
         finally:
             peaks = session.close()
     finally:
         server.drop_all()
-    report(files, copy_seconds, result, peaks, session.phases, args.processes, threads)
+    if files is not None and result is not None:
+        report(files, copy_seconds, result, peaks, session.phases, args.processes, threads)
+    else:
+        print()
+    for line in uploads.report_lines(uploaded, 33):
+        print(line)
     return 0
 
 
