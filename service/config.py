@@ -127,6 +127,8 @@ class CustomerSettings:
     allow_private_hosts: bool = False
     # SPEC 18: the http(s):// prefixes a blob_uri may start with (matched as webhook_prefixes are).
     url_prefixes: tuple[str, ...] = ()
+    # SPEC 19: where uploads go: "blob_root" (the default), or the customer's "s3", "azure" or "gcs" area.
+    uploads: str = "blob_root"
 
 
 @dataclass(frozen=True)
@@ -311,6 +313,7 @@ CUSTOMER_KEYS = (
     "gcs",
     "allow_private_hosts",
     "url_prefixes",
+    "uploads",
 )
 S3_KEYS = ("bucket", "prefix", "endpoint_url", "region")
 AZURE_KEYS = ("account_url", "container", "prefix")
@@ -319,7 +322,7 @@ GCS_KEYS = ("bucket", "prefix", "endpoint_url")
 
 def load_customers(path: Path) -> tuple[dict[str, str], dict[str, CustomerSettings]]:
     """Read customer id -> DSN, or -> {"dsn", "webhook_prefixes"?, "webhook_secret"?, "s3"?,
-    "azure"?, "gcs"?, "allow_private_hosts"?, "url_prefixes"?} (both forms may be mixed): (DSNs, settings of the customers given as objects). Refuses ids
+    "azure"?, "gcs"?, "allow_private_hosts"?, "url_prefixes"?, "uploads"?} (both forms may be mixed): (DSNs, settings of the customers given as objects). Refuses ids
     that are not simple names, DSNs that do not parse and settings of the wrong shape, naming
     the customer and key (never a value: DSNs and secrets hold passwords)."""
     document = _read_json(path)
@@ -374,7 +377,15 @@ def _customer_settings(where: str, entry: dict[str, Any]) -> CustomerSettings:
     if not isinstance(allow_private, bool):
         raise ConfigError(f"{where}: allow_private_hosts must be true or false")
     gcs = _gcs_area(where, entry.get("gcs"))
-    return CustomerSettings(prefixes, secret, s3, azure, gcs, allow_private, _prefixes(where, entry, "url_prefixes"))
+    uploads = entry.get("uploads", "blob_root")
+    areas = {"blob_root": True, "s3": s3 is not None, "azure": azure is not None, "gcs": gcs is not None}
+    if uploads not in areas:
+        raise ConfigError(f"{where}: uploads must be one of {', '.join(areas)}")
+    if not areas[uploads]:
+        raise ConfigError(f"{where}: uploads names {uploads}, but the customer has no {uploads} area")
+    return CustomerSettings(
+        prefixes, secret, s3, azure, gcs, allow_private, _prefixes(where, entry, "url_prefixes"), uploads
+    )
 
 
 def _azure_area(where: str, area: Any) -> AzureArea | None:

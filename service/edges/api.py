@@ -15,8 +15,9 @@ from typing import Any
 
 from service import logs
 from service.config import CUSTOMER_ID, HASHED_PREFIX, Config
-from service.errors import ImportServiceError, RequestRefused
+from service.errors import BlobRefused, ImportServiceError, RequestRefused
 from service.schema.products import ProductRegistry
+from service.sources import blob
 from service.stages import control, replay, uploads
 from service.stages.enqueue import check_request, enqueue
 from service.stages.services import Services
@@ -38,6 +39,11 @@ class Unauthenticated(ImportServiceError):
 
 class PermissionDenied(ImportServiceError):
     """The token may not act for that customer."""
+
+
+class PresignUnavailable(ImportServiceError):
+    """The customer's store cannot sign an upload URL (its credentials cannot): a fault of the
+    configuration, not of the request."""
 
 
 class JobNotFound(ImportServiceError):
@@ -152,6 +158,45 @@ class Api:
         """Store a request's bytes at offset (see stages.uploads.receive)."""
         found = self.upload(access, upload_id)
         return uploads.receive(self.config, self.uploads, found, offset, read, count, checksum)
+
+    def presign(self, access: Access, body: Any) -> blob.Presigned:
+        """A URL the client PUTs a file to, straight into the customer's S3, Azure or GCS area
+        (whichever its "uploads" setting names), and the blob_uri to enqueue then (SPEC 19)."""
+        if not isinstance(body, Mapping):
+            raise RequestRefused("the request body must be a JSON object", field=None)
+        unknown = sorted(set(body) - {"customer_id", "filename", "expires_in"})
+        if unknown:
+            raise RequestRefused(
+                f"unknown field(s): {', '.join(repr(k[:40]) for k in unknown[:5])}", field=unknown[0][:60]
+            )
+        customer_id = body.get("customer_id")
+        if customer_id is None:
+            if access.customers is None or len(access.customers) != 1:
+                raise RequestRefused(
+                    "customer_id is required: this token acts for several customers", field="customer_id"
+                )
+            (customer_id,) = access.customers
+        if not isinstance(customer_id, str) or not CUSTOMER_ID.match(customer_id):
+            raise RequestRefused(f"customer_id must match {CUSTOMER_ID.pattern}", field="customer_id")
+        self._check_customer(access, customer_id)
+        filename = body.get("filename")
+        if not isinstance(filename, str) or not filename.strip() or len(filename) > 1024:
+            raise RequestRefused("filename must be a non-empty string of at most 1,024 characters", field="filename")
+        expires_in = body.get("expires_in", blob.PRESIGN_MAX_SECONDS)
+        if customer_id not in self.config.customers:
+            raise RequestRefused(f"unknown customer {customer_id!r}", field="customer_id")
+        settings = self.config.customer_settings.get(customer_id)
+        store = settings.uploads if settings is not None else "blob_root"
+        if store == "blob_root":
+            raise RequestRefused(
+                f"the uploads of customer {customer_id!r} go to the service's own storage: send the file over "
+                "tus to /uploads (presigned URLs are for a customer whose uploads setting names s3, azure or gcs)",
+                field="customer_id",
+            )
+        try:
+            return blob.presign(customer_id, filename, store, self.config, expires_in)
+        except BlobRefused as exc:  # the store's credentials cannot sign: the operator's to fix
+            raise PresignUnavailable(f"cannot sign an upload URL for the customer's {store} area: {exc}") from None
 
     def delete_upload(self, access: Access, upload_id: str) -> None:
         """Delete the upload and its bytes."""

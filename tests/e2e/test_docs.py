@@ -59,6 +59,7 @@ OUTCOMES = {
     ],
     "rejects.md": ["U-007,bob-at-example", "HTTP/1.1 202"],
     "operating.md": ["import_jobs_finished_total{"],
+    "uploads.md": ["upload-offset: 100", '"status": "queued"'],  # tus by hand: half sent, then enqueued
 }
 
 
@@ -361,6 +362,7 @@ def docs_stack(databases: Databases, tmp_path_factory: pytest.TempPathFactory) -
             REST_ADDR=f"127.0.0.1:{REST_PORT}",
             GRPC_ADDR=f"127.0.0.1:{GRPC_PORT}",
             PATH=f"{VENV_BIN}:{stack.env['PATH']}",
+            XDG_CACHE_HOME=str(root / ".cache"),  # importctl upload keeps its resume state there
         )
         stack.start(str(VENV_BIN / "gunicorn"), "-b", env["REST_ADDR"], "service.rest:app", port=REST_PORT, env=env)
         stack.start(sys.executable, "-m", "service.grpc_server", port=GRPC_PORT, env=env)

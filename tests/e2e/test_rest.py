@@ -29,6 +29,7 @@ import pytest
 from jsonschema import Draft202012Validator
 
 from service.edges.rest import openapi
+from service.edges.rest.ui import TUS_SCRIPT
 from service.sources import blob
 from service.storage.app_db import Q
 from service.storage.jobs import JobStore
@@ -42,13 +43,17 @@ GLOBEX = {"Authorization": "Bearer tok-globex"}
 ADMIN = {"Authorization": "Bearer tok-admin"}
 BAD = {"Authorization": f"Bearer {BAD_TOKEN}"}
 FINAL = ("succeeded", "failed", "cancelled", "undone")
-TEXT_TYPES = ("text/html", "text/plain")  # the status page and the metrics, kept as bytes
+TEXT_TYPES = ("text/html", "text/plain", "text/javascript")  # the status page, its tus client, the metrics: bytes
 CSV_TYPE = "text/csv; charset=utf-8"
 # Statuses the unit tests produce (tests/unit/test_openapi.py): not reachable with a healthy stack.
 NOT_PROVOKED_HERE = {500, 503}
 # Answers the core gives on its own terms, also produced there: a cancel is complete when it
 # answers (the worker's part only deletes rows), so its 202 is never seen here.
-NOT_PROVOKED_HERE_FOR = {("/jobs/{job_id}/cancel", "POST", 202)}
+NOT_PROVOKED_HERE_FOR = {
+    ("/jobs/{job_id}/cancel", "POST", 202),
+    # A presigned URL needs a customer with its own S3 area: tests/e2e/test_s3.py gets one.
+    ("/uploads/presign", "POST", 200),
+}
 
 
 @dataclass
@@ -156,7 +161,10 @@ def _read(response: http.client.HTTPResponse, head: bool = False) -> Answer:
 
 
 def _template(document: dict[str, Any], path: str) -> str | None:
-    """The documented path template a concrete path matches, if any."""
+    """The documented path template a concrete path matches, if any (a literal path first, as
+    falcon routes /uploads/presign before /uploads/{upload_id})."""
+    if path in document["paths"]:
+        return path
     for template in document["paths"]:
         pattern = re.sub(r"\{[^/]+\}", "[^/]+", re.escape(template).replace(r"\{", "{").replace(r"\}", "}"))
         if re.fullmatch(pattern, path):
@@ -897,6 +905,31 @@ def _write_slowly(client: Client, path: str, data: bytes) -> socket.socket:
     sock.sendall(head.encode() + data[:1])
     time.sleep(0.5)  # the server took the upload's lock
     return sock
+
+
+def test_the_status_page_s_tus_client_is_javascript_served_without_a_token(client: Client) -> None:
+    answer = client.call("GET", "/ui/tus.min.js")
+    assert answer.status == 200 and answer.headers["content-type"] == "text/javascript; charset=utf-8"
+    assert answer.headers["x-content-type-options"] == "nosniff"
+    assert answer.body == TUS_SCRIPT.read_bytes()
+
+
+def test_presign_refuses_what_it_cannot_sign_naming_the_field(client: Client) -> None:
+    assert client.call("POST", "/uploads/presign", {"filename": "a.csv"}).status == 401
+    own = client.call("POST", "/uploads/presign", {"filename": "a.csv"}, headers=ACME)
+    assert own.status == 400 and own.body["error"]["field"] == "customer_id"  # acme's uploads go to tus
+    other = client.call("POST", "/uploads/presign", {"filename": "a.csv", "customer_id": "globex"}, headers=ACME)
+    assert other.status == 403
+    assert (
+        client.call("POST", "/uploads/presign", {"customer_id": "acme"}, headers=ADMIN).body["error"]["field"]
+        == "filename"
+    )
+    plain = client.call("POST", "/uploads/presign", headers={**ACME, "Content-Type": "text/plain"}, raw=b"x")
+    assert plain.status == 415
+    big = client.call(
+        "POST", "/uploads/presign", headers={**ACME, "Content-Type": "application/json"}, raw=b" " * (2 << 20)
+    )
+    assert big.status == 413
 
 
 # -- last: what the module saw ------------------------------------------------------------------

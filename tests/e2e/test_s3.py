@@ -40,7 +40,7 @@ from service.stages.enqueue import EnqueueRequest, check_request, enqueue
 from service.stages.messages import dispatch
 from service.storage.jobs import Job, JobStore, migrate
 from tests.conftest import ROOT, Databases, query, until, wait_finished
-from tests.e2e.conftest import free_port
+from tests.e2e.conftest import free_port, stop, wait_for_port
 from tests.e2e.packed import assert_killed_workers_lose_nothing, assert_packed_files_import
 from tests.e2e.test_faults import end, start_supervisor
 from tests.integration.conftest import pipeline_env
@@ -213,7 +213,7 @@ def s3_stack(databases: Databases, tmp_path_factory: pytest.TempPathFactory) -> 
     area = {"bucket": BUCKET, "prefix": PREFIX, "endpoint_url": endpoint, "region": "us-east-1"}
     mapping: dict[str, Any] = {
         "acme": {"dsn": customers["acme"], "s3": area},
-        "globex": {"dsn": customers["globex"], "s3": area},
+        "globex": {"dsn": customers["globex"], "s3": area, "uploads": "s3"},  # SPEC 19: presigned uploads
         "plain": customers["plain"],
         "dead": {"dsn": customers["dead"], "s3": dict(area, endpoint_url=dead_endpoint)},
     }
@@ -475,3 +475,50 @@ def test_presign_without_s3_credentials_is_refused_naming_the_object_only(
 )
 def test_presign_names_the_upload_after_the_basename_of_the_clients_file_made_safe(filename: str, safe: str) -> None:
     assert blob.upload_name(filename) == safe
+
+
+@pytest.fixture(scope="module")
+def rest(s3_stack: S3Stack) -> Iterator[str]:
+    """A real gunicorn over the S3 stack, with tokens for acme and globex."""
+    tokens = s3_stack.tmp / "tokens.json"
+    tokens.write_text(json.dumps({"tok-acme": ["acme"], "tok-globex": ["globex"]}))
+    port = free_port()
+    gunicorn = str(Path(sys.executable).parent / "gunicorn")
+    env = dict(s3_stack.env, API_TOKENS_PATH=str(tokens))
+    process = subprocess.Popen(
+        [gunicorn, "-b", f"127.0.0.1:{port}", "service.rest:app"], env=env, cwd=ROOT, start_new_session=True
+    )
+    try:
+        wait_for_port(port, process)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        stop(process)
+
+
+def test_post_uploads_presign_answers_a_url_whose_file_imports_over_rest(s3_stack: S3Stack, rest: str) -> None:
+    globex = {"Authorization": "Bearer tok-globex"}
+    answer = requests.post(f"{rest}/uploads/presign", json={"filename": "signed.csv"}, headers=globex, timeout=30)
+    assert answer.status_code == 200, answer.text
+    signed = answer.json()
+    assert signed["method"] == "PUT" and signed["blob_uri"].startswith(f"s3://{BUCKET}/{PREFIX}/globex/uploads/")
+    assert datetime.fromisoformat(signed["expires_at"]) <= datetime.now(UTC) + timedelta(hours=1, seconds=5)
+    body = users_csv(4)
+    put = requests.put(signed["url"], data=body, headers=signed["headers"], timeout=30)
+    assert put.status_code == 200, put.text
+    request = {"customer_id": "globex", "product_type": "users", "blob_uri": signed["blob_uri"]}
+    enqueued = requests.post(f"{rest}/enqueue", json=request, headers=globex, timeout=30)
+    assert enqueued.status_code == 202, enqueued.text
+    job = s3_stack.wait(enqueued.json()["job_id"], timeout=60)
+    assert (job.status, job.rows_inserted) == ("succeeded", 4), job.error
+    # acme's uploads go to the blob root (tus), another customer is not the token's, a bad body names its field.
+    acme = {"Authorization": "Bearer tok-acme"}
+    own = requests.post(f"{rest}/uploads/presign", json={"filename": "a.csv"}, headers=acme, timeout=30)
+    assert own.status_code == 400 and own.json()["error"]["field"] == "customer_id"
+    assert "/uploads" in own.json()["error"]["message"]
+    other = requests.post(
+        f"{rest}/uploads/presign", json={"filename": "a.csv", "customer_id": "globex"}, headers=acme, timeout=30
+    )
+    assert other.status_code == 403
+    for bad, named in (({}, "filename"), ({"filename": "a", "expires_in": 0}, "expires_in"), ({"x": 1}, "x")):
+        refused = requests.post(f"{rest}/uploads/presign", json=bad, headers=globex, timeout=30)
+        assert refused.status_code == 400 and refused.json()["error"]["field"] == named, (bad, refused.text)

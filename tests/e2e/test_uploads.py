@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -132,8 +133,10 @@ def test_tuspy_with_checksums_and_one_request_for_the_whole_file(server: Server,
     assert server.head(uploader.url).headers["Upload-Offset"] == str(len(data))
 
 
-def cut_off_patch(server: Server, url: str, offset: int, body: bytes, sent: int) -> None:
-    """A PATCH that announces all of body but sends only its first `sent` bytes, then drops."""
+@contextmanager
+def patch_in_flight(server: Server, url: str, offset: int, body: bytes, sent: int) -> Iterator[None]:
+    """A PATCH that announces all of body and has sent its first `sent` bytes; the connection
+    drops when the block ends."""
     path = "/" + url.split("/", 3)[3]
     host, port = server.url.removeprefix("http://").split(":")
     with socket.create_connection((host, int(port))) as sock:
@@ -143,7 +146,14 @@ def cut_off_patch(server: Server, url: str, offset: int, body: bytes, sent: int)
             f"Content-Length: {len(body)}\r\n\r\n"
         )
         sock.sendall(head.encode() + body[:sent])
-        time.sleep(0.5)  # the server has read what came
+        time.sleep(0.5)  # the server has read what came (and holds the upload)
+        yield
+
+
+def cut_off_patch(server: Server, url: str, offset: int, body: bytes, sent: int) -> None:
+    """A PATCH that announces all of body but sends only its first `sent` bytes, then drops."""
+    with patch_in_flight(server, url, offset, body, sent):
+        pass
 
 
 def test_a_dropped_request_resumes_from_the_bytes_the_server_stored(server: Server, tmp_path: Path) -> None:
@@ -303,15 +313,7 @@ def test_creation_with_upload_stores_the_first_bytes_at_once(server: Server) -> 
 def test_a_second_request_while_one_writes_is_told_the_upload_is_busy(server: Server) -> None:
     data = users_csv(40_000)
     url = server.create(len(data), filename="busy.csv")
-    path = "/" + url.split("/", 3)[3]
-    host, port = server.url.removeprefix("http://").split(":")
-    with socket.create_connection((host, int(port))) as sock:
-        head = (
-            f"PATCH {path} HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer tok-acme\r\nTus-Resumable: 1.0.0\r\n"
-            f"Upload-Offset: 0\r\nContent-Type: application/offset+octet-stream\r\nContent-Length: {len(data)}\r\n\r\n"
-        )
-        sock.sendall(head.encode() + data[:1000])
-        time.sleep(0.5)
+    with patch_in_flight(server, url, 0, data, 1000):
         assert server.patch(url, 0, data).status_code == 423
 
 
@@ -438,3 +440,17 @@ def test_importctl_upload_refused_names_the_reason(server: Server, tmp_path: Pat
         timeout=60,
     )
     assert missing.returncode == 2 and "nope.csv is not a readable regular file" in missing.stderr
+
+
+def test_a_creation_without_content_length_or_body_is_an_empty_start(server: Server) -> None:
+    """curl -X POST sends no Content-Length at all: that is no body, not a body of the wrong type."""
+    host, port = server.url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port))) as sock:
+        sock.sendall(
+            f"POST /uploads HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer tok-acme\r\nTus-Resumable: 1.0.0\r\n"
+            f"Upload-Length: 10\r\nConnection: close\r\n\r\n".encode()
+        )
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    assert answer.startswith(b"HTTP/1.1 201"), answer[:300]

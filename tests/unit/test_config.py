@@ -156,6 +156,28 @@ def test_allow_private_hosts_must_be_a_boolean(tmp_path: Path) -> None:
     assert config.customer_settings["acme"].allow_private_hosts is True
 
 
+def test_uploads_names_an_area_the_customer_has(tmp_path: Path) -> None:
+    area = {"bucket": "b", "prefix": "p"}
+    document = {"acme": {"dsn": "dbname=acme", "s3": area, "uploads": "s3"}, "globex": {"dsn": "dbname=globex"}}
+    config = load_config({"CUSTOMER_MAP_PATH": str(write(tmp_path / "map.json", document))})
+    assert config.customer_settings["acme"].uploads == "s3"
+    assert config.customer_settings["globex"].uploads == "blob_root"  # the default
+    for uploads, said in (
+        ("gcs", "uploads names gcs, but the customer has no gcs area"),
+        ("ftp", "uploads must be one of"),
+    ):
+        document = {"acme": {"dsn": "dbname=acme", "s3": area, "uploads": uploads}}
+        with pytest.raises(ConfigError, match=f"customer 'acme': {said}"):
+            load_config({"CUSTOMER_MAP_PATH": str(write(tmp_path / "map.json", document))})
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-1", "0"])
+def test_a_float_setting_must_be_a_finite_positive_number(value: str) -> None:
+    with pytest.raises(ConfigError, match="UPLOAD_EXPIRY_HOURS must be positive"):
+        load_config({"UPLOAD_EXPIRY_HOURS": value})
+    assert load_config({"UPLOAD_EXPIRY_HOURS": "0.5"}).upload_expiry_hours == 0.5
+
+
 def test_without_an_app_dsn_and_without_pgserver_the_error_says_what_to_set(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -18,7 +18,7 @@ import psycopg2.pool
 
 from service import logs
 from service.config import Config, load_config
-from service.edges.api import Api, JobNotFound, PermissionDenied, Unauthenticated
+from service.edges.api import Api, JobNotFound, PermissionDenied, PresignUnavailable, Unauthenticated
 from service.edges.rest.bodies import discard_body
 from service.edges.rest.metrics import HttpMetrics, MetricsResource
 from service.edges.rest.resources import (
@@ -34,8 +34,8 @@ from service.edges.rest.resources import (
     OpenApiResource,
     ReadyResource,
 )
-from service.edges.rest.ui import UiResource
-from service.edges.rest.uploads import TusHeaders, UploadResource, UploadsResource
+from service.edges.rest.ui import TusScriptResource, UiResource
+from service.edges.rest.uploads import PresignResource, TusHeaders, UploadResource, UploadsResource
 from service.edges.wiring import Edge, build_edge
 from service.errors import BlobUnavailable, ConfigError, CustomerDBUnavailable, JobConflict, RequestRefused
 from service.logs import describe, redact
@@ -57,6 +57,7 @@ ERROR_STATUS: tuple[tuple[type[Exception], int], ...] = (
     (TooLarge, 413),
     (UploadBusy, 423),
     (ChecksumMismatch, 460),
+    (PresignUnavailable, 503),
 )
 # Statuses falcon has no reason phrase for (tus's own).
 REASONS = {460: "460 Checksum Mismatch"}
@@ -183,10 +184,12 @@ def routes(edge: Edge, http: HttpMetrics | None = None) -> list[tuple[str, objec
         ("/jobs/{job_id}/replay", JobReplayResource(edge.api)),
         ("/uploads", UploadsResource(edge.api)),
         ("/uploads/{upload_id}", UploadResource(edge.api)),
+        ("/uploads/presign", PresignResource(edge.api)),
         ("/healthz", HealthResource()),
         ("/readyz", ReadyResource(edge.dsn)),
         ("/openapi.json", OpenApiResource()),
         ("/ui", UiResource()),
+        ("/ui/tus.min.js", TusScriptResource()),
         ("/metrics", MetricsResource(http or HttpMetrics(), edge.api.jobs, edge.config.metrics_token)),
     ]
 

@@ -370,6 +370,33 @@ def _uploads() -> dict[str, Any]:
     }
 
 
+def _presign() -> dict[str, Any]:
+    """POST /uploads/presign (SPEC 19)."""
+    errors = {
+        400: "The body is refused (`field` names what): no filename, a bad expires_in, an unknown field; or the "
+        "customer's uploads go to the service itself (use tus at /uploads).",
+        401: _ERRORS[401],
+        403: _ERRORS[403],
+        413: _ERRORS[413],
+        415: _ERRORS[415],
+        500: _ERRORS[500],
+        503: "The customer's store cannot sign a URL (its credentials), or cannot be reached; the message names "
+        "the store, never a credential.",
+    }
+    return {
+        "post": {
+            "operationId": "presignUpload",
+            "summary": "A URL to PUT a file to, straight into the customer's S3, Azure or GCS area, valid at most an "
+            "hour; enqueue its blob_uri once the file is there.",
+            "requestBody": {"required": True, "content": {JSON: {"schema": ref("PresignRequest")}}},
+            "responses": {
+                "200": _json(ref("Presigned"), "Where and how to PUT the file, and what to enqueue."),
+                **{str(code): _json(ref("Error"), text) for code, text in errors.items()},
+            },
+        }
+    }
+
+
 def _public(operation_id: str, summary: str, responses: dict[str, Any]) -> dict[str, Any]:
     """A GET that needs no token."""
     return {"get": {"operationId": operation_id, "summary": summary, "security": [], "responses": responses}}
@@ -397,6 +424,7 @@ def _paths() -> dict[str, Any]:
         ),
         "/jobs/{job_id}/replay": _replay(),
         **_uploads(),
+        "/uploads/presign": _presign(),
         "/healthz": _public(
             "healthz", "The process is alive (no database involved).", {"200": _json(ref("Health"), "Alive.")}
         ),
@@ -427,6 +455,12 @@ def _paths() -> dict[str, Any]:
             "The status page: one HTML page (no external assets) whose calls to this API carry the token "
             "typed into it.",
             {"200": {"description": "The page.", "content": {"text/html": {"schema": {"type": "string"}}}}},
+        ),
+        "/ui/tus.min.js": _public(
+            "statusPageTusClient",
+            "The tus client (tus-js-client, MIT) the status page's upload form sends files with, served "
+            "from here so that the page loads no external script; browsers may keep it an hour.",
+            {"200": {"description": "The script.", "content": {"text/javascript": {"schema": {"type": "string"}}}}},
         ),
     }
 

@@ -222,6 +222,27 @@ def schemas() -> dict[str, Any]:
         )
         | {"oneOf": [{"required": ["blob_uri"]}, {"required": ["upload_id"]}]},
         "Options": _options_schema(),
+        "PresignRequest": _object(
+            {
+                "filename": text
+                | {"maxLength": 1024, "description": "The file's name; its basename names the new blob."}
+            },
+            customer_id=text | {"description": "Needed for a token of several customers."},
+            expires_in={"type": "integer", "minimum": 1, "description": "Seconds the URL is valid; at most 3600."},
+        ),
+        "Presigned": _object(
+            {
+                "url": {"type": "string", "description": "Where to send the file; it carries its signature."},
+                "method": {"const": "PUT"},
+                "headers": {
+                    "type": "object",
+                    "additionalProperties": {"type": "string"},
+                    "description": "Headers the request must carry (Azure: x-ms-blob-type).",
+                },
+                "blob_uri": {"type": "string", "description": "What to enqueue once the file is there."},
+                "expires_at": {"type": "string", "format": "date-time"},
+            }
+        ),
         "Upload": _object(
             {
                 "upload_id": {"type": "string", "format": "uuid"},

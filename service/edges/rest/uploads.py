@@ -22,7 +22,7 @@ import falcon
 
 from service.config import Config
 from service.edges.api import Api
-from service.edges.rest.bodies import discard_body
+from service.edges.rest.bodies import discard_body, read_json
 from service.errors import RequestRefused
 from service.stages.uploads import CHECKSUM_ALGORITHMS
 from service.storage.uploads import Upload
@@ -191,7 +191,9 @@ def _reader(req: falcon.Request) -> Any:
 
 
 def _has_body(req: falcon.Request) -> bool:
-    return bool(req.content_length) or (req.content_length is None and bool(req.env.get("wsgi.input_terminated")))
+    """Whether the request sends bytes: a Content-Length over 0, or a chunked body."""
+    chunked = "chunked" in (req.get_header("Transfer-Encoding") or "").lower()
+    return bool(req.content_length) or (req.content_length is None and chunked)
 
 
 def _content_type(req: falcon.Request) -> str:
@@ -260,3 +262,21 @@ def parse_metadata(header: str | None) -> dict[str, str]:
 def format_metadata(metadata: dict[str, str]) -> str:
     """Upload-Metadata as a HEAD answers it."""
     return ",".join(f"{key} {base64.b64encode(value.encode()).decode()}" for key, value in metadata.items())
+
+
+class PresignResource:
+    """POST /uploads/presign: a URL to PUT a file to, straight into the customer's S3, Azure or
+    GCS area (not tus: one PUT by any HTTP client), and the blob_uri to enqueue then."""
+
+    def __init__(self, api: Api) -> None:
+        self.api = api
+
+    def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
+        signed = self.api.presign(req.context.access, read_json(req))
+        resp.media = {
+            "url": signed.url,
+            "method": signed.method,
+            "headers": signed.headers,
+            "blob_uri": signed.blob_uri,
+            "expires_at": signed.expires_at.isoformat(),
+        }
