@@ -204,6 +204,18 @@ def upload(source: BinaryIO, area: AzureArea, customer_id: str, name: str, conne
     return blob
 
 
+def delete(blob: AzureBlob) -> None:
+    """Delete the blob (gone already: nothing to do)."""
+    from azure.core.exceptions import ResourceNotFoundError
+
+    try:
+        _blob_client(blob).delete_blob()
+    except ResourceNotFoundError:
+        pass
+    except Exception as exc:
+        raise _translate(exc, blob) from None
+
+
 def presign_put(blob: AzureBlob, expires_in: int) -> tuple[str, dict[str, str], datetime]:
     """A SAS URL that lets its holder create and write this one blob (create and write
     permissions, nothing else) for expires_in seconds; the headers its PUT must send (a Put Blob

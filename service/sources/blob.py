@@ -263,6 +263,37 @@ def upload_name(filename: str) -> str:
     return kept[:MAX_FILENAME_CHARS].rstrip(". ").strip() or "upload"
 
 
+def upload_to(source: Path, customer: str, store: str, name: str, config: Config) -> str:
+    """Upload a local file as uploads/<name> of the customer's `store` area ("s3", "azure" or
+    "gcs": where its uploads setting sends a finished tus upload, SPEC 19); its URI."""
+    settings = config.customer_settings.get(customer)
+    with source.open("rb") as fh:
+        if store == "s3" and settings is not None and settings.s3 is not None:
+            return s3.upload(fh, settings.s3, customer, name).uri
+        if store == "azure" and settings is not None and settings.azure is not None:
+            return azure.upload(fh, settings.azure, customer, name, config.azure_storage_connection_string).uri
+        if store == "gcs" and settings is not None and settings.gcs is not None:
+            return gcs.upload(fh, settings.gcs, customer, name, config.storage_emulator_host).uri
+    raise RequestRefused(f"customer {customer!r} has no {store} area to upload to", field="store")
+
+
+def delete(uri: str, customer: str, config: Config) -> None:
+    """Delete a blob of the customer's area (a finished upload past its retention); one that is
+    gone already is no error. BlobUnavailable when its store cannot be reached."""
+    try:
+        found = locate(uri, customer, config)
+    except BlobRefused:
+        return  # outside the area (the configuration changed): not ours to delete
+    if isinstance(found, Path):
+        found.unlink(missing_ok=True)
+    elif isinstance(found, S3Object):
+        s3.delete(found)
+    elif isinstance(found, AzureBlob):
+        azure.delete(found)
+    elif isinstance(found, GcsObject):
+        gcs.delete(found)
+
+
 def upload(source: Path, customer: str, config: Config) -> str:
     """Copy a local file under <blob_root>/<customer>/uploads/ (or upload it under uploads/ of the
     customer's S3 area, else of its Azure area, else of its GCS area) and return its URI."""

@@ -198,6 +198,18 @@ def upload(source: BinaryIO, area: GcsArea, customer_id: str, name: str, emulato
     return obj
 
 
+def delete(obj: GcsObject) -> None:
+    """Delete the object (gone already: nothing to do)."""
+    from google.api_core.exceptions import NotFound
+
+    try:
+        _blob(obj).delete(timeout=TIMEOUT, retry=_retry())
+    except NotFound:
+        pass
+    except Exception as exc:
+        raise _translate(exc, obj) from None
+
+
 def presign_put(obj: GcsObject, expires_in: int) -> tuple[str, datetime]:
     """A V4 signed URL (XML API, path style, on the object's endpoint) that lets its holder PUT
     this one object for expires_in seconds, and when it expires. No header is bound: the client

@@ -230,6 +230,14 @@ def presign_put(obj: S3Object, expires_in: int) -> tuple[str, datetime]:
     return url, signed_at + timedelta(seconds=int(query["X-Amz-Expires"][0]))
 
 
+def delete(obj: S3Object) -> None:
+    """Delete the object (gone already: S3 answers the same)."""
+    try:
+        client(obj.endpoint_url, obj.region).delete_object(Bucket=obj.bucket, Key=obj.key)
+    except Exception as exc:
+        raise _translate(exc, obj) from None
+
+
 def _translate(exc: Exception, obj: S3Object) -> Exception:
     """A botocore error as the service's: missing, changed, refused or unreachable; never with
     credentials in it (only the endpoint, bucket and key are named)."""

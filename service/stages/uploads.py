@@ -15,8 +15,8 @@ import logging
 from collections.abc import Callable
 
 from service.config import Config
-from service.errors import ImportServiceError, RequestRefused
-from service.sources import parts
+from service.errors import BlobUnavailable, ImportServiceError, RequestRefused
+from service.sources import blob, parts
 from service.sources.blob import upload_name
 from service.sources.parts import UploadBusy
 from service.storage.uploads import Upload, UploadStore
@@ -137,27 +137,37 @@ def _count(store: UploadStore, writer: parts.Writer, upload: Upload, counted: in
 
 
 def finish(config: Config, store: UploadStore, upload: Upload) -> Upload:
-    """Move a fully stored upload's file into the customer's area and mark it finished."""
-    path = parts.complete(config.blob_root, upload.customer_id, upload.id, upload.filename)
-    finished = store.finish(upload.id, path.resolve().as_uri())
+    """Put a fully stored upload's file where the customer's uploads go and mark it finished:
+    moved into its area of the blob root, or (its "uploads" setting names "s3", "azure" or
+    "gcs") copied into that area of its own store, in the store client's bounded parts, and the
+    local bytes deleted. A store that cannot be reached fails the request (503): the client's
+    retry (an empty PATCH at the end) finishes it."""
+    settings = config.customer_settings.get(upload.customer_id)
+    kind = settings.uploads if settings is not None else "blob_root"
+    if kind == "blob_root":
+        uri = parts.complete(config.blob_root, upload.customer_id, upload.id, upload.filename).resolve().as_uri()
+    else:
+        part = parts.part_path(config.blob_root, upload.customer_id, upload.id)
+        uri = blob.upload_to(part, upload.customer_id, kind, f"{upload.id}-{upload_name(upload.filename)}", config)
+        parts.remove(config.blob_root, upload.customer_id, upload.id)
+    finished = store.finish(upload.id, uri)
     if finished is None:  # deleted (or expired) meanwhile
-        parts.remove(config.blob_root, upload.customer_id, upload.id, path)
+        blob.delete(uri, upload.customer_id, config)
         raise UploadGone(f"no upload {upload.id}")
     return finished
 
 
 def delete(config: Config, store: UploadStore, upload: Upload) -> None:
     """Delete an upload and its bytes (tus termination)."""
-    gone = store.delete(upload.id)
-    if gone is not None:
-        _remove_bytes(config, gone)
+    _remove_bytes(config, upload)  # first: a store that is down leaves the upload to delete again
+    store.delete(upload.id)
 
 
 def _remove_bytes(config: Config, upload: Upload) -> None:
-    finished = None
-    if upload.blob_uri is not None and upload.blob_uri.startswith("file://"):
-        finished = parts.final_path(config.blob_root, upload.customer_id, upload.id, upload.filename)
-    parts.remove(config.blob_root, upload.customer_id, upload.id, finished)
+    """Delete an upload's bytes: those still arriving, and its finished file wherever it went."""
+    parts.remove(config.blob_root, upload.customer_id, upload.id)
+    if upload.blob_uri is not None:
+        blob.delete(upload.blob_uri, upload.customer_id, config)
 
 
 def sweep(config: Config, store: UploadStore) -> int:
@@ -165,7 +175,11 @@ def sweep(config: Config, store: UploadStore) -> int:
     bytes first; how many went."""
     gone = 0
     for upload in store.due(config.undo_retention_days):
-        _remove_bytes(config, upload)
+        try:
+            _remove_bytes(config, upload)
+        except BlobUnavailable as exc:  # its store is down: the next sweep tries again
+            log.warning("upload %s: its file was not deleted this time: %s", upload.id, exc)
+            continue
         if store.delete(upload.id) is not None:
             gone += 1
     if gone:

@@ -522,3 +522,31 @@ def test_post_uploads_presign_answers_a_url_whose_file_imports_over_rest(s3_stac
     for bad, named in (({}, "filename"), ({"filename": "a", "expires_in": 0}, "expires_in"), ({"x": 1}, "x")):
         refused = requests.post(f"{rest}/uploads/presign", json=bad, headers=globex, timeout=30)
         assert refused.status_code == 400 and refused.json()["error"]["field"] == named, (bad, refused.text)
+
+
+def test_a_tus_upload_of_a_customer_whose_uploads_go_to_s3_lands_there_imports_and_is_deleted(
+    s3_stack: S3Stack, rest: str, tmp_path: Path
+) -> None:
+    from tusclient import client as tus
+
+    data = users_csv(7)
+    source = tmp_path / "tus to s3.csv"
+    source.write_bytes(data)
+    globex = {"Authorization": "Bearer tok-globex"}
+    sender = tus.TusClient(f"{rest}/uploads", headers=globex).uploader(
+        str(source), chunk_size=100, metadata={"filename": source.name}
+    )
+    sender.upload()
+    upload_id = sender.url.rsplit("/", 1)[1]
+    request = {"customer_id": "globex", "product_type": "users", "upload_id": upload_id}
+    enqueued = requests.post(f"{rest}/enqueue", json=request, headers=globex, timeout=30)
+    assert enqueued.status_code == 202, enqueued.text
+    job = s3_stack.wait(enqueued.json()["job_id"], timeout=60)
+    assert (job.status, job.rows_inserted) == ("succeeded", 7), job.error
+    key = job.blob_uri.removeprefix(f"s3://{BUCKET}/")
+    assert key.startswith(f"{PREFIX}/globex/uploads/{upload_id}-") and key.endswith("tus to s3.csv")
+    assert s3_stack.s3.get_object(Bucket=BUCKET, Key=key)["Body"].read() == data
+    deleted = requests.delete(sender.url, headers={**globex, "Tus-Resumable": "1.0.0"}, timeout=30)
+    assert deleted.status_code == 204
+    with pytest.raises(Exception, match="404|NoSuchKey|Not Found"):
+        s3_stack.s3.head_object(Bucket=BUCKET, Key=key)
