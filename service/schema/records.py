@@ -157,10 +157,20 @@ class RecordCheck:
         """The generated functions for the order of raw's fields, built on first sight (None: none)."""
         return self._plan(raw, self._plans, self._properties)
 
+    def json_plan(self, keys: tuple[str, ...]) -> Plan | None:
+        """The generated functions for records of JSON values with these fields in this order
+        (check_values_json's fast path; None: that record takes the slow path). A caller that
+        keeps it per order of keys saves check_values_json's lookup on every record."""
+        return self._plan_of(keys, self._json_plans, self._json_properties)
+
     def _plan(
         self, raw: dict[str, Any], plans: dict[tuple[Any, ...], Plan | None], properties: dict[str, Any]
     ) -> Plan | None:
-        keys = tuple(raw)
+        return self._plan_of(tuple(raw), plans, properties)
+
+    def _plan_of(
+        self, keys: tuple[Any, ...], plans: dict[tuple[Any, ...], Plan | None], properties: dict[str, Any]
+    ) -> Plan | None:
         if keys in plans:
             return plans[keys]
         if len(plans) >= self._max_plans:

@@ -12,6 +12,7 @@ from typing import Any
 
 from service import formats
 from service.errors import FileRejected, RowError
+from service.schema.codegen import Plan
 from service.schema.products import Product
 from service.schema.records import encode_json
 from service.stages import replay
@@ -124,8 +125,9 @@ def check_records(
     A record of keyed cells (kv, JSON Lines) maps its keys like header names; its values are
     JSON values (a kv value is always a string), coerced by Product.check_values_json."""
     width = len(columns)
-    # Per order of a record's keys, its key -> field map; None when every key is its field's name.
-    key_maps: dict[tuple[str, ...], dict[str, str] | None] = {}
+    # Per order of a record's keys: its key -> field map (None when every key is its field's
+    # name) and the generated functions for the fields it fills, looked up once per order.
+    key_maps: dict[tuple[str, ...], tuple[dict[str, str] | None, Plan | None]] = {}
     for record in records:
         row = record.source_row
         if record.error:
@@ -135,10 +137,17 @@ def check_records(
         if isinstance(cells, dict):
             keys = tuple(cells)
             try:
-                mapping = key_maps[keys]
+                mapping, plan = key_maps[keys]
             except KeyError:
-                mapping = key_maps[keys] = _key_map(product, keys)
+                mapping = _key_map(product, keys)
+                plan = product.json_plan(keys if mapping is None else tuple(mapping.values()))
+                key_maps[keys] = mapping, plan
             raw = cells if mapping is None else {field: cells[key] for key, field in mapping.items()}
+            if plan is not None:
+                text = plan.json(*raw.values())
+                if text is not None:
+                    yield record, text, []
+                    continue
             data, row_errors = product.check_values_json(row, raw)
             yield record, data, row_errors
             continue
