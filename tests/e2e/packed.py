@@ -1,6 +1,7 @@
 """Scenarios every blob store runs: the same CSV gzipped, zstd-compressed, xz-compressed and
-zipped imports exactly as it is (SPEC 18: compression and ZIP archives "from any source"), and
-workers killed in the middle of a job lose no row and write none twice."""
+zipped imports exactly as it is (SPEC 18: compression and ZIP archives "from any source");
+workers killed in the middle of a job lose no row and write none twice; and a tus upload of a
+customer whose uploads go to that store lands there (SPEC 19)."""
 
 from __future__ import annotations
 
@@ -14,7 +15,14 @@ from typing import Any, Protocol
 import psutil
 import zstandard
 
-from service.storage.jobs import Job
+from service.config import Config
+from service.errors import BlobRefused
+from service.schema.products import ProductRegistry
+from service.sources import blob
+from service.stages import uploads
+from service.stages.enqueue import check_request, enqueue
+from service.storage.jobs import Job, JobStore
+from service.storage.uploads import UploadStore
 from service.storage.views import job_view
 from tests.conftest import query, until
 
@@ -77,3 +85,41 @@ def assert_killed_workers_lose_nothing(store: Runs, app_dsn: str, supervisor_pid
     assert (job.rows_total, job.rows_inserted) == (rows, rows)
     assert store.rows("acme", job_id) == (rows, rows)
     return job
+
+
+class StoreStack(Runs, Protocol):
+    config: Config
+    products: ProductRegistry
+    jobs: JobStore
+
+
+def assert_uploads_land_in_the_store(stack: StoreStack, scheme: str, data: bytes, rows: int) -> None:
+    """A tus upload of customer globex (whose "uploads" names this store), stored in two requests
+    as the REST route stores them (tests/e2e/test_uploads.py tests that route), ends in globex's
+    area of the store with no local copy left, imports by upload_id, and is deleted there with
+    the upload."""
+    config = stack.config
+    store = UploadStore(config.app_db_dsn or "", maxconn=1)
+    try:
+        upload = uploads.create(config, store, "globex", len(data), "to store.csv", {"filename": "to store.csv"})
+        upload = uploads.receive(config, store, upload, 0, io.BytesIO(data).read, 4)
+        assert not upload.finished and upload.received == 4
+        upload = uploads.receive(config, store, upload, 4, io.BytesIO(data[4:]).read, len(data) - 4)
+        assert upload.finished and upload.blob_uri is not None
+        assert upload.blob_uri.startswith(f"{scheme}://") and upload.blob_uri.endswith("-to store.csv"), upload.blob_uri
+        assert not list((config.blob_root / ".uploads" / "globex").iterdir())  # no local copy left
+        _, size, _ = blob.check(blob.locate(upload.blob_uri, "globex", config), 1 << 20)
+        assert size == len(data)
+        body = {"customer_id": "globex", "product_type": "users", "upload_id": upload.id}
+        job = stack.wait(enqueue(check_request(body, config, stack.products, store), stack.jobs)[0].id, timeout=60)
+        assert (job.status, job.rows_inserted, job.options["upload"]["filename"]) == ("succeeded", rows, "to store.csv")
+        uploads.delete(config, store, upload)
+        try:
+            blob.check(blob.locate(upload.blob_uri, "globex", config), 1 << 20)
+        except BlobRefused as exc:
+            assert "no object" in str(exc)
+        else:
+            raise AssertionError(f"{upload.blob_uri} is still there after the upload was deleted")
+        assert store.get(upload.id) is None
+    finally:
+        store.close()

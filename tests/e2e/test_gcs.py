@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import http.client
-import io
 import json
 import os
 import re
@@ -49,7 +48,11 @@ from service.storage.jobs import Job, JobStore, migrate
 from service.storage.views import job_view
 from tests.conftest import ROOT, Databases, query, until, wait_finished
 from tests.e2e.conftest import free_port
-from tests.e2e.packed import assert_killed_workers_lose_nothing, assert_packed_files_import
+from tests.e2e.packed import (
+    assert_killed_workers_lose_nothing,
+    assert_packed_files_import,
+    assert_uploads_land_in_the_store,
+)
 from tests.e2e.test_azure import HOP_BY_HOP, QuietServer, listening, users_csv
 from tests.e2e.test_faults import end, start_supervisor
 from tests.e2e.test_s3 import canonical_request, signed_expiry
@@ -549,36 +552,5 @@ def test_presign_without_google_credentials_is_refused_naming_the_object_only(
 
 
 def test_a_tus_upload_of_a_customer_whose_uploads_go_to_gcs_lands_there_and_imports(gcs_stack: GcsStack) -> None:
-    """SPEC 19: a finished upload goes to the customer's own area when its "uploads" setting names
-    it (the REST route is tests/e2e/test_uploads.py's; this is where its bytes end)."""
-    from service.stages import uploads
-    from service.storage.uploads import UploadStore
-
-    data = users_csv(6)
-    store = UploadStore(gcs_stack.config.app_db_dsn or "", maxconn=1)
-    try:
-        upload = uploads.create(
-            gcs_stack.config, store, "globex", len(data), "to store.csv", {"filename": "to store.csv"}
-        )
-        upload = uploads.receive(gcs_stack.config, store, upload, 0, io.BytesIO(data).read, 4)
-        assert not upload.finished and upload.received == 4
-        upload = uploads.receive(gcs_stack.config, store, upload, 4, io.BytesIO(data[4:]).read, len(data) - 4)
-        assert upload.finished and upload.blob_uri is not None
-        assert upload.blob_uri.startswith("gs://") and upload.blob_uri.endswith("-to store.csv"), upload.blob_uri
-        assert not list((gcs_stack.config.blob_root / ".uploads" / "globex").iterdir())  # no local copy left
-        found, size, _ = blob.check(blob.locate(upload.blob_uri, "globex", gcs_stack.config), 1 << 20)
-        assert size == len(data)
-        request = check_request(
-            {"customer_id": "globex", "product_type": "users", "upload_id": upload.id},
-            gcs_stack.config,
-            gcs_stack.products,
-            store,
-        )
-        job = gcs_stack.wait(enqueue(request, gcs_stack.jobs)[0].id, timeout=60)
-        assert (job.status, job.rows_inserted, job.options["upload"]["filename"]) == ("succeeded", 6, "to store.csv")
-        uploads.delete(gcs_stack.config, store, upload)
-        with pytest.raises(BlobRefused, match="no object"):
-            blob.check(blob.locate(upload.blob_uri, "globex", gcs_stack.config), 1 << 20)
-        assert store.get(upload.id) is None
-    finally:
-        store.close()
+    """SPEC 19: a finished upload goes to the customer's own area when its "uploads" names it."""
+    assert_uploads_land_in_the_store(gcs_stack, "gs", users_csv(6), 6)
