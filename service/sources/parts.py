@@ -73,11 +73,14 @@ class Writer:
         self._fh.flush()
         os.fdatasync(self._fh.fileno())
 
-    def discard(self) -> None:
-        """Cut away everything this request wrote."""
+    def discard(self, keep: int | None = None) -> None:
+        """Cut away what this request wrote past `keep` (default: all of it; never below what
+        was counted as stored, which the caller passes)."""
+        keep = self.start if keep is None else keep
         self._fh.flush()
-        self._fh.truncate(self.start)
-        self.written = 0
+        self._fh.truncate(keep)
+        self._fh.seek(keep)
+        self.written = keep - self.start
 
 
 @contextmanager
@@ -93,7 +96,10 @@ def writing(
             fcntl.flock(raw.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             raise UploadBusy("another request is writing this upload; try again when it ends") from None
-        if os.fstat(raw.fileno()).st_size != offset:
+        size = os.fstat(raw.fileno()).st_size
+        if size < offset:  # fdatasync comes before a count: only a lost disk could do this
+            raise OSError(f"upload {upload_id} has {size:,} bytes on disk but {offset:,} counted")
+        if size > offset:
             raw.truncate(offset)
         raw.seek(offset)
         yield Writer(raw, offset, algorithm)  # type: ignore[arg-type]
@@ -119,10 +125,15 @@ def remove(blob_root: Path, customer_id: str, upload_id: str, finished: Path | N
 
 
 def read_pieces(read: Callable[[int], bytes], count: int | None) -> Iterator[bytes]:
-    """A request body in pieces of at most PIECE_BYTES: `count` bytes (None: until it ends)."""
+    """A request body in pieces of at most PIECE_BYTES: `count` bytes (None: until it ends).
+    A read that fails (the client went away) ends the pieces as the body's end would: the
+    caller sees fewer than `count`."""
     left = count
     while left is None or left > 0:
-        piece = read(PIECE_BYTES if left is None else min(PIECE_BYTES, left))
+        try:
+            piece = read(PIECE_BYTES if left is None else min(PIECE_BYTES, left))
+        except OSError:
+            return
         if not piece:
             return
         if left is not None:

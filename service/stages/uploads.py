@@ -94,20 +94,18 @@ def receive(
     try:
         with parts.writing(config.blob_root, upload.customer_id, upload.id, offset, algorithm) as writer:
             counted = offset
-            cut_off = False
-            try:
-                for piece in parts.read_pieces(read, room + 1 if count is None else count):
-                    if writer.written + len(piece) > room:
-                        writer.discard()
-                        raise TooLarge(f"the request has more bytes than the upload's {upload.length:,}")
-                    writer.write(piece)
-                    if checksum is None and offset + writer.written - counted >= COUNT_EVERY_BYTES:
-                        counted = _count(store, writer, upload, counted)
-            except OSError as exc:  # the client went away mid-request
-                log.info("upload %s: the request ended early: %s", upload.id, exc)
-                cut_off = True
-            if count is not None and writer.written < count:
-                cut_off = True
+            # A client that goes away mid-request ends its pieces early (parts.read_pieces);
+            # a write that fails (a full disk) is the server's fault and fails the request.
+            for piece in parts.read_pieces(read, room + 1 if count is None else count):
+                if writer.written + len(piece) > room:
+                    writer.discard(keep=counted)  # what was counted stays stored
+                    raise TooLarge(f"the request has more bytes than the upload's {upload.length:,}")
+                writer.write(piece)
+                if checksum is None and offset + writer.written - counted >= COUNT_EVERY_BYTES:
+                    counted = _count(store, writer, upload, counted)
+            cut_off = count is not None and writer.written < count
+            if cut_off:
+                log.info("upload %s: the request ended after %d of its %d bytes", upload.id, writer.written, count)
             if checksum is not None:
                 if cut_off or not hmac.compare_digest(writer.digest(), checksum[1]):
                     writer.discard()
