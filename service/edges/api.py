@@ -125,17 +125,7 @@ class Api:
     def create_upload(self, access: Access, length: int, metadata: Mapping[str, str]) -> Upload:
         """A new upload of `length` bytes for the customer metadata's customer_id names, or the
         one customer the token acts for."""
-        customer_id = metadata.get("customer_id")
-        if customer_id is None:
-            if access.customers is None or len(access.customers) != 1:
-                raise RequestRefused(
-                    "Upload-Metadata must name customer_id: this token acts for several customers",
-                    field="customer_id",
-                )
-            (customer_id,) = access.customers
-        elif not CUSTOMER_ID.match(customer_id):
-            raise RequestRefused(f"customer_id must match {CUSTOMER_ID.pattern}", field="customer_id")
-        self._check_customer(access, customer_id)
+        customer_id = self._named_or_only_customer(access, metadata.get("customer_id"), "Upload-Metadata must name")
         kept = {key: value for key, value in metadata.items() if key != "customer_id"}
         return uploads.create(self.config, self.uploads, customer_id, length, metadata.get("filename", ""), kept)
 
@@ -169,16 +159,7 @@ class Api:
             raise RequestRefused(
                 f"unknown field(s): {', '.join(repr(k[:40]) for k in unknown[:5])}", field=unknown[0][:60]
             )
-        customer_id = body.get("customer_id")
-        if customer_id is None:
-            if access.customers is None or len(access.customers) != 1:
-                raise RequestRefused(
-                    "customer_id is required: this token acts for several customers", field="customer_id"
-                )
-            (customer_id,) = access.customers
-        if not isinstance(customer_id, str) or not CUSTOMER_ID.match(customer_id):
-            raise RequestRefused(f"customer_id must match {CUSTOMER_ID.pattern}", field="customer_id")
-        self._check_customer(access, customer_id)
+        customer_id = self._named_or_only_customer(access, body.get("customer_id"), "the body must name")
         filename = body.get("filename")
         if not isinstance(filename, str) or not filename.strip() or len(filename) > 1024:
             raise RequestRefused("filename must be a non-empty string of at most 1,024 characters", field="filename")
@@ -292,6 +273,18 @@ class Api:
         count = _limit(limit)
         customers = None if access.customers is None else sorted(access.customers)
         return self.jobs.list_jobs(customers, customer_id, status, count)
+
+    def _named_or_only_customer(self, access: Access, given: Any, where: str) -> str:
+        """The customer a request names (customer_id), else the one customer its token acts for;
+        refused naming customer_id when neither holds, or the token may not act for it."""
+        if given is None:
+            if access.customers is None or len(access.customers) != 1:
+                raise RequestRefused(f"{where} customer_id: this token acts for several customers", field="customer_id")
+            (given,) = access.customers
+        if not isinstance(given, str) or not CUSTOMER_ID.match(given):
+            raise RequestRefused(f"customer_id must match {CUSTOMER_ID.pattern}", field="customer_id")
+        self._check_customer(access, given)
+        return str(given)
 
     def _check_customer(self, access: Access, customer_id: str) -> None:
         if not access.allows(customer_id):
