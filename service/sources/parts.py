@@ -114,14 +114,9 @@ def complete(blob_root: Path, customer_id: str, upload_id: str, filename: str) -
     return target
 
 
-def remove(blob_root: Path, customer_id: str, upload_id: str, finished: Path | None = None) -> None:
-    """Delete an upload's bytes, wherever they are (absent already: nothing to do)."""
-    for path in (part_path(blob_root, customer_id, upload_id), finished):
-        if path is not None:
-            try:
-                path.unlink()
-            except FileNotFoundError:
-                pass
+def remove(blob_root: Path, customer_id: str, upload_id: str) -> None:
+    """Delete an unfinished upload's bytes (absent already: nothing to do)."""
+    part_path(blob_root, customer_id, upload_id).unlink(missing_ok=True)
 
 
 def read_pieces(read: Callable[[int], bytes], count: int | None) -> Iterator[bytes]:

@@ -442,6 +442,21 @@ def test_importctl_upload_refused_names_the_reason(server: Server, tmp_path: Pat
     assert missing.returncode == 2 and "nope.csv is not a readable regular file" in missing.stderr
 
 
+def test_creation_with_a_chunked_body_stores_its_bytes(server: Server) -> None:
+    data = users_csv(50)
+    headers = server.headers(
+        **{
+            "Upload-Length": str(len(data)),
+            "Upload-Metadata": encode({"filename": "chunked.csv"}),
+            "Content-Type": "application/offset+octet-stream",
+        }
+    )
+    pieces = (data[i : i + 100] for i in range(0, len(data), 100))  # no Content-Length: chunked
+    answer = requests.post(f"{server.url}/uploads", data=pieces, headers=headers, timeout=30)
+    assert answer.status_code == 201, answer.text
+    assert answer.headers["Upload-Offset"] == str(len(data)) and answer.json()["finished"] is True
+
+
 def test_a_creation_without_content_length_or_body_is_an_empty_start(server: Server) -> None:
     """curl -X POST sends no Content-Length at all: that is no body, not a body of the wrong type."""
     host, port = server.url.removeprefix("http://").split(":")

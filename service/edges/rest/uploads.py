@@ -106,7 +106,7 @@ class UploadsResource:
                 discard_body(req)
                 raise falcon.HTTPUnsupportedMediaType(description=f"an upload's bytes come as {OFFSET_STREAM}")
             upload = self.api.receive_upload(
-                req.context.access, upload.id, 0, req.bounded_stream.read, req.content_length, _checksum(req)
+                req.context.access, upload.id, 0, _reader(req), req.content_length, _checksum(req)
             )
         resp.status = falcon.HTTP_201
         resp.location = f"{req.root_path}/uploads/{upload.id}"
