@@ -8,7 +8,8 @@ The one interface the layers above use for every store: `locate` (URI -> blob, c
 binary reader) and `streamed` (whether that reader can only go front to back: an https file
 whose server offers no ranges or no ETag); `upload` puts a local file into the customer's area
 (`importctl enqueue --file`; not for https); `presign` answers a URL a client PUTs a file to
-straight into the customer's S3, Azure or GCS area (SPEC 19). A store is one module of this package (`s3`,
+straight into the customer's S3, Azure or GCS area, and `begin_parts`, `put_part`,
+`complete_parts` and `abort_parts` write one there in parts (SPEC 19). A store is one module of this package (`s3`,
 `azure`, `gcs`, `http`); adding one means its URI scheme in `locate` and its branch in each of
 these calls."""
 
@@ -242,15 +243,7 @@ def presign(customer: str, filename: str, store: str, config: Config, expires_in
 def _upload_uri(customer: str, store: str, filename: str, config: Config) -> str:
     """The URI of a new blob under uploads/ of the customer's area in the store, named
     <12 hex>-<safe file name> as `upload` names its blobs; refused naming "store" without that area."""
-    name = f"uploads/{uuid.uuid4().hex[:12]}-{upload_name(filename)}"
-    settings = config.customer_settings.get(customer)
-    if store == "s3" and settings is not None and settings.s3 is not None:
-        return f"{s3.SCHEME}{settings.s3.bucket}/{s3.area_prefix(settings.s3, customer)}{name}"
-    if store == "azure" and settings is not None and settings.azure is not None:
-        return f"{azure.SCHEME}{settings.azure.container}/{azure.area_prefix(settings.azure, customer)}{name}"
-    if store == "gcs" and settings is not None and settings.gcs is not None:
-        return f"{gcs.SCHEME}{settings.gcs.bucket}/{gcs.area_prefix(settings.gcs, customer)}{name}"
-    raise RequestRefused(f"customer {customer!r} has no {PRESIGN_STORES[store]} area to upload to", field="store")
+    return f"{_area_uri(customer, store, config)}uploads/{uuid.uuid4().hex[:12]}-{upload_name(filename)}"
 
 
 def upload_name(filename: str) -> str:
@@ -263,18 +256,72 @@ def upload_name(filename: str) -> str:
     return kept[:MAX_FILENAME_CHARS].rstrip(". ").strip() or "upload"
 
 
-def upload_to(source: Path, customer: str, store: str, name: str, config: Config) -> str:
-    """Upload a local file as uploads/<name> of the customer's `store` area ("s3", "azure" or
-    "gcs": where its uploads setting sends a finished tus upload, SPEC 19); its URI."""
+# A tus upload going straight to a store (SPEC 19) is sent in parts of PART_BYTES (S3's least
+# but the last), more for a file too large for the store's count of parts: a request holds one
+# part in memory, never the file.
+PART_BYTES = 5 * 1024 * 1024
+_MIB = 1024 * 1024
+
+
+def begin_parts(customer: str, store: str, name: str, length: int, config: Config) -> dict[str, Any]:
+    """Start a multipart upload of `length` bytes to uploads/<name> of the customer's `store` area
+    ("s3", "azure" or "gcs": where its uploads setting sends a tus upload, SPEC 19): its state,
+    which put_part, complete_parts and abort_parts take ("uri": the blob it makes; "part_bytes":
+    the size of every part but the last; what else the store needs)."""
+    if store not in PRESIGN_STORES:
+        raise RequestRefused(f"customer {customer!r} has no {store} area to upload to", field="store")
+    uri = f"{_area_uri(customer, store, config)}uploads/{name}"
+    found = locate(uri, customer, config)
+    module = _module(found)
+    # Half the store's count of parts, so that requests cut off (their parts never named) and
+    # restarts leave room; whole MiB.
+    part_bytes = max(PART_BYTES, -(-length // (module.MAX_PARTS // 2) // _MIB) * _MIB)
+    return {"uri": uri, "part_bytes": part_bytes, **module.begin_parts(found)}
+
+
+def put_part(state: dict[str, Any], customer: str, config: Config, number: int, data: bytes) -> dict[str, Any]:
+    """Upload part `number` of a multipart upload begin_parts started; what completing names it by."""
+    found = locate(state["uri"], customer, config)
+    return _module(found).put_part(found, state, number, data)  # type: ignore[no-any-return]
+
+
+def complete_parts(state: dict[str, Any], customer: str, config: Config, parts: list[dict[str, Any]]) -> str:
+    """Make the blob of these parts, in this order (parts put but not named are dropped); its URI."""
+    found = locate(state["uri"], customer, config)
+    _module(found).complete_parts(found, state, parts)
+    return str(state["uri"])
+
+
+def abort_parts(state: dict[str, Any], customer: str, config: Config) -> None:
+    """Drop a multipart upload and its parts (dropped already: nothing to do)."""
+    try:
+        found = locate(state["uri"], customer, config)
+    except BlobRefused:
+        return  # outside the area (the configuration changed): not ours to delete
+    _module(found).abort_parts(found, state)
+
+
+def _module(found: Blob) -> Any:
+    """The store module of an S3, Azure or GCS blob."""
+    if isinstance(found, S3Object):
+        return s3
+    if isinstance(found, AzureBlob):
+        return azure
+    if isinstance(found, GcsObject):
+        return gcs
+    raise AssertionError(f"no multipart upload to {type(found).__name__}")
+
+
+def _area_uri(customer: str, store: str, config: Config) -> str:
+    """The URI prefix of the customer's area in the store ("s3", "azure" or "gcs"), ending in /."""
     settings = config.customer_settings.get(customer)
-    with source.open("rb") as fh:
-        if store == "s3" and settings is not None and settings.s3 is not None:
-            return s3.upload(fh, settings.s3, customer, name).uri
-        if store == "azure" and settings is not None and settings.azure is not None:
-            return azure.upload(fh, settings.azure, customer, name, config.azure_storage_connection_string).uri
-        if store == "gcs" and settings is not None and settings.gcs is not None:
-            return gcs.upload(fh, settings.gcs, customer, name, config.storage_emulator_host).uri
-    raise RequestRefused(f"customer {customer!r} has no {store} area to upload to", field="store")
+    if store == "s3" and settings is not None and settings.s3 is not None:
+        return f"{s3.SCHEME}{settings.s3.bucket}/{s3.area_prefix(settings.s3, customer)}"
+    if store == "azure" and settings is not None and settings.azure is not None:
+        return f"{azure.SCHEME}{settings.azure.container}/{azure.area_prefix(settings.azure, customer)}"
+    if store == "gcs" and settings is not None and settings.gcs is not None:
+        return f"{gcs.SCHEME}{settings.gcs.bucket}/{gcs.area_prefix(settings.gcs, customer)}"
+    raise RequestRefused(f"customer {customer!r} has no {PRESIGN_STORES[store]} area to upload to", field="store")
 
 
 def delete(uri: str, customer: str, config: Config) -> None:

@@ -26,6 +26,10 @@ MAX_NAME_BYTES = 1024
 DEFAULT_ENDPOINT = "https://storage.googleapis.com"
 # Connect / read timeouts of one request, and how long the library may retry one call.
 TIMEOUT = (5, 20)
+# Components of one composite object (GCS's limit): a tus upload going straight to GCS is parts,
+# composed into the object at the end.
+MAX_PARTS = 1024
+COMPOSE_SOURCES = 32  # objects one compose request takes
 RETRY_SECONDS = 10.0
 
 
@@ -206,6 +210,62 @@ def delete(obj: GcsObject) -> None:
         _blob(obj).delete(timeout=TIMEOUT, retry=_retry())
     except NotFound:
         pass
+    except Exception as exc:
+        raise _translate(exc, obj) from None
+
+
+def begin_parts(obj: GcsObject) -> dict[str, str]:
+    """Start writing the object in parts (a tus upload going straight to GCS, SPEC 19): each part
+    is an object of its own under `<name>.parts/`, composed into the object at the end."""
+    return {}
+
+
+def _part(obj: GcsObject, name: str) -> Any:
+    return _blob(replace(obj, name_in_bucket=f"{obj.name_in_bucket}.parts/{name}"))
+
+
+def put_part(obj: GcsObject, state: dict[str, Any], number: int, data: bytes) -> dict[str, Any]:
+    """Upload part `number` as an object of its own (not part of the object until complete_parts)."""
+    try:
+        _part(obj, f"{number:08d}").upload_from_string(data, timeout=TIMEOUT, retry=_retry())
+    except Exception as exc:
+        raise _translate(exc, obj) from None
+    return {"n": number}
+
+
+def complete_parts(obj: GcsObject, state: dict[str, Any], parts: list[dict[str, Any]]) -> None:
+    """Compose these parts, in this order, into the object (COMPOSE_SOURCES at a time, then
+    those composites), then delete every part object, those not named included."""
+    try:
+        sources = [_part(obj, f"{part['n']:08d}") for part in parts]
+        round_ = 0
+        while len(sources) > COMPOSE_SOURCES:
+            round_ += 1
+            grouped = []
+            for i in range(0, len(sources), COMPOSE_SOURCES):
+                target = _part(obj, f"c{round_}-{i // COMPOSE_SOURCES:05d}")
+                target.compose(sources[i : i + COMPOSE_SOURCES], timeout=TIMEOUT, retry=_retry())
+                grouped.append(target)
+            sources = grouped
+        _blob(obj).compose(sources, timeout=TIMEOUT, retry=_retry())
+    except Exception as exc:
+        raise _translate(exc, obj) from None
+    abort_parts(obj, state)
+
+
+def abort_parts(obj: GcsObject, state: dict[str, Any]) -> None:
+    """Delete every part object of the upload (none left: nothing to do)."""
+    from google.api_core.exceptions import NotFound
+
+    store = client(obj.endpoint_url, obj.emulator)
+    try:
+        for part in store.list_blobs(
+            obj.bucket, prefix=f"{obj.name_in_bucket}.parts/", timeout=TIMEOUT, retry=_retry()
+        ):
+            try:
+                part.delete(timeout=TIMEOUT, retry=_retry())
+            except NotFound:
+                pass
     except Exception as exc:
         raise _translate(exc, obj) from None
 

@@ -20,6 +20,7 @@ from service.sources.ranged import CHANGED, open_ranged
 
 SCHEME = "s3://"
 MAX_KEY_BYTES = 1024
+MAX_PARTS = 10_000  # of one multipart upload; every part but the last at least 5 MiB
 # S3's rules for a bucket name: 3-63 characters, lowercase letters, digits, dots and hyphens,
 # a letter or digit at each end, no two dots in a row, not an IP address.
 _BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]\Z")
@@ -204,6 +205,53 @@ def upload(source: BinaryIO, area: S3Area, customer_id: str, name: str) -> S3Obj
     except Exception as exc:
         raise _translate(exc, obj) from None
     return obj
+
+
+def begin_parts(obj: S3Object) -> dict[str, str]:
+    """Start a multipart upload of the object (a tus upload going straight to S3, SPEC 19):
+    what the other *_parts calls need to go on with it."""
+    try:
+        started = client(obj.endpoint_url, obj.region).create_multipart_upload(Bucket=obj.bucket, Key=obj.key)
+    except Exception as exc:
+        raise _translate(exc, obj) from None
+    return {"id": str(started["UploadId"])}
+
+
+def put_part(obj: S3Object, state: dict[str, Any], number: int, data: bytes) -> dict[str, Any]:
+    """Upload part `number` (1 to MAX_PARTS) of the multipart upload; what completing names it by."""
+    try:
+        answer = client(obj.endpoint_url, obj.region).upload_part(
+            Bucket=obj.bucket, Key=obj.key, UploadId=state["id"], PartNumber=number, Body=data
+        )
+    except Exception as exc:
+        raise _translate(exc, obj) from None
+    return {"n": number, "etag": str(answer["ETag"])}
+
+
+def complete_parts(obj: S3Object, state: dict[str, Any], parts: list[dict[str, Any]]) -> None:
+    """Make the object of these parts, in this order (parts put but not named are dropped)."""
+    named = [{"PartNumber": part["n"], "ETag": part["etag"]} for part in parts]
+    try:
+        client(obj.endpoint_url, obj.region).complete_multipart_upload(
+            Bucket=obj.bucket, Key=obj.key, UploadId=state["id"], MultipartUpload={"Parts": named}
+        )
+    except Exception as exc:
+        raise _translate(exc, obj) from None
+
+
+def abort_parts(obj: S3Object, state: dict[str, Any]) -> None:
+    """Drop the multipart upload and every part of it (one S3 dropped already: nothing to do)."""
+    from botocore.exceptions import ClientError
+
+    try:
+        client(obj.endpoint_url, obj.region).abort_multipart_upload(
+            Bucket=obj.bucket, Key=obj.key, UploadId=state["id"]
+        )
+    except ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") != "NoSuchUpload":
+            raise _translate(exc, obj) from None
+    except Exception as exc:
+        raise _translate(exc, obj) from None
 
 
 def presign_put(obj: S3Object, expires_in: int) -> tuple[str, datetime]:

@@ -6,13 +6,22 @@ An upload's stored count (`received`) moves only after the bytes under it are du
 only from the count the request started at: a request cut off keeps what it wrote (unless a
 checksum covered the whole request: then nothing), two requests racing for one upload cannot
 both count, and a process killed mid-request loses only what it had not counted.
+
+Where the customer's "uploads" setting names its S3, Azure or GCS area, the bytes go straight
+there as the parts of a multipart upload (blob.put_part), each part counted once the store has
+it; the counted bytes of a request that fill no whole part wait, with the count, in the
+upload's row (less than a part: import_uploads.tail). The store's parts are completed into the
+file when the last byte comes. A request holds one part in memory, never the file.
 """
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import logging
+import uuid
 from collections.abc import Callable
+from typing import Any
 
 from service.config import Config
 from service.errors import BlobUnavailable, ImportServiceError, RequestRefused
@@ -59,8 +68,15 @@ def create(
             f"the upload's length ({length:,} bytes) is more than the max_file_bytes limit "
             f"({human_size(config.max_file_bytes)})"
         )
-    upload = store.create(customer_id, upload_name(filename), length, metadata, config.upload_expiry_hours)
-    parts.create(config.blob_root, customer_id, upload.id)
+    name = upload_name(filename)
+    kind = _kind(config, customer_id)
+    if kind == "blob_root":
+        upload = store.create(customer_id, name, length, metadata, config.upload_expiry_hours)
+        parts.create(config.blob_root, customer_id, upload.id)
+    else:
+        upload_id = str(uuid.uuid4())
+        state = blob.begin_parts(customer_id, kind, f"{upload_id}-{name}", length, config)
+        upload = store.create(customer_id, name, length, metadata, config.upload_expiry_hours, upload_id, state)
     if length == 0:
         return finish(config, store, upload)
     return upload
@@ -90,6 +106,9 @@ def receive(
     room = upload.length - offset
     if count is not None and count > room:
         raise TooLarge(f"the request has {count:,} bytes but the upload has room for {room:,} more")
+    if upload.store is not None:
+        _receive_parts(config, store, upload, offset, read, count, checksum)
+        return _after(config, store, upload)
     algorithm = checksum[0] if checksum else None
     try:
         with parts.writing(config.blob_root, upload.customer_id, upload.id, offset, algorithm) as writer:
@@ -116,12 +135,85 @@ def receive(
                 counted = _count(store, writer, upload, counted)
     except FileNotFoundError:
         raise UploadGone(f"no upload {upload.id}") from None
+    return _after(config, store, upload)
+
+
+def _after(config: Config, store: UploadStore, upload: Upload) -> Upload:
+    """The upload as a request left it: finished when its last byte came."""
     current = store.get(upload.id)
     if current is None:
         raise UploadGone(f"no upload {upload.id}")
     if current.received == current.length and not current.finished:
         return finish(config, store, current)
     return current
+
+
+def _receive_parts(
+    config: Config,
+    store: UploadStore,
+    upload: Upload,
+    offset: int,
+    read: Callable[[int], bytes],
+    count: int | None,
+    checksum: tuple[str, bytes] | None,
+) -> None:
+    """Store a request's bytes as parts in the customer's own store (receive's rules, the same
+    answers): a part is counted as soon as the store has it, unless a checksum covers the whole
+    request; then all are counted at its end, or none. Parts put but never counted (a request
+    cut off, a checksum that failed, a race lost) are never named, and the store drops them."""
+    assert upload.store is not None
+    state = upload.store
+    part_bytes = int(state["part_bytes"])
+    _, tail = store.pending(upload.id)
+    buffer = bytearray(tail)  # counted bytes in no part yet, then this request's
+    room = upload.length - offset
+    hasher = hashlib.new(checksum[0]) if checksum else None
+    written = 0
+    counted = offset
+    new_parts: list[dict[str, Any]] = []
+    for piece in parts.read_pieces(read, room + 1 if count is None else count):
+        if written + len(piece) > room:
+            raise TooLarge(f"the request has more bytes than the upload's {upload.length:,}")
+        buffer += piece
+        written += len(piece)
+        if hasher is not None:
+            hasher.update(piece)
+        while len(buffer) >= part_bytes:
+            number = _next_part(store, upload)
+            new_parts.append(blob.put_part(state, upload.customer_id, config, number, bytes(buffer[:part_bytes])))
+            del buffer[:part_bytes]
+            if checksum is None:
+                counted = _count_parts(store, upload, counted, offset + written, new_parts, bytes(buffer))
+                new_parts = []
+    cut_off = count is not None and written < count
+    if cut_off:
+        log.info("upload %s: the request ended after %d of its %d bytes", upload.id, written, count)
+    if checksum is not None and hasher is not None:
+        if cut_off:
+            raise OffsetConflict("the request ended before all its bytes came; none were kept")
+        if not hmac.compare_digest(hasher.digest(), checksum[1]):
+            raise ChecksumMismatch(f"the request's bytes do not match their {checksum[0]} checksum")
+    if offset + written > counted:
+        _count_parts(store, upload, counted, offset + written, new_parts, bytes(buffer))
+
+
+def _next_part(store: UploadStore, upload: Upload) -> int:
+    try:
+        return store.next_part(upload.id)
+    except LookupError:
+        raise UploadGone(f"no upload {upload.id}") from None
+
+
+def _count_parts(
+    store: UploadStore, upload: Upload, counted: int, end: int, new_parts: list[dict[str, Any]], tail: bytes
+) -> int:
+    """Count the bytes up to end (parts the store has, and the tail): the new count. Another
+    request that counted first wins; this one's parts are then never named (OffsetConflict)."""
+    if not store.advance_parts(upload.id, counted, end, new_parts, tail):
+        if store.get(upload.id) is None:
+            raise UploadGone(f"no upload {upload.id}")
+        raise OffsetConflict("another request stored bytes of this upload at the same offset first; none were kept")
+    return end
 
 
 def _count(store: UploadStore, writer: parts.Writer, upload: Upload, counted: int) -> int:
@@ -134,20 +226,25 @@ def _count(store: UploadStore, writer: parts.Writer, upload: Upload, counted: in
     return end
 
 
+def _kind(config: Config, customer_id: str) -> str:
+    """Where the customer's uploads go: "blob_root", or its "s3", "azure" or "gcs" area."""
+    settings = config.customer_settings.get(customer_id)
+    return settings.uploads if settings is not None else "blob_root"
+
+
 def finish(config: Config, store: UploadStore, upload: Upload) -> Upload:
-    """Put a fully stored upload's file where the customer's uploads go and mark it finished:
-    moved into its area of the blob root, or (its "uploads" setting names "s3", "azure" or
-    "gcs") copied into that area of its own store, in the store client's bounded parts, and the
-    local bytes deleted. A store that cannot be reached fails the request (503): the client's
-    retry (an empty PATCH at the end) finishes it."""
-    settings = config.customer_settings.get(upload.customer_id)
-    kind = settings.uploads if settings is not None else "blob_root"
-    if kind == "blob_root":
+    """Make a fully stored upload's file and mark the upload finished: its file moved into the
+    customer's area of the blob root, or its parts (the tail the last) completed into the file
+    in the customer's own store. A store that cannot be reached fails the request (503): the
+    client's retry (an empty PATCH at the end) finishes it."""
+    if upload.store is None:
         uri = parts.complete(config.blob_root, upload.customer_id, upload.id, upload.filename).resolve().as_uri()
     else:
-        part = parts.part_path(config.blob_root, upload.customer_id, upload.id)
-        uri = blob.upload_to(part, upload.customer_id, kind, f"{upload.id}-{upload_name(upload.filename)}", config)
-        parts.remove(config.blob_root, upload.customer_id, upload.id)
+        done, tail = store.pending(upload.id)
+        if tail or not done:  # the last part may be short; an empty file is one empty part
+            number = _next_part(store, upload)
+            done = [*done, blob.put_part(upload.store, upload.customer_id, config, number, tail)]
+        uri = blob.complete_parts(upload.store, upload.customer_id, config, done)
     finished = store.finish(upload.id, uri)
     if finished is None:  # deleted (or expired) meanwhile
         blob.delete(uri, upload.customer_id, config)
@@ -162,8 +259,12 @@ def delete(config: Config, store: UploadStore, upload: Upload) -> None:
 
 
 def _remove_bytes(config: Config, upload: Upload) -> None:
-    """Delete an upload's bytes: those still arriving, and its finished file wherever it went."""
-    parts.remove(config.blob_root, upload.customer_id, upload.id)
+    """Delete an upload's bytes: those still arriving (a file here, or parts in the customer's
+    store), and its finished file wherever it went."""
+    if upload.store is None:
+        parts.remove(config.blob_root, upload.customer_id, upload.id)
+    elif upload.blob_uri is None:
+        blob.abort_parts(upload.store, upload.customer_id, config)
     if upload.blob_uri is not None:
         blob.delete(upload.blob_uri, upload.customer_id, config)
 

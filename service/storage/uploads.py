@@ -1,6 +1,7 @@
 """Uploads in the app DB (SPEC 19): who an upload belongs to, its length, how many of its bytes
 are stored, and where the whole file is once they all are. The bytes themselves are the blob
-store's (service/sources/parts.py); this module never touches them.
+store's (service/sources/parts.py, or the parts of a multipart upload in the customer's S3,
+Azure or GCS area), but for an upload of the latter the few counted bytes not yet in a part.
 """
 
 from __future__ import annotations
@@ -15,7 +16,8 @@ import psycopg2.extras
 from service.storage.app_db import AppDB
 
 _COLUMNS = (
-    "id::text AS id, customer_id, filename, length, received, metadata, blob_uri, created_at, expires_at, finished_at"
+    "id::text AS id, customer_id, filename, length, received, metadata, blob_uri, created_at, expires_at, "
+    "finished_at, store"
 )
 
 
@@ -33,6 +35,9 @@ class Upload:
     created_at: datetime
     expires_at: datetime
     finished_at: datetime | None
+    # The multipart upload in the customer's own store its bytes go to (see 0009_upload_parts.sql);
+    # None for an upload into the blob root.
+    store: dict[str, Any] | None = None
 
     @property
     def finished(self) -> bool:
@@ -54,13 +59,31 @@ def is_upload_id(text: Any) -> bool:
 class UploadStore(AppDB):
     """Create, read, advance, finish and delete uploads."""
 
-    def create(self, customer_id: str, filename: str, length: int, metadata: dict[str, str], hours: float) -> Upload:
-        """A new upload of `length` bytes that expires `hours` from now unless it is finished."""
+    def create(
+        self,
+        customer_id: str,
+        filename: str,
+        length: int,
+        metadata: dict[str, str],
+        hours: float,
+        upload_id: str | None = None,
+        store: dict[str, Any] | None = None,
+    ) -> Upload:
+        """A new upload of `length` bytes that expires `hours` from now unless it is finished;
+        `store`, the multipart upload its bytes go to (None: the blob root)."""
         with self.transaction() as cur:
             cur.execute(
-                f"INSERT INTO import_uploads (id, customer_id, filename, length, metadata, expires_at) "
-                f"VALUES (%s, %s, %s, %s, %s, now() + make_interval(secs => %s)) RETURNING {_COLUMNS}",
-                (str(uuid.uuid4()), customer_id, filename, length, psycopg2.extras.Json(metadata), hours * 3600.0),
+                f"INSERT INTO import_uploads (id, customer_id, filename, length, metadata, expires_at, store) "
+                f"VALUES (%s, %s, %s, %s, %s, now() + make_interval(secs => %s), %s) RETURNING {_COLUMNS}",
+                (
+                    upload_id or str(uuid.uuid4()),
+                    customer_id,
+                    filename,
+                    length,
+                    psycopg2.extras.Json(metadata),
+                    hours * 3600.0,
+                    None if store is None else psycopg2.extras.Json(store),
+                ),
             )
             return Upload(**cur.fetchone())
 
@@ -88,11 +111,43 @@ class UploadStore(AppDB):
             )
             return bool(cur.rowcount)
 
+    def pending(self, upload_id: str) -> tuple[list[dict[str, Any]], bytes]:
+        """The counted parts of an upload going to a store, and its counted bytes not yet in one."""
+        with self.transaction() as cur:
+            cur.execute("SELECT parts, tail FROM import_uploads WHERE id = %s", (upload_id,))
+            row = cur.fetchone()
+        return (row["parts"], bytes(row["tail"])) if row else ([], b"")
+
+    def next_part(self, upload_id: str) -> int:
+        """A part number no other request of this upload gets (1, 2, ...)."""
+        with self.transaction() as cur:
+            cur.execute(
+                "UPDATE import_uploads SET next_part = next_part + 1 WHERE id = %s RETURNING next_part", (upload_id,)
+            )
+            row = cur.fetchone()
+        if row is None:
+            raise LookupError(upload_id)
+        return int(row["next_part"])
+
+    def advance_parts(self, upload_id: str, start: int, end: int, parts: list[dict[str, Any]], tail: bytes) -> bool:
+        """Count the bytes [start, end) as stored, for an upload going to a store: `parts` are
+        appended to its counted parts and `tail` (what is counted but in no part) replaces its
+        tail. False when another request moved it on from start first (or it expired or
+        finished), and nothing changes."""
+        with self.transaction() as cur:
+            cur.execute(
+                "UPDATE import_uploads SET received = %s, parts = parts || %s, tail = %s, updated_at = now() "
+                "WHERE id = %s AND received = %s AND finished_at IS NULL AND expires_at > now()",
+                (end, psycopg2.extras.Json(parts), tail, upload_id, start),
+            )
+            return bool(cur.rowcount)
+
     def finish(self, upload_id: str, blob_uri: str) -> Upload | None:
         """Mark a fully received upload finished, its file at blob_uri; None if it is gone."""
         with self.transaction() as cur:
             cur.execute(
-                f"UPDATE import_uploads SET blob_uri = %s, finished_at = now(), updated_at = now() "
+                f"UPDATE import_uploads SET blob_uri = %s, finished_at = now(), updated_at = now(), "
+                f"parts = '[]', tail = '' "
                 f"WHERE id = %s AND received = length AND finished_at IS NULL RETURNING {_COLUMNS}",
                 (blob_uri, upload_id),
             )

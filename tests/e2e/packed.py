@@ -6,6 +6,7 @@ customer whose uploads go to that store lands there (SPEC 19)."""
 from __future__ import annotations
 
 import gzip
+import hashlib
 import io
 import lzma
 import signal
@@ -94,32 +95,96 @@ class StoreStack(Runs, Protocol):
 
 
 def assert_uploads_land_in_the_store(stack: StoreStack, scheme: str, data: bytes, rows: int) -> None:
-    """A tus upload of customer globex (whose "uploads" names this store), stored in two requests
-    as the REST route stores them (tests/e2e/test_uploads.py tests that route), ends in globex's
-    area of the store with no local copy left, imports by upload_id, and is deleted there with
-    the upload."""
+    """A tus upload of customer globex (whose "uploads" names this store) goes straight to
+    globex's area of the store in parts, as the REST route stores requests
+    (tests/e2e/test_uploads.py tests that route): nothing of it is kept here but the counted
+    bytes that fill no part yet; a request whose checksum fails, one cut off and one that loses
+    a race for its offset keep what the rules say; the file is exactly the bytes sent, imports
+    by upload_id, and is deleted there with the upload. `data` must span at least two parts."""
     config = stack.config
+    part = blob.PART_BYTES
+    assert len(data) > 2 * part, "the scenario needs three parts"
     store = UploadStore(config.app_db_dsn or "", maxconn=1)
+    local = config.blob_root / ".uploads" / "globex"
     try:
         upload = uploads.create(config, store, "globex", len(data), "to store.csv", {"filename": "to store.csv"})
+        assert upload.store is not None and upload.store["uri"].startswith(f"{scheme}://")
         upload = uploads.receive(config, store, upload, 0, io.BytesIO(data).read, 4)
         assert not upload.finished and upload.received == 4
-        upload = uploads.receive(config, store, upload, 4, io.BytesIO(data[4:]).read, len(data) - 4)
+        assert store.pending(upload.id) == ([], data[:4])  # less than a part: counted, in the row
+        # A checksum that fails keeps nothing, though a whole part reached the store meanwhile.
+        wrong = ("sha256", hashlib.sha256(b"other bytes").digest())
+        try:
+            uploads.receive(config, store, upload, 4, io.BytesIO(data[4 : part + 100]).read, part + 96, wrong)
+        except uploads.ChecksumMismatch:
+            pass
+        else:
+            raise AssertionError("a request whose checksum fails was kept")
+        upload = store.get(upload.id) or upload
+        assert upload.received == 4 and store.pending(upload.id) == ([], data[:4])
+        # A request cut off after part of its bytes keeps them: one part in the store, the rest in the row.
+        cut = part + part // 2
+        upload = uploads.receive(config, store, upload, 4, io.BytesIO(data[4:cut]).read, len(data) - 4)
+        assert upload.received == cut and not upload.finished
+        counted, tail = store.pending(upload.id)
+        assert len(counted) == 1 and tail == data[part:cut]
+
+        # Two requests race for one offset: the one that counts first wins, the other's part is never named.
+        body = io.BytesIO(data[cut:])
+
+        def racing(size: int) -> bytes:
+            if body.tell() == 0:
+                uploads.receive(
+                    config, store, upload, cut, io.BytesIO(data[cut : 2 * part + 10]).read, 2 * part + 10 - cut
+                )
+            return body.read(size)
+
+        try:
+            uploads.receive(config, store, upload, cut, racing, len(data) - cut)
+        except uploads.OffsetConflict:
+            pass
+        else:
+            raise AssertionError("both racing requests counted")
+        upload = store.get(upload.id) or upload
+        assert upload.received == 2 * part + 10
+        upload = uploads.receive(
+            config,
+            store,
+            upload,
+            upload.received,
+            io.BytesIO(data[upload.received :]).read,
+            len(data) - upload.received,
+        )
         assert upload.finished and upload.blob_uri is not None
-        assert upload.blob_uri.startswith(f"{scheme}://") and upload.blob_uri.endswith("-to store.csv"), upload.blob_uri
-        assert not list((config.blob_root / ".uploads" / "globex").iterdir())  # no local copy left
-        _, size, _ = blob.check(blob.locate(upload.blob_uri, "globex", config), 1 << 20)
+        assert upload.blob_uri == upload.store["uri"] and upload.blob_uri.endswith("-to store.csv"), upload.blob_uri
+        assert not local.exists() or not list(local.iterdir())  # nothing of it was ever here
+        assert store.pending(upload.id) == ([], b"")
+        found = blob.locate(upload.blob_uri, "globex", config)
+        pinned, size, _ = blob.check(found, 1 << 30)
         assert size == len(data)
+        with blob.open_blob(pinned, None) as fh:
+            assert hashlib.sha256(fh.read()).hexdigest() == hashlib.sha256(data).hexdigest()
         body = {"customer_id": "globex", "product_type": "users", "upload_id": upload.id}
-        job = stack.wait(enqueue(check_request(body, config, stack.products, store), stack.jobs)[0].id, timeout=60)
+        job = stack.wait(enqueue(check_request(body, config, stack.products, store), stack.jobs)[0].id, timeout=120)
         assert (job.status, job.rows_inserted, job.options["upload"]["filename"]) == ("succeeded", rows, "to store.csv")
         uploads.delete(config, store, upload)
         try:
-            blob.check(blob.locate(upload.blob_uri, "globex", config), 1 << 20)
+            blob.check(blob.locate(upload.blob_uri, "globex", config), 1 << 30)
         except BlobRefused as exc:
             assert "no object" in str(exc)
         else:
             raise AssertionError(f"{upload.blob_uri} is still there after the upload was deleted")
         assert store.get(upload.id) is None
+        # An empty file is one empty part.
+        empty = uploads.create(config, store, "globex", 0, "empty.csv", {})
+        assert empty.finished and empty.blob_uri is not None
+        assert blob.check(blob.locate(empty.blob_uri, "globex", config), 1)[1] == 0
+        uploads.delete(config, store, empty)
+        # An upload deleted unfinished drops its parts (the caller looks in its store).
+        dropped = uploads.create(config, store, "globex", len(data), "dropped.csv", {})
+        dropped = uploads.receive(config, store, dropped, 0, io.BytesIO(data).read, part + 10)
+        assert dropped.received == part + 10 and len(store.pending(dropped.id)[0]) == 1
+        uploads.delete(config, store, dropped)
+        assert store.get(dropped.id) is None
     finally:
         store.close()

@@ -53,7 +53,7 @@ from tests.e2e.packed import (
     assert_packed_files_import,
     assert_uploads_land_in_the_store,
 )
-from tests.e2e.test_azure import HOP_BY_HOP, QuietServer, listening, users_csv
+from tests.e2e.test_azure import HOP_BY_HOP, UPLOAD_ROWS, QuietServer, listening, users_csv
 from tests.e2e.test_faults import end, start_supervisor
 from tests.e2e.test_s3 import canonical_request, signed_expiry
 from tests.integration.conftest import pipeline_env
@@ -552,5 +552,7 @@ def test_presign_without_google_credentials_is_refused_naming_the_object_only(
 
 
 def test_a_tus_upload_of_a_customer_whose_uploads_go_to_gcs_lands_there_and_imports(gcs_stack: GcsStack) -> None:
-    """SPEC 19: a finished upload goes to the customer's own area when its "uploads" names it."""
-    assert_uploads_land_in_the_store(gcs_stack, "gs", users_csv(6), 6)
+    """SPEC 19: an upload goes straight to the customer's own area, in parts, when its "uploads" names it."""
+    assert_uploads_land_in_the_store(gcs_stack, "gs", users_csv(UPLOAD_ROWS), UPLOAD_ROWS)
+    left = [found.name for found in gcs_stack.client.list_blobs(BUCKET, prefix=f"{PREFIX}/globex/uploads/")]
+    assert not [name for name in left if ".parts/" in name], left  # every part object deleted

@@ -41,7 +41,11 @@ from service.stages.messages import dispatch
 from service.storage.jobs import Job, JobStore, migrate
 from tests.conftest import ROOT, Databases, query, until, wait_finished
 from tests.e2e.conftest import free_port, stop, wait_for_port
-from tests.e2e.packed import assert_killed_workers_lose_nothing, assert_packed_files_import
+from tests.e2e.packed import (
+    assert_killed_workers_lose_nothing,
+    assert_packed_files_import,
+    assert_uploads_land_in_the_store,
+)
 from tests.e2e.test_faults import end, start_supervisor
 from tests.integration.conftest import pipeline_env
 
@@ -188,6 +192,10 @@ class S3Stack:
         sql = "SELECT count(*), count(DISTINCT source_row) FROM users WHERE job_id = %s"
         (row,) = query(self.customers[customer], sql, (job_id,))
         return row
+
+
+# Rows of a file of three upload parts (blob.PART_BYTES each but the last).
+UPLOAD_ROWS = 170_000
 
 
 def users_csv(rows: int) -> bytes:
@@ -522,6 +530,13 @@ def test_post_uploads_presign_answers_a_url_whose_file_imports_over_rest(s3_stac
     for bad, named in (({}, "filename"), ({"filename": "a", "expires_in": 0}, "expires_in"), ({"x": 1}, "x")):
         refused = requests.post(f"{rest}/uploads/presign", json=bad, headers=globex, timeout=30)
         assert refused.status_code == 400 and refused.json()["error"]["field"] == named, (bad, refused.text)
+
+
+def test_an_upload_goes_straight_to_s3_in_parts(s3_stack: S3Stack) -> None:
+    """SPEC 19: an upload goes straight to the customer's own area, in parts, when its "uploads" names it."""
+    assert_uploads_land_in_the_store(s3_stack, "s3", users_csv(UPLOAD_ROWS), UPLOAD_ROWS)
+    left = s3_stack.s3.list_multipart_uploads(Bucket=BUCKET).get("Uploads", [])
+    assert not [found for found in left if "/globex/uploads/" in found["Key"]], left
 
 
 def test_a_tus_upload_of_a_customer_whose_uploads_go_to_s3_lands_there_imports_and_is_deleted(
