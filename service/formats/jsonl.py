@@ -12,14 +12,15 @@ import codecs
 import json
 import sys
 from collections.abc import Callable, Iterator
-from typing import Any, BinaryIO, NoReturn
+from itertools import chain, islice
+from typing import Any, BinaryIO, NoReturn, cast
 
 import orjson
 
 from service.errors import FileRejected, LimitExceeded
 from service.formats.limits import DistinctKeys, Limits, limit_text
 from service.formats.records import Cut, FileFormat, Header, Record
-from service.formats.text import byte_horizon, open_source
+from service.formats.text import LineSource, byte_horizon, open_source
 
 # The key of the one cell a rejected line keeps: its raw text (the line without its ending).
 RAW_KEY = "_line"
@@ -130,10 +131,57 @@ def _fast(text: str) -> dict[str, Any] | None:
     """_flat's object, but None when a number in it may be an integer orjson could not hold (it
     reads one past 64 bits as a float): the json module keeps it exact."""
     value = _flat(text)
-    if value is not None and float in map(type, value.values()):
-        if any(v.__class__ is float and v.is_integer() and abs(v) >= _INT64 for v in value.values()):
-            return None
-    return value
+    return None if value is None or _inexact(value) else value
+
+
+def _inexact(value: dict[str, Any]) -> bool:
+    """Tell whether a flat object from orjson has a float that may stand for a bigger integer."""
+    if float in map(type, value.values()):
+        return any(v.__class__ is float and v.is_integer() and abs(v) >= _INT64 for v in value.values())
+    return False
+
+
+def _batch(source: LineSource, lines: Iterator[str], text: str, line: int, most: int) -> list[str]:
+    """Line `line` (text) and the lines after it in the source's current block, at most `most`
+    in all. The block was read and checked whole, so taking them reads and raises nothing; a
+    careful block hands over its lines one at a time, and so does this."""
+    more = 0 if source.careful else min(source.base + len(source.ends) - 1 - line, most - 1)
+    return [text, *islice(lines, more)] if more > 0 else [text]
+
+
+def _flat_batch(texts: list[str]) -> list[dict[str, Any] | None]:
+    """_flat of each line, found for the whole batch at once when its text allows: each line
+    starts with "{" and holds no other "{", no "[" and no \\u escape (the batch's counts say so);
+    orjson then parses each line once, and a line it refuses is None."""
+    joined = "".join(texts)
+    count = len(texts)
+    if (
+        joined[0] != "{"
+        or joined.count("{") != count
+        or joined.count("\n{") != count - 1  # every line starts with "{": none has another
+        or "[" in joined
+        or "\\u" in joined
+    ):
+        return [_flat(text) if text[0] == "{" else None for text in texts]
+    objects: list[dict[str, Any] | None] = []
+    parsed = map(_loads, texts)
+    while True:
+        try:
+            objects.extend(parsed)  # keeps what it took before a line orjson refuses
+            return objects
+        except _FAST_ERROR:
+            objects.append(None)
+
+
+def _fast_batch(texts: list[str]) -> list[dict[str, Any] | None]:
+    """_fast of each line: _flat_batch, then the float test, once for the batch when all its
+    values are strings (str.join takes nothing else)."""
+    objects = _flat_batch(texts)
+    try:
+        "".join(chain.from_iterable(map(dict.values, filter(None, objects))))
+    except TypeError:  # a value that is not a string: each object is tested
+        return [None if value is None or _inexact(value) else value for value in objects]
+    return objects
 
 
 def _syntax(text: str, message: str, position: int) -> str:
@@ -187,33 +235,36 @@ def iter_records(
     source = open_source(fh, fmt.encoding, limits, header=header, start=start, line=first_line, per_line=True)
     if max_records is not None and max_records <= 0:
         return
-    last_row = -1 if max_records is None else first_row + max_records - 1
+    last_row = sys.maxsize if max_records is None else first_row + max_records - 1
     row, line = first_row, source.mark
     quarter, max_field = limits.max_field_bytes // 4, limits.max_field_bytes
     distinct = DistinctKeys(limits, "utf-8", "a JSON Lines file")
     seen = distinct.seen
-    fast = _fast
-    for text in source.lines():
-        # The common line, one flat object, is read here; any other goes to parse_line.
-        cells = fast(text) if text[0] == "{" else None
-        if cells is not None or text[0] == "{" or text.strip(_BLANKS):
-            error = None
-            if cells is None:
-                cells, error = parse_line(text)
-            end = source.ends[line - source.base]
-            if cells is None:
-                yield Record(row, line, end, {RAW_KEY: text.rstrip("\r\n")}, f"line {line}: {error}", line + 1)
-            else:
-                if len(text) > quarter:
-                    _check_fields(cells, max_field, line)
-                if not seen.issuperset(cells):
-                    distinct.add(cells, line)
-                yield Record(row, line, end, cells, None, line + 1)
-            # Stop without reading ahead: the next line belongs to whoever resumes here.
-            if row == last_row:
-                return
-            row += 1
-        line += 1
+    lines = source.lines()
+    for first in lines:
+        # No line past the last record: a blank line only makes a batch's records fewer.
+        batch = _batch(source, lines, first, line, last_row - row + 1)
+        ends, base = source.ends, source.base
+        # The common line, one flat object, is read by _fast_batch; any other goes to parse_line.
+        for text, cells in zip(batch, _fast_batch(batch), strict=True):
+            if cells is not None or text[0] == "{" or text.strip(_BLANKS):
+                error = None
+                if cells is None:
+                    cells, error = parse_line(text)
+                end = ends[line - base]
+                if cells is None:
+                    yield Record(row, line, end, {RAW_KEY: text.rstrip("\r\n")}, f"line {line}: {error}", line + 1)
+                else:
+                    if len(text) > quarter:
+                        _check_fields(cells, max_field, line)
+                    if not seen.issuperset(cells):
+                        distinct.add(cells, line)
+                    yield Record(row, line, end, cells, None, line + 1)
+                # Stop without reading ahead: the next line belongs to whoever resumes here.
+                if row == last_row:
+                    return
+                row += 1
+            line += 1
 
 
 def scan(
@@ -230,27 +281,43 @@ def scan(
         horizon = 0  # a record ending on this line or later may bring the chunk to chunk_bytes
     else:
         chunk_rows = horizon = sys.maxsize  # positions count characters: one chunk
-    seen, flat = distinct.seen, _flat  # keys are all the scan needs
-    for text in source.lines():
-        if text[0] == "{" or text.strip(_BLANKS):
-            cells = flat(text) if text[0] == "{" else None
-            if cells is None:
-                cells, _ = parse_line(text)
-            if cells is not None:
-                if len(text) > quarter:
-                    _check_fields(cells, max_field, line)
-                if not keys.issuperset(cells):  # the chunk's keys are among the file's (seen)
-                    keys.update(cells)
-                    if not seen.issuperset(cells):
-                        distinct.add(cells, line)
-            count += 1
-            if count >= chunk_rows or (
-                line >= horizon and (horizon := byte_horizon(source, start + chunk_bytes)) <= line
-            ):
-                yield Cut(first_row, first_line, start, count, frozenset(keys))
-                first_row, first_line, start = first_row + count, line + 1, source.ends[line - source.base]
-                count, horizon, keys = 0, 0, set()
-        line += 1
+    seen = distinct.seen
+    lines = source.lines()
+    for first in lines:
+        batch = _batch(source, lines, first, line, sys.maxsize)
+        cells_of = _flat_batch(batch)  # keys are all the scan needs
+        if line >= horizon:
+            horizon = byte_horizon(source, start + chunk_bytes)
+        # The common batch: flat objects (all records), no new key, no long line, no cut in it.
+        if (
+            count + len(batch) < chunk_rows
+            and horizon >= line + len(batch)
+            and None not in cells_of
+            and keys.issuperset(chain.from_iterable(cast("list[dict[str, Any]]", cells_of)))
+            and sum(map(len, batch)) <= quarter
+        ):
+            count += len(batch)
+            line += len(batch)
+            continue
+        for text, cells in zip(batch, cells_of, strict=True):
+            if text[0] == "{" or text.strip(_BLANKS):
+                if cells is None:
+                    cells, _ = parse_line(text)
+                if cells is not None:
+                    if len(text) > quarter:
+                        _check_fields(cells, max_field, line)
+                    if not keys.issuperset(cells):
+                        keys.update(cells)
+                        if not seen.issuperset(cells):
+                            distinct.add(cells, line)
+                count += 1
+                if count >= chunk_rows or (
+                    line >= horizon and (horizon := byte_horizon(source, start + chunk_bytes)) <= line
+                ):
+                    yield Cut(first_row, first_line, start, count, frozenset(keys))
+                    first_row, first_line, start = first_row + count, line + 1, source.ends[line - source.base]
+                    count, horizon, keys = 0, 0, set()
+            line += 1
     if count:
         yield Cut(first_row, first_line, start, count, frozenset(keys))
 

@@ -24,7 +24,7 @@ from collections.abc import Callable
 from typing import Any
 
 from service.config import Config
-from service.errors import BlobUnavailable, ImportServiceError, RequestRefused
+from service.errors import BlobRefused, BlobUnavailable, ImportServiceError, RequestRefused
 from service.sources import blob, parts
 from service.sources.blob import upload_name
 from service.sources.parts import UploadBusy
@@ -241,15 +241,32 @@ def finish(config: Config, store: UploadStore, upload: Upload) -> Upload:
         uri = parts.complete(config.blob_root, upload.customer_id, upload.id, upload.filename).resolve().as_uri()
     else:
         done, tail = store.pending(upload.id)
-        if tail or not done:  # the last part may be short; an empty file is one empty part
-            number = _next_part(store, upload)
-            done = [*done, blob.put_part(upload.store, upload.customer_id, config, number, tail)]
-        uri = blob.complete_parts(upload.store, upload.customer_id, config, done)
+        try:
+            if tail or not done:  # the last part may be short; an empty file is one empty part
+                number = _next_part(store, upload)
+                done = [*done, blob.put_part(upload.store, upload.customer_id, config, number, tail)]
+            uri = blob.complete_parts(upload.store, upload.customer_id, config, done)
+        except (BlobRefused, BlobUnavailable):
+            # A finishing request that completed them and stopped before marking the upload
+            # finished: the store has no multipart upload left, but has the file.
+            if not _made(config, upload):
+                raise
+            uri = upload.store["uri"]
     finished = store.finish(upload.id, uri)
     if finished is None:  # deleted (or expired) meanwhile
         blob.delete(uri, upload.customer_id, config)
         raise UploadGone(f"no upload {upload.id}")
     return finished
+
+
+def _made(config: Config, upload: Upload) -> bool:
+    """Whether the file an upload's parts make is in its store already, whole."""
+    assert upload.store is not None
+    try:
+        _, size, _ = blob.check(blob.locate(upload.store["uri"], upload.customer_id, config), upload.length)
+    except BlobRefused:
+        return False
+    return size == upload.length
 
 
 def delete(config: Config, store: UploadStore, upload: Upload) -> None:

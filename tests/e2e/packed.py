@@ -175,6 +175,28 @@ def assert_uploads_land_in_the_store(stack: StoreStack, scheme: str, data: bytes
         else:
             raise AssertionError(f"{upload.blob_uri} is still there after the upload was deleted")
         assert store.get(upload.id) is None
+        # A finishing request that completed the parts and stopped before marking the upload
+        # finished: the client's retry (an empty PATCH at the end) finishes it.
+        small = data[:1000]
+        again = uploads.create(config, store, "globex", len(small), "again.csv", {})
+
+        def killed(*_: Any) -> None:
+            raise RuntimeError("killed after completing the parts")
+
+        store.finish = killed  # type: ignore[method-assign]
+        try:
+            uploads.receive(config, store, again, 0, io.BytesIO(small).read, len(small))
+        except RuntimeError:
+            pass
+        finally:
+            del store.finish
+        again = store.get(again.id) or again
+        assert again.received == len(small) and not again.finished
+        again = uploads.receive(config, store, again, len(small), io.BytesIO().read, 0)
+        assert again.finished and again.blob_uri is not None
+        with blob.open_blob(blob.locate(again.blob_uri, "globex", config), None) as fh:
+            assert fh.read() == small
+        uploads.delete(config, store, again)
         # An empty file is one empty part.
         empty = uploads.create(config, store, "globex", 0, "empty.csv", {})
         assert empty.finished and empty.blob_uri is not None
