@@ -24,7 +24,7 @@ from service.config import Config, load_config
 from service.errors import ConfigError, ImportServiceError, Retryable
 from service.logs import redact
 from service.schema.products import ProductRegistry
-from service.stages import cleanup, control, fetch, insert, pipeline, replay, uploads, webhooks
+from service.stages import cleanup, control, feeds, fetch, insert, pipeline, replay, uploads, webhooks
 from service.stages import services as stages
 from service.stages.messages import CHUNKS_QUEUE, JOBS_QUEUE, dispatch
 from service.storage.db import app_dsn
@@ -51,13 +51,15 @@ def _boot() -> tuple[Config, str]:
 
 def sweep_jobs() -> None:
     """Send chunks whose turn came unsent; fail unfinished jobs that no message will move on;
-    finish cleanups; wake stalled publish turns; delete expired and old uploads."""
+    finish cleanups; wake stalled publish turns; delete expired and old uploads; run the feeds
+    that are due."""
     services().jobs.take_stalled_turns()
     for job in services().jobs.orphaned_jobs(ORPHAN_AFTER_SECONDS):
         cleanup.fail_job(services(), job, "its queued work vanished (a message was lost or deleted); enqueue it again")
     cleanup.sweep_cleanups(services())
     services().jobs.wake_stalled(STALLED_TURN_SECONDS)
     uploads.sweep(services().config, services().uploads)
+    feeds.sweep(services(), services().feeds)
     global _purged_at
     if time.monotonic() - _purged_at > PURGE_EVERY_SECONDS:
         _purged_at = time.monotonic()

@@ -18,10 +18,12 @@ from service.config import CUSTOMER_ID, HASHED_PREFIX, Config
 from service.errors import BlobRefused, ImportServiceError, RequestRefused
 from service.schema.products import ProductRegistry
 from service.sources import blob
-from service.stages import control, replay, uploads
+from service.stages import control, feeds, replay, uploads
 from service.stages.enqueue import check_request, enqueue
+from service.stages.feeds import RunResult
 from service.stages.services import Services
 from service.storage import rejects
+from service.storage.feeds import Feed, FeedFile, FeedStore
 from service.storage.jobs import Job, JobStore, LogLine
 from service.storage.store import CustomerStore
 from service.storage.uploads import Upload, UploadStore
@@ -50,6 +52,14 @@ class JobNotFound(ImportServiceError):
     """No such job, or one the caller may not see."""
 
 
+class FeedNotFound(ImportServiceError):
+    """No such feed (or file of a feed), or a feed of a customer the caller may not see."""
+
+
+class FeedBusy(ImportServiceError):
+    """A run of the feed is in progress."""
+
+
 @dataclass(frozen=True)
 class Access:
     """The customers a caller may act for; None means every customer."""
@@ -74,6 +84,14 @@ class Api:
         self.jobs = jobs
         self.products = products
         self._uploads = uploads
+        self._feeds: FeedStore | None = None
+
+    @property
+    def feeds(self) -> FeedStore:
+        """The app DB's feeds (SPEC 20), on the jobs' database; built on first use."""
+        if self._feeds is None:
+            self._feeds = FeedStore(self.jobs.dsn, maxconn=4)
+        return self._feeds
 
     @property
     def uploads(self) -> UploadStore:
@@ -182,6 +200,84 @@ class Api:
     def delete_upload(self, access: Access, upload_id: str) -> None:
         """Delete the upload and its bytes."""
         uploads.delete(self.config, self.uploads, self.upload(access, upload_id))
+
+    # -- feeds (SPEC 20) ---------------------------------------------------------------------
+
+    def create_feed(self, access: Access, body: Any) -> Feed:
+        """A new feed of the customer the body names (or the token's one customer), due at once."""
+        if isinstance(body, Mapping):
+            body = dict(body)
+            body["customer_id"] = self._named_or_only_customer(access, body.get("customer_id"), "the body must name")
+        values = feeds.check_feed(body, self.config, self.products)
+        values["after_success"] = feeds.check_after_success(
+            values["after_success"], values["customer_id"], values["prefix_uri"], self.config
+        )
+        feed = self.feeds.create(values)
+        if values.get("paused"):
+            feed = self.feeds.update(feed.id, {"paused": True}, None) or feed
+        return feed
+
+    def feed(self, access: Access, feed_id: str) -> Feed:
+        """The feed, if it exists and the caller may see it."""
+        feed = self.feeds.get(feed_id)
+        if feed is None or not access.allows(feed.customer_id):
+            raise FeedNotFound(f"no feed {str(feed_id)[:60]}")
+        return feed
+
+    def list_feeds(self, access: Access, customer_id: str | None, limit: Any) -> list[Feed]:
+        """Feeds oldest first, only of customers the caller may see (of one, when named)."""
+        if customer_id is not None:
+            if not CUSTOMER_ID.match(customer_id):
+                raise RequestRefused(f"customer_id must match {CUSTOMER_ID.pattern}", field="customer_id")
+            self._check_customer(access, customer_id)
+            return self.feeds.feeds([customer_id], _limit(limit))
+        return self.feeds.feeds(None if access.customers is None else sorted(access.customers), _limit(limit))
+
+    def update_feed(self, access: Access, feed_id: str, body: Any) -> Feed:
+        """Pause or resume the feed, or change its schedule, options, pattern, after_success or
+        expect_every_hours; a new schedule (or a resume) sets its next run from now."""
+        feed = self.feed(access, feed_id)
+        changes = feeds.check_feed(body, self.config, self.products, creating=False)
+        if "after_success" in changes:
+            changes["after_success"] = feeds.check_after_success(
+                changes["after_success"], feed.customer_id, feed.prefix_uri, self.config
+            )
+        next_run = None
+        if "schedule" in changes or (changes.get("paused") is False and feed.paused):
+            next_run = feeds.next_run(changes.get("schedule", feed.schedule))
+        updated = self.feeds.update(feed.id, changes, next_run)
+        if updated is None:
+            raise FeedNotFound(f"no feed {feed.id}")
+        return updated
+
+    def delete_feed(self, access: Access, feed_id: str) -> None:
+        """Delete the feed and its ledger; its jobs and files stay."""
+        feed = self.feed(access, feed_id)
+        if not self.feeds.delete(feed.id):
+            raise FeedNotFound(f"no feed {feed.id}")
+
+    def run_feed(self, access: Access, feed_id: str) -> RunResult:
+        """Run the feed now (even a paused one); FeedBusy while another run is in progress."""
+        feed = self.feed(access, feed_id)
+        try:
+            return feeds.run_now(self._services(), self.feeds, feed)
+        except feeds.FeedBusy as exc:
+            raise FeedBusy(str(exc)) from None
+        except feeds.FeedNotFound as exc:
+            raise FeedNotFound(str(exc)) from None
+
+    def feed_files(self, access: Access, feed_id: str, limit: int = 10) -> tuple[Feed, dict[str, int], list[FeedFile]]:
+        """The feed, its counts of files and its latest files."""
+        feed = self.feed(access, feed_id)
+        return feed, self.feeds.counts(feed.id), self.feeds.files(feed.id, limit)
+
+    def retry_feed_file(self, access: Access, feed_id: str, version_id: str) -> Job:
+        """Import a failed file of the feed again: its new job."""
+        feed = self.feed(access, feed_id)
+        file = self.feeds.file(feed.id, version_id) if isinstance(version_id, str) and len(version_id) <= 64 else None
+        if file is None:
+            raise FeedNotFound(f"feed {feed.id} has no file {str(version_id)[:60]}")
+        return feeds.retry(self._services(), self.feeds, feed, file)
 
     # -- jobs --------------------------------------------------------------------------------
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import logging
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import PurePosixPath
@@ -204,6 +205,30 @@ def upload(source: BinaryIO, area: AzureArea, customer_id: str, name: str, conne
     except Exception as exc:
         raise _translate(exc, blob) from None
     return blob
+
+
+def list_prefix(prefix: AzureBlob) -> Iterator[tuple[AzureBlob, dict[str, Any]]]:
+    """Every blob whose name starts with prefix.path, in name order, a page (5,000) at a time:
+    (the blob pinned to its size and ETag, that version)."""
+    container = client(prefix.account_url, prefix.connection_string).get_container_client(prefix.container)
+    try:
+        for item in container.list_blobs(name_starts_with=prefix.path):
+            found = replace(prefix, path=str(item.name)).pinned(int(item.size), str(item.etag))
+            yield found, {"etag": found.etag}
+    except Exception as exc:
+        raise _translate(exc, prefix) from None
+
+
+def copy(source: AzureBlob, target: AzureBlob) -> None:
+    """Copy the blob (the version it is pinned to: refused once it changed) to target, through
+    this process in pieces (a server-side copy would need a SAS to read the source)."""
+    from azure.core import MatchConditions
+
+    try:
+        download = _blob_client(source).download_blob(etag=source.etag, match_condition=MatchConditions.IfNotModified)
+        _blob_client(target).upload_blob(download.chunks(), overwrite=True, max_concurrency=1)
+    except Exception as exc:
+        raise _translate(exc, source) from None
 
 
 def delete(blob: AzureBlob) -> None:

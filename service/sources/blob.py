@@ -20,7 +20,8 @@ import shutil
 import stat
 import unicodedata
 import uuid
-from dataclasses import dataclass, field
+from collections.abc import Iterator
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -301,6 +302,32 @@ def abort_parts(state: dict[str, Any], customer: str, config: Config) -> None:
     _module(found).abort_parts(found, state)
 
 
+def without_last(found: Blob, count: int) -> Blob:
+    """An S3 object, Azure blob or GCS object whose name is found's without its last `count`
+    characters (a name prefix, for listing)."""
+    if isinstance(found, S3Object):
+        return replace(found, key=found.key[:-count])
+    if isinstance(found, AzureBlob):
+        return replace(found, path=found.path[:-count])
+    if isinstance(found, GcsObject):
+        return replace(found, name_in_bucket=found.name_in_bucket[:-count])
+    raise AssertionError(f"no name prefix of {type(found).__name__}")
+
+
+def list_under(prefix: Blob) -> Iterator[tuple[Any, dict[str, Any]]]:
+    """Every object of an S3, Azure or GCS prefix (without_last), in key order, a page at a
+    time: (the object pinned to its version, that version as `check` names it)."""
+    return _module(prefix).list_prefix(prefix)  # type: ignore[no-any-return]
+
+
+def copy(found: Blob, target: Blob) -> None:
+    """Copy an S3 object, Azure blob or GCS object (the version it is pinned to) to target, of
+    the same store."""
+    if type(found) is not type(target):
+        raise BlobRefused(f"cannot copy {type(found).__name__} to {type(target).__name__}")
+    _module(found).copy(found, target)
+
+
 def _module(found: Blob) -> Any:
     """The store module of an S3, Azure or GCS blob."""
     if isinstance(found, S3Object):
@@ -339,6 +366,14 @@ def delete(uri: str, customer: str, config: Config) -> None:
         azure.delete(found)
     elif isinstance(found, GcsObject):
         gcs.delete(found)
+
+
+def delete_found(found: Blob) -> None:
+    """Delete a located blob (a file, an object) of the customer's area; gone already is no error."""
+    if isinstance(found, Path):
+        found.unlink(missing_ok=True)
+    else:
+        _module(found).delete(found)
 
 
 def upload(source: Path, customer: str, config: Config) -> str:

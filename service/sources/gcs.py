@@ -11,6 +11,7 @@ STORAGE_EMULATOR_HOST set, objects are read anonymously from that emulator.
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import PurePosixPath
@@ -200,6 +201,34 @@ def upload(source: BinaryIO, area: GcsArea, customer_id: str, name: str, emulato
     except Exception as exc:
         raise _translate(exc, obj) from None
     return obj
+
+
+def list_prefix(prefix: GcsObject) -> Iterator[tuple[GcsObject, dict[str, Any]]]:
+    """Every object whose name starts with prefix.name_in_bucket, in name order, a page (1,000)
+    at a time: (the object pinned to its size and generation, that version)."""
+    store = client(prefix.endpoint_url, prefix.emulator)
+    try:
+        for item in store.list_blobs(prefix.bucket, prefix=prefix.name_in_bucket, timeout=TIMEOUT, retry=_retry()):
+            found = replace(prefix, name_in_bucket=str(item.name)).pinned(int(item.size or 0), int(item.generation))
+            yield found, {"generation": found.generation}
+    except Exception as exc:
+        raise _translate(exc, prefix) from None
+
+
+def copy(source: GcsObject, target: GcsObject) -> None:
+    """Copy the object (the generation it is pinned to: refused once it changed) to target."""
+    bucket = client(source.endpoint_url, source.emulator).bucket(source.bucket)
+    try:
+        bucket.copy_blob(
+            _blob(source),
+            client(target.endpoint_url, target.emulator).bucket(target.bucket),
+            target.name_in_bucket,
+            if_source_generation_match=source.generation,
+            timeout=TIMEOUT,
+            retry=_retry(),
+        )
+    except Exception as exc:
+        raise _translate(exc, source) from None
 
 
 def delete(obj: GcsObject) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import PurePosixPath
@@ -276,6 +277,32 @@ def presign_put(obj: S3Object, expires_in: int) -> tuple[str, datetime]:
     query = parse_qs(urlsplit(url).query)
     signed_at = datetime.strptime(query["X-Amz-Date"][0], "%Y%m%dT%H%M%SZ").replace(tzinfo=UTC)
     return url, signed_at + timedelta(seconds=int(query["X-Amz-Expires"][0]))
+
+
+def list_prefix(prefix: S3Object) -> Iterator[tuple[S3Object, dict[str, Any]]]:
+    """Every object whose key starts with prefix.key, in key order, a page (1,000) at a time:
+    (the object pinned to its size and ETag, that version)."""
+    pages = client(prefix.endpoint_url, prefix.region).get_paginator("list_objects_v2")
+    try:
+        for page in pages.paginate(Bucket=prefix.bucket, Prefix=prefix.key):
+            for item in page.get("Contents", []):
+                found = replace(prefix, key=str(item["Key"])).pinned(int(item["Size"]), str(item["ETag"]))
+                yield found, {"etag": found.etag}
+    except Exception as exc:
+        raise _translate(exc, prefix) from None
+
+
+def copy(source: S3Object, target: S3Object) -> None:
+    """Copy the object (the version it is pinned to: refused once it changed) to target."""
+    try:
+        client(source.endpoint_url, source.region).copy(
+            {"Bucket": source.bucket, "Key": source.key},
+            target.bucket,
+            target.key,
+            ExtraArgs={"CopySourceIfMatch": source.etag} if source.etag else None,
+        )
+    except Exception as exc:
+        raise _translate(exc, source) from None
 
 
 def delete(obj: S3Object) -> None:

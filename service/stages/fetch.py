@@ -51,6 +51,7 @@ def fetch(services: Services, job: Job) -> None:
     product = services.products.get(job.product_type)
     found = blob.locate(job.blob_uri, job.customer_id, services.config)
     found, size, version = blob.check(found, services.config.max_file_bytes)
+    _check_listed_version(job, size, version)
     fmt = formats.detect_format(found, job.options, services.limits)
     header = formats.read_header(found, fmt, services.limits)
     columns, warnings, notes = map_columns(product, header.names) if fmt.kind not in formats.KEYED else ([], [], [])
@@ -62,6 +63,17 @@ def fetch(services: Services, job: Job) -> None:
         plan["stored"] = True
     lines = [("warning", text) for text in warnings] + [("info", text) for text in notes]
     _plan_chunks(services, job, plan, lines)  # parse at once: one message less per job
+
+
+def _check_listed_version(job: Job, size: int, version: dict[str, Any]) -> None:
+    """Fail a feed's job whose file is no longer the version the feed listed (SPEC 20: a file
+    that changes is a new version, imported by the feed's next run as a new file)."""
+    expected = (job.options.get("feed") or {}).get("version")
+    now = {"size": size, **version}
+    if expected and any(now.get(name) != value for name, value in expected.items()):
+        raise JobFailed(
+            "the file changed after the feed listed it; the feed's next run imports the new version as a new file"
+        )
 
 
 def map_columns(product: Product, names: list[str]) -> tuple[list[str | None], list[str], list[str]]:

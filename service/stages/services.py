@@ -13,6 +13,7 @@ from service import formats
 from service.config import Config
 from service.schema.products import ProductRegistry
 from service.storage.db import customer_dsn
+from service.storage.feeds import FeedStore
 from service.storage.jobs import JobStore
 from service.storage.store import CustomerStore
 from service.storage.uploads import UploadStore
@@ -49,6 +50,11 @@ class Services:
     def uploads(self) -> UploadStore:
         """The app DB's uploads (SPEC 19): the sweep deletes the expired and the old."""
         return UploadStore(self.app_dsn, maxconn=1)
+
+    @cached_property
+    def feeds(self) -> FeedStore:
+        """The app DB's feeds (SPEC 20): the sweep runs those due."""
+        return FeedStore(self.app_dsn, maxconn=2)
 
     @cached_property
     def limits(self) -> formats.Limits:

@@ -8,6 +8,7 @@ from typing import Any
 
 from service import hosts
 from service.storage import rejects
+from service.storage.feeds import Feed, FeedFile
 from service.storage.job import Job, LogLine
 
 # What a plan's format may name as its compression (formats.FileFormat.compression; '' is none).
@@ -102,3 +103,54 @@ def log_view(line: LogLine) -> dict[str, Any]:
         "field": line.field,
         "message": line.message,
     }
+
+
+def feed_view(feed: Feed, counts: dict[str, int] | None = None, files: list[FeedFile] | None = None) -> dict[str, Any]:
+    """The public view of a feed (SPEC 20): what it watches, its schedule, its last and next run;
+    with counts and files, how many files it has seen, imported and failed and its latest files."""
+
+    def iso(value: Any) -> str | None:
+        return value.isoformat() if value is not None else None
+
+    view: dict[str, Any] = {
+        "feed_id": feed.id,
+        "customer_id": feed.customer_id,
+        "product_type": feed.product_type,
+        "prefix_uri": feed.prefix_uri,
+        "pattern": feed.pattern,
+        "options": feed.options,
+        "schedule": feed.schedule,
+        "after_success": feed.after_success,
+        "expect_every_hours": feed.expect_every_hours,
+        "paused": feed.paused,
+        "late": feed.late,
+        "next_run_at": None if feed.paused else iso(feed.next_run_at),
+        "last_run": None
+        if feed.last_run_at is None
+        else {
+            "at": iso(feed.last_run_at),
+            "found": feed.last_run_found,
+            "enqueued": feed.last_run_enqueued,
+            "error": feed.last_run_error,
+        },
+        "last_new_file_at": iso(feed.last_new_at),
+        "created_at": iso(feed.created_at),
+        "updated_at": iso(feed.updated_at),
+    }
+    if counts is not None:
+        view["files"] = counts
+    if files is not None:
+        view["recent"] = [
+            {
+                "version": file.version_id,
+                "key": file.key,
+                "size": file.size,
+                "seen_at": iso(file.seen_at),
+                "job_id": file.job_id,
+                "status": file.job_status or ("refused" if file.job_id is None else None),
+                "error": file.error,
+                "attempts": file.attempts,
+            }
+            for file in files
+        ]
+    return view

@@ -72,6 +72,8 @@ class Stack:
     blob_root: Path
     tmp: Path
     processes: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    # Worker pools (`dramatiq actors`), the fixture's first; a test may kill, add or replace them.
+    pools: list[subprocess.Popen[bytes]] = field(default_factory=list)
 
     def blob(self, customer: str, name: str, content: str = USERS_CSV) -> Path:
         """Write a file into a customer's blob area and return its path."""
@@ -131,10 +133,11 @@ def make_stack(databases: Databases, tmp_path_factory: pytest.TempPathFactory, *
         **settings,
     )
     running = Stack(env, app, customers, root, tmp)
-    workers = start_workers(env)
+    running.pools.append(start_workers(env))
     try:
         yield running
     finally:
-        stop_workers(workers)
+        for pool in running.pools:
+            stop_workers(pool)
         for process in running.processes:
             stop(process)

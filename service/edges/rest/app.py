@@ -18,8 +18,17 @@ import psycopg2.pool
 
 from service import logs
 from service.config import Config, load_config
-from service.edges.api import Api, JobNotFound, PermissionDenied, PresignUnavailable, Unauthenticated
+from service.edges.api import (
+    Api,
+    FeedBusy,
+    FeedNotFound,
+    JobNotFound,
+    PermissionDenied,
+    PresignUnavailable,
+    Unauthenticated,
+)
 from service.edges.rest.bodies import discard_body
+from service.edges.rest.feeds import FeedFileRetryResource, FeedResource, FeedRunResource, FeedsResource
 from service.edges.rest.metrics import HttpMetrics, MetricsResource
 from service.edges.rest.resources import (
     EnqueueResource,
@@ -50,6 +59,8 @@ ERROR_STATUS: tuple[tuple[type[Exception], int], ...] = (
     (Unauthenticated, 401),
     (PermissionDenied, 403),
     (JobNotFound, 404),
+    (FeedNotFound, 404),
+    (FeedBusy, 409),
     (IdempotencyConflict, 409),
     (JobConflict, 409),
     (UploadGone, 404),
@@ -182,6 +193,10 @@ def routes(edge: Edge, http: HttpMetrics | None = None) -> list[tuple[str, objec
         ("/jobs/{job_id}/cancel", JobChangeResource(edge.api.cancel)),
         ("/jobs/{job_id}/undo", JobChangeResource(edge.api.undo)),
         ("/jobs/{job_id}/replay", JobReplayResource(edge.api)),
+        ("/feeds", FeedsResource(edge.api)),
+        ("/feeds/{feed_id}", FeedResource(edge.api)),
+        ("/feeds/{feed_id}/run", FeedRunResource(edge.api)),
+        ("/feeds/{feed_id}/files/{version}/retry", FeedFileRetryResource(edge.api)),
         ("/uploads", UploadsResource(edge.api)),
         ("/uploads/{upload_id}", UploadResource(edge.api)),
         ("/uploads/presign", PresignResource(edge.api)),
