@@ -174,6 +174,12 @@ def deliver_webhook(job_id: str, status: str, attempt: int = 1, first_at: float 
     webhooks.deliver(services().jobs, CONFIG, job_id, status, attempt, first_at)
 
 
+@dramatiq.actor(actor_name=webhooks.DELIVER_FEED, queue_name=WEBHOOKS_QUEUE, time_limit=120_000, **RETRY)
+def deliver_feed_event(feed_id: str, event: str, attempt: int = 1, first_at: float | None = None) -> None:
+    """POST a feed's event (feed.late) to the feed's callback_url option, as deliver_webhook does a job's end."""
+    webhooks.deliver_feed_event(services().feeds, CONFIG, feed_id, event, attempt, first_at)
+
+
 class FailJobOnDeadLetter(Middleware):
     """A message Dramatiq gives up on ends its job `failed` with the reason, never stuck."""
 
@@ -184,8 +190,8 @@ class FailJobOnDeadLetter(Middleware):
         self._fail(message, "skipped")
 
     def _fail(self, message: Any, how: str) -> None:
-        if not message.args or message.actor_name == webhooks.DELIVER:
-            return  # a webhook never fails its (ended) job
+        if not message.args or message.actor_name in (webhooks.DELIVER, webhooks.DELIVER_FEED):
+            return  # a webhook never fails its (ended) job; a feed's event has no job
         job_id = str(message.args[0])
         exc = getattr(message, "_exception", None)
         # The job's error is read by the customer: our own errors are written for them; a

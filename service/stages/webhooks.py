@@ -1,4 +1,5 @@
-"""Webhooks (SPEC 16): when a job ends, its view is POSTed, signed, to the job's callback_url.
+"""Webhooks (SPEC 16): when a job ends, its view is POSTed, signed, to the job's callback_url;
+and a feed's events (feed.late, SPEC 20) to the feed's callback_url option.
 
 The first delivery message is written by JobStore in the transaction that sets the job's
 final status; each attempt writes one import_logs line and, after a failure, the next
@@ -27,9 +28,18 @@ from urllib.parse import urlsplit
 from service import hosts
 from service.config import Config, CustomerSettings
 from service.hosts import Resolver, under_prefixes, url_problem
+from service.storage.feeds import FeedStore
 from service.storage.jobs import JobStore
-from service.storage.queue import DELIVER_WEBHOOK, WEBHOOKS_QUEUE, Encoded, delay_queue, delivery_message
-from service.storage.views import job_view
+from service.storage.queue import (
+    DELIVER_FEED_EVENT,
+    DELIVER_WEBHOOK,
+    WEBHOOKS_QUEUE,
+    Encoded,
+    delay_queue,
+    delivery_message,
+    feed_event_message,
+)
+from service.storage.views import feed_view, job_view
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +47,7 @@ log = logging.getLogger(__name__)
 __all__ = ["DELIVER", "Encoded", "delivery_message", "deliver", "refusal", "under_prefixes", "url_problem"]
 
 DELIVER = DELIVER_WEBHOOK  # the actor's name: stable, queued messages store it
+DELIVER_FEED = DELIVER_FEED_EVENT
 QUEUE = WEBHOOKS_QUEUE
 DELAY_QUEUE = delay_queue(QUEUE)
 TIMEOUT_SECONDS = 10.0  # connect, send and answer, all together
@@ -227,6 +238,50 @@ def deliver(
     }
     outcome = post(url, body, headers, allow_private=settings.allow_private_hosts, resolve=resolve)
     _record(jobs, config, job_id, status, attempt, first_at, outcome)
+
+
+def deliver_feed_event(
+    feeds: FeedStore,
+    config: Config,
+    feed_id: str,
+    event: str,
+    attempt: int = 1,
+    first_at: float | None = None,
+    resolve: Resolver = hosts.system_resolve,
+) -> None:
+    """Make one delivery attempt of a feed's event (feed.late, SPEC 20) to its callback_url
+    option: {"event", "feed": the feed's view, "sent_at"}, signed as job webhooks are; after a
+    failure queue the next attempt (the same backoff and give-up as job webhooks). A feed that
+    is no longer late (a file came) or gone is not reported."""
+    feed = feeds.get(feed_id)
+    if feed is None or (event == "feed.late" and not feed.late):
+        log.info("feed %s: %s webhook not sent: the feed is gone or no longer late", feed_id, event)
+        return
+    url = str(feed.options.get("callback_url") or "")
+    settings = config.customer_settings.get(feed.customer_id)
+    problem = refusal(url, feed.customer_id, settings, resolve=None)
+    if problem is not None or settings is None or settings.webhook_secret is None:
+        log.warning("feed %s: %s webhook not sent: %s", feed_id, event, problem or "no webhook_secret")
+        return
+    first_at = time.time() if first_at is None else first_at
+    body = body_bytes({"event": event, "feed": feed_view(feed)}, datetime.now(UTC))
+    headers = {
+        "Content-Type": "application/json",
+        "User-Agent": USER_AGENT,
+        SIGNATURE_HEADER: sign(body, settings.webhook_secret),
+    }
+    outcome = post(url, body, headers, allow_private=settings.allow_private_hosts, resolve=resolve)
+    if outcome.delivered:
+        log.info("feed %s: %s webhook attempt %d delivered: %s", feed_id, event, attempt, outcome.what)
+        return
+    delay = next_delay(attempt, config.webhook_backoff_seconds)
+    if time.time() + delay > first_at + config.webhook_give_up_seconds:
+        log.error("feed %s: %s webhook given up after %d attempt(s): %s", feed_id, event, attempt, outcome.what)
+        return
+    log.warning(
+        "feed %s: %s webhook attempt %d failed: %s; next in %s", feed_id, event, attempt, outcome.what, _duration(delay)
+    )
+    feeds.log_event(feed_event_message(feed_id, event, attempt + 1, first_at, delay))
 
 
 def _record(

@@ -18,7 +18,8 @@ from typing import Any
 
 import psycopg2.extras
 
-from service.storage.app_db import AppDB
+from service.storage.app_db import AppDB, enqueue
+from service.storage.queue import Encoded, feed_event_message
 
 _FEED = (
     "id::text AS id, customer_id, product_type, prefix_uri, pattern, options, schedule, after_success, "
@@ -271,14 +272,25 @@ class FeedStore(AppDB):
             )
 
     def mark_late(self) -> list[Feed]:
-        """Feeds that found no new file for expect_every_hours and were not late yet: now they are."""
+        """Feeds that found no new file for expect_every_hours and were not late yet: now they
+        are, and those with a callback_url option get their feed.late webhook queued."""
         with self.transaction() as cur:
             cur.execute(
                 f"UPDATE import_feeds SET late = true WHERE NOT late AND NOT paused AND expect_every_hours IS NOT NULL "
                 f"AND coalesce(last_new_at, created_at) < now() - make_interval(secs => expect_every_hours * 3600) "
                 f"RETURNING {_FEED}"
             )
-            return [Feed(**row) for row in cur.fetchall()]
+            late = [Feed(**row) for row in cur.fetchall()]
+            for feed in late:  # its webhook commits with the flag it reports
+                if feed.options.get("callback_url"):
+                    enqueue(cur, feed_event_message(feed.id, "feed.late"))
+            return late
+
+    def log_event(self, retry: Encoded | None) -> None:
+        """Queue the next attempt of a feed event's delivery."""
+        if retry is not None:
+            with self.transaction() as cur:
+                enqueue(cur, retry)
 
     def all_feeds(self) -> list[Feed]:
         """Every feed (for the metrics)."""

@@ -19,6 +19,7 @@ CHUNKS_QUEUE = "import_chunks"  # one message per chunk: validate
 WEBHOOKS_QUEUE = "import_webhooks"
 QUEUES = (JOBS_QUEUE, CHUNKS_QUEUE, WEBHOOKS_QUEUE)  # every queue; a name is at most 43 characters
 DELIVER_WEBHOOK = "deliver_webhook"  # the delivery actor's name: stable, queued messages store it
+DELIVER_FEED_EVENT = "deliver_feed_event"  # a feed's events (feed.late, SPEC 20), on the same queue
 
 # (queue name, message id, encoded message), as service.stages.messages.dispatch returns them.
 Encoded = tuple[str, str, dict[str, Any]]
@@ -47,6 +48,13 @@ def encode(queue: str, actor_name: str, args: list[Any], delay_seconds: float = 
         "message_timestamp": now_ms,
     }
     return queue, message_id, message
+
+
+def feed_event_message(
+    feed_id: str, event: str, attempt: int = 1, first_at: float | None = None, delay_seconds: float = 0.0
+) -> Encoded:
+    """The message for one delivery attempt of a feed's event (feed.late) to the feed's callback_url."""
+    return encode(WEBHOOKS_QUEUE, DELIVER_FEED_EVENT, [feed_id, event, attempt, first_at], delay_seconds)
 
 
 def delivery_message(

@@ -125,6 +125,11 @@ def test_each_version_of_a_file_is_imported_once_in_key_order(feeds: Feeds) -> N
     assert view["files"] == {"seen": 4, "imported": 4, "failed": 0, "pending": 0}
     assert view["last_run"]["found"] == 3 and view["last_new_file_at"] is not None
     assert {file["status"] for file in view["recent"]} == {"succeeded"} and len(view["recent"]) == 4
+    metrics = requests.get(f"{feeds.url}/metrics", timeout=30).text
+    labels = f'{{customer="acme",feed="{feed["feed_id"]}"}}'
+    for name, value in (("seen", 4), ("enqueued", 4), ("succeeded", 4), ("failed", 0)):
+        assert f"import_feed_files_{name}_total{labels} {value}.0" in metrics, name
+    assert f"import_feed_late{labels} 0.0" in metrics and f"import_feed_newest_import_age_seconds{labels}" in metrics
     rows = query(feeds.stack.customer_dsns["acme"], "SELECT count(*) FROM users WHERE data->>'external_id' LIKE 'u%%'")
     assert rows[0][0] >= 37  # 10 + 10 + 5 + 12
 

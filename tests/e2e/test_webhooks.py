@@ -12,6 +12,7 @@ import http.client
 import json
 import threading
 import time
+import urllib.request
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -261,6 +262,34 @@ def test_a_succeeded_job_posts_its_view_once_signed_over_the_raw_body_with_a_rec
     time.sleep(1.5)  # a second delivery would have come by now
     assert len(receiver.to(url)) == 1
     assert SECRET not in json.dumps(call(env, "GET", f"/jobs/{view['job_id']}/logs")[1])
+
+
+def test_a_late_feed_posts_one_signed_feed_late_event_and_shows_in_the_metrics(env: Env, receiver: Receiver) -> None:
+    """SPEC 20: a feed that found no new file for expect_every_hours posts feed.late (signed
+    like job webhooks) to the feed's callback_url, once, and import_feed_late{feed} is 1."""
+    url = receiver.url("late")
+    folder = env.stack.blob_root / "acme" / "quiet-feed"
+    folder.mkdir(parents=True, exist_ok=True)
+    body = {
+        "customer_id": "acme",
+        "product_type": "users",
+        "prefix_uri": folder.as_uri(),
+        "schedule": {"every_seconds": 10},
+        "expect_every_hours": 0.001,  # 3.6 s
+        "options": {"callback_url": url},
+    }
+    status, feed = call(env, "POST", "/feeds", body)
+    assert status == 201, feed
+    (hit,) = receiver.wait(url, 1, timeout=60)
+    event = verified(hit)
+    assert event["event"] == "feed.late" and event["feed"]["feed_id"] == feed["feed_id"] and event["feed"]["late"]
+    assert "sent_at" in event
+    time.sleep(12)  # another sweep or two: still one event while it stays late
+    assert len(receiver.to(url)) == 1
+    with urllib.request.urlopen(f"{env.base_url}/metrics", timeout=30) as answer:
+        metrics = answer.read().decode()
+    assert f'import_feed_late{{customer="acme",feed="{feed["feed_id"]}"}} 1.0' in metrics
+    assert f'import_feed_files_seen_total{{customer="acme",feed="{feed["feed_id"]}"}} 0.0' in metrics
 
 
 def test_a_failed_job_posts_its_failed_view_once(env: Env, receiver: Receiver) -> None:

@@ -118,6 +118,8 @@ class AppDbMetrics(Collector):
                 waiting_chunks = cur.fetchall()
                 cur.execute(_QUEUES)
                 queues = cur.fetchall()
+                cur.execute(_FEEDS)
+                feeds = cur.fetchall()
         except psycopg2.Error as exc:
             log.warning("GET /metrics: the app database is unavailable: %s", describe(exc))
             up.add_metric([], 0)
@@ -158,6 +160,7 @@ class AppDbMetrics(Collector):
                 oldest.add_metric([name], age)
         yield depth
         yield oldest
+        yield from _feed_families(feeds)
 
 
 QUEUE_STATES = ("queued", "consumed")
@@ -215,7 +218,55 @@ def _job_families(rows: list[dict[str, Any]]) -> Iterator[Metric]:
     yield durations
 
 
+def _feed_families(rows: list[dict[str, Any]]) -> Iterator[Metric]:
+    """Per feed (SPEC 20): its files seen, enqueued, succeeded and failed, the age of the newest
+    file it imported, and whether it is late."""
+    labels = ["feed", "customer"]
+    counters = {
+        name: CounterMetricFamily(f"import_feed_files_{name}", text, labels=labels)
+        for name, text in (
+            ("seen", "File versions a feed has seen (each once), by feed."),
+            ("enqueued", "File versions a feed enqueued a job for, by feed."),
+            ("succeeded", "File versions whose job succeeded, by feed."),
+            ("failed", "File versions whose job failed or was cancelled, or that were refused at enqueue, by feed."),
+        )
+    }
+    newest = GaugeMetricFamily(
+        "import_feed_newest_import_age_seconds",
+        "Seconds since the newest file a feed imported finished its import (absent before the first).",
+        labels=labels,
+    )
+    late = GaugeMetricFamily(
+        "import_feed_late",
+        "1 while a feed has found no new file for its expect_every_hours, else 0.",
+        labels=labels,
+    )
+    for row in rows:
+        key = [row["feed"], row["customer_id"]]
+        for name, family in counters.items():
+            family.add_metric(key, row[name])
+        if row["newest_age"] is not None:
+            newest.add_metric(key, max(0.0, float(row["newest_age"])))
+        late.add_metric(key, 1 if row["late"] else 0)
+    yield from counters.values()
+    yield newest
+    yield late
+
+
 _ENDED = "SELECT * FROM import_job_metrics ORDER BY product_type, status"
+_FEEDS = """
+SELECT d.id::text AS feed, d.customer_id, d.late,
+       count(f.version_id) AS seen,
+       count(f.job_id) AS enqueued,
+       count(*) FILTER (WHERE j.status = 'succeeded') AS succeeded,
+       count(*) FILTER (WHERE j.status IN ('failed', 'cancelled') OR (f.version_id IS NOT NULL AND f.job_id IS NULL))
+           AS failed,
+       extract(epoch FROM now() - max(j.finished_at) FILTER (WHERE j.status = 'succeeded')) AS newest_age
+FROM import_feeds d
+LEFT JOIN import_feed_files f ON f.feed_id = d.id
+LEFT JOIN import_jobs j ON j.id = f.job_id
+GROUP BY d.id, d.customer_id, d.late ORDER BY 1
+"""
 _UNFINISHED = (
     "SELECT product_type, status, count(*) AS jobs FROM import_jobs WHERE status IN ('queued', 'running') "
     "GROUP BY product_type, status ORDER BY 1, 2"
