@@ -168,7 +168,7 @@ def stat(blob: AzureBlob, max_bytes: int) -> AzureBlob:
     size = int(properties.size)
     if size > max_bytes:
         raise BlobRefused(f"the file is {size} bytes, over the max_file_bytes limit ({max_bytes} bytes)")
-    return blob.pinned(size, str(properties.etag))
+    return blob.pinned(size, _etag(properties.etag))
 
 
 def open_blob(blob: AzureBlob, max_bytes: int | None, whole: bool = False) -> BinaryIO:
@@ -207,13 +207,19 @@ def upload(source: BinaryIO, area: AzureArea, customer_id: str, name: str, conne
     return blob
 
 
+def _etag(value: Any) -> str:
+    """An ETag as HTTP quotes it: the SDK gives a blob's properties quoted and a listing's bare."""
+    text = str(value)
+    return text if text.startswith('"') else f'"{text}"'
+
+
 def list_prefix(prefix: AzureBlob) -> Iterator[tuple[AzureBlob, dict[str, Any]]]:
     """Every blob whose name starts with prefix.path, in name order, a page (5,000) at a time:
     (the blob pinned to its size and ETag, that version)."""
     container = client(prefix.account_url, prefix.connection_string).get_container_client(prefix.container)
     try:
         for item in container.list_blobs(name_starts_with=prefix.path):
-            found = replace(prefix, path=str(item.name)).pinned(int(item.size), str(item.etag))
+            found = replace(prefix, path=str(item.name)).pinned(int(item.size), _etag(item.etag))
             yield found, {"etag": found.etag}
     except Exception as exc:
         raise _translate(exc, prefix) from None

@@ -10,6 +10,7 @@ import hashlib
 import io
 import lzma
 import signal
+import uuid
 import zipfile
 from typing import Any, Protocol
 
@@ -20,8 +21,10 @@ from service.config import Config
 from service.errors import BlobRefused
 from service.schema.products import ProductRegistry
 from service.sources import blob
-from service.stages import uploads
+from service.stages import feeds, uploads
 from service.stages.enqueue import check_request, enqueue
+from service.stages.services import Services
+from service.storage.feeds import FeedStore
 from service.storage.jobs import Job, JobStore
 from service.storage.uploads import UploadStore
 from service.storage.views import job_view
@@ -92,6 +95,83 @@ class StoreStack(Runs, Protocol):
     config: Config
     products: ProductRegistry
     jobs: JobStore
+
+
+class FeedStack(StoreStack, Protocol):
+    def put(self, customer: str, name: str, body: bytes) -> str: ...
+
+
+def assert_feeds_import_each_version_once(stack: FeedStack, area_uri: str) -> None:
+    """A feed on a prefix of acme's area of this store (area_uri: the area's URI, ending in /)
+    imports each object version once in key order, leaves out what its pattern and the dot rule
+    leave out, takes a changed object as a new version, and moves each imported object to its
+    move_to prefix once its job succeeded (a version that changed meanwhile is left in place)."""
+    config = stack.config
+    services = Services(config, stack.jobs, stack.products, config.app_db_dsn or "")
+    store = FeedStore(config.app_db_dsn or "", maxconn=2)
+    tag = uuid.uuid4().hex[:6]
+
+    def put(name: str, first: int) -> None:
+        body = "external_id,email\n" + "".join(f"f{tag}{i},f{i}@example.com\n" for i in range(first, first + 3))
+        stack.put("acme", f"feed-{tag}/{name}", body.encode())
+
+    def run() -> feeds.RunResult:
+        with store.lead(feed.id) as lead:
+            assert lead is not None
+            return feeds.run(services, lead)
+
+    def imported() -> list[tuple[str, str]]:
+        names = []
+        for file in reversed(store.files(feed.id, 100)):
+            assert file.job_id is not None, file.error
+            job = stack.wait(file.job_id, timeout=120)
+            assert job.status == "succeeded", job.error
+            names.append((file.key.rsplit("/", 1)[1], file.version))
+        return names
+
+    try:
+        for name, first in (("b.csv", 3), ("a.csv", 0), ("notes.txt", 0), (".hidden.csv", 0)):
+            put(name, first)
+        prefix = f"{area_uri}feed-{tag}/"
+        values = feeds.check_feed(
+            {
+                "customer_id": "acme",
+                "product_type": "users",
+                "prefix_uri": prefix,
+                "pattern": "*.csv",
+                "schedule": {"every_seconds": 3600},
+            },
+            config,
+            stack.products,
+        )
+        values["after_success"] = feeds.check_after_success(
+            {"move_to": f"{area_uri}done-{tag}/"}, "acme", prefix, config
+        )
+        feed = store.create(values)
+        assert run() == feeds.RunResult(2, 2, None)
+        first = imported()
+        assert [name for name, _ in first] == ["a.csv", "b.csv"]  # key order
+        assert run().enqueued == 0
+        put("a.csv", 10)  # a new version of a.csv, before its first version is moved
+        assert run().enqueued == 1
+        names = imported()
+        assert [name for name, _ in names] == ["a.csv", "b.csv", "a.csv"] and names[0][1] != names[2][1]
+        feeds.settle(services, store)
+        done = f"{area_uri}done-{tag}/"
+        for name in ("a.csv", "b.csv"):
+            _, size, _ = blob.check(blob.locate(done + name, "acme", config), 1 << 20)
+            assert size > 0
+            try:
+                blob.check(blob.locate(prefix + name, "acme", config), 1 << 20)
+            except BlobRefused:
+                pass
+            else:
+                raise AssertionError(f"{prefix}{name} is still there after its move")
+        with blob.open_blob(blob.locate(done + "a.csv", "acme", config), None) as fh:
+            assert f"f{tag}10,".encode() in fh.read()  # the version imported last is the one moved
+        assert run() == feeds.RunResult(0, 0, None)
+    finally:
+        store.close()
 
 
 def assert_uploads_land_in_the_store(stack: StoreStack, scheme: str, data: bytes, rows: int) -> None:

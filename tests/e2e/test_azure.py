@@ -40,6 +40,7 @@ from service.storage.views import job_view
 from tests.conftest import ROOT, Databases, query, until, wait_finished
 from tests.e2e.conftest import free_port
 from tests.e2e.packed import (
+    assert_feeds_import_each_version_once,
     assert_killed_workers_lose_nothing,
     assert_packed_files_import,
     assert_uploads_land_in_the_store,
@@ -507,3 +508,10 @@ def test_presign_without_an_account_key_or_entra_credential_is_refused_showing_n
 def test_a_tus_upload_of_a_customer_whose_uploads_go_to_azure_lands_there_and_imports(azure_stack: AzureStack) -> None:
     """SPEC 19: an upload goes straight to the customer's own area, in parts, when its "uploads" names it."""
     assert_uploads_land_in_the_store(azure_stack, "az", users_csv(UPLOAD_ROWS), UPLOAD_ROWS)
+
+
+def test_a_feed_imports_each_object_version_once_and_moves_it_after(
+    azure_stack: AzureStack,
+) -> None:
+    """SPEC 20: a feed on a prefix of the customer's az:// area."""
+    assert_feeds_import_each_version_once(azure_stack, f"az://{CONTAINER}/{PREFIX}/acme/")

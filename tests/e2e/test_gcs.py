@@ -49,6 +49,7 @@ from service.storage.views import job_view
 from tests.conftest import ROOT, Databases, query, until, wait_finished
 from tests.e2e.conftest import free_port
 from tests.e2e.packed import (
+    assert_feeds_import_each_version_once,
     assert_killed_workers_lose_nothing,
     assert_packed_files_import,
     assert_uploads_land_in_the_store,
@@ -556,3 +557,10 @@ def test_a_tus_upload_of_a_customer_whose_uploads_go_to_gcs_lands_there_and_impo
     assert_uploads_land_in_the_store(gcs_stack, "gs", users_csv(UPLOAD_ROWS), UPLOAD_ROWS)
     left = [found.name for found in gcs_stack.client.list_blobs(BUCKET, prefix=f"{PREFIX}/globex/uploads/")]
     assert not [name for name in left if ".parts/" in name], left  # every part object deleted
+
+
+def test_a_feed_imports_each_object_version_once_and_moves_it_after(
+    gcs_stack: GcsStack,
+) -> None:
+    """SPEC 20: a feed on a prefix of the customer's gs:// area."""
+    assert_feeds_import_each_version_once(gcs_stack, f"gs://{BUCKET}/{PREFIX}/acme/")

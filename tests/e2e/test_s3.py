@@ -42,6 +42,7 @@ from service.storage.jobs import Job, JobStore, migrate
 from tests.conftest import ROOT, Databases, query, until, wait_finished
 from tests.e2e.conftest import free_port, stop, wait_for_port
 from tests.e2e.packed import (
+    assert_feeds_import_each_version_once,
     assert_killed_workers_lose_nothing,
     assert_packed_files_import,
     assert_uploads_land_in_the_store,
@@ -565,3 +566,10 @@ def test_a_tus_upload_of_a_customer_whose_uploads_go_to_s3_lands_there_imports_a
     assert deleted.status_code == 204
     with pytest.raises(Exception, match="404|NoSuchKey|Not Found"):
         s3_stack.s3.head_object(Bucket=BUCKET, Key=key)
+
+
+def test_a_feed_imports_each_object_version_once_and_moves_it_after(
+    s3_stack: S3Stack,
+) -> None:
+    """SPEC 20: a feed on a prefix of the customer's s3:// area."""
+    assert_feeds_import_each_version_once(s3_stack, f"s3://{BUCKET}/{PREFIX}/acme/")
