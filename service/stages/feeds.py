@@ -65,6 +65,11 @@ class FeedBusy(Exception):
     """Another run of the feed is in progress."""
 
 
+class FeedBroken(Exception):
+    """The feed's definition no longer holds (its customer, product or options are refused now):
+    the run stops without blaming any file."""
+
+
 @dataclass(frozen=True)
 class RunResult:
     """What a run did: files that match, new versions enqueued (or refused), and what stopped it."""
@@ -84,6 +89,15 @@ def version_text(size: int, version: Mapping[str, Any]) -> str:
     if "mtime_ns" in version:
         return f"{size}:{version['mtime_ns']}"
     return str(version.get("etag") or version.get("generation"))
+
+
+def version_of(uri: str, size: int, text: str) -> dict[str, Any]:
+    """A ledger's version (version_text) as blob.check names it, with the size."""
+    if uri.startswith("file:"):
+        return {"size": size, "mtime_ns": int(text.partition(":")[2])}
+    if uri.startswith("gs:"):
+        return {"size": size, "generation": int(text)}
+    return {"size": size, "etag": text}
 
 
 # -- a feed's definition ---------------------------------------------------------------------
@@ -238,7 +252,7 @@ def run(services: Services, lead: Run) -> RunResult:
                 enqueued += _enqueue_new(services, lead, page)
                 page = []
         enqueued += _enqueue_new(services, lead, page)
-    except (BlobRefused, BlobUnavailable) as exc:
+    except (BlobRefused, BlobUnavailable, FeedBroken) as exc:
         error = str(exc)
         log.warning("feed %s: the run stopped: %s", feed.id, error)
     lead.finish(next_run(feed.schedule), found, enqueued, error)
@@ -266,7 +280,11 @@ def _enqueue_new(services: Services, lead: Run, page: list[tuple[blob.Blob, str,
             request = check_request(body, services.config, services.products)
             request.options["feed"] = {"id": feed.id, "version_id": vid, "version": {"size": size, **version}}
             job, _ = enqueue(request, services.jobs, idempotency_key=f"feed:{feed.id}:{vid}")
-        except (RequestRefused, IdempotencyConflict) as exc:
+        except RequestRefused as exc:
+            if exc.field != "blob_uri":  # the feed's own definition no longer holds: no file is to blame
+                raise FeedBroken(f"{exc} ({exc.field})") from None
+            lead.record(vid, uri, version_text(size, version), size, None, str(exc))
+        except IdempotencyConflict as exc:
             lead.record(vid, uri, version_text(size, version), size, None, str(exc))
         else:
             lead.record(vid, uri, version_text(size, version), size, job.id)
@@ -295,7 +313,8 @@ def retry(services: Services, store: FeedStore, feed: Feed, file: FeedFile) -> J
     if feed.options:
         body["options"] = feed.options
     request = check_request(body, services.config, services.products)
-    request.options["feed"] = {"id": feed.id, "version_id": file.version_id, "retry": file.attempts}
+    listed = {"id": feed.id, "version_id": file.version_id, "retry": file.attempts}
+    request.options["feed"] = {**listed, "version": version_of(file.key, file.size, file.version)}
     job, _ = enqueue(request, services.jobs, idempotency_key=f"feed:{feed.id}:{file.version_id}:{file.attempts}")
     if not store.retried(feed.id, file.version_id, job.id, file.attempts):
         raise RequestRefused("another retry of this file came first", field="version")
