@@ -33,6 +33,7 @@ IDEMPOTENCY_KEY = re.compile(r"(?=.*\S)[^\x00-\x1f\x7f]{1,200}\Z")
 STATUSES = ("queued", "running", "succeeded", "failed", "cancelled", "undone")
 MAX_LIST_LIMIT = 1000
 DEFAULT_LIST_LIMIT = 100
+RECENT_FILES = 10  # files a feed's view lists (REST and gRPC)
 
 
 class Unauthenticated(ImportServiceError):
@@ -212,10 +213,7 @@ class Api:
         values["after_success"] = feeds.check_after_success(
             values["after_success"], values["customer_id"], values["prefix_uri"], self.config
         )
-        feed = self.feeds.create(values)
-        if values.get("paused"):
-            feed = self.feeds.update(feed.id, {"paused": True}, None) or feed
-        return feed
+        return self.feeds.create(values)
 
     def feed(self, access: Access, feed_id: str) -> Feed:
         """The feed, if it exists and the caller may see it."""
@@ -266,7 +264,9 @@ class Api:
         except feeds.FeedNotFound as exc:
             raise FeedNotFound(str(exc)) from None
 
-    def feed_files(self, access: Access, feed_id: str, limit: int = 10) -> tuple[Feed, dict[str, int], list[FeedFile]]:
+    def feed_files(
+        self, access: Access, feed_id: str, limit: int = RECENT_FILES
+    ) -> tuple[Feed, dict[str, int], list[FeedFile]]:
         """The feed, its counts of files and its latest files."""
         feed = self.feed(access, feed_id)
         return feed, self.feeds.counts(feed.id), self.feeds.files(feed.id, limit)

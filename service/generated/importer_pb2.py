@@ -22,31 +22,52 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from google.protobuf import empty_pb2 as google_dot_protobuf_dot_empty__pb2
 from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n service/generated/importer.proto\x12\x08importer\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x1f\n\rGetJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"\xb0\x05\n\x03Job\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x13\n\x0b\x63ustomer_id\x18\x02 \x01(\t\x12\x14\n\x0cproduct_type\x18\x03 \x01(\t\x12\x10\n\x08\x62lob_uri\x18\x04 \x01(\t\x12(\n\x07options\x18\x05 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x0e\n\x06status\x18\x06 \x01(\t\x12\x12\n\nrows_total\x18\x07 \x01(\x03\x12\x12\n\nrows_valid\x18\x08 \x01(\x03\x12\x14\n\x0crows_invalid\x18\t \x01(\x03\x12\x15\n\rrows_inserted\x18\n \x01(\x03\x12\x12\n\x05\x65rror\x18\x0b \x01(\tH\x00\x88\x01\x01\x12.\n\ncreated_at\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nstarted_at\x18\r \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x66inished_at\x18\x0e \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x14\n\x0crows_updated\x18\x0f \x01(\x03\x12\x16\n\x0erows_unchanged\x18\x10 \x01(\x03\x12\x16\n\x0erows_duplicate\x18\x11 \x01(\x03\x12\x14\n\x0crows_deleted\x18\x12 \x01(\x03\x12-\n\tundone_at\x18\x13 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0b\x63hunks_done\x18\x14 \x01(\x05\x12\x19\n\x0c\x63hunks_total\x18\x15 \x01(\x05H\x01\x88\x01\x01\x12 \n\x06source\x18\x16 \x01(\x0b\x32\x10.importer.Source\x12%\n\x06upload\x18\x17 \x01(\x0b\x32\x10.importer.UploadH\x02\x88\x01\x01\x42\x08\n\x06_errorB\x0f\n\r_chunks_totalB\t\n\x07_upload\"&\n\x06Upload\x12\n\n\x02id\x18\x01 \x01(\t\x12\x10\n\x08\x66ilename\x18\x02 \x01(\t\"\x82\x01\n\x06Source\x12\x0e\n\x06scheme\x18\x01 \x01(\t\x12\x18\n\x0b\x63ompression\x18\x02 \x01(\tH\x00\x88\x01\x01\x12\x13\n\x06\x66ormat\x18\x03 \x01(\tH\x01\x88\x01\x01\x12\x13\n\x06member\x18\x04 \x01(\tH\x02\x88\x01\x01\x42\x0e\n\x0c_compressionB\t\n\x07_formatB\t\n\x07_member\"B\n\x12ListRejectsRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\r\n\x05\x61\x66ter\x18\x02 \x01(\x03\x12\r\n\x05limit\x18\x03 \x01(\x05\"k\n\x06Reject\x12\x12\n\nsource_row\x18\x01 \x01(\x03\x12\'\n\x06record\x18\x02 \x01(\x0b\x32\x17.google.protobuf.Struct\x12$\n\x06\x65rrors\x18\x03 \x03(\x0b\x32\x14.importer.FieldError\",\n\nFieldError\x12\r\n\x05\x66ield\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t2\x91\x03\n\x08Importer\x12;\n\x07\x45nqueue\x12\x17.google.protobuf.Struct\x1a\x17.google.protobuf.Struct\x12\x30\n\x06GetJob\x12\x17.importer.GetJobRequest\x1a\r.importer.Job\x12\x34\n\x08WatchJob\x12\x17.importer.GetJobRequest\x1a\r.importer.Job0\x01\x12\x33\n\tCancelJob\x12\x17.importer.GetJobRequest\x1a\r.importer.Job\x12\x31\n\x07UndoJob\x12\x17.importer.GetJobRequest\x1a\r.importer.Job\x12\x37\n\rReplayRejects\x12\x17.importer.GetJobRequest\x1a\r.importer.Job\x12?\n\x0bListRejects\x12\x1c.importer.ListRejectsRequest\x1a\x10.importer.Reject0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n service/generated/importer.proto\x12\x08importer\x1a\x1bgoogle/protobuf/empty.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x1f\n\rGetJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"\xb0\x05\n\x03Job\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x13\n\x0b\x63ustomer_id\x18\x02 \x01(\t\x12\x14\n\x0cproduct_type\x18\x03 \x01(\t\x12\x10\n\x08\x62lob_uri\x18\x04 \x01(\t\x12(\n\x07options\x18\x05 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x0e\n\x06status\x18\x06 \x01(\t\x12\x12\n\nrows_total\x18\x07 \x01(\x03\x12\x12\n\nrows_valid\x18\x08 \x01(\x03\x12\x14\n\x0crows_invalid\x18\t \x01(\x03\x12\x15\n\rrows_inserted\x18\n \x01(\x03\x12\x12\n\x05\x65rror\x18\x0b \x01(\tH\x00\x88\x01\x01\x12.\n\ncreated_at\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nstarted_at\x18\r \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x66inished_at\x18\x0e \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x14\n\x0crows_updated\x18\x0f \x01(\x03\x12\x16\n\x0erows_unchanged\x18\x10 \x01(\x03\x12\x16\n\x0erows_duplicate\x18\x11 \x01(\x03\x12\x14\n\x0crows_deleted\x18\x12 \x01(\x03\x12-\n\tundone_at\x18\x13 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0b\x63hunks_done\x18\x14 \x01(\x05\x12\x19\n\x0c\x63hunks_total\x18\x15 \x01(\x05H\x01\x88\x01\x01\x12 \n\x06source\x18\x16 \x01(\x0b\x32\x10.importer.Source\x12%\n\x06upload\x18\x17 \x01(\x0b\x32\x10.importer.UploadH\x02\x88\x01\x01\x42\x08\n\x06_errorB\x0f\n\r_chunks_totalB\t\n\x07_upload\"&\n\x06Upload\x12\n\n\x02id\x18\x01 \x01(\t\x12\x10\n\x08\x66ilename\x18\x02 \x01(\t\"\x82\x01\n\x06Source\x12\x0e\n\x06scheme\x18\x01 \x01(\t\x12\x18\n\x0b\x63ompression\x18\x02 \x01(\tH\x00\x88\x01\x01\x12\x13\n\x06\x66ormat\x18\x03 \x01(\tH\x01\x88\x01\x01\x12\x13\n\x06member\x18\x04 \x01(\tH\x02\x88\x01\x01\x42\x0e\n\x0c_compressionB\t\n\x07_formatB\t\n\x07_member\"B\n\x12ListRejectsRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\r\n\x05\x61\x66ter\x18\x02 \x01(\x03\x12\r\n\x05limit\x18\x03 \x01(\x05\"k\n\x06Reject\x12\x12\n\nsource_row\x18\x01 \x01(\x03\x12\'\n\x06record\x18\x02 \x01(\x0b\x32\x17.google.protobuf.Struct\x12$\n\x06\x65rrors\x18\x03 \x03(\x0b\x32\x14.importer.FieldError\",\n\nFieldError\x12\r\n\x05\x66ield\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t\"!\n\x0eGetFeedRequest\x12\x0f\n\x07\x66\x65\x65\x64_id\x18\x01 \x01(\t\"6\n\x10ListFeedsRequest\x12\x13\n\x0b\x63ustomer_id\x18\x01 \x01(\t\x12\r\n\x05limit\x18\x02 \x01(\x05\"2\n\x11ListFeedsResponse\x12\x1d\n\x05\x66\x65\x65\x64s\x18\x01 \x03(\x0b\x32\x0e.importer.Feed\"N\n\x11UpdateFeedRequest\x12\x0f\n\x07\x66\x65\x65\x64_id\x18\x01 \x01(\t\x12(\n\x07\x63hanges\x18\x02 \x01(\x0b\x32\x17.google.protobuf.Struct\"n\n\x0fRunFeedResponse\x12\r\n\x05\x66ound\x18\x01 \x01(\x03\x12\x10\n\x08\x65nqueued\x18\x02 \x01(\x03\x12\x12\n\x05\x65rror\x18\x03 \x01(\tH\x00\x88\x01\x01\x12\x1c\n\x04\x66\x65\x65\x64\x18\x04 \x01(\x0b\x32\x0e.importer.FeedB\x08\n\x06_error\"8\n\x14RetryFeedFileRequest\x12\x0f\n\x07\x66\x65\x65\x64_id\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\"\xfa\x04\n\x04\x46\x65\x65\x64\x12\x0f\n\x07\x66\x65\x65\x64_id\x18\x01 \x01(\t\x12\x13\n\x0b\x63ustomer_id\x18\x02 \x01(\t\x12\x14\n\x0cproduct_type\x18\x03 \x01(\t\x12\x12\n\nprefix_uri\x18\x04 \x01(\t\x12\x0f\n\x07pattern\x18\x05 \x01(\t\x12(\n\x07options\x18\x06 \x01(\x0b\x32\x17.google.protobuf.Struct\x12)\n\x08schedule\x18\x07 \x01(\x0b\x32\x17.google.protobuf.Struct\x12-\n\rafter_success\x18\x08 \x01(\x0b\x32\x16.google.protobuf.Value\x12\x1f\n\x12\x65xpect_every_hours\x18\t \x01(\x01H\x00\x88\x01\x01\x12\x0e\n\x06paused\x18\n \x01(\x08\x12\x0c\n\x04late\x18\x0b \x01(\x08\x12/\n\x0bnext_run_at\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12#\n\x08last_run\x18\r \x01(\x0b\x32\x11.importer.FeedRun\x12\x34\n\x10last_new_file_at\x18\x0e \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\ncreated_at\x18\x0f \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nupdated_at\x18\x10 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\'\n\x05\x66iles\x18\x11 \x01(\x0b\x32\x18.importer.FeedFileCounts\x12\"\n\x06recent\x18\x12 \x03(\x0b\x32\x12.importer.FeedFileB\x15\n\x13_expect_every_hours\"p\n\x07\x46\x65\x65\x64Run\x12&\n\x02\x61t\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\r\n\x05\x66ound\x18\x02 \x01(\x03\x12\x10\n\x08\x65nqueued\x18\x03 \x01(\x03\x12\x12\n\x05\x65rror\x18\x04 \x01(\tH\x00\x88\x01\x01\x42\x08\n\x06_error\"Q\n\x0e\x46\x65\x65\x64\x46ileCounts\x12\x0c\n\x04seen\x18\x01 \x01(\x03\x12\x10\n\x08imported\x18\x02 \x01(\x03\x12\x0e\n\x06\x66\x61iled\x18\x03 \x01(\x03\x12\x0f\n\x07pending\x18\x04 \x01(\x03\"\xd3\x01\n\x08\x46\x65\x65\x64\x46ile\x12\x0f\n\x07version\x18\x01 \x01(\t\x12\x0b\n\x03key\x18\x02 \x01(\t\x12\x0c\n\x04size\x18\x03 \x01(\x03\x12+\n\x07seen_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x06job_id\x18\x05 \x01(\tH\x00\x88\x01\x01\x12\x13\n\x06status\x18\x06 \x01(\tH\x01\x88\x01\x01\x12\x12\n\x05\x65rror\x18\x07 \x01(\tH\x02\x88\x01\x01\x12\x10\n\x08\x61ttempts\x18\x08 \x01(\x05\x42\t\n\x07_job_idB\t\n\x07_statusB\x08\n\x06_error2\xbe\x06\n\x08Importer\x12;\n\x07\x45nqueue\x12\x17.google.protobuf.Struct\x1a\x17.google.protobuf.Struct\x12\x30\n\x06GetJob\x12\x17.importer.GetJobRequest\x1a\r.importer.Job\x12\x34\n\x08WatchJob\x12\x17.importer.GetJobRequest\x1a\r.importer.Job0\x01\x12\x33\n\tCancelJob\x12\x17.importer.GetJobRequest\x1a\r.importer.Job\x12\x31\n\x07UndoJob\x12\x17.importer.GetJobRequest\x1a\r.importer.Job\x12\x37\n\rReplayRejects\x12\x17.importer.GetJobRequest\x1a\r.importer.Job\x12?\n\x0bListRejects\x12\x1c.importer.ListRejectsRequest\x1a\x10.importer.Reject0\x01\x12\x35\n\nCreateFeed\x12\x17.google.protobuf.Struct\x1a\x0e.importer.Feed\x12\x33\n\x07GetFeed\x12\x18.importer.GetFeedRequest\x1a\x0e.importer.Feed\x12\x44\n\tListFeeds\x12\x1a.importer.ListFeedsRequest\x1a\x1b.importer.ListFeedsResponse\x12\x39\n\nUpdateFeed\x12\x1b.importer.UpdateFeedRequest\x1a\x0e.importer.Feed\x12>\n\nDeleteFeed\x12\x18.importer.GetFeedRequest\x1a\x16.google.protobuf.Empty\x12>\n\x07RunFeed\x12\x18.importer.GetFeedRequest\x1a\x19.importer.RunFeedResponse\x12>\n\rRetryFeedFile\x12\x1e.importer.RetryFeedFileRequest\x1a\r.importer.Jobb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'service.generated.importer_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_GETJOBREQUEST']._serialized_start=109
-  _globals['_GETJOBREQUEST']._serialized_end=140
-  _globals['_JOB']._serialized_start=143
-  _globals['_JOB']._serialized_end=831
-  _globals['_UPLOAD']._serialized_start=833
-  _globals['_UPLOAD']._serialized_end=871
-  _globals['_SOURCE']._serialized_start=874
-  _globals['_SOURCE']._serialized_end=1004
-  _globals['_LISTREJECTSREQUEST']._serialized_start=1006
-  _globals['_LISTREJECTSREQUEST']._serialized_end=1072
-  _globals['_REJECT']._serialized_start=1074
-  _globals['_REJECT']._serialized_end=1181
-  _globals['_FIELDERROR']._serialized_start=1183
-  _globals['_FIELDERROR']._serialized_end=1227
-  _globals['_IMPORTER']._serialized_start=1230
-  _globals['_IMPORTER']._serialized_end=1631
+  _globals['_GETJOBREQUEST']._serialized_start=138
+  _globals['_GETJOBREQUEST']._serialized_end=169
+  _globals['_JOB']._serialized_start=172
+  _globals['_JOB']._serialized_end=860
+  _globals['_UPLOAD']._serialized_start=862
+  _globals['_UPLOAD']._serialized_end=900
+  _globals['_SOURCE']._serialized_start=903
+  _globals['_SOURCE']._serialized_end=1033
+  _globals['_LISTREJECTSREQUEST']._serialized_start=1035
+  _globals['_LISTREJECTSREQUEST']._serialized_end=1101
+  _globals['_REJECT']._serialized_start=1103
+  _globals['_REJECT']._serialized_end=1210
+  _globals['_FIELDERROR']._serialized_start=1212
+  _globals['_FIELDERROR']._serialized_end=1256
+  _globals['_GETFEEDREQUEST']._serialized_start=1258
+  _globals['_GETFEEDREQUEST']._serialized_end=1291
+  _globals['_LISTFEEDSREQUEST']._serialized_start=1293
+  _globals['_LISTFEEDSREQUEST']._serialized_end=1347
+  _globals['_LISTFEEDSRESPONSE']._serialized_start=1349
+  _globals['_LISTFEEDSRESPONSE']._serialized_end=1399
+  _globals['_UPDATEFEEDREQUEST']._serialized_start=1401
+  _globals['_UPDATEFEEDREQUEST']._serialized_end=1479
+  _globals['_RUNFEEDRESPONSE']._serialized_start=1481
+  _globals['_RUNFEEDRESPONSE']._serialized_end=1591
+  _globals['_RETRYFEEDFILEREQUEST']._serialized_start=1593
+  _globals['_RETRYFEEDFILEREQUEST']._serialized_end=1649
+  _globals['_FEED']._serialized_start=1652
+  _globals['_FEED']._serialized_end=2286
+  _globals['_FEEDRUN']._serialized_start=2288
+  _globals['_FEEDRUN']._serialized_end=2400
+  _globals['_FEEDFILECOUNTS']._serialized_start=2402
+  _globals['_FEEDFILECOUNTS']._serialized_end=2483
+  _globals['_FEEDFILE']._serialized_start=2486
+  _globals['_FEEDFILE']._serialized_end=2697
+  _globals['_IMPORTER']._serialized_start=2700
+  _globals['_IMPORTER']._serialized_end=3530
 # @@protoc_insertion_point(module_scope)

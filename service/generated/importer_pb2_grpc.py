@@ -3,6 +3,7 @@
 import grpc
 import warnings
 
+from google.protobuf import empty_pb2 as google_dot_protobuf_dot_empty__pb2
 from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 from service.generated import importer_pb2 as service_dot_generated_dot_importer__pb2
 
@@ -70,6 +71,41 @@ class ImporterStub:
                 request_serializer=service_dot_generated_dot_importer__pb2.ListRejectsRequest.SerializeToString,
                 response_deserializer=service_dot_generated_dot_importer__pb2.Reject.FromString,
                 _registered_method=True)
+        self.CreateFeed = channel.unary_unary(
+                '/importer.Importer/CreateFeed',
+                request_serializer=google_dot_protobuf_dot_struct__pb2.Struct.SerializeToString,
+                response_deserializer=service_dot_generated_dot_importer__pb2.Feed.FromString,
+                _registered_method=True)
+        self.GetFeed = channel.unary_unary(
+                '/importer.Importer/GetFeed',
+                request_serializer=service_dot_generated_dot_importer__pb2.GetFeedRequest.SerializeToString,
+                response_deserializer=service_dot_generated_dot_importer__pb2.Feed.FromString,
+                _registered_method=True)
+        self.ListFeeds = channel.unary_unary(
+                '/importer.Importer/ListFeeds',
+                request_serializer=service_dot_generated_dot_importer__pb2.ListFeedsRequest.SerializeToString,
+                response_deserializer=service_dot_generated_dot_importer__pb2.ListFeedsResponse.FromString,
+                _registered_method=True)
+        self.UpdateFeed = channel.unary_unary(
+                '/importer.Importer/UpdateFeed',
+                request_serializer=service_dot_generated_dot_importer__pb2.UpdateFeedRequest.SerializeToString,
+                response_deserializer=service_dot_generated_dot_importer__pb2.Feed.FromString,
+                _registered_method=True)
+        self.DeleteFeed = channel.unary_unary(
+                '/importer.Importer/DeleteFeed',
+                request_serializer=service_dot_generated_dot_importer__pb2.GetFeedRequest.SerializeToString,
+                response_deserializer=google_dot_protobuf_dot_empty__pb2.Empty.FromString,
+                _registered_method=True)
+        self.RunFeed = channel.unary_unary(
+                '/importer.Importer/RunFeed',
+                request_serializer=service_dot_generated_dot_importer__pb2.GetFeedRequest.SerializeToString,
+                response_deserializer=service_dot_generated_dot_importer__pb2.RunFeedResponse.FromString,
+                _registered_method=True)
+        self.RetryFeedFile = channel.unary_unary(
+                '/importer.Importer/RetryFeedFile',
+                request_serializer=service_dot_generated_dot_importer__pb2.RetryFeedFileRequest.SerializeToString,
+                response_deserializer=service_dot_generated_dot_importer__pb2.Job.FromString,
+                _registered_method=True)
 
 
 class ImporterServicer:
@@ -128,6 +164,59 @@ class ImporterServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CreateFeed(self, request, context):
+        """Feeds (SPEC 20): a prefix of the customer's area whose new files are imported once each.
+        Takes the body of REST's POST /feeds as a Struct: {customer_id (optional for a token of one
+        customer), product_type, prefix_uri, schedule: {"every_seconds": N} or {"cron": "..."},
+        pattern?, options?, after_success?, expect_every_hours?, paused?}; the new feed, due at once.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetFeed(self, request, context):
+        """The feed with its counts of files and its latest files.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListFeeds(self, request, context):
+        """Feeds the caller may see (of one customer, when named), oldest first.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UpdateFeed(self, request, context):
+        """Pause, resume or change a feed: `changes` is the body of REST's PATCH /feeds/{feed_id}.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteFeed(self, request, context):
+        """Delete a feed and its ledger; its jobs and files stay.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RunFeed(self, request, context):
+        """Run a feed now, even a paused one; FAILED_PRECONDITION while another run of it is in progress.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RetryFeedFile(self, request, context):
+        """Import a failed file of a feed again: its new job. INVALID_ARGUMENT naming `version` while
+        the file's job has not failed.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ImporterServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -165,6 +254,41 @@ def add_ImporterServicer_to_server(servicer, server):
                     servicer.ListRejects,
                     request_deserializer=service_dot_generated_dot_importer__pb2.ListRejectsRequest.FromString,
                     response_serializer=service_dot_generated_dot_importer__pb2.Reject.SerializeToString,
+            ),
+            'CreateFeed': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateFeed,
+                    request_deserializer=google_dot_protobuf_dot_struct__pb2.Struct.FromString,
+                    response_serializer=service_dot_generated_dot_importer__pb2.Feed.SerializeToString,
+            ),
+            'GetFeed': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetFeed,
+                    request_deserializer=service_dot_generated_dot_importer__pb2.GetFeedRequest.FromString,
+                    response_serializer=service_dot_generated_dot_importer__pb2.Feed.SerializeToString,
+            ),
+            'ListFeeds': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListFeeds,
+                    request_deserializer=service_dot_generated_dot_importer__pb2.ListFeedsRequest.FromString,
+                    response_serializer=service_dot_generated_dot_importer__pb2.ListFeedsResponse.SerializeToString,
+            ),
+            'UpdateFeed': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateFeed,
+                    request_deserializer=service_dot_generated_dot_importer__pb2.UpdateFeedRequest.FromString,
+                    response_serializer=service_dot_generated_dot_importer__pb2.Feed.SerializeToString,
+            ),
+            'DeleteFeed': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteFeed,
+                    request_deserializer=service_dot_generated_dot_importer__pb2.GetFeedRequest.FromString,
+                    response_serializer=google_dot_protobuf_dot_empty__pb2.Empty.SerializeToString,
+            ),
+            'RunFeed': grpc.unary_unary_rpc_method_handler(
+                    servicer.RunFeed,
+                    request_deserializer=service_dot_generated_dot_importer__pb2.GetFeedRequest.FromString,
+                    response_serializer=service_dot_generated_dot_importer__pb2.RunFeedResponse.SerializeToString,
+            ),
+            'RetryFeedFile': grpc.unary_unary_rpc_method_handler(
+                    servicer.RetryFeedFile,
+                    request_deserializer=service_dot_generated_dot_importer__pb2.RetryFeedFileRequest.FromString,
+                    response_serializer=service_dot_generated_dot_importer__pb2.Job.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -356,6 +480,195 @@ class Importer:
             '/importer.Importer/ListRejects',
             service_dot_generated_dot_importer__pb2.ListRejectsRequest.SerializeToString,
             service_dot_generated_dot_importer__pb2.Reject.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateFeed(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/importer.Importer/CreateFeed',
+            google_dot_protobuf_dot_struct__pb2.Struct.SerializeToString,
+            service_dot_generated_dot_importer__pb2.Feed.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetFeed(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/importer.Importer/GetFeed',
+            service_dot_generated_dot_importer__pb2.GetFeedRequest.SerializeToString,
+            service_dot_generated_dot_importer__pb2.Feed.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListFeeds(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/importer.Importer/ListFeeds',
+            service_dot_generated_dot_importer__pb2.ListFeedsRequest.SerializeToString,
+            service_dot_generated_dot_importer__pb2.ListFeedsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateFeed(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/importer.Importer/UpdateFeed',
+            service_dot_generated_dot_importer__pb2.UpdateFeedRequest.SerializeToString,
+            service_dot_generated_dot_importer__pb2.Feed.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteFeed(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/importer.Importer/DeleteFeed',
+            service_dot_generated_dot_importer__pb2.GetFeedRequest.SerializeToString,
+            google_dot_protobuf_dot_empty__pb2.Empty.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RunFeed(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/importer.Importer/RunFeed',
+            service_dot_generated_dot_importer__pb2.GetFeedRequest.SerializeToString,
+            service_dot_generated_dot_importer__pb2.RunFeedResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RetryFeedFile(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/importer.Importer/RetryFeedFile',
+            service_dot_generated_dot_importer__pb2.RetryFeedFileRequest.SerializeToString,
+            service_dot_generated_dot_importer__pb2.Job.FromString,
             options,
             channel_credentials,
             insecure,

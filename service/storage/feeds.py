@@ -127,11 +127,12 @@ class FeedStore(AppDB):
     """Create, read, change and delete feeds; lead their runs; keep their ledgers."""
 
     def create(self, values: dict[str, Any]) -> Feed:
-        """A new feed, due at once."""
+        """A new feed, due at once unless created paused."""
         with self.transaction() as cur:
             cur.execute(
                 f"INSERT INTO import_feeds (id, customer_id, product_type, prefix_uri, pattern, options, schedule, "
-                f"after_success, expect_every_hours) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING {_FEED}",
+                f"after_success, expect_every_hours, paused) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s) "
+                f"RETURNING {_FEED}",
                 (
                     str(uuid.uuid4()),
                     values["customer_id"],
@@ -142,6 +143,7 @@ class FeedStore(AppDB):
                     psycopg2.extras.Json(values["schedule"]),
                     psycopg2.extras.Json(values["after_success"]),
                     values["expect_every_hours"],
+                    bool(values.get("paused", False)),
                 ),
             )
             return Feed(**cur.fetchone())

@@ -23,22 +23,23 @@ from typing import Any, TypeVar
 
 import grpc
 import psycopg2
-from google.protobuf import struct_pb2
+from google.protobuf import empty_pb2, json_format, struct_pb2
 from google.protobuf.message import DecodeError
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from service import hosts, logs
-from service.edges.api import Access, Api, JobNotFound, PermissionDenied, Unauthenticated
+from service.edges.api import Access, Api, FeedBusy, FeedNotFound, JobNotFound, PermissionDenied, Unauthenticated
 from service.edges.grpc.streams import COUNTS, MAX_CUSTOMER_STREAMS, STREAM_THREADS, Refused, Streams
 from service.edges.grpc.streams import PROGRESS as PROGRESS  # what a watcher is told about (tests use it)
 from service.edges.wiring import Edge, build_edge
 from service.errors import BlobUnavailable, ConfigError, CustomerDBUnavailable, JobConflict, RequestRefused
 from service.generated import importer_pb2, importer_pb2_grpc
 from service.logs import describe, redact
+from service.storage.feeds import Feed, FeedFile
 from service.storage.jobs import IdempotencyConflict, Job
 from service.storage.rejects import Reject
-from service.storage.views import job_source, job_upload
+from service.storage.views import feed_view, job_source, job_upload
 
 log = logging.getLogger(__name__)
 
@@ -57,8 +58,10 @@ ERROR_CODES: tuple[tuple[type[Exception], grpc.StatusCode], ...] = (
     (Unauthenticated, grpc.StatusCode.UNAUTHENTICATED),
     (PermissionDenied, grpc.StatusCode.PERMISSION_DENIED),
     (JobNotFound, grpc.StatusCode.NOT_FOUND),
+    (FeedNotFound, grpc.StatusCode.NOT_FOUND),
     (IdempotencyConflict, grpc.StatusCode.ALREADY_EXISTS),
     (JobConflict, grpc.StatusCode.FAILED_PRECONDITION),
+    (FeedBusy, grpc.StatusCode.FAILED_PRECONDITION),  # a run in progress: the state refuses, as for jobs
 )
 
 Method = TypeVar("Method", bound=Callable[..., Any])
@@ -183,6 +186,11 @@ def plain(value: struct_pb2.Value) -> Any:
     return getattr(value, kind)
 
 
+def body(request: struct_pb2.Struct) -> dict[str, Any]:
+    """A Struct request as the JSON object REST would have been sent."""
+    return {key: plain(value) for key, value in request.fields.items()}
+
+
 def job_message(job: Job) -> importer_pb2.Job:
     """The Job message for a job: times, error and the source's unknowns left unset while they are null."""
     message = importer_pb2.Job(
@@ -222,6 +230,14 @@ def reject_message(reject: Reject, record: dict[str, str]) -> importer_pb2.Rejec
     return message
 
 
+def feed_message(
+    feed: Feed, counts: dict[str, int] | None = None, files: list[FeedFile] | None = None
+) -> importer_pb2.Feed:
+    """The Feed message for a feed: REST's view of it (views.feed_view) parsed, its nulls left unset,
+    so that the two edges show a feed alike."""
+    return json_format.ParseDict(feed_view(feed, counts, files), importer_pb2.Feed())
+
+
 class ImporterServicer(importer_pb2_grpc.ImporterServicer):
     """importer.Importer: every call authenticates, then asks the Api (streams through `streams`)."""
 
@@ -239,11 +255,11 @@ class ImporterServicer(importer_pb2_grpc.ImporterServicer):
     def Enqueue(self, request: struct_pb2.Struct, context: grpc.ServicerContext) -> struct_pb2.Struct:
         """Enqueue from a Struct {customer_id, product_type, blob_uri, options?, idempotency_key?}."""
         access = self._access(context)
-        body = {key: plain(value) for key, value in request.fields.items()}
-        key = body.pop("idempotency_key", None)
+        fields = body(request)
+        key = fields.pop("idempotency_key", None)
         if key is not None and not isinstance(key, str):
             raise RequestRefused("idempotency_key must be a string", field="idempotency_key")
-        job, _ = self._api.enqueue(access, body, key)
+        job, _ = self._api.enqueue(access, fields, key)
         reply = struct_pb2.Struct()
         reply.update({"job_id": job.id, "status": job.status})
         return reply
@@ -287,6 +303,54 @@ class ImporterServicer(importer_pb2_grpc.ImporterServicer):
         async with aclosing(self._streams.watch(access, request.job_id)) as jobs:
             async for job in jobs:
                 await context.write(job_message(job))
+
+    # -- feeds (SPEC 20): the Api's, as REST offers them at /feeds ---------------------------
+
+    @unary
+    def CreateFeed(self, request: struct_pb2.Struct, context: grpc.ServicerContext) -> importer_pb2.Feed:
+        """Create a feed from a Struct, the body of REST's POST /feeds; the new feed, due at once."""
+        return feed_message(self._api.create_feed(self._access(context), body(request)))
+
+    @unary
+    def GetFeed(self, request: importer_pb2.GetFeedRequest, context: grpc.ServicerContext) -> importer_pb2.Feed:
+        """The feed with its counts of files and its latest files, if the caller may see it."""
+        return feed_message(*self._api.feed_files(self._access(context), request.feed_id))
+
+    @unary
+    def ListFeeds(
+        self, request: importer_pb2.ListFeedsRequest, context: grpc.ServicerContext
+    ) -> importer_pb2.ListFeedsResponse:
+        """The feeds the caller may see (of customer_id, unless it is ""), oldest first; limit 0: 100."""
+        found = self._api.list_feeds(self._access(context), request.customer_id or None, request.limit or None)
+        return importer_pb2.ListFeedsResponse(feeds=[feed_message(feed) for feed in found])
+
+    @unary
+    def UpdateFeed(self, request: importer_pb2.UpdateFeedRequest, context: grpc.ServicerContext) -> importer_pb2.Feed:
+        """Pause, resume or change the feed (`changes`: the body of REST's PATCH); the feed as it now is."""
+        return feed_message(self._api.update_feed(self._access(context), request.feed_id, body(request.changes)))
+
+    @unary
+    def DeleteFeed(self, request: importer_pb2.GetFeedRequest, context: grpc.ServicerContext) -> empty_pb2.Empty:
+        """Delete the feed and its ledger; its jobs and files stay."""
+        self._api.delete_feed(self._access(context), request.feed_id)
+        return empty_pb2.Empty()
+
+    @unary
+    def RunFeed(
+        self, request: importer_pb2.GetFeedRequest, context: grpc.ServicerContext
+    ) -> importer_pb2.RunFeedResponse:
+        """Run the feed now: what the run found and enqueued, and the feed as it then is."""
+        access = self._access(context)
+        result = self._api.run_feed(access, request.feed_id)
+        feed = feed_message(*self._api.feed_files(access, request.feed_id))
+        return importer_pb2.RunFeedResponse(found=result.found, enqueued=result.enqueued, error=result.error, feed=feed)
+
+    @unary
+    def RetryFeedFile(
+        self, request: importer_pb2.RetryFeedFileRequest, context: grpc.ServicerContext
+    ) -> importer_pb2.Job:
+        """Import a failed file of the feed again: its new job, queued."""
+        return job_message(self._api.retry_feed_file(self._access(context), request.feed_id, request.version))
 
 
 class UnaryThreads(futures.ThreadPoolExecutor):

@@ -10,8 +10,6 @@ from service.edges.rest.bodies import read_json
 from service.edges.rest.resources import accepted
 from service.storage.views import feed_view
 
-RECENT_FILES = 10  # files a feed's view lists
-
 
 class FeedsResource:
     """GET /feeds?customer_id=&limit=, POST /feeds."""
@@ -40,7 +38,7 @@ class FeedResource:
 
     def on_get(self, req: falcon.Request, resp: falcon.Response, feed_id: str) -> None:
         """The feed, its counts of files and its latest files with their jobs."""
-        feed, counts, files = self.api.feed_files(req.context.access, feed_id, RECENT_FILES)
+        feed, counts, files = self.api.feed_files(req.context.access, feed_id)
         resp.media = feed_view(feed, counts, files)
 
     def on_patch(self, req: falcon.Request, resp: falcon.Response, feed_id: str) -> None:
@@ -62,7 +60,7 @@ class FeedRunResource:
     def on_post(self, req: falcon.Request, resp: falcon.Response, feed_id: str) -> None:
         """Run the feed now: what the run found and enqueued, and the feed as it then is."""
         result = self.api.run_feed(req.context.access, feed_id)
-        feed, counts, files = self.api.feed_files(req.context.access, feed_id, RECENT_FILES)
+        feed, counts, files = self.api.feed_files(req.context.access, feed_id)
         resp.media = {
             "found": result.found,
             "enqueued": result.enqueued,
