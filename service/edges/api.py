@@ -213,6 +213,9 @@ class Api:
         values["after_success"] = feeds.check_after_success(
             values["after_success"], values["customer_id"], values["prefix_uri"], self.config
         )
+        feeds.check_feed_options(
+            values["options"], values["customer_id"], values["product_type"], self.config, self.products
+        )
         return self.feeds.create(values)
 
     def feed(self, access: Access, feed_id: str) -> Feed:
@@ -239,6 +242,10 @@ class Api:
         if "after_success" in changes:
             changes["after_success"] = feeds.check_after_success(
                 changes["after_success"], feed.customer_id, feed.prefix_uri, self.config
+            )
+        if "options" in changes:
+            feeds.check_feed_options(
+                changes["options"], feed.customer_id, feed.product_type, self.config, self.products
             )
         next_run = None
         if "schedule" in changes or (changes.get("paused") is False and feed.paused):

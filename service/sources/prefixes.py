@@ -58,9 +58,15 @@ def listing(prefix: Blob) -> Iterator[tuple[Blob, str, int, dict[str, Any]]]:
 
 
 def _walk(directory: Path) -> Iterator[tuple[Path, os.stat_result]]:
-    """The regular files under a directory, in path order (one directory's names at a time)."""
+    """The regular files under a directory, in the order of their paths as strings (one
+    directory's names at a time)."""
     try:
-        entries = sorted(os.scandir(directory), key=lambda entry: entry.name)
+        # A folder's names sort as if they ended in '/': "a.csv" before "a/x.csv", as an S3
+        # listing puts their keys.
+        entries = sorted(
+            os.scandir(directory),
+            key=lambda entry: entry.name + "/" if entry.is_dir(follow_symlinks=False) else entry.name,
+        )
     except (FileNotFoundError, NotADirectoryError):
         return
     for entry in entries:

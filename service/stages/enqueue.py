@@ -68,7 +68,7 @@ def check_request(
     `upload` {id, filename} for the job view."""
     if not isinstance(body, Mapping):
         raise RequestRefused("the request body must be a JSON object", field=None)
-    _refuse_bad_text(body)
+    refuse_bad_text(body)
     unknown = sorted(set(body) - set(FIELDS))
     if unknown:
         names = ", ".join(shown(name) for name in unknown[:5]) + (
@@ -115,7 +115,7 @@ def check_request(
     return EnqueueRequest(customer, body["product_type"], blob_uri, options)
 
 
-def _refuse_bad_text(body: Any) -> None:
+def refuse_bad_text(body: Any) -> None:
     """Refuse what no later step can hold: NUL characters (Postgres text and jsonb cannot), lone
     surrogates (not UTF-8: no codec, path or database takes them) and nesting past MAX_DEPTH.
 

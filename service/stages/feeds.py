@@ -29,7 +29,8 @@ from service.config import CUSTOMER_ID, Config
 from service.errors import BlobRefused, BlobUnavailable, RequestRefused
 from service.schema.products import ProductRegistry
 from service.sources import blob, prefixes
-from service.stages.enqueue import check_options, check_request, enqueue, shown
+from service.stages import webhooks
+from service.stages.enqueue import check_options, check_request, enqueue, refuse_bad_text, shown
 from service.stages.services import Services
 from service.storage.feeds import Feed, FeedFile, FeedStore, Run
 from service.storage.jobs import IdempotencyConflict, Job
@@ -108,6 +109,7 @@ def check_feed(body: Any, config: Config, products: ProductRegistry, creating: b
     fields given), checked; RequestRefused naming the field otherwise."""
     if not isinstance(body, Mapping):
         raise RequestRefused("the request body must be a JSON object", field=None)
+    refuse_bad_text(body)  # NUL characters, lone surrogates, deep nesting: as enqueue refuses them
     unknown = sorted(str(name) for name in set(body) - set(FIELDS))
     if unknown:
         raise RequestRefused(f"unknown field(s): {', '.join(map(shown, unknown[:5]))}", field=unknown[0][:60])
@@ -158,6 +160,23 @@ def check_feed(body: Any, config: Config, products: ProductRegistry, creating: b
     if "after_success" in body:
         checked["after_success"] = body["after_success"]  # checked against the prefix by check_after_success
     return checked
+
+
+def check_feed_options(
+    options: Mapping[str, Any], customer: str, product_type: str, config: Config, products: ProductRegistry
+) -> None:
+    """Refuse options every job of the feed would be refused for (as enqueue checks them against
+    the customer and product): a mode the product cannot take, a callback_url the customer may
+    not use."""
+    if options.get("mode", "append") != "append" and products.get(product_type).key is None:
+        raise RequestRefused(
+            f"product {product_type} has no x-key in its schema, so only mode append is possible",
+            field="options.mode",
+        )
+    if "callback_url" in options:
+        problem = webhooks.refusal(options["callback_url"], customer, config.customer_settings.get(customer))
+        if problem is not None:
+            raise RequestRefused(problem, field="options.callback_url")
 
 
 def check_after_success(value: Any, customer: str, prefix_uri: str, config: Config) -> Any:
@@ -312,7 +331,10 @@ def retry(services: Services, store: FeedStore, feed: Feed, file: FeedFile) -> J
     body: dict[str, Any] = {"customer_id": feed.customer_id, "product_type": feed.product_type, "blob_uri": file.key}
     if feed.options:
         body["options"] = feed.options
-    request = check_request(body, services.config, services.products)
+    try:
+        request = check_request(body, services.config, services.products)
+    except RequestRefused as exc:
+        raise RequestRefused(f"the file cannot be imported again: {exc}", field="version") from None
     listed = {"id": feed.id, "version_id": file.version_id, "retry": file.attempts}
     request.options["feed"] = {**listed, "version": version_of(file.key, file.size, file.version)}
     job, _ = enqueue(request, services.jobs, idempotency_key=f"feed:{feed.id}:{file.version_id}:{file.attempts}")

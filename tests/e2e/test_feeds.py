@@ -259,6 +259,8 @@ def test_feeds_are_refused_outside_the_customers_area_and_hidden_from_other_toke
         "options.mode": {"options": {"mode": "merge"}},
         "product_type": {"product_type": "nope"},
         "pattern": {"pattern": ""},
+        "options.member": {"options": {"member": "a\u0000b"}},  # Postgres cannot hold a NUL
+        "options.callback_url": {"options": {"callback_url": "https://example.com/hook"}},  # no webhook_prefixes
     }
     for field, change in cases.items():
         error = feeds.refused({**base, "prefix_uri": prefix, **change})

@@ -137,3 +137,15 @@ def test_schedules_give_the_next_run() -> None:
         with pytest.raises(RequestRefused) as refused:
             feeds.check_schedule(bad)
         assert refused.value.field == field, bad
+
+
+def test_blob_root_files_come_in_the_order_of_their_keys_as_s3_lists_them(setup: tuple[Services, FeedStore]) -> None:
+    services, store = setup
+    for name in ("a/x.csv", "a.csv", "a-b.csv", "b.csv"):
+        (services.config.blob_root / "acme" / "in" / name).parent.mkdir(parents=True, exist_ok=True)
+        put(services, name, "external_id,email\nu1,a@example.com\n")
+    feed = create(services, store)
+    run(services, store, feed)
+    enqueued = query(services.app_dsn, "SELECT blob_uri FROM import_jobs ORDER BY created_at, id")
+    keys = [str(uri).rsplit("/in/", 1)[1] for (uri,) in enqueued]
+    assert keys == sorted(["a/x.csv", "a.csv", "a-b.csv", "b.csv"]) == ["a-b.csv", "a.csv", "a/x.csv", "b.csv"]

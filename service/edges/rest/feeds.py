@@ -6,7 +6,7 @@ from __future__ import annotations
 import falcon
 
 from service.edges.api import Api
-from service.edges.rest.bodies import read_json
+from service.edges.rest.bodies import discard_body, read_json
 from service.edges.rest.resources import accepted
 from service.storage.views import feed_view
 
@@ -47,6 +47,7 @@ class FeedResource:
 
     def on_delete(self, req: falcon.Request, resp: falcon.Response, feed_id: str) -> None:
         """Delete the feed and its ledger (its jobs and files stay): 204."""
+        discard_body(req)  # none is needed; one sent is read, so the connection stays usable
         self.api.delete_feed(req.context.access, feed_id)
         resp.status = falcon.HTTP_204
 
@@ -59,6 +60,7 @@ class FeedRunResource:
 
     def on_post(self, req: falcon.Request, resp: falcon.Response, feed_id: str) -> None:
         """Run the feed now: what the run found and enqueued, and the feed as it then is."""
+        discard_body(req)
         result = self.api.run_feed(req.context.access, feed_id)
         feed, counts, files = self.api.feed_files(req.context.access, feed_id)
         resp.media = {
@@ -77,4 +79,5 @@ class FeedFileRetryResource:
 
     def on_post(self, req: falcon.Request, resp: falcon.Response, feed_id: str, version: str) -> None:
         """Import a failed file of the feed again: 202 with the new job."""
+        discard_body(req)
         accepted(resp, self.api.retry_feed_file(req.context.access, feed_id, version))
