@@ -34,7 +34,7 @@ from service.sources import blob
 from service.storage.app_db import Q
 from service.storage.jobs import JobStore
 from tests.conftest import ROOT, query, until
-from tests.e2e.conftest import TOKENS, Stack, free_port, stop, wait_for_port
+from tests.e2e.conftest import TOKENS, USERS_CSV, Stack, free_port, stop, wait_for_port
 
 GUNICORN = str(Path(sys.executable).parent / "gunicorn")
 BAD_TOKEN = "tok-not-configured-7f3a"
@@ -53,6 +53,8 @@ NOT_PROVOKED_HERE_FOR = {
     ("/jobs/{job_id}/cancel", "POST", 202),
     # A presigned URL needs a customer with its own S3 area: tests/e2e/test_s3.py gets one.
     ("/uploads/presign", "POST", 200),
+    # A run that finds another holding its feed: tests/e2e/test_feeds.py provokes it with racing run calls.
+    ("/feeds/{feed_id}/run", "POST", 409),
 }
 
 
@@ -438,6 +440,13 @@ def test_a_missing_or_unknown_token_answers_401_with_www_authenticate(
         ("POST", f"/jobs/{job_id}/cancel", None),
         ("POST", f"/jobs/{job_id}/undo", None),
         ("POST", f"/jobs/{job_id}/replay", None),
+        ("GET", "/feeds", None),
+        ("POST", "/feeds", feed_body(stack)),
+        ("GET", f"/feeds/{job_id}", None),
+        ("PATCH", f"/feeds/{job_id}", {"paused": True}),
+        ("DELETE", f"/feeds/{job_id}", None),
+        ("POST", f"/feeds/{job_id}/run", None),
+        ("POST", f"/feeds/{job_id}/files/{'0' * 32}/retry", None),
     ):
         answer = client.call(method, path, payload, headers=headers)
         assert_error(answer, 401)
@@ -485,6 +494,10 @@ def test_a_wrong_method_answers_405_in_the_error_shape_with_allow(client: Client
         ("GET", f"/jobs/{uuid.uuid4()}/cancel"),
         ("PUT", f"/jobs/{uuid.uuid4()}/undo"),
         ("GET", f"/jobs/{uuid.uuid4()}/replay"),
+        ("PUT", "/feeds"),
+        ("POST", f"/feeds/{uuid.uuid4()}"),
+        ("GET", f"/feeds/{uuid.uuid4()}/run"),
+        ("GET", f"/feeds/{uuid.uuid4()}/files/{'0' * 32}/retry"),
     ):
         answer = client.call(method, path, headers=ACME)
         assert_error(answer, 405, None, "not allowed")
@@ -725,6 +738,165 @@ def test_the_list_is_newest_first_filtered_by_status_and_limit_and_only_the_toke
     assert len(two) == 2 and {job["status"] for job in two} == {"succeeded"}
     everyone = client.call("GET", "/jobs?limit=1000", headers=ADMIN).body["jobs"]
     assert {job["customer_id"] for job in everyone} == {"acme", "globex"}
+
+
+# -- feeds (SPEC 20; tests/e2e/test_feeds.py runs them against racing callers and worker pools) ----
+
+
+def feed_body(stack: Stack, *files: tuple[str, str], **changes: Any) -> dict[str, Any]:
+    """A feed's definition watching a fresh folder of acme's blob area that holds these files
+    (name, content), with changes. Paused: only our run calls run it, never the workers' sweep."""
+    folder = stack.blob_root / "acme" / f"feed-{uuid.uuid4().hex[:8]}"
+    folder.mkdir()
+    settled = time.time() - 60  # older than the time a run leaves a file that may still be written
+    for name, content in files:
+        stack.blob("acme", f"{folder.name}/{name}", content)
+        os.utime(folder / name, (settled, settled))
+    request = {
+        "customer_id": "acme",
+        "product_type": "users",
+        "prefix_uri": folder.as_uri() + "/",
+        "schedule": {"every_seconds": 3600},
+        "paused": True,
+    }
+    request.update(changes)
+    return {k: v for k, v in request.items() if v is not None}
+
+
+def test_a_feed_is_created_listed_run_read_changed_and_deleted(stack: Stack, client: Client) -> None:
+    request = feed_body(stack, ("good.csv", USERS_CSV), ("bad.csv", ""), pattern="*.csv")
+    _validate(client.document, {"$ref": "#/components/schemas/FeedRequest"}, request)
+    created = client.call("POST", "/feeds", request, headers=ACME)
+    assert created.status == 201, created
+    feed_id = created.body["feed_id"]
+    assert created.headers["location"] == f"/feeds/{feed_id}"
+    assert (created.body["paused"], created.body["next_run_at"], created.body["last_run"]) == (True, None, None)
+    listed = client.call("GET", "/feeds?customer_id=acme&limit=1000", headers=ACME).body["feeds"]
+    assert [feed for feed in listed if feed["feed_id"] == feed_id] == [created.body]
+    assert feed_id not in {feed["feed_id"] for feed in client.call("GET", "/feeds", headers=GLOBEX).body["feeds"]}
+    run = client.call("POST", f"/feeds/{feed_id}/run", headers=ACME)
+    assert run.status == 200, run
+    assert (run.body["found"], run.body["enqueued"], run.body["error"]) == (2, 2, None)
+    assert run.body["feed"]["files"]["seen"] == 2 and run.body["feed"]["last_run"]["enqueued"] == 2
+    for file in run.body["feed"]["recent"]:
+        client.wait(file["job_id"], ACME)
+    view = client.call("GET", created.headers["location"], headers=ACME)
+    assert view.status == 200
+    assert view.body["files"] == {"seen": 2, "imported": 1, "failed": 1, "pending": 0}, view.body
+    assert {file["key"].rsplit("/", 1)[1]: file["status"] for file in view.body["recent"]} == {
+        "good.csv": "succeeded",
+        "bad.csv": "failed",
+    }
+    changed = client.call("PATCH", f"/feeds/{feed_id}", {"paused": False, "pattern": "good.*"}, headers=ACME)
+    assert changed.status == 200, changed
+    assert (changed.body["paused"], changed.body["pattern"]) == (False, "good.*")
+    assert changed.body["next_run_at"] is not None and "files" not in changed.body
+    assert client.call("DELETE", f"/feeds/{feed_id}", headers=ACME).status == 204
+    for method, path in (("GET", ""), ("PATCH", ""), ("DELETE", ""), ("POST", "/run")):
+        answer = client.call(method, f"/feeds/{feed_id}{path}", {} if method == "PATCH" else None, headers=ACME)
+        assert_error(answer, 404, None, feed_id)
+    assert client.call("GET", f"/jobs/{view.body['recent'][0]['job_id']}", headers=ACME).status == 200  # jobs stay
+
+
+def test_a_failed_file_of_a_feed_is_retried_in_a_new_job_and_any_other_retry_is_refused(
+    stack: Stack, client: Client
+) -> None:
+    request = feed_body(stack, ("good.csv", USERS_CSV), ("empty.csv", ""))
+    feed_id = client.call("POST", "/feeds", request, headers=ACME).body["feed_id"]
+    files = client.call("POST", f"/feeds/{feed_id}/run", headers=ACME).body["feed"]["recent"]
+    named = {file["key"].rsplit("/", 1)[1]: file for file in files}
+    for file in files:
+        client.wait(file["job_id"], ACME)
+    failed, good = named["empty.csv"], named["good.csv"]
+    retried = client.call("POST", f"/feeds/{feed_id}/files/{failed['version']}/retry", headers=ACME)
+    assert retried.status == 202, retried
+    assert retried.body["job_id"] != failed["job_id"]
+    assert retried.headers["location"] == f"/jobs/{retried.body['job_id']}"
+    assert client.wait(retried.body["job_id"], ACME)["status"] == "failed"  # still empty
+    again = client.call("GET", f"/feeds/{feed_id}", headers=ACME).body["recent"]
+    assert [(file["job_id"], file["attempts"]) for file in again if file["version"] == failed["version"]] == [
+        (retried.body["job_id"], 2)  # its second job
+    ]
+    answer = client.call("POST", f"/feeds/{feed_id}/files/{good['version']}/retry", headers=ACME)
+    assert_error(answer, 400, "version", "succeeded")
+    Path(urlsplit(failed["key"]).path).unlink()  # gone from the store: refused as an enqueue would be
+    answer = client.call("POST", f"/feeds/{feed_id}/files/{failed['version']}/retry", headers=ACME)
+    assert_error(answer, 400, "blob_uri")
+    for version, headers in (("0" * 32, ACME), ("not-a-version", ACME), (failed["version"], GLOBEX)):
+        answer = client.call("POST", f"/feeds/{feed_id}/files/{version}/retry", headers=headers)
+        assert_error(answer, 404)
+
+
+@pytest.mark.parametrize(
+    "changes, field, says",
+    [
+        ({"colour": "red"}, "colour", "unknown field"),
+        ({"schedule": None}, "schedule", "required"),
+        ({"schedule": {"every_seconds": 1}}, "schedule.every_seconds", "whole number"),
+        ({"schedule": {"cron": "every night"}}, "schedule.cron", "five fields"),
+        ({"options": {"mode": "merge"}}, "options.mode", "must be one of"),
+        ({"after_success": "archive"}, "after_success", "keep"),
+        ({"expect_every_hours": 0}, "expect_every_hours", "above 0"),
+        ({"prefix_uri": "file:///etc/"}, "prefix_uri", "outside"),
+        ({"product_type": "spaceships"}, "product_type", "unknown product type"),
+    ],
+)
+def test_a_refused_feed_answers_400_naming_the_field(
+    stack: Stack, client: Client, changes: dict[str, Any], field: str, says: str
+) -> None:
+    assert_error(client.call("POST", "/feeds", feed_body(stack, **changes), headers=ACME), 400, field, says)
+
+
+def test_a_feed_moving_its_files_under_its_own_prefix_or_without_a_customer_is_refused(
+    stack: Stack, client: Client
+) -> None:
+    request = feed_body(stack)
+    under = dict(request, after_success={"move_to": request["prefix_uri"] + "done/"})
+    assert_error(client.call("POST", "/feeds", under, headers=ACME), 400, "after_success.move_to", "under prefix_uri")
+    anyone = {k: v for k, v in request.items() if k != "customer_id"}
+    assert_error(client.call("POST", "/feeds", anyone, headers=ADMIN), 400, "customer_id", "several customers")
+    assert client.call("POST", "/feeds", anyone, headers=ACME).status == 201  # a token of one customer: that one
+    assert_error(client.call("POST", "/feeds", raw=b"{", headers=ACME), 400, None, "malformed JSON")
+
+
+def test_a_feed_for_another_customer_or_a_bad_listing_is_refused(stack: Stack, client: Client) -> None:
+    theirs = feed_body(stack, customer_id="globex", prefix_uri=(stack.blob_root / "globex").as_uri() + "/")
+    assert_error(client.call("POST", "/feeds", theirs, headers=ACME), 403, None, "globex")
+    assert_error(client.call("GET", "/feeds?customer_id=globex", headers=ACME), 403, None, "globex")
+    for asked, named in (("limit=0", "limit"), ("limit=1001", "limit"), ("customer_id=no%20such", "customer_id")):
+        assert_error(client.call("GET", f"/feeds?{asked}", headers=ACME), 400, named)
+
+
+def test_a_feed_change_is_refused_naming_the_field_and_hidden_from_other_customers(
+    stack: Stack, client: Client
+) -> None:
+    request = feed_body(stack)
+    feed_id = client.call("POST", "/feeds", request, headers=ACME).body["feed_id"]
+    path = f"/feeds/{feed_id}"
+    for change, named in (
+        ({"prefix_uri": request["prefix_uri"]}, "prefix_uri"),
+        ({"schedule": {"every_seconds": 1}}, "schedule.every_seconds"),
+        ({"paused": "yes"}, "paused"),
+    ):
+        assert_error(client.call("PATCH", path, change, headers=ACME), 400, named)
+    assert_error(client.call("PATCH", path, ["paused"], headers=ACME), 400, None, "JSON object")
+    plain = client.call("PATCH", path, raw=b'{"paused": true}', headers={"Content-Type": "text/plain", **ACME})
+    assert_error(plain, 415)
+    big = json.dumps({"pattern": "x" * (2 << 20)}).encode()
+    assert_error(client.call("PATCH", path, raw=big, headers={"Content-Type": "application/json", **ACME}), 413)
+    for feed in (feed_id, str(uuid.uuid4()), "not-a-uuid"):
+        for method in ("GET", "PATCH", "DELETE"):
+            answer = client.call(method, f"/feeds/{feed}", {} if method == "PATCH" else None, headers=GLOBEX)
+            assert_error(answer, 404)
+        assert_error(client.call("POST", f"/feeds/{feed}/run", headers=GLOBEX), 404)
+    assert client.call("GET", path, headers=ADMIN).status == 200
+
+
+def test_a_feed_body_that_is_too_big_or_not_json_is_refused(stack: Stack, client: Client) -> None:
+    big = json.dumps(feed_body(stack, colour="x" * (2 << 20))).encode()
+    assert_error(client.call("POST", "/feeds", raw=big, headers={"Content-Type": "application/json", **ACME}), 413)
+    raw = json.dumps(feed_body(stack)).encode()
+    assert_error(client.call("POST", "/feeds", raw=raw, headers={"Content-Type": "text/csv", **ACME}), 415)
 
 
 # -- start-up: bind and bad configuration ----------------------------------------------------

@@ -3,7 +3,8 @@
 The app runs in process here (falcon's test client, no database): the routes it registers are
 walked, and the answers that need a broken database or a bug (500, 503), or that the core decides
 on its own (the 202 of a cancel or undo a worker completes), are checked against the document,
-as are replay's answers (202, 404, 409, 503).
+as are replay's answers (202, 404, 409, 503). A feed's documented definition and view are held
+against the checker that refuses definitions and the function that makes views.
 tests/e2e/test_rest.py checks every other answer of a real gunicorn.
 """
 
@@ -13,22 +14,34 @@ import logging
 import socket
 from collections.abc import Iterator
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import falcon
 import falcon.testing
+import psycopg2
 import pytest
 from jsonschema import Draft202012Validator
 
 from service.config import Config
-from service.edges.api import Access, Api, JobNotFound
+from service.edges.api import OPERATOR, Access, Api, JobNotFound
 from service.edges.rest.app import create_app
 from service.edges.rest.openapi import document
 from service.edges.wiring import Edge
 from service.errors import CustomerDBUnavailable, JobConflict, RequestRefused
 from service.schema.products import ProductRegistry
 from service.stages.enqueue import check_options
+from service.stages.feeds import (
+    FIELDS,
+    MAX_EVERY_SECONDS,
+    MAX_EXPECT_HOURS,
+    MAX_PATTERN_CHARS,
+    MIN_EVERY_SECONDS,
+    check_feed,
+)
+from service.storage.feeds import Feed, FeedFile
 from service.storage.jobs import Job, JobStore
+from service.storage.views import feed_view
 
 TOKEN = "tok-unit-secret"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -185,7 +198,7 @@ def test_every_route_of_the_app_is_documented_with_the_same_methods(client: falc
     registered = {template: methods for template, methods in _routes(client.app)}
     documented = {path: {m.upper() for m in operations} for path, operations in document()["paths"].items()}
     assert registered == documented
-    assert len(registered) == 18
+    assert len(registered) == 22
 
 
 def test_every_component_schema_is_valid_and_every_ref_resolves() -> None:
@@ -451,3 +464,180 @@ def test_an_unreachable_s3_endpoint_answers_503_at_enqueue_naming_the_endpoint_n
     _check(result, "/enqueue", "post")
     for text in (result.text, caplog.text):
         assert "unit-secret-key-42" not in text and "AKIA-UNIT-ID" not in text
+
+
+# -- feeds (SPEC 20) ----------------------------------------------------------------------------
+
+
+def _feed_api(blob_root: Path) -> tuple[Api, falcon.testing.TestClient]:
+    """An Api with customer acme in this blob root over an app DB nobody listens for, and its app."""
+    dsn = f"host=127.0.0.1 port={_closed_port()} dbname=app user=importer password={PASSWORD} connect_timeout=2"
+    config = Config(app_db_dsn=dsn, tokens={TOKEN: ("*",)}, customers={"acme": "dbname=acme"}, blob_root=blob_root)
+    api = Api(config, JobStore(dsn, maxconn=1), ProductRegistry.load(config.schemas_dir))
+    return api, falcon.testing.TestClient(create_app(Edge(config, dsn, api)))
+
+
+def _feed_body(blob_root: Path, **changes: Any) -> dict[str, Any]:
+    prefix = (blob_root / "acme" / "incoming").as_uri() + "/"
+    body = {"customer_id": "acme", "product_type": "users", "prefix_uri": prefix, "schedule": {"every_seconds": 60}}
+    return {name: value for name, value in {**body, **changes}.items() if value is not None}
+
+
+def _fits(name: str, instance: Any) -> bool:
+    schema = {"$ref": f"#/components/schemas/{name}", "components": document()["components"]}
+    return Draft202012Validator(schema, format_checker=Draft202012Validator.FORMAT_CHECKER).is_valid(instance)
+
+
+def _accepted(api: Api, body: dict[str, Any]) -> bool:
+    """Whether the Api takes this feed definition: past its checks it asks the app DB, unreachable here."""
+    try:
+        api.create_feed(Access(frozenset({"acme"})), body)
+    except RequestRefused:
+        return False
+    except psycopg2.OperationalError:
+        return True
+    raise AssertionError("the unreachable app DB answered")
+
+
+def test_a_feed_definition_needs_the_fields_the_document_requires_and_only_those(tmp_path: Path) -> None:
+    api, _ = _feed_api(tmp_path)
+    request = document()["components"]["schemas"]["FeedRequest"]
+    assert set(request["properties"]) == set(FIELDS)
+    for name in FIELDS:
+        body = _feed_body(tmp_path, **{name: None})
+        assert _fits("FeedRequest", body) == (name not in request["required"]) == _accepted(api, body), name
+
+
+def test_a_feed_change_holds_every_field_of_a_definition_but_those_the_checker_will_not_change(
+    tmp_path: Path,
+) -> None:
+    api, _ = _feed_api(tmp_path)
+    body = _feed_body(tmp_path, pattern="*.csv", options={}, after_success="keep", expect_every_hours=1, paused=False)
+    assert set(body) == set(FIELDS)
+    for name, value in body.items():
+        changeable = name in document()["components"]["schemas"]["FeedChange"]["properties"]
+        assert _fits("FeedChange", {name: value}) == changeable, name
+        try:
+            check_feed({name: value}, api.config, api.products, creating=False)
+        except RequestRefused as refused:
+            assert not changeable and refused.field == name and "cannot change" in str(refused), name
+        else:
+            assert changeable, name
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"colour": "red"},
+        {"product_type": None},
+        {"schedule": None},
+        {"prefix_uri": "https://files.example.com/acme/"},
+        {"schedule": {"every_seconds": MIN_EVERY_SECONDS - 1}},
+        {"schedule": {"every_seconds": MAX_EVERY_SECONDS + 1}},
+        {"schedule": {"every_seconds": True}},
+        {"schedule": {"every_seconds": 60, "cron": "0 2 * * *"}},
+        {"schedule": {"cron": "every night"}},
+        {"schedule": "hourly"},
+        {"pattern": ""},
+        {"pattern": "x" * (MAX_PATTERN_CHARS + 1)},
+        {"expect_every_hours": 0},
+        {"expect_every_hours": MAX_EXPECT_HOURS + 1},
+        {"expect_every_hours": "12"},
+        {"paused": "yes"},
+        {"after_success": "archive"},
+        {"after_success": {"move_to": "file:///elsewhere/", "also": 1}},
+        {"options": {"mode": "merge"}},
+        {"options": "fast"},
+    ],
+)
+def test_feed_definitions_the_document_forbids_are_refused_by_the_api(tmp_path: Path, changes: dict[str, Any]) -> None:
+    api, _ = _feed_api(tmp_path)
+    body = _feed_body(tmp_path, **changes)
+    assert not _fits("FeedRequest", body)
+    with pytest.raises(RequestRefused):
+        api.create_feed(OPERATOR, body)  # refused before the app DB is asked
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {},
+        {"schedule": {"cron": "0 2 * * *"}, "pattern": "*.csv", "paused": True},
+        {"schedule": {"every_seconds": MIN_EVERY_SECONDS}, "expect_every_hours": 0.5, "after_success": "delete"},
+        {"schedule": {"every_seconds": MAX_EVERY_SECONDS}, "expect_every_hours": None, "after_success": "keep"},
+        {"options": {"format": "csv", "mode": "upsert"}, "expect_every_hours": MAX_EXPECT_HOURS},
+        {"customer_id": None},  # a token of one customer names it
+    ],
+)
+def test_feed_definitions_the_checker_accepts_fit_the_document(tmp_path: Path, changes: dict[str, Any]) -> None:
+    api, _ = _feed_api(tmp_path)
+    body = _feed_body(tmp_path, **changes)
+    assert _fits("FeedRequest", body) and _accepted(api, body)
+
+
+def test_a_move_to_after_success_fits_the_document_and_the_api_but_not_one_under_the_prefix(tmp_path: Path) -> None:
+    api, _ = _feed_api(tmp_path)
+    for target, taken in (("done", True), ("incoming/done", False)):
+        body = _feed_body(tmp_path, after_success={"move_to": (tmp_path / "acme" / target).as_uri()})
+        assert _fits("FeedRequest", body) and _accepted(api, body) == taken, target
+
+
+def _a_feed(**changes: Any) -> Feed:
+    now = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
+    row: dict[str, Any] = {
+        "id": JOB_ID,
+        "customer_id": "acme",
+        "product_type": "users",
+        "prefix_uri": "file:///b/acme/in/",
+        "pattern": "*.csv",
+        "options": {"mode": "upsert"},
+        "schedule": {"cron": "0 2 * * *"},
+        "after_success": {"move_to": "file:///b/acme/done/"},
+        "expect_every_hours": 24.0,
+        "paused": False,
+        "next_run_at": now,
+        "last_run_at": None,
+        "last_run_error": None,
+        "last_run_found": None,
+        "last_run_enqueued": None,
+        "last_new_at": None,
+        "late": False,
+        "created_at": now,
+        "updated_at": now,
+    }
+    return Feed(**{**row, **changes})
+
+
+def test_a_feeds_view_fits_the_document_with_or_without_its_files() -> None:
+    now = datetime(2024, 5, 2, 2, 0, tzinfo=UTC)
+    fresh, paused = _a_feed(), _a_feed(paused=True, after_success="keep", schedule={"every_seconds": 60})
+    run = _a_feed(last_run_at=now, last_run_found=3, last_run_enqueued=1, last_run_error="the store is down", late=True)
+    for feed in (fresh, paused, run):
+        assert _fits("Feed", feed_view(feed)), feed_view(feed)
+        assert not _fits("FeedDetail", feed_view(feed))
+    assert feed_view(paused)["next_run_at"] is None
+    imported = FeedFile("a" * 32, "file:///b/acme/in/a.csv", "3:1", 3, COMPLETE, 1, now, now, None, "succeeded")
+    refused = FeedFile("b" * 32, "file:///b/acme/in/b.csv", "4:1", 4, None, 1, now, None, "unknown option", None)
+    counts = {"seen": 2, "imported": 1, "failed": 1, "pending": 0}
+    detail = feed_view(run, counts, [imported, refused])
+    assert [file["status"] for file in detail["recent"]] == ["succeeded", "refused"]
+    assert _fits("FeedDetail", detail) and not _fits("Feed", detail), detail
+    assert _fits("FeedRun", {"found": 3, "enqueued": 1, "error": None, "feed": detail})
+
+
+def test_the_feed_routes_answer_503_while_the_app_database_is_unreachable(tmp_path: Path) -> None:
+    _, app = _feed_api(tmp_path)
+    version = "a" * 32
+    for method, path, template, body in (
+        ("GET", "/feeds", "/feeds", None),
+        ("POST", "/feeds", "/feeds", _feed_body(tmp_path)),
+        ("GET", f"/feeds/{JOB_ID}", "/feeds/{feed_id}", None),
+        ("PATCH", f"/feeds/{JOB_ID}", "/feeds/{feed_id}", {"paused": True}),
+        ("DELETE", f"/feeds/{JOB_ID}", "/feeds/{feed_id}", None),
+        ("POST", f"/feeds/{JOB_ID}/run", "/feeds/{feed_id}/run", None),
+        ("POST", f"/feeds/{JOB_ID}/files/{version}/retry", "/feeds/{feed_id}/files/{version}/retry", None),
+    ):
+        result = app.simulate_request(method, path, json=body, headers=AUTH)
+        assert result.status_code == 503, (method, path, result.text)
+        _check(result, template, method.lower())
+        assert PASSWORD not in result.text

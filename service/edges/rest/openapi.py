@@ -10,45 +10,13 @@ import copy
 from typing import Any
 
 from service.edges.api import DEFAULT_LIST_LIMIT, MAX_LIST_LIMIT, STATUSES
+from service.edges.rest.openapi_parts import CSV, JSON, MAX_BODY_BYTES  # noqa: F401  (bodies.py reads MAX_BODY_BYTES here)
+from service.edges.rest.openapi_parts import error_answers as _errors
+from service.edges.rest.openapi_parts import json_answer as _json
+from service.edges.rest.openapi_uploads import presign as _presign
+from service.edges.rest.openapi_uploads import uploads as _uploads
 from service.edges.rest.schemas import ref, schemas
 from service.storage.rejects import DEFAULT_PAGE, ERRORS_COLUMN, MAX_PAGE
-
-MAX_BODY_BYTES = 1024 * 1024
-JSON = "application/json"
-CSV = "text/csv"
-
-_ERRORS = {
-    400: "The request is refused; `field` names the offending field when there is one.",
-    401: "No bearer token, or one that is not configured.",
-    403: "The token may not act for that customer.",
-    404: "No such job, or a job of a customer the token may not see.",
-    409: "A conflict, named in the message: the Idempotency-Key was used before with another request "
-    "body, or the job's state does not allow the change (cancelling a finished job; undoing a job that "
-    "did not succeed, one whose history is past retention, or one later jobs changed: undo those first; "
-    "replaying a job that has not ended or has no rejected rows).",
-    413: f"The body is over {MAX_BODY_BYTES} bytes.",
-    415: "The Content-Type is not JSON.",
-    500: "An unexpected fault; the server logged it.",
-    503: "A database the answer needs is not reachable right now (the app database; for rejects, undo and "
-    "replay also the customer's); try again.",
-}
-
-
-def _json(schema: dict[str, Any], description: str, headers: dict[str, Any] | None = None) -> dict[str, Any]:
-    """A response object with a JSON body."""
-    response: dict[str, Any] = {"description": description, "content": {JSON: {"schema": schema}}}
-    if headers:
-        response["headers"] = headers
-    return response
-
-
-def _errors(*codes: int) -> dict[str, Any]:
-    """Error responses for the given status codes, all with the one error shape."""
-    responses = {str(code): _json(ref("Error"), _ERRORS[code]) for code in codes}
-    if 401 in codes:
-        bearer = {"description": "Always `Bearer`.", "schema": {"type": "string", "const": "Bearer"}}
-        responses["401"]["headers"] = {"WWW-Authenticate": bearer}
-    return responses
 
 
 def _job_id() -> dict[str, Any]:
@@ -90,11 +58,11 @@ def _enqueue() -> dict[str, Any]:
     }
 
 
-def _list_parameters() -> list[dict[str, Any]]:
-    """The query parameters of GET /jobs."""
+def _list_parameters(*extra: dict[str, Any]) -> list[dict[str, Any]]:
+    """The query parameters of a listing (GET /jobs, GET /feeds): customer_id, these, limit."""
     return [
         {"name": "customer_id", "in": "query", "required": False, "schema": {"type": "string"}},
-        {"name": "status", "in": "query", "required": False, "schema": {"type": "string", "enum": list(STATUSES)}},
+        *extra,
         {
             "name": "limit",
             "in": "query",
@@ -111,7 +79,14 @@ def _jobs() -> dict[str, Any]:
             "get": {
                 "operationId": "listJobs",
                 "summary": "Jobs newest first, only of customers the token may see.",
-                "parameters": _list_parameters(),
+                "parameters": _list_parameters(
+                    {
+                        "name": "status",
+                        "in": "query",
+                        "required": False,
+                        "schema": {"type": "string", "enum": list(STATUSES)},
+                    }
+                ),
                 "responses": {"200": _json(ref("JobList"), "The jobs."), **_errors(400, 401, 403, 500, 503)},
             }
         },
@@ -226,174 +201,126 @@ def _replay() -> dict[str, Any]:
     }
 
 
-_UPLOAD_ERRORS = {
-    400: "A header is missing or malformed (Upload-Length, Upload-Offset, Upload-Metadata, Upload-Checksum); "
-    "`field` names it.",
-    401: _ERRORS[401],
-    403: "The token may not act for the customer the metadata names.",
-    404: "No such upload, one of a customer the token may not see, or one that expired or was deleted.",
-    409: "Upload-Offset is not the upload's stored offset (HEAD tells it), or the upload is finished.",
-    412: "Tus-Resumable is not 1.0.0 (the Tus-Version header names what this server speaks).",
-    413: "The upload is longer than max_file_bytes, or the request's bytes pass its Upload-Length.",
-    415: "The bytes of an upload come as application/offset+octet-stream.",
-    423: "Another request is writing this upload right now; try again when it ends.",
-    460: "Checksum Mismatch (tus): the request's bytes do not match Upload-Checksum; none were kept.",
-    500: _ERRORS[500],
-    503: _ERRORS[503],
+_FEED_ERRORS = {
+    400: "The body is refused; `field` names the offending field (`prefix_uri` outside the customer's area, "
+    "`schedule.every_seconds`, `after_success.move_to`, `options.mode`...).",
+    404: "No such feed, or a feed of a customer the token may not see.",
+    409: "A run of the feed is in progress (the workers' or another call's); try again when it ends.",
 }
 
 
-def _upload_errors(*codes: int) -> dict[str, Any]:
-    """Error responses of /uploads, the one error shape (tus clients read only the status)."""
-    return {str(code): _json(ref("Error"), _UPLOAD_ERRORS[code]) for code in codes}
+def _feed_operation(
+    operation_id: str,
+    summary: str,
+    answer: dict[str, Any],
+    errors: tuple[int, ...],
+    *,
+    body: str | None = None,
+    version: bool = False,
+    texts: dict[int, str] | None = None,
+) -> dict[str, Any]:
+    """An operation on one feed (on one of its files' version): its answer, its errors described for feeds."""
+    parameters = [
+        {
+            "name": "feed_id",
+            "in": "path",
+            "required": True,
+            "description": "The feed's id; anything that is not a UUID is answered 404.",
+            "schema": {"type": "string"},
+        }
+    ]
+    if version:
+        parameters.append(
+            {
+                "name": "version",
+                "in": "path",
+                "required": True,
+                "description": "The `version` of one of the feed's files (in its view's `recent`).",
+                "schema": {"type": "string"},
+            }
+        )
+    operation: dict[str, Any] = {"operationId": operation_id, "summary": summary, "parameters": parameters}
+    if body:
+        operation["requestBody"] = {"required": True, "content": {JSON: {"schema": ref(body)}}}
+    operation["responses"] = {**answer, **_errors(*errors, texts={**_FEED_ERRORS, **(texts or {})})}
+    return operation
 
 
-def _tus_header(name: str, description: str, pattern: str | None = None, required: bool = False) -> dict[str, Any]:
-    schema: dict[str, Any] = {"type": "string"}
-    if pattern:
-        schema["pattern"] = pattern
-    return {"name": name, "in": "header", "required": required, "description": description, "schema": schema}
-
-
-def _tus_answer(description: str, *headers: str) -> dict[str, Any]:
-    """A tus answer without a body, with these headers."""
-    known = {
-        "Tus-Resumable": "Always 1.0.0.",
-        "Upload-Offset": "The bytes of the upload stored so far.",
-        "Upload-Length": "The upload's length in bytes.",
-        "Upload-Expires": "When an unfinished upload is deleted (an HTTP-date).",
-        "Upload-Metadata": "The metadata given at creation (key base64-value pairs).",
-        "Tus-Version": "1.0.0",
-        "Tus-Extension": "creation,creation-with-upload,termination,expiration,checksum",
-        "Tus-Max-Size": "max_file_bytes.",
-        "Tus-Checksum-Algorithm": "The algorithms Upload-Checksum may name.",
-    }
-    optional = ("Upload-Expires", "Upload-Metadata")  # only while unfinished / when metadata was given
+def _feeds() -> dict[str, Any]:
+    """/feeds, /feeds/{feed_id}, its run and its files' retry (SPEC 20)."""
+    where = {"description": "/feeds/<feed_id>", "schema": {"type": "string", "pattern": "^/feeds/[0-9a-f-]{36}$"}}
     return {
-        "description": description,
-        "headers": {
-            name: {"description": known[name], "required": name not in optional, "schema": {"type": "string"}}
-            for name in headers
-        },
-    }
-
-
-def _uploads() -> dict[str, Any]:
-    """tus 1.0.0 at /uploads (SPEC 19)."""
-    version = _tus_header("Tus-Resumable", "Must be 1.0.0.", "^1\\.0\\.0$", required=True)
-    offset_stream = {"application/offset+octet-stream": {"schema": {"type": "string", "format": "binary"}}}
-    checksum = _tus_header("Upload-Checksum", "`<algorithm> <base64 digest>` of this request's bytes (sha256...).")
-    upload_id = {
-        "name": "upload_id",
-        "in": "path",
-        "required": True,
-        "description": "The upload's id (the last part of its Location); anything else is answered 404.",
-        "schema": {"type": "string"},
-    }
-    capabilities = _tus_answer(
-        "What this server offers.", "Tus-Version", "Tus-Extension", "Tus-Max-Size", "Tus-Checksum-Algorithm"
-    )
-    return {
-        "/uploads": {
-            "options": {
-                "operationId": "uploadOptions",
-                "summary": "tus: the server's version, extensions and limits (no token needed).",
-                "security": [],
-                "responses": {"204": capabilities},
+        "/feeds": {
+            "get": {
+                "operationId": "listFeeds",
+                "summary": "Feeds oldest first, only of customers the token may see.",
+                "parameters": _list_parameters(),
+                "responses": {
+                    "200": _json(ref("FeedList"), "The feeds (without their files)."),
+                    **_errors(
+                        400, 401, 403, 500, 503, texts={400: "customer_id or limit is malformed; `field` names it."}
+                    ),
+                },
             },
             "post": {
-                "operationId": "createUpload",
-                "summary": "tus creation (and creation-with-upload): a new upload for one customer.",
-                "description": "Upload-Metadata may name `filename` and, for a token of several customers, "
-                "`customer_id`. Bytes in the body are stored at once.",
-                "parameters": [
-                    version,
-                    _tus_header("Upload-Length", "The file's size in bytes.", "^[0-9]{1,19}$", required=True),
-                    _tus_header("Upload-Metadata", "Comma-separated `key base64(value)` pairs."),
-                    checksum,
-                ],
-                "requestBody": {"required": False, "content": offset_stream},
+                "operationId": "createFeed",
+                "summary": "Watch a prefix of the customer's area and import each new file there once per version "
+                "(its key with its ETag, generation or size and mtime), in key order. The first run is due at once.",
+                "requestBody": {"required": True, "content": {JSON: {"schema": ref("FeedRequest")}}},
                 "responses": {
-                    "201": _json(
-                        ref("Upload"),
-                        "The upload exists; its URL is in Location.",
-                        headers={
-                            "Location": {"description": "/uploads/<upload_id>", "schema": {"type": "string"}},
-                            "Upload-Offset": {"description": "Bytes stored so far.", "schema": {"type": "string"}},
-                        },
-                    ),
-                    **_upload_errors(400, 401, 403, 412, 413, 415, 460, 500, 503),
+                    "201": _json(ref("Feed"), "The feed.", headers={"Location": where}),
+                    **_errors(400, 401, 403, 413, 415, 500, 503, texts=_FEED_ERRORS),
                 },
             },
         },
-        "/uploads/{upload_id}": {
-            "options": {
-                "operationId": "uploadOptionsOfOne",
-                "summary": "tus: as OPTIONS /uploads.",
-                "security": [],
-                "parameters": [upload_id],
-                "responses": {"204": capabilities},
-            },
-            "head": {
-                "operationId": "uploadOffset",
-                "summary": "tus: the upload's stored offset, so a client resumes there.",
-                "parameters": [upload_id, version],
-                "responses": {
-                    "200": _tus_answer(
-                        "The upload.", "Upload-Offset", "Upload-Length", "Upload-Expires", "Upload-Metadata"
-                    ),
-                    **_upload_errors(401, 404, 412, 500, 503),
-                },
-            },
-            "patch": {
-                "operationId": "uploadBytes",
-                "summary": "tus: store the body's bytes at Upload-Offset.",
-                "parameters": [
-                    upload_id,
-                    version,
-                    _tus_header("Upload-Offset", "Where these bytes go.", "^[0-9]{1,19}$", required=True),
-                    checksum,
-                ],
-                "requestBody": {"required": True, "content": offset_stream},
-                "responses": {
-                    "204": _tus_answer("Stored.", "Upload-Offset", "Upload-Expires"),
-                    **_upload_errors(400, 401, 404, 409, 412, 413, 415, 423, 460, 500, 503),
-                },
-            },
-            "delete": {
-                "operationId": "deleteUpload",
-                "summary": "tus termination: delete the upload and its bytes.",
-                "parameters": [upload_id, version],
-                "responses": {"204": _tus_answer("Deleted."), **_upload_errors(401, 404, 412, 500, 503)},
-            },
+        "/feeds/{feed_id}": {
+            "get": _feed_operation(
+                "getFeed",
+                "One feed: its definition, its last and next run, its files' counts and its latest files with "
+                "their jobs.",
+                {"200": _json(ref("FeedDetail"), "The feed.")},
+                (401, 404, 500, 503),
+            ),
+            "patch": _feed_operation(
+                "updateFeed",
+                "Pause or resume the feed, or change its schedule, options, pattern, after_success or "
+                "expect_every_hours (the fields given); a new schedule, or a resume, sets its next run from now.",
+                {"200": _json(ref("Feed"), "The feed as it now is.")},
+                (400, 401, 404, 413, 415, 500, 503),
+                body="FeedChange",
+                texts={400: _FEED_ERRORS[400] + " customer_id, product_type and prefix_uri cannot change."},
+            ),
+            "delete": _feed_operation(
+                "deleteFeed",
+                "Delete the feed and its ledger; its jobs, and the files under its prefix, stay.",
+                {"204": {"description": "Deleted."}},
+                (401, 404, 500, 503),
+            ),
         },
-    }
-
-
-def _presign() -> dict[str, Any]:
-    """POST /uploads/presign (SPEC 19)."""
-    errors = {
-        400: "The body is refused (`field` names what): no filename, a bad expires_in, an unknown field; or the "
-        "customer's uploads go to the service itself (use tus at /uploads).",
-        401: _ERRORS[401],
-        403: _ERRORS[403],
-        413: _ERRORS[413],
-        415: _ERRORS[415],
-        500: _ERRORS[500],
-        503: "The customer's store cannot sign a URL (its credentials), or cannot be reached; the message names "
-        "the store, never a credential.",
-    }
-    return {
-        "post": {
-            "operationId": "presignUpload",
-            "summary": "A URL to PUT a file to, straight into the customer's S3, Azure or GCS area, valid at most an "
-            "hour; enqueue its blob_uri once the file is there.",
-            "requestBody": {"required": True, "content": {JSON: {"schema": ref("PresignRequest")}}},
-            "responses": {
-                "200": _json(ref("Presigned"), "Where and how to PUT the file, and what to enqueue."),
-                **{str(code): _json(ref("Error"), text) for code, text in errors.items()},
-            },
-        }
+        "/feeds/{feed_id}/run": {
+            "post": _feed_operation(
+                "runFeed",
+                "Run the feed now, paused or not; the answer comes when the run ends. No body needed.",
+                {"200": _json(ref("FeedRun"), "What the run found and enqueued, and the feed as it then is.")},
+                (401, 404, 409, 500, 503),
+            )
+        },
+        "/feeds/{feed_id}/files/{version}/retry": {
+            "post": _feed_operation(
+                "retryFeedFile",
+                "Import a failed file of the feed again, in a new job (a feed never retries on its own). No body "
+                "needed.",
+                {"202": _json(ref("Enqueued"), "The new job is queued.", headers={"Location": _location()})},
+                (400, 401, 404, 500, 503),
+                version=True,
+                texts={
+                    400: "The file's job has not failed or been cancelled, or another retry came first (`field`: "
+                    "version); or the file is refused as an enqueue would refuse it (`blob_uri`: gone...).",
+                    404: "No such feed, or file of the feed, or a feed of a customer the token may not see.",
+                    503: "The app database, or the store holding the file, cannot be reached right now; try again.",
+                },
+            )
+        },
     }
 
 
@@ -423,6 +350,7 @@ def _paths() -> dict[str, Any]:
             "A big undo: a worker completes it, and the job's status then becomes `undone`.",
         ),
         "/jobs/{job_id}/replay": _replay(),
+        **_feeds(),
         **_uploads(),
         "/uploads/presign": _presign(),
         "/healthz": _public(

@@ -1,14 +1,22 @@
 """The component schemas of the REST edge's OpenAPI document: the request, the options, a job,
-a log line, a reject, a page, an error. Enumerations come from the code that enforces them
-(statuses, options, limits), so the document cannot drift from them.
+a log line, a reject, a page, a feed, an error. Enumerations come from the code that enforces
+them (statuses, options, limits, a feed's fields), so the document cannot drift from them.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from service.edges.api import STATUSES
+from service.edges.api import MAX_LIST_LIMIT, STATUSES
 from service.stages.enqueue import FORMATS, MAX_SHEET_ROWS, MAX_SHEETS, MODES, ON_INVALID, OPTION_TYPES
+from service.stages.feeds import (
+    FIELDS,
+    MAX_EVERY_SECONDS,
+    MAX_EXPECT_HOURS,
+    MAX_PATTERN_CHARS,
+    MIN_EVERY_SECONDS,
+)
+from service.storage.feeds import CHANGEABLE
 from service.storage.rejects import MAX_PAGE
 from service.storage.views import COMPRESSIONS
 
@@ -197,6 +205,150 @@ def _object(required: dict[str, Any], **optional: Any) -> dict[str, Any]:
     }
 
 
+_STORE_PREFIX = {
+    "type": "string",
+    "minLength": 1,
+    "maxLength": 4096,
+    "pattern": "^([fF][iI][lL][eE]|[sS]3|[aA][zZ]|[gG][sS])://",
+}
+
+
+def _feed_fields() -> dict[str, Any]:
+    """What a feed's definition may hold (service.stages.feeds.check_feed), by field."""
+    return {
+        "customer_id": {"type": "string", "minLength": 1, "description": "Needed for a token of several customers."},
+        "product_type": {"type": "string", "minLength": 1},
+        "prefix_uri": _STORE_PREFIX
+        | {
+            "description": "The folder (file://) or name prefix (s3://, az://, gs://) to watch, in the customer's area."
+        },
+        "pattern": {
+            "type": "string",
+            "minLength": 1,
+            "maxLength": MAX_PATTERN_CHARS,
+            "description": "A glob (case-sensitive) a file's path below the prefix must match; `*` also matches "
+            "`/`. A new feed's is `*`. Paths with a part starting with `.` are never imported.",
+        },
+        "options": ref("Options"),
+        "schedule": {
+            "oneOf": [
+                _object(
+                    {"every_seconds": {"type": "integer", "minimum": MIN_EVERY_SECONDS, "maximum": MAX_EVERY_SECONDS}}
+                ),
+                _object(
+                    {
+                        "cron": {
+                            "type": "string",
+                            "pattern": r"^\s*\S+(\s+\S+){4}\s*$",
+                            "description": "Five fields, minute hour day month weekday, in UTC (`0 2 * * *`).",
+                        }
+                    }
+                ),
+            ],
+            "description": "When the workers run the feed: every N seconds after a run ends, or on a cron schedule.",
+        },
+        "after_success": {
+            "oneOf": [{"enum": ["keep", "delete"]}, _object({"move_to": _STORE_PREFIX})],
+            "description": "What becomes of a file once its job succeeded: kept (a new feed's), deleted, or moved "
+            "to a prefix of the same store in the customer's area, outside prefix_uri, keeping its path below "
+            "the prefix. A file that failed is always kept.",
+        },
+        "expect_every_hours": _nullable(
+            "number",
+            exclusiveMinimum=0,
+            maximum=MAX_EXPECT_HOURS,
+            description="A feed that enqueues no new file for this long is late (a warning, the gauge "
+            "import_feed_late, a `feed.late` event to options.callback_url); null: never late.",
+        ),
+        "paused": {
+            "type": "boolean",
+            "description": "The workers do not run a paused feed (POST /feeds/{feed_id}/run still does); resuming "
+            "sets its next run from now.",
+        },
+    }
+
+
+def _feed_schema(detail: bool) -> dict[str, Any]:
+    """A feed's view (service.storage.views.feed_view); in detail, its files' counts and latest files."""
+    fields = _feed_fields()
+    when = {"type": "string", "format": "date-time"}
+    count = {"type": "integer", "minimum": 0}
+    last_run = _object({"at": when, "found": count, "enqueued": count, "error": _nullable("string")}) | {
+        "type": ["object", "null"],
+        "description": "The last run: the files that matched, the new versions it enqueued (or refused), and "
+        "the store's error that stopped it early; null before the first run.",
+    }
+    properties: dict[str, Any] = {
+        "feed_id": {"type": "string", "format": "uuid"},
+        "customer_id": {"type": "string"},
+        "product_type": {"type": "string"},
+        "prefix_uri": {"type": "string", "description": "The prefix watched, ending in `/`."},
+        "pattern": {"type": "string"},
+        **{name: fields[name] for name in ("options", "schedule", "after_success", "expect_every_hours", "paused")},
+        "late": {"type": "boolean", "description": "Late (see expect_every_hours) until a run enqueues a new file."},
+        "next_run_at": _nullable(
+            "string", format="date-time", description="When the workers run it; null while paused."
+        ),
+        "last_run": last_run,
+        "last_new_file_at": _nullable("string", format="date-time", description="When a run last enqueued a new file."),
+        "created_at": when,
+        "updated_at": when,
+    }
+    if detail:
+        counts = {
+            "seen": count | {"description": "File versions the feed has seen."},
+            "imported": count | {"description": "Their job succeeded (or was undone since)."},
+            "failed": count | {"description": "Their job failed or was cancelled, or they were refused at enqueue."},
+            "pending": count | {"description": "Their job is queued or running."},
+        }
+        properties["files"] = _object(counts)
+        properties["recent"] = {
+            "type": "array",
+            "items": ref("FeedFile"),
+            "description": "Its latest files, newest first.",
+        }
+    return _object(properties)
+
+
+def _feed_request() -> dict[str, Any]:
+    """POST /feeds: a feed's definition, every field of FIELDS."""
+    fields = _feed_fields()
+    needed = ("product_type", "prefix_uri", "schedule")
+    return _object(
+        {name: fields[name] for name in FIELDS if name in needed},
+        **{name: fields[name] for name in FIELDS if name not in needed},
+    )
+
+
+def _feed_file_schema() -> dict[str, Any]:
+    """One version of a file a feed has seen (service.storage.views.feed_view's `recent`)."""
+    return _object(
+        {
+            "version": {
+                "type": "string",
+                "pattern": "^[0-9a-f]{32}$",
+                "description": "The version's id (the file's URI with its ETag, generation or size and mtime): "
+                "POST /feeds/{feed_id}/files/{version}/retry takes it.",
+            },
+            "key": {"type": "string", "description": "The file's URI."},
+            "size": {"type": "integer", "minimum": 0},
+            "seen_at": {"type": "string", "format": "date-time"},
+            "job_id": _nullable("string", format="uuid", description="Its job; null when it was refused at enqueue."),
+            "status": _nullable(
+                "string",
+                enum=[*STATUSES, "refused", None],
+                description="Its job's status; `refused` when it has no job (error says why).",
+            ),
+            "error": _nullable("string", description="Why it was refused at enqueue (a job's error is in the job)."),
+            "attempts": {
+                "type": "integer",
+                "minimum": 1,
+                "description": "Jobs made for this version: 1, and one more each retry.",
+            },
+        }
+    )
+
+
 def schemas() -> dict[str, Any]:
     """Every component schema."""
     text = {"type": "string", "minLength": 1}
@@ -267,6 +419,24 @@ def schemas() -> dict[str, Any]:
                 "next": _nullable(
                     "integer", minimum=1, description="The `after` of the next page; null on the last page."
                 ),
+            }
+        ),
+        "FeedRequest": _feed_request(),
+        "FeedChange": _object({}, **{name: _feed_fields()[name] for name in CHANGEABLE}),
+        "Feed": _feed_schema(detail=False),
+        "FeedDetail": _feed_schema(detail=True),
+        "FeedFile": _feed_file_schema(),
+        "FeedList": _object({"feeds": {"type": "array", "items": ref("Feed"), "maxItems": MAX_LIST_LIMIT}}),
+        "FeedRun": _object(
+            {
+                "found": {"type": "integer", "minimum": 0, "description": "Files under the prefix that match."},
+                "enqueued": {
+                    "type": "integer",
+                    "minimum": 0,
+                    "description": "New versions among them, each enqueued (or refused at enqueue).",
+                },
+                "error": _nullable("string", description="The store's error that stopped the run early, if any."),
+                "feed": ref("FeedDetail"),
             }
         ),
         "Health": _object({"status": {"const": "ok"}}),
