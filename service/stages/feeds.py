@@ -272,7 +272,7 @@ def run(services: Services, lead: Run) -> RunResult:
                 page = []
         enqueued += _enqueue_new(services, lead, page)
     except (BlobRefused, BlobUnavailable, FeedBroken) as exc:
-        error = str(exc)
+        error = str(exc).replace("blob_uri", "prefix_uri")  # the prefix's own check speaks of a blob
         log.warning("feed %s: the run stopped: %s", feed.id, error)
     lead.finish(next_run(feed.schedule), found, enqueued, error)
     if enqueued:

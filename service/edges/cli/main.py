@@ -1,4 +1,4 @@
-"""importctl: enqueue, run and inspect imports, run workers, migrate the app DB.
+"""importctl: enqueue, run and inspect imports and feeds, run workers, migrate the app DB.
 
 Usage:
   importctl enqueue --customer=C --product=P (--file=PATH | --uri=URI | --upload=ID) [--option=K=V]... [--idempotency-key=KEY] [--wait]
@@ -11,6 +11,11 @@ Usage:
   importctl undo JOB
   importctl rejects JOB [--output=PATH]
   importctl replay JOB [--wait]
+  importctl feed create --customer=C --product=P --prefix=URI (--every=SECONDS | --cron=EXPR) [--pattern=GLOB] [--option=K=V]... [--after-success=WHAT] [--expect-every-hours=H] [--paused]
+  importctl feed list [--customer=C] [--limit=N] [--json]
+  importctl feed show FEED [--json]
+  importctl feed (pause | resume | run | delete) FEED
+  importctl feed retry FEED VERSION
   importctl worker [--processes=N] [--threads=N]
   importctl migrate
   importctl token new --customer=C
@@ -29,10 +34,18 @@ Options:
                         Several sheets of one workbook: --option=sheet=Q1 --option=sheet=Q2.
   --idempotency-key=KEY Enqueue at most one job for this key and request.
   --wait                Wait for the job to end; exit 1 if it failed.
-  --json                Print the job as JSON.
+  --json                Print the job (the feed, the feeds) as JSON.
   --output=PATH         Write the rejects.csv there (replaced once complete) instead of to stdout.
   --processes=N         Worker processes [default: 2].
   --threads=N           Threads per worker process (default: WORKER_CONCURRENCY).
+  --prefix=URI          The folder or prefix a feed watches, in the customer's area (file://, s3://, az://, gs://).
+  --every=SECONDS       Run the feed every SECONDS (10 or more).
+  --cron=EXPR           Run the feed on a cron schedule of five fields, in UTC, e.g. '0 2 * * *'.
+  --pattern=GLOB        The names under the prefix a feed imports, e.g. '*.csv' (default: all).
+  --after-success=WHAT  What becomes of an imported file: keep, delete or move_to:URI (default: keep).
+  --expect-every-hours=H  Mark the feed late when it finds no new file for H hours.
+  --paused              Create the feed paused (`feed resume` starts it; `feed run` runs it once).
+  --limit=N             List at most N feeds (1 to 1000) [default: 100].
 
 `status` prints the job's line, then its source: the blob_uri's scheme, the compression, the
 format and the ZIP archive member read, as far as they are known, and the upload it imports
@@ -48,10 +61,17 @@ job id (--wait: and waits for the job).
 all) and the line to add to the token file, which keeps only the token's SHA-256 digest.
 `replay` validates the rejected rows of a job that has ended again, against the product
 schema as it is now, in a new job (nothing is read from the file); it prints that job's id.
+`feed create` prints the new feed's id; its first run is due at once unless --paused. `feed show`
+prints what the feed watches, its schedule, last and next run, its counts of files and its
+latest files (version, job, status, name). `feed run` runs it now, paused or not, and prints
+what the run found and enqueued; `feed retry` imports a failed file (VERSION, as `show` prints
+it) again and prints the new job's id; `feed delete` keeps the feed's jobs and files.
 
 Exit codes: 0 ok, 1 a job this command waited for (import, enqueue --wait, replay --wait,
-watch) failed, no such job, a cancel, undo or replay the job's state refuses, or an
-unreachable customer database; 2 usage or config error.
+watch) failed, no such job or feed, a cancel, undo or replay the job's state refuses, a feed
+run that stopped early or is in progress already, or an unreachable customer database; 2
+usage or config error, or a refused request (a bad option, a feed prefix outside the customer's
+area, a bad schedule, a retry of a file whose job did not fail): one line naming the field.
 Configuration: CONFIG_PATH / CONFIG_ENV and the variables of docs/configuration.md; no token is needed.
 """
 
@@ -143,6 +163,8 @@ def _dispatch(args: dict[str, Any]) -> int:
         return _rejects(args, config, dsn)
     if args["replay"]:
         return _replay(args, config, dsn)
+    if args["feed"]:
+        return _feed(args, config, dsn)
     jobs = JobStore(dsn, maxconn=2)
     job = jobs.get(args["JOB"])
     if job is None:
@@ -201,6 +223,19 @@ def _replay(args: dict[str, Any], config: Config, dsn: str) -> int:
         job = wait_for(job.id, api.jobs)
     print(summary(job), file=sys.stderr)
     return EXIT_OK if job.status == "succeeded" else EXIT_FAILED
+
+
+def _feed(args: dict[str, Any], config: Config, dsn: str) -> int:
+    """A `feed` command as the operator; FeedNotFound, FeedBusy and a run stopped early exit 1 in main."""
+    from service.edges.cli import feeds
+
+    options = parse_options(args["--option"])
+    with _operator_api(config, dsn) as api:
+        try:
+            feeds.command(api, args, options)
+        finally:
+            api.feeds.close()
+    return EXIT_OK
 
 
 def _rejects(args: dict[str, Any], config: Config, dsn: str) -> int:
