@@ -69,6 +69,8 @@ def _walk(directory: Path) -> Iterator[tuple[Path, os.stat_result]]:
         )
     except (FileNotFoundError, NotADirectoryError):
         return
+    except OSError as exc:  # a folder the workers may not read: the run stops naming it
+        raise BlobRefused(f"cannot list the folder {uri_for(directory)} ({exc.strerror})") from None
     for entry in entries:
         if entry.name.startswith("."):
             continue

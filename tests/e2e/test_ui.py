@@ -22,6 +22,7 @@ import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote
 
 import pytest
 from selenium import webdriver
@@ -33,7 +34,7 @@ from selenium.webdriver.support import expected_conditions
 from selenium.webdriver.support.ui import Select, WebDriverWait
 
 from service.edges.rest.ui import PAGE, TUS_SCRIPT
-from tests.conftest import ROOT, Databases, query
+from tests.conftest import ROOT, Databases, query, until
 from tests.e2e.conftest import Stack, free_port, make_stack, stop, wait_for_port
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -318,6 +319,10 @@ def test_a_running_job_s_bar_moves_and_ends_succeeded(
     assert "email" in browser.find_element(By.ID, "logs").text
     assert button(browser, "Cancel").is_enabled() is False
     assert all(button(browser, label).is_enabled() for label in ("Undo", "Replay rejects", "Download rejects.csv"))
+    # The screenshot shows the feeds section too: a feed that imported its file, and a paused one.
+    imported = feeds_for_the_screenshot(base_url, stack)
+    browser.find_element(By.ID, "refresh").click()
+    wait(browser, lambda d: (feed_row(d, imported) or {}).get("last_counts") == "found 1 / enqueued 1")
     # docs/operating.md's screenshot is taken again with UI_SCREENSHOT=docs/status-page.png; by
     # default it goes under the test's temporary folder (a test run leaves the tree clean).
     shot = (
@@ -402,6 +407,221 @@ def test_the_list_shows_short_ids_and_finds_a_job_by_id_prefix_or_file_name(
     wait(browser, lambda d: listed(d) == [] and "no such job" in d.find_element(By.ID, "filter-msg").text)
     filter_to(browser, "")
     wait(browser, lambda d: len(listed(d)) == 50)
+    assert page_errors(browser) == []
+
+
+# -- feeds (SPEC 20) ----------------------------------------------------------------------
+
+SETTLED = time.time() - 60  # files older than a feed run's settle time (5 s)
+
+
+def feed_folder(stack: Stack, name: str, files: dict[str, str] | None = None) -> tuple[Path, str]:
+    """A folder of acme's blob area with these files (written long enough ago to be settled); (its path, its URI)."""
+    folder = stack.blob_root / "acme" / name
+    folder.mkdir(parents=True, exist_ok=True)
+    for file_name, text in (files or {}).items():
+        (folder / file_name).write_text(text)
+        os.utime(folder / file_name, (SETTLED, SETTLED))
+    return folder, folder.as_uri() + "/"
+
+
+def create_feed(base_url: str, prefix: str, **fields: Any) -> dict[str, Any]:
+    """POST /feeds for acme's users: the feed's view."""
+    body = {"customer_id": "acme", "product_type": "users", "prefix_uri": prefix, **fields}
+    body.setdefault("schedule", {"every_seconds": 3600})
+    status, feed = http(base_url, "POST", "/feeds", "tok-acme", body)
+    assert status == 201, feed
+    return dict(feed)
+
+
+def feed_row(driver: webdriver.Chrome, feed_id: str) -> Any:
+    """What the feeds table shows for a feed (a dict of its cells' texts and the state's badges), or None."""
+    return driver.execute_script(
+        """const tr = document.querySelector(`#feed-list tr.feed[data-feed-id="${arguments[0]}"]`);
+        if (!tr) return null;
+        const [feed, prefix, schedule, state, last, next] = tr.children;
+        return {id: feed.querySelector('.mono').textContent, customer: feed.querySelector('.sub').textContent,
+                prefix: prefix.firstChild.textContent, prefix_title: prefix.title,
+                pattern: prefix.querySelector('.pattern').textContent, schedule: schedule.textContent,
+                badges: [...state.querySelectorAll('.badge')].map(b => b.textContent), state: state.textContent,
+                last_run: last.firstChild.textContent, last_counts: last.querySelector('.sub').textContent,
+                next_run: next.textContent, open: tr.classList.contains('open')};""",
+        feed_id,
+    )
+
+
+def open_feed(driver: webdriver.Chrome, feed_id: str) -> None:
+    """Click the feed's row and wait for its files' counts."""
+
+    def clicked(d: webdriver.Chrome) -> bool:
+        d.find_element(By.CSS_SELECTOR, f'#feed-list tr.feed[data-feed-id="{feed_id}"]').click()
+        return True
+
+    wait(driver, clicked)
+    wait(driver, lambda d: d.find_elements(By.ID, "feed-fields"))
+
+
+def feed_click(driver: webdriver.Chrome, label: str) -> None:
+    """Click the opened feed's button with this label, finding it again if a poll re-rendered it."""
+
+    def clicked(d: webdriver.Chrome) -> bool:
+        d.find_element(By.XPATH, f'//section[@id="feeds"]//button[normalize-space()="{label}"]').click()
+        return True
+
+    wait(driver, clicked)
+
+
+def feed_text(driver: webdriver.Chrome, element_id: str) -> str:
+    """The text of an element of the opened feed ('' while it is not shown)."""
+    found = driver.find_elements(By.ID, element_id)
+    return str(found[0].text) if found else ""
+
+
+def feeds_for_the_screenshot(base_url: str, stack: Stack) -> str:
+    """Two feeds of acme: one whose nightly file was imported (its id: the screenshot opens it), one paused."""
+    users = "external_id,email,first_name\n" + "".join(f"n{i},n{i}@example.com,Ada{i}\n" for i in range(40))
+    _, nightly = feed_folder(stack, "exports/nightly", {"users-2026-12-01.csv": users})
+    imported = create_feed(base_url, nightly, pattern="users-*.csv", schedule={"cron": "0 2 * * *"})
+    status, answer = http(base_url, "POST", f"/feeds/{imported['feed_id']}/run", "tok-acme")
+    assert status in (200, 409), answer  # 409: the workers' sweep is running it already
+
+    def done() -> bool:
+        return http(base_url, "GET", f"/feeds/{imported['feed_id']}", "tok-acme")[1]["files"]["imported"] == 1
+
+    until(done, timeout=120, interval=0.2)
+    _, partners = feed_folder(stack, "exports/partners")
+    create_feed(base_url, partners, schedule={"every_seconds": 900}, paused=True)
+    return str(imported["feed_id"])
+
+
+def test_feeds_are_listed_with_their_schedule_and_state(browser: webdriver.Chrome, base_url: str, stack: Stack) -> None:
+    _, nightly = feed_folder(stack, "ui-nightly", {"a.csv": "external_id,email\nn1,n1@example.com\n"})
+    waiting = create_feed(base_url, nightly, pattern="*.csv", schedule={"cron": "0 3 * * *"}, paused=True)
+    _, quiet = feed_folder(stack, "ui-quiet")
+    late = create_feed(base_url, quiet, expect_every_hours=0.001)  # 3.6 s: late after a sweep or two
+
+    open_page(browser, base_url, "tok-acme")
+    row = wait(browser, lambda d: feed_row(d, waiting["feed_id"]))
+    assert row == {
+        "id": waiting["feed_id"][:8],
+        "customer": "acme · users",
+        "prefix": "…/acme/ui-nightly/",  # a long prefix's last folders, the whole of it in the title
+        "prefix_title": nightly,
+        "pattern": "*.csv",
+        "schedule": "cron 0 3 * * *",
+        "badges": ["paused"],
+        "state": "paused",
+        "last_run": "never",
+        "last_counts": "",
+        "next_run": "",  # a paused feed runs only when asked
+        "open": False,
+    }, row
+    # The workers' sweep ran the other feed (nothing there) and then found it late.
+    shown = wait(browser, lambda d: (lambda r: r if "late" in r["badges"] else None)(feed_row(d, late["feed_id"])), 60)
+    assert shown["badges"] == ["late"] and shown["schedule"] == "every 1 h", shown
+    assert shown["last_counts"] == "found 0 / enqueued 0" and shown["last_run"] and shown["next_run"], shown
+    status, view = http(base_url, "GET", f"/feeds/{late['feed_id']}", "tok-acme")
+    assert status == 200 and view["late"] and view["last_run"]["found"] == 0, view
+
+    open_feed(browser, waiting["feed_id"])
+    fields = feed_text(browser, "feed-fields")
+    assert f"Prefix\n{nightly}\nPattern\n*.csv\nSchedule\ncron 0 3 * * * (UTC)\n" in fields, fields
+    assert "Files\n0 seen, 0 imported, 0 failed, 0 pending\nAfter success\nkeep the file\nLate alarm\nnone" in fields
+    assert "Latest files: none yet" in str(browser.find_element(By.ID, "feeds").get_attribute("textContent"))
+    assert feed_row(browser, waiting["feed_id"])["open"] is True
+    # Another customer's token sees none of acme's feeds.
+    open_page(browser, base_url, "tok-globex")
+    wait(browser, lambda d: d.find_element(By.ID, "updated").text)
+    assert feed_row(browser, waiting["feed_id"]) is None and feed_row(browser, late["feed_id"]) is None
+    assert page_errors(browser) == []
+
+
+def test_run_now_from_the_page_imports_the_file_and_shows_the_counts(
+    browser: webdriver.Chrome, base_url: str, stack: Stack
+) -> None:
+    users = "external_id,email\nr1,r1@example.com\nr2,r2@example.com\nr3,r3@example.com\n"
+    _, prefix = feed_folder(stack, "ui-run", {"people.csv": users})
+    feed = create_feed(base_url, prefix, paused=True)  # paused: only Run now runs it, not the workers' sweep
+    open_page(browser, base_url, "tok-acme")
+    open_feed(browser, feed["feed_id"])
+    feed_click(browser, "Run now")
+    wait(browser, lambda d: feed_text(d, "feed-said") == "Run now: found 1, enqueued 1.")
+    wait(browser, lambda d: feed_row(d, feed["feed_id"])["last_counts"] == "found 1 / enqueued 1")
+    wait(browser, lambda d: "1 seen, 1 imported, 0 failed, 0 pending" in feed_text(d, "feed-fields"), 120)
+    status, view = http(base_url, "GET", f"/feeds/{feed['feed_id']}", "tok-acme")
+    assert status == 200 and view["files"] == {"seen": 1, "imported": 1, "failed": 0, "pending": 0}, view
+    (file,) = view["recent"]
+    wait(browser, lambda d: "succeeded" in feed_text(d, "feed-files"))
+    cells = [cell.text for cell in browser.find_elements(By.CSS_SELECTOR, "#feed-files tbody td")]
+    assert cells[0] == "people.csv" and cells[3] == file["job_id"][:8] and cells[4] == "succeeded", cells
+    # A click on the file's job shows it in the job details.
+    browser.find_element(By.CSS_SELECTOR, f'#feed-files button[data-job-id="{file["job_id"]}"]').click()
+    wait(browser, lambda d: file["job_id"] in d.find_element(By.ID, "detail").text)
+    assert "Status\nsucceeded" in browser.find_element(By.ID, "detail").text
+    assert wait_final(base_url, "tok-acme", file["job_id"])["rows_inserted"] == 3
+
+    # A run that stops says why, in the message and as the feed's error badge: here the folder
+    # became a link out of acme's area.
+    broken, broken_prefix = feed_folder(stack, "ui-broken")
+    stopped = create_feed(base_url, broken_prefix, paused=True)
+    broken.rmdir()
+    broken.symlink_to(stack.blob_root / "globex", target_is_directory=True)
+    open_feed(browser, stopped["feed_id"])
+    feed_click(browser, "Run now")
+    wait(browser, lambda d: "the run stopped: " in feed_text(d, "feed-said"))
+    status, view = http(base_url, "GET", f"/feeds/{stopped['feed_id']}", "tok-acme")
+    error = view["last_run"]["error"]
+    assert error and feed_text(browser, "feed-said") == f"Run now: found 0, enqueued 0; the run stopped: {error}."
+    row = wait(browser, lambda d: (lambda r: r if "error" in r["badges"] else None)(feed_row(d, stopped["feed_id"])))
+    assert row["badges"] == ["paused", "error"] and row["state"] == f"pausederror{error}", row
+    assert f"Last run's error\n{error}" in feed_text(browser, "feed-fields")
+    assert page_errors(browser) == []
+
+
+def test_pause_and_resume_from_the_page(browser: webdriver.Chrome, base_url: str, stack: Stack) -> None:
+    _, prefix = feed_folder(stack, "ui-pause")
+    feed = create_feed(base_url, prefix)
+    open_page(browser, base_url, "tok-acme")
+    open_feed(browser, feed["feed_id"])
+    assert feed_row(browser, feed["feed_id"])["badges"] == ["active"]
+    feed_click(browser, "Pause")
+    wait(browser, lambda d: feed_text(d, "feed-said").startswith("Paused: no scheduled run"))
+    status, view = http(base_url, "GET", f"/feeds/{feed['feed_id']}", "tok-acme")
+    assert status == 200 and view["paused"] is True and view["next_run_at"] is None, view
+    row = wait(browser, lambda d: (lambda r: r if r["badges"] == ["paused"] else None)(feed_row(d, feed["feed_id"])))
+    assert row["next_run"] == "", row
+    feed_click(browser, "Resume")
+    wait(browser, lambda d: feed_text(d, "feed-said").startswith("Resumed: the next run is at "))
+    status, view = http(base_url, "GET", f"/feeds/{feed['feed_id']}", "tok-acme")
+    assert status == 200 and view["paused"] is False and view["next_run_at"], view
+    row = wait(browser, lambda d: (lambda r: r if r["badges"] == ["active"] else None)(feed_row(d, feed["feed_id"])))
+    assert row["next_run"], row
+    assert browser.find_elements(By.XPATH, '//section[@id="feeds"]//button[normalize-space()="Pause"]')
+    assert page_errors(browser) == []
+
+
+def test_markup_in_a_feed_is_shown_as_text_and_never_runs(
+    browser: webdriver.Chrome, base_url: str, stack: Stack
+) -> None:
+    # The markup is in the folder's name (so in prefix_uri), in the pattern and in a file's name.
+    name = f"{IMG_CELL}.csv"
+    _, prefix = feed_folder(stack, IMG_CELL, {name: "external_id,email\nm1,m1@example.com\n"})
+    feed = create_feed(base_url, prefix, pattern=f"{IMG_CELL}*", paused=True)
+    status, run = http(base_url, "POST", f"/feeds/{feed['feed_id']}/run", "tok-acme")
+    assert status == 200 and run["enqueued"] == 1, run
+
+    open_page(browser, base_url, "tok-acme")
+    open_feed(browser, feed["feed_id"])
+    wait(browser, lambda d: d.find_elements(By.CSS_SELECTOR, "#feed-files tbody tr"))
+    row = feed_row(browser, feed["feed_id"])
+    shown = unquote(prefix)  # the page shows prefix_uri decoded: the markup as typed
+    assert row["prefix"] == "…" + shown[-21:] and row["prefix_title"] == prefix, row  # one long name: its end
+    assert row["pattern"] == f"{IMG_CELL}*", row
+    assert f"Prefix\n{shown}\nPattern\n{IMG_CELL}*\nSchedule\nevery 1 h\n" in feed_text(browser, "feed-fields")
+    assert browser.find_element(By.CSS_SELECTOR, "#feed-files tbody td").text == name
+    time.sleep(1.5)  # a poll or two more re-render everything
+    assert browser.execute_script("return typeof window.__pwned") == "undefined", "markup from a feed ran in the page"
+    assert browser.execute_script("return document.images.length") == 0
     assert page_errors(browser) == []
 
 
@@ -636,7 +856,7 @@ def test_an_upload_left_by_a_reload_resumes_when_the_same_file_is_chosen_again(
     assert [r[0] for r in seen].count("POST") == 2, seen  # one upload created, one job enqueued
     head = next(n for n, r in enumerate(seen) if r[0] == "HEAD")
     after = [r for r in seen[head:] if r[0] == "PATCH" and r[2] == 204]
-    assert after and after[0][3] > 0, seen  # the reloaded page went on from the stored offset
+    assert after and (after[0][3] or 0) > 0, seen  # the reloaded page went on from the stored offset
     ends = [(r[3] or 0) + (r[4] or 0) for r in after]
     assert [r[3] for r in after[1:]] + [size] == ends, after  # each request where the last one ended, to the end
     (upload_id,) = {r[1].rsplit("/", 1)[1] for r in after}
