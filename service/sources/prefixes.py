@@ -35,7 +35,7 @@ def uri_of(prefix: Blob) -> str:
 def uri_of_blob(found: Blob) -> str:
     """The URI of a blob `listing` found."""
     if isinstance(found, Path):
-        return uri_for(found)
+        return found.as_uri()  # listed from the prefix's real path, never through a link: real already
     uri: str = cast(Any, found).uri  # an S3 object, Azure blob or GCS object (never a web address)
     return uri
 
