@@ -127,7 +127,13 @@ def client(endpoint_url: str | None, region: str | None) -> Any:
                 retries={"max_attempts": 3, "mode": "standard"},
                 max_pool_connections=32,
             )
-            session = boto3.session.Session()
+            import botocore.session
+
+            # Timestamps stay the text S3 sent: nothing here reads one, and parsing each listed
+            # object's LastModified (dateutil) was a large share of listing a prefix (feeds).
+            core = botocore.session.get_session()
+            core.get_component("response_parser_factory").set_parser_defaults(timestamp_parser=str)
+            session = boto3.session.Session(botocore_session=core)
             found = session.client("s3", endpoint_url=endpoint_url, region_name=region, config=settings)
             _clients[(endpoint_url, region)] = found
         return found
