@@ -93,6 +93,11 @@ def sign(body: bytes, secret: str) -> str:
     return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
 
 
+def signed(body: bytes, secret: str) -> dict[str, str]:
+    """The headers of a delivery of this body: JSON, our user agent, its signature."""
+    return {"Content-Type": "application/json", "User-Agent": USER_AGENT, SIGNATURE_HEADER: sign(body, secret)}
+
+
 def body_bytes(view: Mapping[str, Any], sent_at: datetime) -> bytes:
     """The request body: the job view plus sent_at (RFC 3339, UTC), serialised once."""
     stamp = sent_at.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
@@ -231,12 +236,9 @@ def deliver(
         return
     first_at = time.time() if first_at is None else first_at
     body = body_bytes(job_view(job), datetime.now(UTC))
-    headers = {
-        "Content-Type": "application/json",
-        "User-Agent": USER_AGENT,
-        SIGNATURE_HEADER: sign(body, settings.webhook_secret),
-    }
-    outcome = post(url, body, headers, allow_private=settings.allow_private_hosts, resolve=resolve)
+    outcome = post(
+        url, body, signed(body, settings.webhook_secret), allow_private=settings.allow_private_hosts, resolve=resolve
+    )
     _record(jobs, config, job_id, status, attempt, first_at, outcome)
 
 
@@ -265,12 +267,9 @@ def deliver_feed_event(
         return
     first_at = time.time() if first_at is None else first_at
     body = body_bytes({"event": event, "feed": feed_view(feed)}, datetime.now(UTC))
-    headers = {
-        "Content-Type": "application/json",
-        "User-Agent": USER_AGENT,
-        SIGNATURE_HEADER: sign(body, settings.webhook_secret),
-    }
-    outcome = post(url, body, headers, allow_private=settings.allow_private_hosts, resolve=resolve)
+    outcome = post(
+        url, body, signed(body, settings.webhook_secret), allow_private=settings.allow_private_hosts, resolve=resolve
+    )
     if outcome.delivered:
         log.info("feed %s: %s webhook attempt %d delivered: %s", feed_id, event, attempt, outcome.what)
         return

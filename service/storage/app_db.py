@@ -8,6 +8,7 @@ same transaction (see `Dispatch`), so state and work never disagree. The parts o
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -32,6 +33,18 @@ Send = tuple[str, tuple[Any, ...]]
 _EXPRESSIONS = {"plan_format": "plan->'format' AS plan_format"}
 JOB_COLUMNS = ", ".join(_EXPRESSIONS.get(name, name) for name in Job.__dataclass_fields__ if name != "plan")
 Q = {name: text.replace("{job_columns}", JOB_COLUMNS) for name, text in load_queries(SQL_DIR / "queries.sql").items()}
+
+
+def is_uuid(text: Any) -> bool:
+    """Whether text is an id as this service makes them (a UUID in its 36-character form):
+    anything else names no row, and is never sent to Postgres (which would refuse it)."""
+    if not isinstance(text, str) or len(text) != 36:
+        return False
+    try:
+        uuid.UUID(text)
+    except ValueError:
+        return False
+    return True
 
 
 class AppDB:

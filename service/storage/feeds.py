@@ -18,7 +18,7 @@ from typing import Any
 
 import psycopg2.extras
 
-from service.storage.app_db import AppDB, enqueue
+from service.storage.app_db import AppDB, enqueue, is_uuid
 from service.storage.queue import Encoded, feed_event_message
 
 _FEED = (
@@ -73,17 +73,6 @@ class FeedFile:
     settled_at: datetime | None
     error: str | None
     job_status: str | None
-
-
-def is_feed_id(text: Any) -> bool:
-    """Whether text is a feed id as this service makes them (a UUID)."""
-    if not isinstance(text, str) or len(text) != 36:
-        return False
-    try:
-        uuid.UUID(text)
-    except ValueError:
-        return False
-    return True
 
 
 class Run:
@@ -150,7 +139,7 @@ class FeedStore(AppDB):
 
     def get(self, feed_id: str) -> Feed | None:
         """The feed, or None (also for an id that is not a UUID)."""
-        if not is_feed_id(feed_id):
+        if not is_uuid(feed_id):
             return None
         with self.transaction() as cur:
             cur.execute(f"SELECT {_FEED} FROM import_feeds WHERE id = %s", (feed_id,))

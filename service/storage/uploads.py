@@ -13,7 +13,7 @@ from typing import Any
 
 import psycopg2.extras
 
-from service.storage.app_db import AppDB
+from service.storage.app_db import AppDB, is_uuid
 
 _COLUMNS = (
     "id::text AS id, customer_id, filename, length, received, metadata, blob_uri, created_at, expires_at, "
@@ -43,17 +43,6 @@ class Upload:
     def finished(self) -> bool:
         """Whether every byte is stored (the upload can be imported)."""
         return self.finished_at is not None
-
-
-def is_upload_id(text: Any) -> bool:
-    """Whether text is an upload id as this service makes them (a UUID)."""
-    if not isinstance(text, str) or len(text) != 36:
-        return False
-    try:
-        uuid.UUID(text)
-    except ValueError:
-        return False
-    return True
 
 
 class UploadStore(AppDB):
@@ -90,7 +79,7 @@ class UploadStore(AppDB):
     def get(self, upload_id: str) -> Upload | None:
         """The upload, or None (also for an id that is not a UUID). An unfinished upload past
         its expiry is gone, whether or not the sweep deleted it yet."""
-        if not is_upload_id(upload_id):
+        if not is_uuid(upload_id):
             return None
         with self.transaction() as cur:
             cur.execute(
@@ -156,7 +145,7 @@ class UploadStore(AppDB):
 
     def delete(self, upload_id: str) -> Upload | None:
         """Delete the upload's row; the row as it was, or None if there was none."""
-        if not is_upload_id(upload_id):
+        if not is_uuid(upload_id):
             return None
         with self.transaction() as cur:
             cur.execute(f"DELETE FROM import_uploads WHERE id = %s RETURNING {_COLUMNS}", (upload_id,))
