@@ -1,5 +1,5 @@
 """`make bench [ROWS=N] [INVALID_RATIO=0.1] [PROCESSES=2] [MODES=append,...] [TWINS=gz,zst,jsonl] [XLSX=1]
-[UPLOADS=0|only]`: the pipeline against a plain COPY, and uploads over tus.
+[UPLOADS=0|only] [FEEDS=0|only]`: the pipeline against a plain COPY, and uploads over tus.
 
 Generates a deterministic users CSV (and a twin with 10% of its rows changed), COPYs its
 records as JSONB into a plain table for the baseline, then on one set of real `dramatiq
@@ -18,7 +18,9 @@ appended the same way for their reference (bench/twins.py). Last, on the same wo
 own, come the uploads (bench/uploads.py, SPEC 19; UPLOADS=0 or --uploads off leaves them out, UPLOADS=only or
 --uploads only runs them alone, with no COPY and no import run): 1 GiB over tus by one client, in one PATCH and in
 64 MiB PATCHes, then by eight clients at once while GET /healthz and POST /enqueue are timed and every REST
-process's RSS is sampled. Prints one table.
+process's RSS is sampled. Then, with the workers stopped, the feeds (bench/feeds.py, SPEC 20; FEEDS=0 or --feeds off
+leaves them out, FEEDS=only or --feeds only runs them alone, with no workers): one run of a feed over 100,000 files
+all imported already, on the blob root and on S3 (moto's server), each on an app DB of its own. Prints one table.
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ import psycopg2
 import psycopg2.extensions
 from psycopg2 import sql
 
-from bench import data, small, together, twins, uploads
+from bench import data, feeds, small, together, twins, uploads
 from bench.runs import MODES, Phase, Results, Run, Session, run_all
 from service.config import load_config
 from service.storage.db import app_dsn
@@ -196,13 +198,14 @@ def parse_twins(text: str) -> tuple[str, ...]:
     return tuple(kind for kind in data.TWIN_SUFFIXES if kind in kinds)
 
 
-def parse_uploads(text: str) -> str:
-    """Whether the uploads run: "on" (also 1, yes), "off" (also 0, no, none) or "only" (nothing else runs)."""
+def parse_switch(text: str) -> str:
+    """Whether a part (the uploads, the feeds) runs: "on" (also 1, yes), "off" (also 0, no, none) or "only" (only
+    the parts saying so run)."""
     value = text.strip().lower()
     for meaning, words in (("on", ("on", "1", "yes", "")), ("off", ("off", "0", "no", "none")), ("only", ("only",))):
         if value in words:
             return meaning
-    raise argparse.ArgumentTypeError(f"uploads must be on, off or only, not {text!r}")
+    raise argparse.ArgumentTypeError(f"must be on, off or only, not {text!r}")
 
 
 def main() -> int:
@@ -233,49 +236,65 @@ def main() -> int:
     )
     parser.add_argument(
         "--uploads",
-        type=parse_uploads,
+        type=parse_switch,
         default=os.environ.get("UPLOADS", "on"),
         help="the tus uploads of SPEC 19 after the other runs: on (default), off, or only (no COPY, no import run)",
     )
+    parser.add_argument(
+        "--feeds",
+        type=parse_switch,
+        default=os.environ.get("FEEDS", "on"),
+        help="the feed runs of SPEC 20 at the end: on (default), off, or only (no workers, no other run)",
+    )
     args = parser.parse_args()
+    only = "only" in (args.uploads, args.feeds)
+    imports = not only
+    with_uploads = args.uploads == "only" or (args.uploads == "on" and not only)
+    with_feeds = args.feeds == "only" or (args.feeds == "on" and not only)
     config = load_config()
     threads = args.threads or config.worker_concurrency
     server = Server(os.environ.get("BENCH_DATABASE_URL") or app_dsn(config))
     work = config.data_dir / "bench"
     files, customers = None, []
-    if args.uploads != "only":
+    if imports:
         files = data.prepare(work / "blobs" / "bench", args.rows, args.invalid_ratio)
         kinds = tuple(kind for kind in data.TWIN_SUFFIXES if kind in args.twins or (kind == "xlsx" and args.xlsx))
         files = data.prepare_twins(files, kinds)
         customers = [*together.CUSTOMERS, *twins.customers(files)]
-    if args.uploads != "off":
+    if with_uploads:
         customers.append(uploads.CUSTOMER)
-    result, uploaded = None, None
+    result, uploaded, copy_seconds = None, None, 0.0
     try:
-        copy_seconds = 0.0 if files is None else copy_baseline(server.create("copy"), files.original)[0]
-        session = Session(
-            config,
-            server.create("app"),
-            server.create("cust"),
-            server.create("small"),
-            {customer: server.create(customer) for customer in customers},
-            work / "blobs",
-            args.processes,
-            threads,
-        )
-        try:
-            result = None if files is None else run_all(session, files, args.modes)
-            uploaded = None if args.uploads == "off" else uploads.run(session, work)
-        finally:
-            peaks = session.close()
+        if files is not None:
+            copy_seconds = copy_baseline(server.create("copy"), files.original)[0]
+        if imports or with_uploads:
+            session = Session(
+                config,
+                server.create("app"),
+                server.create("cust"),
+                server.create("small"),
+                {customer: server.create(customer) for customer in customers},
+                work / "blobs",
+                args.processes,
+                threads,
+            )
+            try:
+                result = None if files is None else run_all(session, files, args.modes)
+                uploaded = uploads.run(session, work) if with_uploads else None
+            finally:
+                peaks = session.close()
+        if files is not None and result is not None:
+            report(files, copy_seconds, result, peaks, session.phases, args.processes, threads)
+        else:
+            print()
+        for line in uploads.report_lines(uploaded, 33):
+            print(line)
+        # Printed before the feeds start: their minutes on moto's server put nothing above at risk.
+        sys.stdout.flush()
+        for line in feeds.report_lines(feeds.run(server.create, work) if with_feeds else None, 33):
+            print(line)
     finally:
         server.drop_all()
-    if files is not None and result is not None:
-        report(files, copy_seconds, result, peaks, session.phases, args.processes, threads)
-    else:
-        print()
-    for line in uploads.report_lines(uploaded, 33):
-        print(line)
     return 0
 
 
