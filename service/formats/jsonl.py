@@ -13,7 +13,7 @@ import json
 import sys
 from collections.abc import Callable, Iterator
 from itertools import chain, islice
-from typing import Any, BinaryIO, NoReturn, cast
+from typing import Any, BinaryIO, NoReturn
 
 import orjson
 
@@ -60,6 +60,11 @@ _scan: Callable[[str, int], tuple[Any, int]] = _DECODER.scan_once  # type: ignor
 _loads = orjson.loads
 _FAST_ERROR = orjson.JSONDecodeError
 _INT64 = 2.0**63
+# Lines of one block read at a time (an orjson call each, no Python code between them), then
+# judged together: few enough that their objects take little memory.
+_BATCH = 64
+# The values of a flat object that orjson reads exactly as the json module does.
+_SCALARS = frozenset({str, int, bool, type(None)})
 
 
 def check_encoding(encoding: str) -> None:
@@ -122,7 +127,18 @@ def _flat(text: str) -> dict[str, Any] | None:
         value = _loads(text)
     except _FAST_ERROR:
         return None
-    if value.__class__ is not dict or "[" in text or text.find("{", 1) >= 0 or ("\\" in text and "\\u" in text):
+    return _flat_of(text, value)
+
+
+def _flat_of(text: str, value: Any) -> dict[str, Any] | None:
+    """_flat of a line, from what orjson read in it (None: nothing)."""
+    if (
+        value.__class__ is not dict
+        or text[0] != "{"
+        or "[" in text
+        or text.find("{", 1) >= 0
+        or ("\\" in text and "\\u" in text)
+    ):
         return None
     return value  # type: ignore[no-any-return]
 
@@ -130,58 +146,64 @@ def _flat(text: str) -> dict[str, Any] | None:
 def _fast(text: str) -> dict[str, Any] | None:
     """_flat's object, but None when a number in it may be an integer orjson could not hold (it
     reads one past 64 bits as a float): the json module keeps it exact."""
-    value = _flat(text)
-    return None if value is None or _inexact(value) else value
+    return _exact(_flat(text))
 
 
-def _inexact(value: dict[str, Any]) -> bool:
-    """Tell whether a flat object from orjson has a float that may stand for a bigger integer."""
-    if float in map(type, value.values()):
-        return any(v.__class__ is float and v.is_integer() and abs(v) >= _INT64 for v in value.values())
-    return False
+def _exact(value: dict[str, Any] | None) -> dict[str, Any] | None:
+    """A flat object from orjson, or None when a float in it may stand for a bigger integer."""
+    if value is not None and float in map(type, value.values()):
+        if any(v.__class__ is float and v.is_integer() and abs(v) >= _INT64 for v in value.values()):
+            return None
+    return value
 
 
 def _batch(source: LineSource, lines: Iterator[str], text: str, line: int, most: int) -> list[str]:
     """Line `line` (text) and the lines after it in the source's current block, at most `most`
-    in all. The block was read and checked whole, so taking them reads and raises nothing; a
-    careful block hands over its lines one at a time, and so does this."""
-    more = 0 if source.careful else min(source.base + len(source.ends) - 1 - line, most - 1)
+    (and _BATCH) in all. The block was read and checked whole, so taking them reads and raises
+    nothing; a careful block hands over its lines one at a time, and so does this."""
+    more = 0 if source.careful else min(source.base + len(source.ends) - 1 - line, most - 1, _BATCH - 1)
     return [text, *islice(lines, more)] if more > 0 else [text]
 
 
-def _flat_batch(texts: list[str]) -> list[dict[str, Any] | None]:
-    """_flat of each line, found for the whole batch at once when its text allows: each line
-    starts with "{" and holds no other "{", no "[" and no \\u escape (the batch's counts say so);
-    orjson then parses each line once, and a line it refuses is None."""
-    joined = "".join(texts)
-    count = len(texts)
-    if (
-        joined[0] != "{"
-        or joined.count("{") != count
-        or joined.count("\n{") != count - 1  # every line starts with "{": none has another
-        or "[" in joined
-        or "\\u" in joined
-    ):
-        return [_flat(text) if text[0] == "{" else None for text in texts]
-    objects: list[dict[str, Any] | None] = []
+def _parsed(texts: list[str]) -> list[Any]:
+    """What orjson reads in each line (one call per line, no Python code between them); None
+    for a line it refuses, as for a line that is null: parse_line reads those."""
+    values: list[Any] = []
     parsed = map(_loads, texts)
     while True:
         try:
-            objects.extend(parsed)  # keeps what it took before a line orjson refuses
-            return objects
+            values.extend(parsed)  # appends as it goes; the map goes on after the line refused
+            return values
         except _FAST_ERROR:
-            objects.append(None)
+            values.append(None)
 
 
 def _fast_batch(texts: list[str]) -> list[dict[str, Any] | None]:
-    """_fast of each line: _flat_batch, then the float test, once for the batch when all its
-    values are strings (str.join takes nothing else)."""
-    objects = _flat_batch(texts)
+    """_fast of each line. When every line is an object whose values are strings, integers
+    (orjson's are exact), true, false or null, each is flat and holds no float, so a line is
+    taken unless it does not start with "{" or has a \\u escape, as _flat says; otherwise each
+    line is tested alone."""
+    values = _parsed(texts)
     try:
-        "".join(chain.from_iterable(map(dict.values, filter(None, objects))))
-    except TypeError:  # a value that is not a string: each object is tested
-        return [None if value is None or _inexact(value) else value for value in objects]
-    return objects
+        flat = _SCALARS.issuperset(map(type, chain.from_iterable(map(dict.values, values))))
+    except TypeError:  # a line that is not an object
+        flat = False
+    if not flat:
+        return [_exact(_flat_of(text, value)) for text, value in zip(texts, values, strict=True)]
+    return [
+        value if text[0] == "{" and ("\\" not in text or "\\u" not in text) else None
+        for text, value in zip(texts, values, strict=True)
+    ]
+
+
+def _within(keys: set[str], values: list[Any]) -> bool:
+    """Tell whether every line was read by orjson (so it is a record, not a blank line) and has
+    no key outside keys. Such a line adds no key to the chunk's whether or not parse_line would
+    keep it, so the scan need not ask (a line that is not an object has none of its own)."""
+    try:
+        return all(map(keys.issuperset, values))
+    except TypeError:  # None, a number, true or false: not iterable
+        return False
 
 
 def _syntax(text: str, message: str, position: int) -> str:
@@ -285,28 +307,28 @@ def scan(
     lines = source.lines()
     for first in lines:
         batch = _batch(source, lines, first, line, sys.maxsize)
-        cells_of = _flat_batch(batch)  # keys are all the scan needs
+        values = _parsed(batch)
         if line >= horizon:
             horizon = byte_horizon(source, start + chunk_bytes)
-        # The common batch: flat objects (all records), no new key, no long line, no cut in it.
+        # The common batch: records with no key new to the chunk, no long line, no cut among them.
         if (
             count + len(batch) < chunk_rows
             and horizon >= line + len(batch)
-            and None not in cells_of
-            and keys.issuperset(chain.from_iterable(cast("list[dict[str, Any]]", cells_of)))
+            and _within(keys, values)
             and sum(map(len, batch)) <= quarter
         ):
             count += len(batch)
             line += len(batch)
             continue
-        for text, cells in zip(batch, cells_of, strict=True):
+        for text, value in zip(batch, values, strict=True):
             if text[0] == "{" or text.strip(_BLANKS):
+                cells = _flat_of(text, value)  # keys are all the scan needs
                 if cells is None:
                     cells, _ = parse_line(text)
                 if cells is not None:
                     if len(text) > quarter:
                         _check_fields(cells, max_field, line)
-                    if not keys.issuperset(cells):
+                    if not keys.issuperset(cells):  # the chunk's keys are among the file's (seen)
                         keys.update(cells)
                         if not seen.issuperset(cells):
                             distinct.add(cells, line)
