@@ -192,10 +192,10 @@ def test_a_run_that_cannot_list_its_folder_exits_1_and_says_why(cli: Cli) -> Non
     ran = cli.run("feed", "run", feed_id)
     assert (ran.returncode, ran.stdout) == (1, "found=0 enqueued=0\n")
     assert ran.stderr.endswith(
-        f"importctl: the run of feed {feed_id} stopped: blob_uri is outside the blob area of customer 'acme'\n"
+        f"importctl: the run of feed {feed_id} stopped: prefix_uri is outside the blob area of customer 'acme'\n"
     ), ran.stderr
     assert "Traceback" not in ran.stderr
-    assert cli.view(feed_id)["last_run"]["error"] == "blob_uri is outside the blob area of customer 'acme'"
+    assert cli.view(feed_id)["last_run"]["error"] == "prefix_uri is outside the blob area of customer 'acme'"
 
 
 CREATE = {"--customer": "acme", "--product": "users", "--prefix": "{acme}", "--every": "3600"}
