@@ -821,7 +821,7 @@ def test_a_failed_file_of_a_feed_is_retried_in_a_new_job_and_any_other_retry_is_
     assert_error(answer, 400, "version", "succeeded")
     Path(urlsplit(failed["key"]).path).unlink()  # gone from the store: refused as an enqueue would be
     answer = client.call("POST", f"/feeds/{feed_id}/files/{failed['version']}/retry", headers=ACME)
-    assert_error(answer, 400, "blob_uri")
+    assert_error(answer, 400, "version", "cannot be imported again")
     for version, headers in (("0" * 32, ACME), ("not-a-version", ACME), (failed["version"], GLOBEX)):
         answer = client.call("POST", f"/feeds/{feed_id}/files/{version}/retry", headers=headers)
         assert_error(answer, 404)
