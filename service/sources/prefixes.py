@@ -5,7 +5,9 @@ time, and the files it imported moved elsewhere in the same area."""
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+import queue
+import threading
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any, cast
 
@@ -51,10 +53,61 @@ def listing(prefix: Blob) -> Iterator[tuple[Blob, str, int, dict[str, Any]]]:
             yield path, path.relative_to(prefix).as_posix(), info.st_size, {"mtime_ns": info.st_mtime_ns}
         return
     start = len(uri_of(prefix))
-    for found, version in blob.list_under(prefix):
+    for found, version in read_ahead(blob.list_under(prefix)):
         name = found.uri[start:]
         if name and not any(segment.startswith(".") or not segment for segment in name.split("/")):
             yield found, name, found.size or 0, version
+
+
+READ_AHEAD_ITEMS = 1000  # listed objects handed over at once (one S3 or GCS page)
+READ_AHEAD_BATCHES = 2  # batches listed ahead of the run, at most
+
+
+def read_ahead(items: Iterable[Any], batch: int = READ_AHEAD_ITEMS, depth: int = READ_AHEAD_BATCHES) -> Iterator[Any]:
+    """The items of a store's listing, listed by a helper thread while the run checks the ones
+    before them: the next page's round trip overlaps the ledger's work on this one, instead of
+    adding to it. At most `depth` batches of `batch` items wait (memory stays bounded); an error
+    of the listing is raised where its item would have come; a consumer that stops early stops
+    the helper at its next batch."""
+    handed: queue.Queue[tuple[list[Any], BaseException | None]] = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def hand(items_: list[Any], error: BaseException | None = None) -> bool:
+        while not stop.is_set():
+            try:
+                handed.put((items_, error), timeout=0.2)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def produce() -> None:
+        chunk: list[Any] = []
+        try:
+            for item in items:
+                chunk.append(item)
+                if len(chunk) >= batch:
+                    if not hand(chunk):
+                        return
+                    chunk = []
+        except BaseException as exc:  # handed to the consumer, raised there
+            hand(chunk, exc)
+            return
+        if hand(chunk):
+            hand([], StopIteration())
+
+    helper = threading.Thread(target=produce, name="feed-listing", daemon=True)
+    helper.start()
+    try:
+        while True:
+            chunk, error = handed.get()
+            yield from chunk
+            if isinstance(error, StopIteration):
+                return
+            if error is not None:
+                raise error
+    finally:
+        stop.set()  # the helper ends at its next hand-over (a page being fetched is let finish)
 
 
 def _walk(directory: Path) -> Iterator[tuple[Path, os.stat_result]]:
