@@ -23,7 +23,7 @@ from service.stages.enqueue import check_request, enqueue
 from service.stages.feeds import RunResult
 from service.stages.services import Services
 from service.storage import rejects
-from service.storage.feeds import Feed, FeedFile, FeedStore
+from service.storage.feeds import FILE_STATES, Feed, FeedFile, FeedStore
 from service.storage.jobs import Job, JobStore, LogLine
 from service.storage.store import CustomerStore
 from service.storage.uploads import Upload, UploadStore
@@ -277,6 +277,23 @@ class Api:
         """The feed, its counts of files and its latest files."""
         feed = self.feed(access, feed_id)
         return feed, self.feeds.counts(feed.id), self.feeds.files(feed.id, limit)
+
+    def list_feed_files(
+        self, access: Access, feed_id: str, state: str | None, limit: Any, after: str | None
+    ) -> tuple[Feed, list[FeedFile], str | None]:
+        """A page of the feed's files, newest first, only those in `state` (imported, failed,
+        pending) when given, after the version `after` (the `next` of the page before): (the
+        feed, its files, the `after` of the next page or None when this is the last)."""
+        feed = self.feed(access, feed_id)
+        if state is not None and state not in FILE_STATES:
+            raise RequestRefused(f"state must be one of {', '.join(FILE_STATES)}", field="state")
+        if after is not None and (
+            not isinstance(after, str) or len(after) > 64 or self.feeds.file(feed.id, after) is None
+        ):
+            raise RequestRefused(f"after must be a version of feed {feed.id}, as a page's next names it", field="after")
+        count = _limit(limit)
+        files = self.feeds.files(feed.id, count + 1, state, after)
+        return feed, files[:count], files[count - 1].version_id if len(files) > count else None
 
     def retry_feed_file(self, access: Access, feed_id: str, version_id: str) -> Job:
         """Import a failed file of the feed again: its new job."""

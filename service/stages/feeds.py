@@ -26,7 +26,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from service.config import CUSTOMER_ID, Config
-from service.errors import BlobRefused, BlobUnavailable, RequestRefused
+from service.errors import BlobRefused, BlobUnavailable, JobConflict, RequestRefused
 from service.schema.products import ProductRegistry
 from service.sources import blob, prefixes
 from service.stages import webhooks
@@ -322,12 +322,10 @@ def run_now(services: Services, store: FeedStore, feed: Feed) -> RunResult:
 
 
 def retry(services: Services, store: FeedStore, feed: Feed, file: FeedFile) -> Job:
-    """Import a version whose job failed (or was refused) again: a new job; RequestRefused while
-    its job has not failed."""
+    """Import a version whose job failed (or was refused) again: a new job; JobConflict while
+    its job has not failed (as replay answers), RequestRefused when it cannot be enqueued now."""
     if file.job_status not in ("failed", "cancelled") and file.job_id is not None:
-        raise RequestRefused(
-            f"the file's job {file.job_id} is {file.job_status}; only a failed file is retried", field="version"
-        )
+        raise JobConflict(f"the file's job {file.job_id} is {file.job_status}; only a failed file is retried")
     body: dict[str, Any] = {"customer_id": feed.customer_id, "product_type": feed.product_type, "blob_uri": file.key}
     if feed.options:
         body["options"] = feed.options
@@ -339,7 +337,9 @@ def retry(services: Services, store: FeedStore, feed: Feed, file: FeedFile) -> J
     request.options["feed"] = {**listed, "version": version_of(file.key, file.size, file.version)}
     job, _ = enqueue(request, services.jobs, idempotency_key=f"feed:{feed.id}:{file.version_id}:{file.attempts}")
     if not store.retried(feed.id, file.version_id, job.id, file.attempts):
-        raise RequestRefused("another retry of this file came first", field="version")
+        now = store.file(feed.id, file.version_id)
+        if now is None or now.job_id != job.id:  # (a retry racing this one has the same key: its job)
+            raise JobConflict("another retry of this file came first; the feed's view shows its job")
     return job
 
 

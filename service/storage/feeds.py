@@ -30,6 +30,12 @@ _FILE = (
     "f.version_id, f.key, f.version, f.size, f.job_id::text AS job_id, f.attempts, f.seen_at, f.settled_at, "
     "f.error, j.status AS job_status"
 )
+# What a file's state is, by its job's status (None: refused at enqueue, so it has no job).
+FILE_STATES = {
+    "imported": "j.status IN ('succeeded', 'undone')",
+    "failed": "(j.status IN ('failed', 'cancelled') OR f.job_id IS NULL)",
+    "pending": "j.status IN ('queued', 'running')",
+}
 # The columns a client may change (PATCH), as the API names them.
 CHANGEABLE = ("paused", "schedule", "options", "pattern", "after_success", "expect_every_hours")
 
@@ -196,13 +202,27 @@ class FeedStore(AppDB):
             row = cur.fetchone()
             yield Run(cur, Feed(**row)) if row else None
 
-    def files(self, feed_id: str, limit: int = 10) -> list[FeedFile]:
-        """The feed's latest files (their versions), newest first, with their jobs' status."""
+    def files(
+        self, feed_id: str, limit: int = 10, state: str | None = None, after: str | None = None
+    ) -> list[FeedFile]:
+        """The feed's files (their versions), newest first (a run's in reverse key order), with
+        their jobs' status: only those in `state` (FILE_STATES), only those after the version
+        `after` in that order (the last one of the page before)."""
+        where = ["f.feed_id = %s"]
+        params: list[Any] = [feed_id]
+        if state is not None:
+            where.append(FILE_STATES[state])
+        if after is not None:
+            where.append(
+                "(f.seen_at, f.key, f.version_id) < "
+                "(SELECT seen_at, key, version_id FROM import_feed_files WHERE feed_id = %s AND version_id = %s)"
+            )
+            params += [feed_id, after]
         with self.transaction() as cur:
             cur.execute(
                 f"SELECT {_FILE} FROM import_feed_files f LEFT JOIN import_jobs j ON j.id = f.job_id "
-                f"WHERE f.feed_id = %s ORDER BY f.seen_at DESC, f.key DESC LIMIT %s",
-                (feed_id, limit),
+                f"WHERE {' AND '.join(where)} ORDER BY f.seen_at DESC, f.key DESC, f.version_id DESC LIMIT %s",
+                (*params, limit),
             )
             return [FeedFile(**row) for row in cur.fetchall()]
 
@@ -233,9 +253,8 @@ class FeedStore(AppDB):
         with self.transaction() as cur:
             cur.execute(
                 "SELECT count(*) AS seen, "
-                "count(*) FILTER (WHERE j.status IN ('succeeded', 'undone')) AS imported, "
-                "count(*) FILTER (WHERE j.status IN ('failed', 'cancelled') OR f.job_id IS NULL) AS failed, "
-                "count(*) FILTER (WHERE j.status IN ('queued', 'running')) AS pending "
+                + ", ".join(f"count(*) FILTER (WHERE {test}) AS {state}" for state, test in FILE_STATES.items())
+                + " "
                 "FROM import_feed_files f LEFT JOIN import_jobs j ON j.id = f.job_id WHERE f.feed_id = %s",
                 (feed_id,),
             )

@@ -140,17 +140,20 @@ def feed_view(feed: Feed, counts: dict[str, int] | None = None, files: list[Feed
     if counts is not None:
         view["files"] = counts
     if files is not None:
-        view["recent"] = [
-            {
-                "version": file.version_id,
-                "key": file.key,
-                "size": file.size,
-                "seen_at": iso(file.seen_at),
-                "job_id": file.job_id,
-                "status": file.job_status or ("refused" if file.job_id is None else None),
-                "error": file.error,
-                "attempts": file.attempts,
-            }
-            for file in files
-        ]
+        view["recent"] = [feed_file_view(file) for file in files]
     return view
+
+
+def feed_file_view(file: FeedFile) -> dict[str, Any]:
+    """A version of a file a feed has seen, with its job and the job's status ("refused": it
+    has none, `error` says why)."""
+    return {
+        "version": file.version_id,
+        "key": file.key,
+        "size": file.size,
+        "seen_at": file.seen_at.isoformat(),
+        "job_id": file.job_id,
+        "status": file.job_status or ("refused" if file.job_id is None else None),
+        "error": file.error,
+        "attempts": file.attempts,
+    }

@@ -446,6 +446,7 @@ def test_a_missing_or_unknown_token_answers_401_with_www_authenticate(
         ("PATCH", f"/feeds/{job_id}", {"paused": True}),
         ("DELETE", f"/feeds/{job_id}", None),
         ("POST", f"/feeds/{job_id}/run", None),
+        ("GET", f"/feeds/{job_id}/files", None),
         ("POST", f"/feeds/{job_id}/files/{'0' * 32}/retry", None),
     ):
         answer = client.call(method, path, payload, headers=headers)
@@ -498,6 +499,7 @@ def test_a_wrong_method_answers_405_in_the_error_shape_with_allow(client: Client
         ("POST", f"/feeds/{uuid.uuid4()}"),
         ("GET", f"/feeds/{uuid.uuid4()}/run"),
         ("GET", f"/feeds/{uuid.uuid4()}/files/{'0' * 32}/retry"),
+        ("POST", f"/feeds/{uuid.uuid4()}/files"),
     ):
         answer = client.call(method, path, headers=ACME)
         assert_error(answer, 405, None, "not allowed")
@@ -818,13 +820,55 @@ def test_a_failed_file_of_a_feed_is_retried_in_a_new_job_and_any_other_retry_is_
         (retried.body["job_id"], 2)  # its second job
     ]
     answer = client.call("POST", f"/feeds/{feed_id}/files/{good['version']}/retry", headers=ACME)
-    assert_error(answer, 400, "version", "succeeded")
+    assert_error(answer, 409, None, "is succeeded; only a failed file")  # as a replay of a job that has not ended
     Path(urlsplit(failed["key"]).path).unlink()  # gone from the store: refused as an enqueue would be
     answer = client.call("POST", f"/feeds/{feed_id}/files/{failed['version']}/retry", headers=ACME)
     assert_error(answer, 400, "version", "cannot be imported again")
     for version, headers in (("0" * 32, ACME), ("not-a-version", ACME), (failed["version"], GLOBEX)):
         answer = client.call("POST", f"/feeds/{feed_id}/files/{version}/retry", headers=headers)
         assert_error(answer, 404)
+
+
+def test_a_feeds_files_are_listed_newest_first_a_page_at_a_time_by_state(stack: Stack, client: Client) -> None:
+    names = [f"{n:02}.csv" for n in range(7)]
+    request = feed_body(stack, *((name, USERS_CSV) for name in names), ("empty.csv", ""), ("bad.csv", "\0"))
+    feed_id = client.call("POST", "/feeds", request, headers=ACME).body["feed_id"]
+    for file in client.call("POST", f"/feeds/{feed_id}/run", headers=ACME).body["feed"]["recent"]:
+        client.wait(file["job_id"], ACME)
+
+    pages, after = [], None
+    while True:
+        query = f"limit=4&after={after}" if after else "limit=4"
+        page = client.call("GET", f"/feeds/{feed_id}/files?{query}", headers=ACME)
+        assert page.status == 200, page
+        pages.append([file["key"].rsplit("/", 1)[1] for file in page.body["files"]])
+        after = page.body["next"]
+        if after is None:
+            break
+    # One run's files, in reverse key order, each once, four to a page; the last page says next: null.
+    assert pages == [["empty.csv", "bad.csv", "06.csv", "05.csv"], ["04.csv", "03.csv", "02.csv", "01.csv"], ["00.csv"]]
+
+    failed = client.call("GET", f"/feeds/{feed_id}/files?state=failed", headers=ACME).body
+    assert [(file["key"].rsplit("/", 1)[1], file["status"]) for file in failed["files"]] == [
+        ("empty.csv", "failed"),
+        ("bad.csv", "failed"),
+    ]
+    assert failed["next"] is None and all(file["job_id"] for file in failed["files"])
+    imported = client.call("GET", f"/feeds/{feed_id}/files?state=imported&limit=1000", headers=ACME).body
+    assert sorted(file["key"].rsplit("/", 1)[1] for file in imported["files"]) == names
+    assert client.call("GET", f"/feeds/{feed_id}/files?state=pending", headers=ACME).body == {"files": [], "next": None}
+
+    for query, named in (
+        ("state=done", "state"),
+        ("limit=0", "limit"),
+        ("limit=1001", "limit"),
+        (f"after={'0' * 32}", "after"),
+        ("after=" + "a" * 100, "after"),
+    ):
+        assert_error(client.call("GET", f"/feeds/{feed_id}/files?{query}", headers=ACME), 400, named)
+    for feed, headers in ((feed_id, GLOBEX), (str(uuid.uuid4()), ACME), ("not-a-feed", ACME)):
+        assert_error(client.call("GET", f"/feeds/{feed}/files", headers=headers), 404)
+    assert client.call("GET", f"/feeds/{feed_id}/files?state=failed", headers=ADMIN).body == failed
 
 
 @pytest.mark.parametrize(

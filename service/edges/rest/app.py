@@ -28,7 +28,13 @@ from service.edges.api import (
     Unauthenticated,
 )
 from service.edges.rest.bodies import discard_body
-from service.edges.rest.feeds import FeedFileRetryResource, FeedResource, FeedRunResource, FeedsResource
+from service.edges.rest.feeds import (
+    FeedFileRetryResource,
+    FeedFilesResource,
+    FeedResource,
+    FeedRunResource,
+    FeedsResource,
+)
 from service.edges.rest.metrics import HttpMetrics, MetricsResource
 from service.edges.rest.resources import (
     EnqueueResource,
@@ -196,6 +202,7 @@ def routes(edge: Edge, http: HttpMetrics | None = None) -> list[tuple[str, objec
         ("/feeds", FeedsResource(edge.api)),
         ("/feeds/{feed_id}", FeedResource(edge.api)),
         ("/feeds/{feed_id}/run", FeedRunResource(edge.api)),
+        ("/feeds/{feed_id}/files", FeedFilesResource(edge.api)),
         ("/feeds/{feed_id}/files/{version}/retry", FeedFileRetryResource(edge.api)),
         ("/uploads", UploadsResource(edge.api)),
         ("/uploads/{upload_id}", UploadResource(edge.api)),

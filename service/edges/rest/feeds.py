@@ -1,4 +1,4 @@
-"""The REST routes of feeds (SPEC 20): /feeds, /feeds/{feed_id}, its run and its files' retry.
+"""The REST routes of feeds (SPEC 20): /feeds, /feeds/{feed_id}, its run, its files and their retry.
 Each parses its request, calls the Api and serializes the answer (storage.views.feed_view)."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ import falcon
 from service.edges.api import Api
 from service.edges.rest.bodies import discard_body, read_json
 from service.edges.rest.resources import accepted
-from service.storage.views import feed_view
+from service.storage.views import feed_file_view, feed_view
 
 
 class FeedsResource:
@@ -69,6 +69,20 @@ class FeedRunResource:
             "error": result.error,
             "feed": feed_view(feed, counts, files),
         }
+
+
+class FeedFilesResource:
+    """GET /feeds/{feed_id}/files?state=&limit=&after=."""
+
+    def __init__(self, api: Api) -> None:
+        self.api = api
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response, feed_id: str) -> None:
+        """A page of the feed's files, newest first; `next` is the `after` of the next page."""
+        _, files, after = self.api.list_feed_files(
+            req.context.access, feed_id, req.get_param("state"), req.get_param("limit"), req.get_param("after")
+        )
+        resp.media = {"files": [feed_file_view(file) for file in files], "next": after}
 
 
 class FeedFileRetryResource:

@@ -16,6 +16,7 @@ from service.edges.rest.openapi_parts import json_answer as _json
 from service.edges.rest.openapi_uploads import presign as _presign
 from service.edges.rest.openapi_uploads import uploads as _uploads
 from service.edges.rest.schemas import ref, schemas
+from service.storage.feeds import FILE_STATES
 from service.storage.rejects import DEFAULT_PAGE, ERRORS_COLUMN, MAX_PAGE
 
 
@@ -217,6 +218,7 @@ def _feed_operation(
     *,
     body: str | None = None,
     version: bool = False,
+    query: tuple[dict[str, Any], ...] = (),
     texts: dict[int, str] | None = None,
 ) -> dict[str, Any]:
     """An operation on one feed (on one of its files' version): its answer, its errors described for feeds."""
@@ -239,6 +241,7 @@ def _feed_operation(
                 "schema": {"type": "string"},
             }
         )
+    parameters += query
     operation: dict[str, Any] = {"operationId": operation_id, "summary": summary, "parameters": parameters}
     if body:
         operation["requestBody"] = {"required": True, "content": {JSON: {"schema": ref(body)}}}
@@ -247,7 +250,7 @@ def _feed_operation(
 
 
 def _feeds() -> dict[str, Any]:
-    """/feeds, /feeds/{feed_id}, its run and its files' retry (SPEC 20)."""
+    """/feeds, /feeds/{feed_id}, its run, its files and their retry (SPEC 20)."""
     where = {"description": "/feeds/<feed_id>", "schema": {"type": "string", "pattern": "^/feeds/[0-9a-f-]{36}$"}}
     return {
         "/feeds": {
@@ -305,17 +308,45 @@ def _feeds() -> dict[str, Any]:
                 (401, 404, 409, 500, 503),
             )
         },
+        "/feeds/{feed_id}/files": {
+            "get": _feed_operation(
+                "listFeedFiles",
+                "The feed's files (each version it has seen) newest first, a page at a time, with their jobs: "
+                "all of them, or only those imported, failed (a retry's candidates) or pending.",
+                {"200": _json(ref("FeedFilePage"), "A page of files; `next` is the `after` of the next page.")},
+                (400, 401, 404, 500, 503),
+                query=(
+                    {
+                        "name": "state",
+                        "in": "query",
+                        "required": False,
+                        "schema": {"type": "string", "enum": list(FILE_STATES)},
+                    },
+                    *_list_parameters()[1:],
+                    {
+                        "name": "after",
+                        "in": "query",
+                        "required": False,
+                        "description": "The `next` of the page before.",
+                        "schema": {"type": "string"},
+                    },
+                ),
+                texts={
+                    400: "state, limit or after is malformed (after: not a version of this feed); `field` names it."
+                },
+            )
+        },
         "/feeds/{feed_id}/files/{version}/retry": {
             "post": _feed_operation(
                 "retryFeedFile",
                 "Import a failed file of the feed again, in a new job (a feed never retries on its own). No body "
                 "needed.",
                 {"202": _json(ref("Enqueued"), "The new job is queued.", headers={"Location": _location()})},
-                (400, 401, 404, 500, 503),
+                (400, 401, 404, 409, 500, 503),
                 version=True,
                 texts={
-                    400: "The file's job has not failed or been cancelled, or another retry came first (`field`: "
-                    "version); or the file is refused as an enqueue would refuse it (`blob_uri`: gone...).",
+                    400: "The file is refused as an enqueue would refuse it now (`field`: version; gone, too big...).",
+                    409: "The file's job has not failed or been cancelled, or another retry came first.",
                     404: "No such feed, or file of the feed, or a feed of a customer the token may not see.",
                     503: "The app database, or the store holding the file, cannot be reached right now; try again.",
                 },

@@ -427,6 +427,14 @@ def schemas() -> dict[str, Any]:
         "FeedDetail": _feed_schema(detail=True),
         "FeedFile": _feed_file_schema(),
         "FeedList": _object({"feeds": {"type": "array", "items": ref("Feed"), "maxItems": MAX_LIST_LIMIT}}),
+        "FeedFilePage": _object(
+            {
+                "files": {"type": "array", "items": ref("FeedFile"), "maxItems": MAX_LIST_LIMIT},
+                "next": _nullable(
+                    "string", description="The `after` of the next page (a version); null on the last page."
+                ),
+            }
+        ),
         "FeedRun": _object(
             {
                 "found": {"type": "integer", "minimum": 0, "description": "Files under the prefix that match."},
