@@ -58,7 +58,7 @@ OUTCOMES = {
         "exit 1",  # importctl cancel of an ended job
     ],
     "rejects.md": ["U-007,bob-at-example", "HTTP/1.1 202"],
-    "feeds.md": ['"found": 1, "enqueued": 1', "again: enqueued 0", '"imported"'],
+    "feeds.md": ['"found": 1, "enqueued": 1', "again: enqueued 0", '"imported"', '{"files": [], "next": null}'],
     "operating.md": ["import_jobs_finished_total{"],
     "uploads.md": ["upload-offset: 100", '"status": "queued"'],  # tus by hand: half sent, then enqueued
 }
