@@ -16,7 +16,7 @@ import dramatiq
 import psycopg2
 from dramatiq.middleware import Middleware
 
-from actors.broker import RecoverySweep, make_broker
+from actors.broker import Every, RecoverySweep, make_broker
 from actors.deliveries import Deliveries, is_delivery_worker
 from actors.metrics import worker_metrics
 from service import logs
@@ -51,15 +51,13 @@ def _boot() -> tuple[Config, str]:
 
 def sweep_jobs() -> None:
     """Send chunks whose turn came unsent; fail unfinished jobs that no message will move on;
-    finish cleanups; wake stalled publish turns; delete expired and old uploads; run the feeds
-    that are due."""
+    finish cleanups; wake stalled publish turns; delete expired and old uploads."""
     services().jobs.take_stalled_turns()
     for job in services().jobs.orphaned_jobs(ORPHAN_AFTER_SECONDS):
         cleanup.fail_job(services(), job, "its queued work vanished (a message was lost or deleted); enqueue it again")
     cleanup.sweep_cleanups(services())
     services().jobs.wake_stalled(STALLED_TURN_SECONDS)
     uploads.sweep(services().config, services().uploads)
-    feeds.sweep(services(), services().feeds)
     global _purged_at
     if time.monotonic() - _purged_at > PURGE_EVERY_SECONDS:
         _purged_at = time.monotonic()
@@ -72,7 +70,18 @@ PURGE_EVERY_SECONDS = 3600.0
 _purged_at = time.monotonic()  # the first purge an hour after start, not in the first sweep
 CONFIG, APP_DSN = _boot()
 logs.reformat(CONFIG.log_format)  # dramatiq set up the handlers; the format is ours
-broker = make_broker(APP_DSN, extra=[RecoverySweep(after_sweep=sweep_jobs), *worker_metrics(CONFIG)])
+
+
+def run_feeds() -> None:
+    """Run the feeds that are due, do their after_success, raise their late alarms (SPEC 20): in
+    a thread of its own, as a store's listing may take long."""
+    feeds.sweep(services(), services().feeds)
+
+
+broker = make_broker(
+    APP_DSN,
+    extra=[RecoverySweep(after_sweep=sweep_jobs), Every("feed-runs", run_feeds), *worker_metrics(CONFIG)],
+)
 dramatiq.set_broker(broker)
 
 _services: stages.Services | None = None

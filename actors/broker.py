@@ -144,6 +144,32 @@ class RecoverySweep(Middleware):
         return announced
 
 
+class Every(Middleware):
+    """Call `task` every `every` seconds (jittered) in a thread of its own in each worker process
+    (not the delivery workers'), from its boot to its shutdown; a failure is logged, and the next
+    round goes on. Work that may wait long on a store (a feed's listing) runs here, so that it
+    never holds up the recovery sweep."""
+
+    def __init__(self, name: str, task: Callable[[], object], every: float = SWEEP_EVERY_SECONDS) -> None:
+        self.name, self.task, self.every = name, task, every
+        self._stop = threading.Event()
+
+    def after_worker_boot(self, broker: Any, worker: Any) -> None:
+        if not is_delivery_worker(worker):
+            threading.Thread(target=self._loop, name=self.name, daemon=True).start()
+
+    def before_worker_shutdown(self, broker: Any, worker: Any) -> None:
+        if not is_delivery_worker(worker):
+            self._stop.set()
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.every * random.uniform(0.75, 1.25)):
+            try:
+                self.task()
+            except Exception as exc:  # never kills its thread; the next round retries
+                log.warning("%s failed: %s", self.name, redact(str(exc).strip()))
+
+
 def make_broker(dsn: str, extra: Sequence[Middleware] = ()) -> Broker:
     """A broker on the app DB; results off (status lives in import_jobs), explicit middleware."""
     separator = "&" if "?" in dsn else "?"
