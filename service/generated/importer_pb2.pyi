@@ -155,6 +155,26 @@ class RunFeedResponse(_message.Message):
     feed: Feed
     def __init__(self, found: _Optional[int] = ..., enqueued: _Optional[int] = ..., error: _Optional[str] = ..., feed: _Optional[_Union[Feed, _Mapping]] = ...) -> None: ...
 
+class ListFeedFilesRequest(_message.Message):
+    __slots__ = ("feed_id", "state", "limit", "after")
+    FEED_ID_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    AFTER_FIELD_NUMBER: _ClassVar[int]
+    feed_id: str
+    state: str
+    limit: int
+    after: str
+    def __init__(self, feed_id: _Optional[str] = ..., state: _Optional[str] = ..., limit: _Optional[int] = ..., after: _Optional[str] = ...) -> None: ...
+
+class ListFeedFilesResponse(_message.Message):
+    __slots__ = ("files", "next")
+    FILES_FIELD_NUMBER: _ClassVar[int]
+    NEXT_FIELD_NUMBER: _ClassVar[int]
+    files: _containers.RepeatedCompositeFieldContainer[FeedFile]
+    next: str
+    def __init__(self, files: _Optional[_Iterable[_Union[FeedFile, _Mapping]]] = ..., next: _Optional[str] = ...) -> None: ...
+
 class RetryFeedFileRequest(_message.Message):
     __slots__ = ("feed_id", "version")
     FEED_ID_FIELD_NUMBER: _ClassVar[int]

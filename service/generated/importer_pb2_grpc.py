@@ -101,6 +101,11 @@ class ImporterStub:
                 request_serializer=service_dot_generated_dot_importer__pb2.GetFeedRequest.SerializeToString,
                 response_deserializer=service_dot_generated_dot_importer__pb2.RunFeedResponse.FromString,
                 _registered_method=True)
+        self.ListFeedFiles = channel.unary_unary(
+                '/importer.Importer/ListFeedFiles',
+                request_serializer=service_dot_generated_dot_importer__pb2.ListFeedFilesRequest.SerializeToString,
+                response_deserializer=service_dot_generated_dot_importer__pb2.ListFeedFilesResponse.FromString,
+                _registered_method=True)
         self.RetryFeedFile = channel.unary_unary(
                 '/importer.Importer/RetryFeedFile',
                 request_serializer=service_dot_generated_dot_importer__pb2.RetryFeedFileRequest.SerializeToString,
@@ -209,9 +214,17 @@ class ImporterServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListFeedFiles(self, request, context):
+        """A page of the feed's files, newest first (REST's GET /feeds/{feed_id}/files).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def RetryFeedFile(self, request, context):
-        """Import a failed file of a feed again: its new job. INVALID_ARGUMENT naming `version` while
-        the file's job has not failed.
+        """Import a failed file of a feed again: its new job. FAILED_PRECONDITION while the file's job
+        has not failed (as ReplayRejects answers) or when another retry of it came first;
+        INVALID_ARGUMENT naming `version` when the file cannot be enqueued now (gone from the store).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -284,6 +297,11 @@ def add_ImporterServicer_to_server(servicer, server):
                     servicer.RunFeed,
                     request_deserializer=service_dot_generated_dot_importer__pb2.GetFeedRequest.FromString,
                     response_serializer=service_dot_generated_dot_importer__pb2.RunFeedResponse.SerializeToString,
+            ),
+            'ListFeedFiles': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListFeedFiles,
+                    request_deserializer=service_dot_generated_dot_importer__pb2.ListFeedFilesRequest.FromString,
+                    response_serializer=service_dot_generated_dot_importer__pb2.ListFeedFilesResponse.SerializeToString,
             ),
             'RetryFeedFile': grpc.unary_unary_rpc_method_handler(
                     servicer.RetryFeedFile,
@@ -642,6 +660,33 @@ class Importer:
             '/importer.Importer/RunFeed',
             service_dot_generated_dot_importer__pb2.GetFeedRequest.SerializeToString,
             service_dot_generated_dot_importer__pb2.RunFeedResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListFeedFiles(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/importer.Importer/ListFeedFiles',
+            service_dot_generated_dot_importer__pb2.ListFeedFilesRequest.SerializeToString,
+            service_dot_generated_dot_importer__pb2.ListFeedFilesResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -1,12 +1,14 @@
 """`importctl feed ...` (SPEC 20): the real binary against a real app DB and real workers. A feed
 made on the command line imports each file of a folder of acme's area once; show and list print
-it, pause and resume change it, a failed file is retried, delete removes it; a refused request is
-one line naming the field (exit 2), an unknown feed or a run that stops early exits 1."""
+it, pause, resume and update change it, files pages through its files, a failed file is retried,
+delete removes it; a refused request is one line naming the field (exit 2), an unknown feed, a
+run that stops early or a retry of a file that did not fail exits 1."""
 
 from __future__ import annotations
 
 import json
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -159,9 +161,118 @@ def test_a_failed_or_cancelled_file_stays_so_until_feed_retry_imports_it_again(c
     assert job_id != files["good.csv"]["job_id"]
     until(lambda: cli.view(feed_id)["files"] == {"seen": 2, "imported": 1, "failed": 1, "pending": 0}, timeout=120)
     assert json.loads(cli.run("status", job_id, "--json").stdout)["status"] == "succeeded"
-    twice = cli.run("feed", "retry", feed_id, files["good.csv"]["version"])
-    assert twice.returncode == 2 and twice.stdout == "" and "Traceback" not in twice.stderr
-    assert twice.stderr.startswith(f"importctl: refused (version): the file's job {job_id} is succeeded")
+    twice = cli.run("feed", "retry", feed_id, files["good.csv"]["version"])  # as a replay the job's state refuses
+    assert (twice.returncode, twice.stdout) == (1, "")
+    assert twice.stderr == f"importctl: the file's job {job_id} is succeeded; only a failed file is retried\n"
+
+
+def test_feed_files_prints_every_file_a_page_at_a_time_and_the_command_for_the_next_page(cli: Cli) -> None:
+    incoming, prefix = cli.folder("paged")
+    names = [f"{number:02}.csv" for number in range(5)]
+    for name in names:
+        put(incoming, name)
+    put(incoming, "empty.csv", "")  # fails its job
+    feed_id = cli.create(prefix, "--every=3600")
+    assert cli.run("feed", "run", feed_id).stdout == "found=6 enqueued=6\n"
+    view = cli.settled(feed_id, 6)
+    lines = {
+        file["key"].rsplit("/", 1)[1]: f"{file['version']}  {file['job_id']}  {file['status']:<9}  "
+        + file["key"].rsplit("/", 1)[1]
+        for file in view["recent"]
+    }
+
+    pages, args = [], ["feed", "files", feed_id, "--limit=4"]
+    while True:
+        page = cli.run(*args)
+        assert page.returncode == 0, page.stderr
+        pages.append(page.stdout.splitlines())
+        if not page.stderr:
+            break
+        said = page.stderr.removeprefix("importctl: more files: ")
+        assert said != page.stderr and said.endswith("\n") and said.count("\n") == 1, page.stderr
+        args = shlex.split(said)[1:]  # the command it names, as a shell would split it
+        assert args[:4] == ["feed", "files", feed_id, "--limit=4"] and args[4].startswith("--after="), args
+    # One run's files in reverse name order, each once, four to a page, each line as `feed show` indents it.
+    order = ["empty.csv", *reversed(names)]
+    assert pages == [[lines[name] for name in order[:4]], [lines[name] for name in order[4:]]]
+    assert [f"  {line}" for line in pages[0]] == cli.run("feed", "show", feed_id).stdout.splitlines()[-6:-2]
+
+    failed = cli.run("feed", "files", feed_id, "--state=failed")
+    assert (failed.returncode, failed.stdout, failed.stderr) == (0, lines["empty.csv"] + "\n", "")
+    assert lines["empty.csv"].split()[2] == "failed"
+    imported = cli.run("feed", "files", feed_id, "--state=imported", "--limit=3")
+    assert imported.stdout.splitlines() == [lines[name] for name in order[1:4]]
+    assert imported.stderr.startswith(
+        f"importctl: more files: importctl feed files {feed_id} --state=imported --limit=3 --after="
+    )
+    assert cli.run("feed", "files", feed_id, "--state=pending").stdout == ""
+    answer = json.loads(cli.run("feed", "files", feed_id, "--limit=6", "--json").stdout)
+    assert answer == {"files": view["recent"], "next": None}  # GET /feeds/<id>/files's answer
+    paged = json.loads(cli.run("feed", "files", feed_id, "--limit=1", "--json").stdout)
+    assert (paged["files"], paged["next"]) == (view["recent"][:1], view["recent"][0]["version"])
+
+    for bad, field in (("--state=done", "state"), ("--limit=0", "limit"), (f"--after={'0' * 32}", "after")):
+        refused = cli.run("feed", "files", feed_id, bad)
+        assert (refused.returncode, refused.stdout) == (2, ""), refused
+        assert refused.stderr.startswith(f"importctl: refused ({field}): ") and refused.stderr.count("\n") == 1
+    unknown = str(uuid.uuid4())
+    gone = cli.run("feed", "files", unknown)
+    assert (gone.returncode, gone.stdout, gone.stderr) == (1, "", f"importctl: no feed {unknown}\n")
+
+
+def test_feed_update_changes_only_what_it_is_given_and_options_replace_the_feeds(cli: Cli) -> None:
+    _, prefix = cli.folder("updated")
+    feed_id = cli.create(prefix, "--every=3600", "--pattern=*.csv", "--option=mode=upsert", "--option=dry_run=true")
+    updated = cli.run("feed", "update", feed_id, "--cron=0 2 * * *")
+    assert updated.returncode == 0 and updated.stderr == "", updated.stderr
+    assert updated.stdout.splitlines() == [
+        f"{feed_id}  acme/users  paused  {prefix}*.csv",
+        "schedule: cron 0 2 * * * (UTC); paused",
+        "options: mode=upsert dry_run=true",
+        "after success: keep",
+        "last run: never",
+    ]
+    view = cli.view(feed_id)
+    assert (view["schedule"], view["pattern"], view["options"]) == (
+        {"cron": "0 2 * * *"},
+        "*.csv",
+        {"mode": "upsert", "dry_run": True},
+    )
+    assert (view["after_success"], view["expect_every_hours"], view["paused"]) == ("keep", None, True)
+
+    given = ["--every=600", "--option=mode=append", "--pattern=*.tsv", "--after-success=delete"]
+    changed = cli.run("feed", "update", feed_id, *given, "--expect-every-hours=12")
+    assert changed.returncode == 0, changed.stderr
+    assert changed.stdout.splitlines()[1:5] == [
+        "schedule: every 600 s; paused",
+        "options: mode=append",  # the options given are the feed's options now: dry_run is gone
+        "after success: delete",
+        "expects a new file every 12 h (last new file: never)",
+    ]
+    view = cli.view(feed_id)
+    assert (view["schedule"], view["pattern"], view["options"]) == ({"every_seconds": 600}, "*.tsv", {"mode": "append"})
+    assert (view["after_success"], view["expect_every_hours"], view["paused"]) == ("delete", 12.0, True)
+
+    for args, field in (
+        (["--every=5"], "schedule.every_seconds"),
+        (["--cron=every night"], "schedule.cron"),
+        (["--option=mode=merge"], "options.mode"),
+        (["--after-success=archive"], "after_success"),
+        (["--after-success=move_to:file:///etc/"], "after_success.move_to"),
+        (["--expect-every-hours=soon"], "expect_every_hours"),
+        (["--pattern="], "pattern"),
+    ):
+        refused = cli.run("feed", "update", feed_id, *args)
+        assert (refused.returncode, refused.stdout) == (2, ""), refused
+        assert refused.stderr.startswith(f"importctl: refused ({field}): ") and refused.stderr.count("\n") == 1, args
+    nothing = cli.run("feed", "update", feed_id)
+    assert (nothing.returncode, nothing.stdout) == (2, "") and nothing.stderr.startswith("importctl: refused: give")
+    both = cli.run("feed", "update", feed_id, "--every=60", "--cron=* * * * *")
+    assert both.returncode == 2 and "Usage" in both.stderr and "Traceback" not in both.stderr
+    assert cli.view(feed_id) == view  # nothing refused changed it
+    unknown = str(uuid.uuid4())
+    gone = cli.run("feed", "update", unknown, "--every=60")
+    assert (gone.returncode, gone.stdout, gone.stderr) == (1, "", f"importctl: no feed {unknown}\n")
 
 
 def test_an_imported_file_is_moved_and_delete_removes_the_feed_but_keeps_its_jobs_and_files(cli: Cli) -> None:
@@ -178,7 +289,7 @@ def test_an_imported_file_is_moved_and_delete_removes_the_feed_but_keeps_its_job
     assert (deleted.returncode, deleted.stdout, deleted.stderr) == (0, f"deleted feed {feed_id}\n", "")
     assert json.loads(cli.run("status", file["job_id"], "--json").stdout)["status"] == "succeeded"
     assert (done / "one.csv").exists()
-    for command in (["show"], ["pause"], ["resume"], ["run"], ["delete"], ["retry"]):
+    for command in (["show"], ["pause"], ["resume"], ["run"], ["files"], ["delete"], ["retry"]):
         extra = [file["version"]] if command == ["retry"] else []
         gone = cli.run("feed", *command, feed_id, *extra)
         assert (gone.returncode, gone.stdout, gone.stderr) == (1, "", f"importctl: no feed {feed_id}\n"), command

@@ -1,5 +1,5 @@
 """Feeds (SPEC 20) over the real `python -m service.grpc_server` with real workers: CreateFeed,
-GetFeed, ListFeeds, UpdateFeed, DeleteFeed, RunFeed and RetryFeedFile through the generated
+GetFeed, ListFeeds, UpdateFeed, DeleteFeed, RunFeed, ListFeedFiles and RetryFeedFile through the generated
 stubs, with REST's tenancy and refusals (tests/e2e/test_feeds.py tests the feeds themselves)."""
 
 from __future__ import annotations
@@ -108,6 +108,7 @@ def test_a_feed_is_seen_and_listed_only_by_its_customers_tokens(stack: Stack, im
         (importer.RunFeed, feed_id(feed)),
         (importer.DeleteFeed, feed_id(feed)),
         (importer.UpdateFeed, importer_pb2.UpdateFeedRequest(feed_id=feed.feed_id, changes=struct(paused=False))),
+        (importer.ListFeedFiles, importer_pb2.ListFeedFilesRequest(feed_id=feed.feed_id)),
         (importer.RetryFeedFile, importer_pb2.RetryFeedFileRequest(feed_id=feed.feed_id, version="0" * 32)),
     ):
         error = refusal(call, request, metadata=GLOBEX)
@@ -170,10 +171,72 @@ def test_a_failed_file_is_retried_as_a_new_job_and_a_succeeded_one_is_not(stack:
     assert (shown["bad.csv"].job_id, shown["bad.csv"].attempts) == (job.job_id, 2)
 
     succeeded = importer_pb2.RetryFeedFileRequest(feed_id=feed.feed_id, version=files["good.csv"].version)
-    error = refusal(importer.RetryFeedFile, succeeded, metadata=ACME)
-    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT and names(error.details(), "version")
+    error = refusal(importer.RetryFeedFile, succeeded, metadata=ACME)  # as a replay of a job that has not ended
+    assert error.code() == grpc.StatusCode.FAILED_PRECONDITION, error.details()
+    assert error.details() == f"the file's job {files['good.csv'].job_id} is succeeded; only a failed file is retried"
     unknown = importer_pb2.RetryFeedFileRequest(feed_id=feed.feed_id, version="f" * 32)
     assert refusal(importer.RetryFeedFile, unknown, metadata=ACME).code() == grpc.StatusCode.NOT_FOUND
+
+
+def file_names(page: importer_pb2.ListFeedFilesResponse) -> list[str]:
+    """The names of a page's files, in its order."""
+    return [file.key.rsplit("/", 1)[1] for file in page.files]
+
+
+def test_list_feed_files_pages_through_every_file_newest_first_and_filters_by_state(
+    stack: Stack, importer: Importer
+) -> None:
+    incoming, prefix = folder(stack)
+    for number, name in enumerate(("a.csv", "b.csv", "c.csv", "d.csv")):
+        put(incoming, name, range(20 + 2 * number, 22 + 2 * number))
+    (incoming / "empty.csv").write_text("")  # an empty file fails its job
+    os.utime(incoming / "empty.csv", (PAST, PAST))
+    feed = create(importer, prefix)
+    run = importer.RunFeed(feed_id(feed), metadata=ACME, timeout=TIMEOUT)
+    assert run.enqueued == 5
+    for file in run.feed.recent:
+        wait_finished(importer, file.job_id)
+
+    pages, after = [], ""
+    while True:
+        request = importer_pb2.ListFeedFilesRequest(feed_id=feed.feed_id, limit=2, after=after)
+        page = importer.ListFeedFiles(request, metadata=ACME, timeout=TIMEOUT)
+        pages.append(file_names(page))
+        after = page.next
+        if not after:
+            break
+    # One run's files in reverse key order, each once, two to a page; the last page's next is "".
+    assert pages == [["empty.csv", "d.csv"], ["c.csv", "b.csv"], ["a.csv"]]
+    everything = importer.ListFeedFiles(importer_pb2.ListFeedFilesRequest(feed_id=feed.feed_id), metadata=ACME)
+    assert list(everything.files) == list(importer.GetFeed(feed_id(feed), metadata=ACME).recent)  # the same FeedFile
+    assert everything.next == "" and {file.status for file in everything.files} == {"succeeded", "failed"}
+
+    def listed_files(metadata: Any = ACME, **fields: Any) -> importer_pb2.ListFeedFilesResponse:
+        request = importer_pb2.ListFeedFilesRequest(feed_id=feed.feed_id, **fields)
+        return importer.ListFeedFiles(request, metadata=metadata, timeout=TIMEOUT)
+
+    failed = listed_files(state="failed")
+    assert file_names(failed) == ["empty.csv"] and failed.next == ""
+    assert failed.files[0].status == "failed" and failed.files[0].HasField("job_id")
+    first = listed_files(state="imported", limit=3)
+    assert (file_names(first), first.next) == (["d.csv", "c.csv", "b.csv"], first.files[-1].version)
+    assert file_names(listed_files(state="imported", limit=3, after=first.next)) == ["a.csv"]
+    assert listed_files(state="pending") == importer_pb2.ListFeedFilesResponse()
+    assert listed_files(ADMIN, state="failed") == failed
+
+    for fields, named in (
+        ({"state": "done"}, "state"),
+        ({"limit": -1}, "limit"),
+        ({"limit": 1001}, "limit"),
+        ({"after": "0" * 32}, "after"),
+        ({"after": "a" * 100}, "after"),
+    ):
+        request = importer_pb2.ListFeedFilesRequest(feed_id=feed.feed_id, **fields)
+        error = refusal(importer.ListFeedFiles, request, metadata=ACME)
+        assert error.code() == grpc.StatusCode.INVALID_ARGUMENT and names(error.details(), named), error.details()
+    for feed_of, metadata in ((feed.feed_id, GLOBEX), (str(uuid.uuid4()), ACME), ("not-a-feed", ACME)):
+        request = importer_pb2.ListFeedFilesRequest(feed_id=feed_of, state="done")  # NOT_FOUND comes first
+        assert refusal(importer.ListFeedFiles, request, metadata=metadata).code() == grpc.StatusCode.NOT_FOUND
 
 
 def test_a_run_while_another_holds_the_feed_is_failed_precondition(stack: Stack, importer: Importer) -> None:
@@ -250,6 +313,7 @@ def test_every_feed_call_without_a_good_token_is_unauthenticated(importer: Impor
         (importer.UpdateFeed, importer_pb2.UpdateFeedRequest(feed_id=some_feed.feed_id)),
         (importer.DeleteFeed, some_feed),
         (importer.RunFeed, some_feed),
+        (importer.ListFeedFiles, importer_pb2.ListFeedFilesRequest(feed_id=some_feed.feed_id)),
         (importer.RetryFeedFile, importer_pb2.RetryFeedFileRequest(feed_id=some_feed.feed_id, version="0" * 32)),
     ):
         assert refusal(call, request, metadata=metadata).code() == grpc.StatusCode.UNAUTHENTICATED

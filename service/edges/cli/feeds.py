@@ -1,5 +1,6 @@
 """`importctl feed ...`: the feeds of SPEC 20 for the operator, through the same Api calls as
-REST and gRPC (create, list, show, pause, resume, run, retry a failed file, delete).
+REST and gRPC (create, list, show, update, pause, resume, run, list its files, retry a failed
+file, delete).
 
 Each command turns its arguments into the request REST would get, so the Api checks it and
 refuses it naming the same field; only what exists on the command line alone (`move_to:URI`)
@@ -8,16 +9,18 @@ is refused here."""
 from __future__ import annotations
 
 import json
+import sys
 from datetime import datetime
 from typing import Any
 
 from service.edges.api import OPERATOR, Api
 from service.errors import ImportServiceError, RequestRefused
 from service.storage.feeds import Feed, FeedFile
-from service.storage.views import feed_view
+from service.storage.views import feed_file_view, feed_view
 
 RECENT_FILES = 10  # files `feed show` lists, as GET /feeds/<id> does
 MOVE_TO = "move_to:"
+DEFAULT_LIMIT = "100"  # --limit's default in the usage text: `feed files` leaves it out of its next page
 
 
 class FeedRunStopped(ImportServiceError):
@@ -41,6 +44,10 @@ def command(api: Api, args: dict[str, Any], options: dict[str, Any]) -> None:
         print(
             json.dumps(feed_view(feed, counts, files), indent=2) if args["--json"] else described(feed, counts, files)
         )
+    elif args["files"]:
+        print_files(api, feed_id, args)
+    elif args["update"]:
+        print("\n".join(settings(api.update_feed(OPERATOR, feed_id, changes(args, options)))))
     elif args["pause"] or args["resume"]:
         print(summary(api.update_feed(OPERATOR, feed_id, {"paused": bool(args["pause"])})))
     elif args["run"]:
@@ -57,21 +64,63 @@ def command(api: Api, args: dict[str, Any], options: dict[str, Any]) -> None:
 
 def creation(args: dict[str, Any], options: dict[str, Any]) -> dict[str, Any]:
     """The body of POST /feeds that `feed create`'s arguments make (the Api checks it)."""
-    every = args["--every"]
     body: dict[str, Any] = {
         "customer_id": args["--customer"],
         "product_type": args["--product"],
         "prefix_uri": args["--prefix"],
-        "schedule": {"cron": args["--cron"]} if every is None else {"every_seconds": _number(every, int)},
         "options": options,
-        "after_success": after_success(args["--after-success"] or "keep"),
+        "after_success": "keep",
         "paused": bool(args["--paused"]),
     }
+    return body | given(args, options)
+
+
+def changes(args: dict[str, Any], options: dict[str, Any]) -> dict[str, Any]:
+    """The body of PATCH /feeds/<id> that `feed update`'s arguments make: only the fields given
+    (options given replace the feed's options, as PATCH does); refused when none is."""
+    body = given(args, options)
+    if not body:
+        raise RequestRefused(
+            "give at least one change: --every, --cron, --pattern, --option, --after-success or --expect-every-hours"
+        )
+    return body
+
+
+def given(args: dict[str, Any], options: dict[str, Any]) -> dict[str, Any]:
+    """The feed's fields the settings on the command line name, as the API names them."""
+    body: dict[str, Any] = {}
+    if args["--every"] is not None:
+        body["schedule"] = {"every_seconds": _number(args["--every"], int)}
+    elif args["--cron"] is not None:
+        body["schedule"] = {"cron": args["--cron"]}
     if args["--pattern"] is not None:
         body["pattern"] = args["--pattern"]
+    if args["--option"]:
+        body["options"] = options
+    if args["--after-success"] is not None:
+        body["after_success"] = after_success(args["--after-success"])
     if args["--expect-every-hours"] is not None:
         body["expect_every_hours"] = _number(args["--expect-every-hours"], float)
     return body
+
+
+def print_files(api: Api, feed_id: str, args: dict[str, Any]) -> None:
+    """`feed files`: a page of the feed's files, one line each (--json: GET /feeds/<id>/files's
+    answer); on stderr, the command for the next page when there is one."""
+    state, limit = args["--state"], args["--limit"]
+    feed, files, after = api.list_feed_files(OPERATOR, feed_id, state, limit, args["--after"])
+    if args["--json"]:
+        print(json.dumps({"files": [feed_file_view(file) for file in files], "next": after}, indent=2))
+        return
+    for file in files:
+        print(file_line(feed, file))
+    if after is not None:  # on stderr: stdout stays one line per file, for a pipe
+        shown_state = f" --state={state}" if state is not None else ""
+        shown_limit = f" --limit={limit}" if limit != DEFAULT_LIMIT else ""
+        print(
+            f"importctl: more files: importctl feed files {feed.id}{shown_state}{shown_limit} --after={after}",
+            file=sys.stderr,
+        )
 
 
 def after_success(text: str) -> Any:
@@ -98,7 +147,16 @@ def summary(feed: Feed) -> str:
 
 
 def described(feed: Feed, counts: dict[str, int], files: list[FeedFile]) -> str:
-    """What `feed show` prints: the summary line, the schedule and runs, counts, then the latest files."""
+    """What `feed show` prints: its settings, counts, then the latest files."""
+    lines = settings(feed)
+    lines.append("files: " + " ".join(f"{name}={counts[name]}" for name in ("seen", "imported", "failed", "pending")))
+    lines.extend(f"  {file_line(feed, file)}" for file in files)
+    return "\n".join(lines)
+
+
+def settings(feed: Feed) -> list[str]:
+    """What `feed update` prints (and `feed show` first): the summary line, the schedule, options,
+    what becomes of an imported file, when it is late, and its last run."""
     schedule = feed.schedule
     when = f"every {schedule['every_seconds']} s" if "every_seconds" in schedule else f"cron {schedule['cron']} (UTC)"
     next_run = "paused" if feed.paused else f"next run {_time(feed.next_run_at)}"
@@ -119,18 +177,16 @@ def described(feed: Feed, counts: dict[str, int], files: list[FeedFile]) -> str:
         error = f"  error: {shown(feed.last_run_error)}" if feed.last_run_error else ""
         ran = f"found={feed.last_run_found} enqueued={feed.last_run_enqueued}"
         lines.append(f"last run: {_time(feed.last_run_at)}  {ran}{error}")
-    lines.append("files: " + " ".join(f"{name}={counts[name]}" for name in ("seen", "imported", "failed", "pending")))
-    lines.extend(file_line(feed, file) for file in files)
-    return "\n".join(lines)
+    return lines
 
 
 def file_line(feed: Feed, file: FeedFile) -> str:
     """A file of the feed: its version id (for `feed retry`), its job, the job's status, its name
-    below the prefix, and why it has no job when it was refused."""
+    below the prefix, and why it has no job when it was refused (`feed show` indents it)."""
     name = file.key[len(feed.prefix_uri) :] if file.key.startswith(feed.prefix_uri) else file.key
     status = file.job_status or ("refused" if file.job_id is None else "unknown")
     error = f"  error: {shown(file.error)}" if file.error else ""
-    return f"  {file.version_id}  {file.job_id or '-':<36}  {status:<9}  {shown(name)}{error}"
+    return f"{file.version_id}  {file.job_id or '-':<36}  {status:<9}  {shown(name)}{error}"
 
 
 def shown(text: str) -> str:

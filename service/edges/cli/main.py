@@ -14,7 +14,9 @@ Usage:
   importctl feed create --customer=C --product=P --prefix=URI (--every=SECONDS | --cron=EXPR) [--pattern=GLOB] [--option=K=V]... [--after-success=WHAT] [--expect-every-hours=H] [--paused]
   importctl feed list [--customer=C] [--limit=N] [--json]
   importctl feed show FEED [--json]
+  importctl feed update FEED [--every=SECONDS | --cron=EXPR] [--pattern=GLOB] [--option=K=V]... [--after-success=WHAT] [--expect-every-hours=H]
   importctl feed (pause | resume | run | delete) FEED
+  importctl feed files FEED [--state=S] [--limit=N] [--after=V] [--json]
   importctl feed retry FEED VERSION
   importctl worker [--processes=N] [--threads=N]
   importctl migrate
@@ -45,7 +47,9 @@ Options:
   --after-success=WHAT  What becomes of an imported file: keep, delete or move_to:URI (default: keep).
   --expect-every-hours=H  Mark the feed late when it finds no new file for H hours.
   --paused              Create the feed paused (`feed resume` starts it; `feed run` runs it once).
-  --limit=N             List at most N feeds (1 to 1000) [default: 100].
+  --limit=N             List at most N feeds, or files of a feed (1 to 1000) [default: 100].
+  --state=S             Only the files imported, failed (or refused) or pending (queued or running).
+  --after=V             The page of files after version V (the --after the page before names).
 
 `status` prints the job's line, then its source: the blob_uri's scheme, the compression, the
 format and the ZIP archive member read, as far as they are known, and the upload it imports
@@ -63,15 +67,20 @@ all) and the line to add to the token file, which keeps only the token's SHA-256
 schema as it is now, in a new job (nothing is read from the file); it prints that job's id.
 `feed create` prints the new feed's id; its first run is due at once unless --paused. `feed show`
 prints what the feed watches, its schedule, last and next run, its counts of files and its
-latest files (version, job, status, name). `feed run` runs it now, paused or not, and prints
-what the run found and enqueued; `feed retry` imports a failed file (VERSION, as `show` prints
-it) again and prints the new job's id; `feed delete` keeps the feed's jobs and files.
+latest files (version, job, status, name). `feed update` changes only what it is given and
+prints the feed as `show` does, without its files; --option replaces all the feed's options (as
+PATCH /feeds/<id> does: give every option to keep). `feed files` prints every file of the feed,
+newest first, a line each as `show` prints them, at most --limit, and when more remain, on stderr,
+the command that prints the next page (--json: GET /feeds/<id>/files's answer, with its `next`).
+`feed run` runs it now, paused or not, and prints what the run found and enqueued; `feed retry`
+imports a failed file (VERSION, as `show` and `files` print it) again and prints the new job's
+id; `feed delete` keeps the feed's jobs and files.
 
 Exit codes: 0 ok, 1 a job this command waited for (import, enqueue --wait, replay --wait,
 watch) failed, no such job or feed, a cancel, undo or replay the job's state refuses, a feed
-run that stopped early or is in progress already, or an unreachable customer database; 2
-usage or config error, or a refused request (a bad option, a feed prefix outside the customer's
-area, a bad schedule, a retry of a file whose job did not fail): one line naming the field.
+run that stopped early or is in progress already, a retry of a feed's file whose job did not
+fail, or an unreachable customer database; 2 usage or config error, or a refused request (a bad
+option, a feed prefix outside the customer's area, a bad schedule): one line naming the field.
 Configuration: CONFIG_PATH / CONFIG_ENV and the variables of docs/configuration.md; no token is needed.
 """
 

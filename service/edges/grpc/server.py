@@ -39,7 +39,7 @@ from service.logs import describe, redact
 from service.storage.feeds import Feed, FeedFile
 from service.storage.jobs import IdempotencyConflict, Job
 from service.storage.rejects import Reject
-from service.storage.views import feed_view, job_source, job_upload
+from service.storage.views import feed_file_view, feed_view, job_source, job_upload
 
 log = logging.getLogger(__name__)
 
@@ -346,10 +346,22 @@ class ImporterServicer(importer_pb2_grpc.ImporterServicer):
         return importer_pb2.RunFeedResponse(found=result.found, enqueued=result.enqueued, error=result.error, feed=feed)
 
     @unary
+    def ListFeedFiles(
+        self, request: importer_pb2.ListFeedFilesRequest, context: grpc.ServicerContext
+    ) -> importer_pb2.ListFeedFilesResponse:
+        """A page of the feed's files, newest first (state "": all; limit 0: 100; after "": the first page)."""
+        access = self._access(context)
+        _, files, after = self._api.list_feed_files(
+            access, request.feed_id, request.state or None, request.limit or None, request.after or None
+        )
+        found = [json_format.ParseDict(feed_file_view(file), importer_pb2.FeedFile()) for file in files]
+        return importer_pb2.ListFeedFilesResponse(files=found, next=after or "")
+
+    @unary
     def RetryFeedFile(
         self, request: importer_pb2.RetryFeedFileRequest, context: grpc.ServicerContext
     ) -> importer_pb2.Job:
-        """Import a failed file of the feed again: its new job, queued."""
+        """Import a failed file of the feed again: its new job, queued (JobConflict: it has not failed)."""
         return job_message(self._api.retry_feed_file(self._access(context), request.feed_id, request.version))
 
 
