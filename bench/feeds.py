@@ -3,21 +3,21 @@ prefix of 100,000 files that are all imported already, on the blob root and on S
 
 Each source gets a fresh app DB of its own (no worker runs on it: a sweep would lead the feed first) and customer
 "feeder". The files are written under <blob root>/feeder/feed-bench-<8 hex>/ (100 folders of 1,000, changed an hour
-ago: a run leaves out files changed in the last 5 s); the objects are put into moto's S3 server (its own process)
-under s3://feed-bench/landing/feeder/feed-bench-<8 hex>/, straight into its backend: through its HTTP API it takes about 230
-put_object calls a second on this machine, some 7 minutes for 100,000. The feed is created as POST /feeds creates
-it, and its ledger filled with one row per file by one COPY: the version each has (the mtime the files were given,
-the ETag S3 gives a small object, the MD5 of its bytes in quotes), its id made as a run makes it
-(`feeds.version_id`, `feeds.version_text`); then ANALYZEd, as autovacuum would have. Should a row not be what the
-run computes, the run enqueues that file, and the table shows it.
+ago: a run leaves out files changed in the last 5 s); the objects are put into SeaweedFS's S3 server (bench/seaweed.py:
+moto, which the S3 tests use, takes 40-70 s to serve this listing alone) under
+s3://feed-bench/landing/feeder/feed-bench-<8 hex>/. The feed is created as POST /feeds creates it, and its ledger
+filled with one row per file by one COPY: the version each has (the mtime the files were given, the ETag S3 gives a
+small object, the MD5 of its bytes in quotes), its id made as a run makes it (`feeds.version_id`,
+`feeds.version_text`); then ANALYZEd, as autovacuum would have. Should a row not be what the run computes, the run
+enqueues that file, and the table shows it.
 
 The run is timed in a process of its own (`python -m bench.feeds run <feed id>`, as a worker's sweep leads it:
 `FeedStore.lead`, then `feeds.run`), so that its memory is the run's alone: its RSS before the run, and its peak
 during it (VmHWM, reset at the start). It must find 100,000 files and enqueue none; the table shows what it did.
 For S3 two more figures are measured the same way: a bare list_objects_v2 pagination through the service's boto3
-client (moto's answers and botocore's parsing, nothing of the feed), and the same pages fetched as plain HTTP GETs
-and not parsed (moto alone). When a target is missed, the run is done once more under cProfile and its busiest
-functions printed.
+client (the server's answers and botocore's parsing, nothing of the feed), and the same pages fetched as plain
+(presigned) HTTP GETs and not parsed (the server alone). When a target is missed, the run is done once more under
+cProfile and its busiest functions printed.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import cProfile
 import hashlib
+import html
 import io
 import json
 import os
@@ -35,13 +36,11 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import urllib.parse
 import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -50,6 +49,7 @@ from typing import Any
 import psycopg2
 
 from bench.data import HEADER
+from bench.seaweed import seaweed_server
 from service.config import PROJECT_ROOT, Config, load_config
 from service.schema.products import ProductRegistry
 from service.sources import prefixes, s3
@@ -65,7 +65,7 @@ FILES = 100_000
 PER_FOLDER = 1_000
 BODY = (HEADER + "u1,u1@example.com,Ann,Lee,student,30,yes,2024-03-01T09:30:00Z\n").encode()
 BUCKET, PREFIX, REGION = "feed-bench", "landing", "us-east-1"
-# moto takes any key; the fake ones keep boto3 from looking for real credentials.
+# The S3 server's one identity; fake keys also keep boto3 from looking for real credentials.
 CREDENTIALS = {
     "AWS_ACCESS_KEY_ID": "AKIABENCHFEEDS000000",
     "AWS_SECRET_ACCESS_KEY": "bench",
@@ -118,7 +118,7 @@ class Source:
 
 def run(create_database: Callable[[str], str], work: Path) -> list[Source]:
     """Both sources, each on fresh databases from create_database; the figures. The files, the customer map and
-    moto's log are named for this bench alone: benches sharing .data/bench do not meet."""
+    the S3 server's data are named for this bench alone: benches sharing .data/bench do not meet."""
     blob_root = work / "blobs"
     folder = f"{FOLDER}-{uuid.uuid4().hex[:8]}"
     files = blob_root / CUSTOMER / folder
@@ -132,14 +132,16 @@ def run(create_database: Callable[[str], str], work: Path) -> list[Source]:
             env = environment(create_database, Path(scratch), blob_root, None)
             uri = files.as_uri() + "/"
             found.append(measure_source("file (blob root)", env, uri, {"mtime_ns": mtime_ns}, setup))
-            with moto_server(Path(scratch), folder) as (endpoint, filled):
+            objects = ((f"{PREFIX}/{CUSTOMER}/{folder}/{name}", BODY) for name in names())
+            with seaweed_server(Path(scratch), BUCKET, objects, CREDENTIALS) as (endpoint, filled):
                 env = environment(create_database, Path(scratch), blob_root, endpoint)
                 uri = f"s3://{BUCKET}/{PREFIX}/{CUSTOMER}/{folder}/"
                 etag = f'"{hashlib.md5(BODY).hexdigest()}"'  # S3's ETag of an object put in one request
-                source = measure_source("s3 (moto server)", env, uri, {"etag": etag}, [("moto filled", filled)])
+                setup = [("SeaweedFS started and filled", filled)]
+                source = measure_source("s3 (SeaweedFS)", env, uri, {"etag": etag}, setup)
                 source.listings = [
                     ("bare list_objects_v2 (boto3)", child(env, "list", uri)),
-                    ("moto alone (raw GETs)", child(env, "get", uri)),
+                    ("the server alone (raw GETs)", child(env, "get", uri)),
                 ]
                 found.append(source)
     finally:
@@ -226,29 +228,6 @@ def names() -> Iterator[str]:
     """The files' names below the feed's prefix, in key order."""
     for i in range(FILES):
         yield f"{i // PER_FOLDER:03d}/{i:06d}.csv"
-
-
-@contextmanager
-def moto_server(scratch: Path, folder: str) -> Iterator[tuple[str, float]]:
-    """moto's S3 server in a process of its own, filled with the objects under folder: its endpoint, and the seconds
-    it took to start and fill."""
-    log_path = scratch / "moto.log"
-    started = time.perf_counter()
-    command = [sys.executable, "-m", "bench.feeds", "s3-server", folder]
-    env = {**os.environ, **CREDENTIALS}
-    with (
-        log_path.open("wb") as log,
-        subprocess.Popen(
-            command, cwd=PROJECT_ROOT, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log
-        ) as process,
-    ):
-        try:
-            line = process.stdout.readline() if process.stdout else b""
-            if not line:
-                raise SystemExit(f"bench: moto's S3 server did not start:\n{log_path.read_text()[-3000:]}")
-            yield f"http://127.0.0.1:{int(line)}", time.perf_counter() - started
-        finally:
-            process.terminate()
 
 
 def child(env: dict[str, str], what: str, argument: str, profile: bool = False) -> Measured:
@@ -377,59 +356,39 @@ def list_objects(prefix_uri: str) -> tuple[int, int, str | None]:
 
 
 def get_pages(prefix_uri: str) -> tuple[int, int, str | None]:
-    """The same pages as plain GETs to the area's endpoint, each read whole and its keys counted, nothing parsed."""
+    """The same pages as plain GETs to the area's endpoint (signed as boto3 signs them), each read whole and its keys
+    counted, nothing parsed."""
+    import boto3
+    from botocore.auth import S3SigV4Auth
+    from botocore.awsrequest import AWSRequest
+
     found = prefixes.locate(prefix_uri, CUSTOMER, load_config())
     assert isinstance(found, s3.S3Object), found
+    credentials = boto3.session.Session().get_credentials()
     keys, token = 0, ""
     while True:
         query = {"list-type": "2", "prefix": found.key}
         if token:
             query["continuation-token"] = token
-        url = f"{found.endpoint_url}/{found.bucket}?{urllib.parse.urlencode(query)}"
-        with urllib.request.urlopen(url, timeout=60) as answer:
+        url = f"{found.endpoint_url}/{found.bucket}?{urllib.parse.urlencode(query, quote_via=urllib.parse.quote)}"
+        request = AWSRequest("GET", url)
+        S3SigV4Auth(credentials, "s3", found.region or REGION).add_auth(request)
+        with urllib.request.urlopen(urllib.request.Request(url, headers=dict(request.headers)), timeout=60) as answer:
             body = answer.read().decode()
         keys += body.count("<Key>")
         more = re.search(r"<NextContinuationToken>([^<]+)</NextContinuationToken>", body)
         if more is None:
             return keys, 0, None
-        token = more.group(1)
-
-
-def serve_s3(folder: str) -> None:
-    """moto's S3 server on a free port of 127.0.0.1, with the bucket and FILES objects under folder put straight into
-    its backend; prints the port once it is ready, then serves until stopped, or until its standard input closes: the
-    bench that started it is gone (killed, it could not stop it)."""
-    from moto.core.models import DEFAULT_ACCOUNT_ID
-    from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
-    from moto.s3.models import s3_backends
-    from werkzeug.serving import WSGIRequestHandler, make_server
-
-    class Quiet(WSGIRequestHandler):
-        def log_request(self, *args: Any, **kwargs: Any) -> None:
-            pass
-
-    backend = s3_backends[DEFAULT_ACCOUNT_ID]["aws"]
-    backend.create_bucket(BUCKET, REGION)
-    for name in names():
-        backend.put_object(BUCKET, f"{PREFIX}/{CUSTOMER}/{folder}/{name}", BODY)
-    server = make_server(
-        "127.0.0.1", 0, DomainDispatcherApplication(create_backend_app), threaded=True, request_handler=Quiet
-    )
-    print(server.server_address[1], flush=True)
-    threading.Thread(target=lambda: (sys.stdin.buffer.read(), os._exit(0)), daemon=True).start()
-    server.serve_forever()
+        token = html.unescape(more.group(1))
 
 
 def main() -> None:
-    """A pass timed in this process, its figures printed as one JSON line (or moto's server)."""
+    """A pass timed in this process, its figures printed as one JSON line."""
     parser = argparse.ArgumentParser(description="bench/feeds.py's processes")
-    parser.add_argument("what", choices=("run", "list", "get", "s3-server"))
+    parser.add_argument("what", choices=("run", "list", "get"))
     parser.add_argument("argument", nargs="?", default="")
     parser.add_argument("--profile", action="store_true")
     args = parser.parse_args()
-    if args.what == "s3-server":
-        serve_s3(args.argument)
-        return
     work = {"run": run_feed, "list": list_objects, "get": get_pages}[args.what]
     print(json.dumps(timed(lambda: work(args.argument), args.profile)))
 
