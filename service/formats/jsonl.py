@@ -20,7 +20,7 @@ import orjson
 from service.errors import FileRejected, LimitExceeded
 from service.formats.limits import DistinctKeys, Limits, limit_text
 from service.formats.records import Cut, FileFormat, Header, Record
-from service.formats.text import LineSource, byte_horizon, open_source
+from service.formats.text import LineSource, byte_horizon, open_source, utf8_lines, utf8_text
 
 # The key of the one cell a rejected line keeps: its raw text (the line without its ending).
 RAW_KEY = "_line"
@@ -28,6 +28,10 @@ RAW_KEY = "_line"
 # never so deep that writing them back (rejects, views) could meet Python's recursion limit.
 MAX_DEPTH = 64
 _BLANKS = " \t\r\n"  # JSON's white space (RFC 8259): what may surround a value on its line
+_BLANK_BYTES = _BLANKS.encode()
+# Bytes sought in a line's bytes: an int is found by memchr, where a bytes needle costs `in` a
+# failed int conversion first (a raised and cleared TypeError), several times the search.
+_BRACE, _BRACKET, _BACKSLASH = ord("{"), ord("["), ord("\\")
 _ENDINGS = frozenset({"\n", "\r\n", ""})
 _UTF8 = frozenset({"utf-8", "utf-8-sig"})
 _TOO_DEEP = f"the JSON is nested more than {MAX_DEPTH} levels deep"
@@ -56,7 +60,9 @@ _scan: Callable[[str, int], tuple[Any, int]] = _DECODER.scan_once  # type: ignor
 # The fast path: orjson parses a line about 3x faster than the json module. It is strict JSON
 # too (no NaN, no Infinity, no trailing text), but reads an integer past 64 bits as a float, so
 # a line with such a float, and any line it refuses, goes the json module's way, which keeps
-# such integers exact and says precisely what is wrong.
+# such integers exact and says precisely what is wrong. It reads a line's own bytes (see
+# utf8_lines), after checking they are UTF-8 as strictly as Python's codec does; a line it
+# refuses is decoded by utf8_text, which refuses the file at a line that is not UTF-8.
 _loads = orjson.loads
 _FAST_ERROR = orjson.JSONDecodeError
 _INT64 = 2.0**63
@@ -91,6 +97,11 @@ def parse_line(text: str) -> tuple[dict[str, Any] | None, str | None]:
     fast = _fast(text)
     if fast is not None:
         return fast, None
+    return _parse_slowly(text)
+
+
+def _parse_slowly(text: str) -> tuple[dict[str, Any] | None, str | None]:
+    """parse_line of a line that _fast does not take (the json module's careful reading)."""
     try:
         value, end = _scan(text, 0 if text[0] == "{" else len(text) - len(text.lstrip(_BLANKS)))
     except StopIteration as stop:
@@ -127,17 +138,17 @@ def _flat(text: str) -> dict[str, Any] | None:
         value = _loads(text)
     except _FAST_ERROR:
         return None
-    return _flat_of(text, value)
+    return _flat_of(text.encode(), value)
 
 
-def _flat_of(text: str, value: Any) -> dict[str, Any] | None:
-    """_flat of a line, from what orjson read in it (None: nothing)."""
+def _flat_of(line: bytes, value: Any) -> dict[str, Any] | None:
+    """_flat of a line's bytes, from what orjson read in them (None: nothing)."""
     if (
         value.__class__ is not dict
-        or text[0] != "{"
-        or "[" in text
-        or text.find("{", 1) >= 0
-        or ("\\" in text and "\\u" in text)
+        or line[0] != _BRACE
+        or _BRACKET in line
+        or line.find(_BRACE, 1) >= 0
+        or (_BACKSLASH in line and line.find(b"\\u") >= 0)
     ):
         return None
     return value  # type: ignore[no-any-return]
@@ -157,19 +168,20 @@ def _exact(value: dict[str, Any] | None) -> dict[str, Any] | None:
     return value
 
 
-def _batch(source: LineSource, lines: Iterator[str], text: str, line: int, most: int) -> list[str]:
-    """Line `line` (text) and the lines after it in the source's current block, at most `most`
+def _batch(source: LineSource, lines: Iterator[bytes], first: bytes, line: int, most: int) -> list[bytes]:
+    """Line `line` (first) and the lines after it in the source's current block, at most `most`
     (and _BATCH) in all. The block was read and checked whole, so taking them reads and raises
     nothing; a careful block hands over its lines one at a time, and so does this."""
     more = 0 if source.careful else min(source.base + len(source.ends) - 1 - line, most - 1, _BATCH - 1)
-    return [text, *islice(lines, more)] if more > 0 else [text]
+    return [first, *islice(lines, more)] if more > 0 else [first]
 
 
-def _parsed(texts: list[str]) -> list[Any]:
+def _parsed(pieces: list[bytes]) -> list[Any]:
     """What orjson reads in each line (one call per line, no Python code between them); None
-    for a line it refuses, as for a line that is null: parse_line reads those."""
+    for a line it refuses (not UTF-8, or not JSON), as for a line that is null: _parse_slowly
+    reads those, once utf8_text has decoded them."""
     values: list[Any] = []
-    parsed = map(_loads, texts)
+    parsed = map(_loads, pieces)
     while True:
         try:
             values.extend(parsed)  # appends as it goes; the map goes on after the line refused
@@ -178,21 +190,21 @@ def _parsed(texts: list[str]) -> list[Any]:
             values.append(None)
 
 
-def _fast_batch(texts: list[str]) -> list[dict[str, Any] | None]:
+def _fast_batch(pieces: list[bytes]) -> list[dict[str, Any] | None]:
     """_fast of each line. When every line is an object whose values are strings, integers
     (orjson's are exact), true, false or null, each is flat and holds no float, so a line is
     taken unless it does not start with "{" or has a \\u escape, as _flat says; otherwise each
     line is tested alone."""
-    values = _parsed(texts)
+    values = _parsed(pieces)
     try:
         flat = _SCALARS.issuperset(map(type, chain.from_iterable(map(dict.values, values))))
     except TypeError:  # a line that is not an object
         flat = False
     if not flat:
-        return [_exact(_flat_of(text, value)) for text, value in zip(texts, values, strict=True)]
+        return [_exact(_flat_of(piece, value)) for piece, value in zip(pieces, values, strict=True)]
     return [
-        value if text[0] == "{" and ("\\" not in text or "\\u" not in text) else None
-        for text, value in zip(texts, values, strict=True)
+        value if piece[0] == _BRACE and (_BACKSLASH not in piece or piece.find(b"\\u") < 0) else None
+        for piece, value in zip(pieces, values, strict=True)
     ]
 
 
@@ -262,22 +274,26 @@ def iter_records(
     quarter, max_field = limits.max_field_bytes // 4, limits.max_field_bytes
     distinct = DistinctKeys(limits, "utf-8", "a JSON Lines file")
     seen = distinct.seen
-    lines = source.lines()
+    lines = utf8_lines(source)
     for first in lines:
         # No line past the last record: a blank line only makes a batch's records fewer.
         batch = _batch(source, lines, first, line, last_row - row + 1)
         ends, base = source.ends, source.base
-        # The common line, one flat object, is read by _fast_batch; any other goes to parse_line.
-        for text, cells in zip(batch, _fast_batch(batch), strict=True):
-            if cells is not None or text[0] == "{" or text.strip(_BLANKS):
+        # The common line, one flat object, is read by _fast_batch; any other is decoded and read
+        # the careful way (_fast would not take it either).
+        for piece, cells in zip(batch, _fast_batch(batch), strict=True):
+            if cells is not None or piece[0] == _BRACE or piece.strip(_BLANK_BYTES):
                 error = None
                 if cells is None:
-                    cells, error = parse_line(text)
+                    text = utf8_text(source, piece, line)
+                    cells, error = _parse_slowly(text)
                 end = ends[line - base]
                 if cells is None:
-                    yield Record(row, line, end, {RAW_KEY: text.rstrip("\r\n")}, f"line {line}: {error}", line + 1)
+                    raw = {RAW_KEY: text.rstrip("\r\n")}
+                    yield Record(row, line, end, raw, f"line {line}: {error}", line + 1)
                 else:
-                    if len(text) > quarter:
+                    # Its bytes, at least its characters: a field over the limit has more than a quarter.
+                    if len(piece) > quarter:
                         _check_fields(cells, max_field, line)
                     if not seen.issuperset(cells):
                         distinct.add(cells, line)
@@ -304,7 +320,7 @@ def scan(
     else:
         chunk_rows = horizon = sys.maxsize  # positions count characters: one chunk
     seen = distinct.seen
-    lines = source.lines()
+    lines = utf8_lines(source)
     for first in lines:
         batch = _batch(source, lines, first, line, sys.maxsize)
         values = _parsed(batch)
@@ -320,13 +336,13 @@ def scan(
             count += len(batch)
             line += len(batch)
             continue
-        for text, value in zip(batch, values, strict=True):
-            if text[0] == "{" or text.strip(_BLANKS):
-                cells = _flat_of(text, value)  # keys are all the scan needs
+        for piece, value in zip(batch, values, strict=True):
+            if piece[0] == _BRACE or piece.strip(_BLANK_BYTES):
+                cells = _flat_of(piece, value)  # keys are all the scan needs
                 if cells is None:
-                    cells, _ = parse_line(text)
+                    cells, _ = _parse_slowly(utf8_text(source, piece, line))
                 if cells is not None:
-                    if len(text) > quarter:
+                    if len(piece) > quarter:
                         _check_fields(cells, max_field, line)
                     if not keys.issuperset(cells):  # the chunk's keys are among the file's (seen)
                         keys.update(cells)

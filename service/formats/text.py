@@ -8,7 +8,7 @@ from bisect import bisect_left
 from collections.abc import Callable, Iterator, Sequence
 from itertools import accumulate, chain
 from operator import methodcaller
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from service.errors import LimitExceeded
 from service.formats.decoding import Codec, nul_error, text_codec, undecodable_error
@@ -148,6 +148,10 @@ class BlockSource:
     The consumer tells where its current record begins by setting `mark` (the record's first
     line) after each record; per_line sources (kv: every line is a record) need no mark.
 
+    raw_lines() hands over a UTF-8 file's lines undecoded, with the same checks but the
+    decoding, for a consumer that parses bytes (JSON Lines, see utf8_lines): a block is then
+    careful only for its NUL or its size, and the consumer refuses an undecodable line itself.
+
     While the consumer handles a record whose last line is n (n in the current block),
     ends[n - base] is the position just after line n: the record's Record.end. `careful`
     is True when the current block was handed over line by line (the consumer must then
@@ -189,7 +193,15 @@ class BlockSource:
 
     def lines(self) -> Iterator[str]:
         """Iterate over the decoded lines (each with its b'\\n' ending, if any) from the start."""
-        return chain.from_iterable(self._blocks())
+        name = self.codec.name
+        return chain.from_iterable(self._blocks(bytes.decode if name == "utf-8" else methodcaller("decode", name)))
+
+    def raw_lines(self) -> Iterator[bytes]:
+        """Iterate over the lines' own bytes, with every check lines() makes but their decoding, which
+        the consumer makes (see utf8_lines): a UTF-8 file's only."""
+        if self.codec.name != "utf-8":
+            raise ValueError(f"raw lines are UTF-8, not {self.codec.name}")
+        return chain.from_iterable(self._blocks(None))
 
     def record_bytes(self, first: int, last: int) -> int:
         """Size in bytes of the record on lines first..last, last being in the current block."""
@@ -197,11 +209,9 @@ class BlockSource:
         begin = self.ends[first - 1 - base] if first > base else self._block_rs
         return self.ends[last - base] - begin
 
-    def _blocks(self) -> Iterator[Sequence[str]]:
+    def _blocks(self, decode: Callable[[bytes], str] | None) -> Iterator[Sequence[Any]]:
+        """The blocks' lines, decoded by decode (None: left as bytes, and not checked for their decoding)."""
         fh, max_record, fast_limit, per_line = self._fh, self._max_record, self._fast_limit, self._per_line
-        decode: Callable[[bytes], str] = (
-            bytes.decode if self.codec.name == "utf-8" else methodcaller("decode", self.codec.name)
-        )
         fh.seek(self.start)
         read, size = fh.read, BLOCK_BYTES
         offset, line = self.start, self._first_line  # where the next block begins
@@ -243,10 +253,10 @@ class BlockSource:
             else:
                 rs = prev_rs
             self.ends, self.base, self._block_rs = ends, line - 1, rs
-            texts = None
+            texts: Sequence[Any] | None = None
             if ends[-1] - rs <= fast_limit and b"\0" not in raw:
                 try:
-                    texts = list(map(decode, pieces))
+                    texts = pieces if decode is None else list(map(decode, pieces))
                 except UnicodeDecodeError:
                     texts = None
             if texts is not None:
@@ -261,9 +271,10 @@ class BlockSource:
         self.exhausted = self.careful = True
 
     def _checked(
-        self, pieces: list[bytes], ends: list[int], line: int, rs: int, decode: Callable[[bytes], str]
-    ) -> Iterator[tuple[str]]:
-        """Hand over a block line by line, with LineReader's checks in LineReader's order."""
+        self, pieces: list[bytes], ends: list[int], line: int, rs: int, decode: Callable[[bytes], str] | None
+    ) -> Iterator[tuple[str | bytes]]:
+        """Hand over a block line by line, with LineReader's checks in LineReader's order (decode None:
+        the lines' bytes, their decoding left to the consumer)."""
         max_record, per_line = self._max_record, self._per_line
         for i, piece in enumerate(pieces):
             number = line + i
@@ -276,6 +287,9 @@ class BlockSource:
                 raise too_long_error(max_record, first)
             if b"\0" in piece:
                 raise nul_error(self.codec, number)
+            if decode is None:
+                yield (piece,)
+                continue
             try:
                 text = decode(piece)
             except UnicodeDecodeError as exc:
@@ -358,6 +372,28 @@ def open_source(
         _check_resume_point(fh, codec, start)
         return BlockSource(fh, codec, limits, start, line, per_line)
     return LegacySource(LineReader(fh, codec, limits.max_record_bytes, start, line), per_line)
+
+
+def utf8_lines(source: LineSource) -> Iterator[bytes]:
+    """The source's lines as UTF-8 bytes (each with its ending), for a consumer of UTF-8 (JSON Lines).
+
+    A UTF-8 file's lines are its own bytes, with every check lines() makes but their decoding; a
+    file in another codec gives its decoded lines encoded again. So the consumer must take each
+    line through a parser that refuses what is not UTF-8 exactly as Python's codec does (orjson
+    validates its input first), or through utf8_text, before it gives anything for a later line:
+    an undecodable line then fails the file at its line, with the message lines() would give.
+    """
+    if isinstance(source, BlockSource) and source.codec.name == "utf-8":
+        return source.raw_lines()
+    return map(str.encode, source.lines())
+
+
+def utf8_text(source: LineSource, piece: bytes, line: int) -> str:
+    """Line number `line` of utf8_lines as text; a line that is not UTF-8 fails the file as lines() fails it."""
+    try:
+        return piece.decode()
+    except UnicodeDecodeError as exc:
+        raise undecodable_error(source.codec, piece[exc.start], exc.start, line) from None
 
 
 def byte_horizon(source: LineSource, target: int) -> int:

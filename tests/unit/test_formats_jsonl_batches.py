@@ -1,5 +1,5 @@
-"""JSON Lines read a batch of lines at a time (orjson per line, checks per batch): the same records,
-keys, cuts and refusals as the careful reading of each line alone.
+"""JSON Lines read a batch of lines at a time (orjson per line, on the lines' own bytes, checks per
+batch): the same records, keys, cuts and refusals as the careful reading of each line alone.
 
 The reference reads the file line by line with LineReader and judges every line with parse_line's
 careful path only (the json module, no orjson), so the batches' fast paths are checked against the
@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -98,6 +99,24 @@ BIG = [2**63, 2**64, 2**64 + 1, -(2**63) - 1, 10**30, 2**63 - 1, -(2**63)]
 NUMBERS = st.one_of(st.integers(-5, 5), st.sampled_from(BIG), st.sampled_from([1.5, -0.0, 1e19, 1.0e300]))
 SCALARS = st.one_of(STRINGS, NUMBERS, st.booleans(), st.none())
 VALUES = st.recursive(SCALARS, lambda inner: st.lists(inner, max_size=2) | st.dictionaries(KEYS, inner, max_size=2))
+# Bytes Python's UTF-8 codec refuses, each for another reason: a surrogate, overlong forms, past
+# U+10FFFF, a cut sequence, a lone continuation byte, a five-byte form, bytes never in UTF-8.
+NOT_UTF8 = [
+    b"\xed\xa0\x80",
+    b"\xed\xbf\xbf",
+    b"\xc0\xaf",
+    b"\xc1\xbf",
+    b"\xe0\x80\xaf",
+    b"\xf0\x80\x80\xaf",
+    b"\xf4\x90\x80\x80",
+    b"\xe5\xb1",
+    b"\xf0\x9f\x98",
+    b"\x80",
+    b"\xbf",
+    b"\xf8\x88\x80\x80\x80",
+    b"\xfe",
+    b"\xff",
+]
 # Lines the fast paths must send the careful way, or refuse as the careful way does.
 ODD = [
     "",
@@ -148,7 +167,7 @@ def jsonl_files(draw: st.DrawFn) -> bytes:
     data = body.encode("utf-8-sig" if draw(st.booleans()) else "utf-8")
     if draw(st.integers(0, 4)) == 0:
         at = draw(st.integers(0, len(data)))
-        data = data[:at] + draw(st.sampled_from(DAMAGE)) + data[at:]
+        data = data[:at] + draw(st.sampled_from(DAMAGE + NOT_UTF8)) + data[at:]
     return data
 
 
@@ -229,3 +248,95 @@ def test_a_long_field_after_short_ones_with_the_same_keys_is_refused_at_its_line
             lambda: careful_records(path, limits)
         )
         check_scan(path, header, limits, 10, 10**9)
+
+
+# ---------------------------------------------------------------- lines that are not UTF-8
+
+# Where a line's bad bytes may sit: each %s is replaced by them.
+NOT_UTF8_LINES = [
+    '{"id": "u0", "email": "%s"}',  # in a flat line's string
+    '{"id": "u0", "%s": "x"}',  # in a key
+    '{"id": "u0", "email": "x"} %s',  # after the object
+    '%s{"id": "u0"}',  # before it
+    "  %s  ",  # on a line otherwise blank
+    '"%s"',  # in a line that is not an object
+    '{"id": "u0", "email": "x%s"',  # in a line that is not valid JSON
+    '{"id": "caf\\u00e9 %s"}',  # in a line with a \\u escape (read the careful way)
+    '{"id": {"nested": "%s"}}',  # in a nested value
+    '{"id": 18446744073709551617, "email": "%s"}',  # beside an integer orjson cannot hold
+]
+
+
+@pytest.mark.parametrize("bad", NOT_UTF8)
+@pytest.mark.parametrize("line", NOT_UTF8_LINES)
+@pytest.mark.parametrize("block", [64, 256 * 1024])
+def test_a_line_that_is_not_utf8_among_flat_ones_is_refused_as_the_careful_reading_refuses_it(
+    tmp_path: Path, bad: bytes, line: str, block: int
+) -> None:
+    flat = [(FLAT % (i, i)).encode() for i in range(1, 200)]
+    path = tmp_path / "input.jsonl"
+    head, _, tail = line.encode().partition(b"%s")
+    path.write_bytes(b"\n".join(flat[:100] + [head + bad + tail] + flat[100:]) + b"\n")
+    with block_bytes(block):
+        header = read_header(path, JSONL, DEFAULTS)
+        whole, refusal = outcome(lambda: iter_records(path, JSONL, header, DEFAULTS))
+        assert (whole, refusal) == outcome(lambda: careful_records(path, DEFAULTS))
+        assert refusal is not None and refusal[2] == 101 and "not valid utf-8 text" in refusal[1], refusal
+        assert f"byte 0x{bad[0]:02x} at byte {len(head) + 1} of the line" in refusal[1]
+        assert len(whole) == 100
+        check_scan(path, header, DEFAULTS, 7, 10**9)
+
+
+def test_orjson_refuses_every_sequence_of_up_to_two_bytes_that_is_not_utf8() -> None:
+    # JSON Lines trusts orjson to refuse a line that is not UTF-8 (it checks its input whole
+    # first, as strictly as Python's codec): a line it reads is never decoded by Python.
+    sequences = [bytes([a]) for a in range(256)] + [bytes([a, b]) for a in range(0x80, 256) for b in range(256)]
+    accepted = []
+    for seq in sequences + NOT_UTF8:
+        for data in (b'{"k": "' + seq + b'"}', b'{"k": "v"} ' + seq, b'{"' + seq + b'": 1}'):
+            if _orjson_reads(data) and not _utf8(data):
+                accepted.append(data)
+    assert accepted == []
+
+
+@given(st.binary(max_size=12), st.sampled_from([b'{"k": "%s"}', b'{"%s": "v"}', b'{"k": "v"}%s', b"%s"]))
+def test_orjson_reads_no_bytes_that_python_cannot_decode(seq: bytes, wrap: bytes) -> None:
+    data = wrap.replace(b"%s", seq)
+    assert _utf8(data) or not _orjson_reads(data)
+
+
+def _orjson_reads(data: bytes) -> bool:
+    try:
+        orjson.loads(data)
+    except orjson.JSONDecodeError:
+        return False
+    return True
+
+
+def _utf8(data: bytes) -> bool:
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+@pytest.mark.parametrize("encoding", ["latin-1", "utf-16"])
+def test_a_file_read_in_another_codec_gives_the_records_of_its_utf8_twin(tmp_path: Path, encoding: str) -> None:
+    # detect_format refuses such a file (JSON text is UTF-8); read directly, it takes the decoded
+    # lines' way (utf8_lines encodes them again), with positions in its own codec's terms.
+    body = "".join(FLAT % (i, i) + "\n" for i in range(1, 40)).replace("Zoë", "Zoë é")
+    body += '{"id": "bad"\n\n{"id": "last"}\n'
+    twin, other = tmp_path / "twin.jsonl", tmp_path / "other.jsonl"
+    twin.write_text(body, encoding="utf-8")
+    other.write_text(body, encoding=encoding)
+    fmt = dataclasses.replace(JSONL, encoding=encoding)
+    header = read_header(other, fmt, DEFAULTS)
+    got = list(iter_records(other, fmt, header, DEFAULTS))
+    expected = list(iter_records(twin, JSONL, read_header(twin, JSONL, DEFAULTS), DEFAULTS))
+    assert [(r.source_row, r.line, r.cells, r.error) for r in got] == [
+        (r.source_row, r.line, r.cells, r.error) for r in expected
+    ]
+    assert len(got) == 41 and got[-2].error is not None and got[-1].cells == {"id": "last"}
+    cuts = list(scan_chunks(other, fmt, header, DEFAULTS, 7, 10**9))
+    assert sum(cut.rows for cut in cuts) == 41
