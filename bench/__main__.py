@@ -20,7 +20,7 @@ own, come the uploads (bench/uploads.py, SPEC 19; UPLOADS=0 or --uploads off lea
 64 MiB PATCHes, then by eight clients at once while GET /healthz and POST /enqueue are timed and every REST
 process's RSS is sampled. Then, with the workers stopped, the feeds (bench/feeds.py, SPEC 20; FEEDS=0 or --feeds off
 leaves them out, FEEDS=only or --feeds only runs them alone, with no workers): one run of a feed over 100,000 files
-all imported already, on the blob root and on S3 (moto's server), each on an app DB of its own. Prints one table.
+all imported already, on the blob root and on S3 (SeaweedFS), each on an app DB of its own. Prints one table.
 """
 
 from __future__ import annotations
