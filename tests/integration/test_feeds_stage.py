@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from service.config import Config
-from service.errors import RequestRefused
+from service.errors import JobConflict, RequestRefused
 from service.schema.products import ProductRegistry
 from service.stages import feeds
 from service.stages.messages import dispatch
@@ -118,7 +118,7 @@ def test_a_retry_is_pinned_to_the_version_the_feed_listed(setup: tuple[Services,
     assert job.options["feed"]["version"] == {"size": info.st_size, "mtime_ns": info.st_mtime_ns}
     again = store.file(feed.id, file.version_id)
     assert again is not None and (again.job_id, again.attempts) == (job.id, 2)
-    with pytest.raises(RequestRefused, match="only a failed file is retried"):
+    with pytest.raises(JobConflict, match="is queued; only a failed file is retried"):
         feeds.retry(services, store, feed, again)
 
 
