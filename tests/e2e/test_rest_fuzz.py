@@ -21,6 +21,7 @@ PAGES = {
     "/ui/tus.min.js": "text/javascript",
     "/metrics": "text/plain",
 }  # the routes that answer something else than JSON when they succeed
+LIMIT_REQUEST_LINE = 4094  # gunicorn's default, which gunicorn.conf.py keeps
 
 
 @pytest.fixture(scope="module")
@@ -37,6 +38,12 @@ def test_no_generated_request_gets_a_server_error(case: schemathesis.Case, base_
     assert response.status_code < 500, (case.method, case.formatted_path, response.status_code, response.text[:300])
     if response.status_code == 204 or case.method == "HEAD":  # no body (tus answers, SPEC 19)
         assert not response.content, (case.method, case.formatted_path, response.status_code)
+        return
+    if response.status_code == 414:
+        # gunicorn itself refuses a request line over its limit_request_line (4094 bytes), before
+        # the app, with its own short HTML page: only a request that long may get it.
+        line = f"{case.method} {response.request.path_url} HTTP/1.1"
+        assert len(line.encode()) > LIMIT_REQUEST_LINE, (case.formatted_path, len(line.encode()))
         return
     content_type = response.headers.get("content-type") or [""]
     page = case.method == "GET" and response.status_code < 400
