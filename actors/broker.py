@@ -102,53 +102,10 @@ WHERE (state = 'done' AND mtime < (now() AT TIME ZONE 'UTC') - interval '60 seco
 """
 
 
-class RecoverySweep(Middleware):
-    """Re-announce abandoned messages while workers run (dramatiq-pg looks only at start-up
-    and at random, minutes apart), so a job survives a SIGKILLed worker within about 20 s;
-    purge finished messages; then call `after_sweep` (which fails jobs whose work vanished)."""
-
-    def __init__(
-        self,
-        after_sweep: Callable[[], None] | None = None,
-        every: float = SWEEP_EVERY_SECONDS,
-        after: float = ABANDONED_AFTER_SECONDS,
-    ) -> None:
-        self.after_sweep = after_sweep
-        self.every, self.after = every, after
-        self._stop = threading.Event()
-
-    def after_worker_boot(self, broker: Any, worker: Any) -> None:
-        if not is_delivery_worker(worker):  # one sweep per process, for every queue
-            threading.Thread(target=self._loop, args=(broker,), name="recovery-sweep", daemon=True).start()
-
-    def before_worker_shutdown(self, broker: Any, worker: Any) -> None:
-        if not is_delivery_worker(worker):
-            self._stop.set()
-
-    def _loop(self, broker: Any) -> None:
-        # Jitter, so that many worker processes do not sweep in step.
-        while not self._stop.wait(self.every * random.uniform(0.75, 1.25)):
-            try:
-                self.sweep(broker)
-                if self.after_sweep is not None:
-                    self.after_sweep()
-            except Exception as exc:  # the sweep must never kill its thread; next round retries
-                log.warning("recovery sweep failed: %s", redact(str(exc).strip()))
-
-    def sweep(self, broker: Any) -> int:
-        """Announce every stale queued/consumed message again; return how many."""
-        with transaction(broker.pool) as curs:
-            curs.execute(RENOTIFY, (self.after,))
-            announced = curs.rowcount
-            curs.execute(PURGE)
-        return announced
-
-
 class Every(Middleware):
-    """Call `task` every `every` seconds (jittered) in a thread of its own in each worker process
-    (not the delivery workers'), from its boot to its shutdown; a failure is logged, and the next
-    round goes on. Work that may wait long on a store (a feed's listing) runs here, so that it
-    never holds up the recovery sweep."""
+    """Call `task` every `every` seconds (jittered, so that many worker processes do not run it
+    in step) in a thread of its own in each worker process (not the delivery workers'), from its
+    boot to its shutdown; a failure is logged, and the next round goes on."""
 
     def __init__(self, name: str, task: Callable[[], object], every: float = SWEEP_EVERY_SECONDS) -> None:
         self.name, self.task, self.every = name, task, every
@@ -156,7 +113,7 @@ class Every(Middleware):
 
     def after_worker_boot(self, broker: Any, worker: Any) -> None:
         if not is_delivery_worker(worker):
-            threading.Thread(target=self._loop, name=self.name, daemon=True).start()
+            threading.Thread(target=self._loop, name=self.name.replace(" ", "-"), daemon=True).start()
 
     def before_worker_shutdown(self, broker: Any, worker: Any) -> None:
         if not is_delivery_worker(worker):
@@ -168,6 +125,41 @@ class Every(Middleware):
                 self.task()
             except Exception as exc:  # never kills its thread; the next round retries
                 log.warning("%s failed: %s", self.name, redact(str(exc).strip()))
+
+
+class RecoverySweep(Every):
+    """Re-announce abandoned messages while workers run (dramatiq-pg looks only at start-up
+    and at random, minutes apart), so a job survives a SIGKILLed worker within about 20 s;
+    purge finished messages; then call `after_sweep` (which fails jobs whose work vanished).
+    Work that may wait long on a store (a feed's listing) runs in an Every of its own, so that
+    it never holds this up."""
+
+    def __init__(
+        self,
+        after_sweep: Callable[[], None] | None = None,
+        every: float = SWEEP_EVERY_SECONDS,
+        after: float = ABANDONED_AFTER_SECONDS,
+    ) -> None:
+        super().__init__("recovery sweep", self._round, every)
+        self.after_sweep, self.after = after_sweep, after
+        self._broker: Any = None
+
+    def after_worker_boot(self, broker: Any, worker: Any) -> None:
+        self._broker = broker  # one sweep per process, for every queue
+        super().after_worker_boot(broker, worker)
+
+    def _round(self) -> None:
+        self.sweep(self._broker)
+        if self.after_sweep is not None:
+            self.after_sweep()
+
+    def sweep(self, broker: Any) -> int:
+        """Announce every stale queued/consumed message again; return how many."""
+        with transaction(broker.pool) as curs:
+            curs.execute(RENOTIFY, (self.after,))
+            announced = curs.rowcount
+            curs.execute(PURGE)
+        return announced
 
 
 def make_broker(dsn: str, extra: Sequence[Middleware] = ()) -> Broker:
